@@ -1,0 +1,1038 @@
+//! `Conductor`: one create, plan or destroy run against the four backends.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::json;
+use tracing::{info, info_span, warn, Instrument};
+
+use crate::cloud::{
+    conductor_tag, CloudBackend, InstanceRef, Inventory, LaunchResult, LaunchSpec, Scope, Selector,
+    NAME_TAG,
+};
+use crate::cpid::Cpid;
+use crate::error::{BackendErrorKind, Error, InputError, ReserveError};
+use crate::layout::{log_rand, write_atomic, Layout};
+use crate::names::{Env, Group, Region, Role};
+use crate::pillar::{GroupSpec, Pillar};
+use crate::plan::{inventory_scopes, plan as compute, Plan, PlanFiles};
+use crate::render;
+use crate::request::{resolve, CreateRequest};
+use crate::reserve::{now_secs, Key, Lease, Owner, Reserver};
+use crate::salt::{PillarSource, SaltExecutor, StateFailure, StateRunResult};
+
+/// How instances are created.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Provisioner {
+    /// `salt-cloud -m <map>` (needs a Salt with the EC2 cloud driver, i.e. 3007.x).
+    #[default]
+    SaltCloud,
+    /// Native EC2 RunInstances with a Salt-bootstrap user-data.
+    Ec2,
+}
+
+/// Tunables of the lifecycle; the defaults suit real AWS.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// How instances are created.
+    pub provisioner: Provisioner,
+    /// How long a released key stays held (EC2 reads are eventually consistent).
+    pub release_grace: Duration,
+    /// Lease lifetime; keys of a crashed run on another host free themselves after it.
+    pub lease_ttl: Duration,
+    /// Attempts to plan and reserve before giving up.
+    pub max_attempts: u32,
+    /// First backoff between attempts (doubles, jittered, capped by `backoff_max`).
+    pub backoff_base: Duration,
+    /// Largest backoff between attempts.
+    pub backoff_max: Duration,
+    /// How long to wait for launched instances to show in the inventory.
+    pub visible_timeout: Duration,
+    /// Re-read the inventory after reserving (DESIGN step 5). Only tests that
+    /// show why it exists turn it off.
+    #[doc(hidden)]
+    pub check_after_reserve: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            provisioner: Provisioner::SaltCloud,
+            release_grace: Duration::from_secs(120),
+            lease_ttl: Duration::from_secs(3600),
+            max_attempts: 8,
+            backoff_base: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(5),
+            visible_timeout: Duration::from_secs(300),
+            check_after_reserve: true,
+        }
+    }
+}
+
+/// Runs create, plan and destroy against its backends; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Conductor {
+    cloud: Arc<dyn CloudBackend>,
+    reserver: Arc<dyn Reserver>,
+    pillar: Arc<dyn PillarSource>,
+    salt: Option<Arc<dyn SaltExecutor>>,
+    layout: Layout,
+    opts: Options,
+}
+
+/// Builds a [`Conductor`]; cloud, reserver and pillar are required.
+#[derive(Default)]
+pub struct ConductorBuilder {
+    cloud: Option<Arc<dyn CloudBackend>>,
+    reserver: Option<Arc<dyn Reserver>>,
+    pillar: Option<Arc<dyn PillarSource>>,
+    salt: Option<Arc<dyn SaltExecutor>>,
+    layout: Layout,
+    opts: Options,
+}
+
+impl ConductorBuilder {
+    /// The cloud backend.
+    pub fn cloud(mut self, cloud: Arc<dyn CloudBackend>) -> Self {
+        self.cloud = Some(cloud);
+        self
+    }
+    /// The reserver.
+    pub fn reserver(mut self, reserver: Arc<dyn Reserver>) -> Self {
+        self.reserver = Some(reserver);
+        self
+    }
+    /// The pillar source.
+    pub fn pillar(mut self, pillar: Arc<dyn PillarSource>) -> Self {
+        self.pillar = Some(pillar);
+        self
+    }
+    /// The Salt executor; without one, hooks and startup states are skipped
+    /// (and reported as skipped), and only the `ec2` provisioner works.
+    pub fn salt(mut self, salt: Arc<dyn SaltExecutor>) -> Self {
+        self.salt = Some(salt);
+        self
+    }
+    /// File roots.
+    pub fn layout(mut self, layout: Layout) -> Self {
+        self.layout = layout;
+        self
+    }
+    /// Lifecycle tunables.
+    pub fn options(mut self, opts: Options) -> Self {
+        self.opts = opts;
+        self
+    }
+    /// Checks that the required backends are set.
+    pub fn build(self) -> Result<Conductor, Error> {
+        let missing = |what: &str| {
+            InputError::invalid("conductor", what, "is required: set it on the builder")
+        };
+        if self.opts.provisioner == Provisioner::SaltCloud && self.salt.is_none() {
+            return Err(InputError::invalid(
+                "provisioner",
+                "salt-cloud",
+                "needs a Salt executor; set one, or use the ec2 provisioner",
+            )
+            .into());
+        }
+        Ok(Conductor {
+            cloud: self.cloud.ok_or_else(|| missing("cloud"))?,
+            reserver: self.reserver.ok_or_else(|| missing("reserver"))?,
+            pillar: self.pillar.ok_or_else(|| missing("pillar"))?,
+            salt: self.salt,
+            layout: self.layout,
+            opts: self.opts,
+        })
+    }
+}
+
+/// What a create run did.
+#[derive(Clone, Debug, Serialize)]
+pub struct CreateReport {
+    /// The plan that was reserved and built.
+    pub plan: Plan,
+    /// The provisioner used.
+    pub provisioner: Provisioner,
+    /// Plan-and-reserve attempts it took.
+    pub attempts: u32,
+    /// Instances created.
+    pub launched: Vec<String>,
+    /// Instances that failed to launch, with the reason.
+    pub failed: Vec<(String, String)>,
+    /// Instances launched but not yet visible when the wait ended; their keys
+    /// stay reserved until the lease expires.
+    pub not_visible: Vec<String>,
+    /// Failed states of hooks and startup states.
+    pub state_failures: Vec<StateFailure>,
+    /// Steps skipped, and why (e.g. no Salt executor).
+    pub skipped: Vec<String>,
+    /// Files written by the run.
+    pub logs: Vec<PathBuf>,
+}
+
+impl CreateReport {
+    /// True when every instance launched and every state succeeded.
+    pub fn success(&self) -> bool {
+        self.failed.is_empty() && self.state_failures.is_empty() && self.not_visible.is_empty()
+    }
+}
+
+/// Which instances a destroy run removes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DestroySelector {
+    /// Every instance of one run.
+    Cpid(Cpid),
+    /// Instances by name.
+    Names(Vec<String>),
+    /// Members of one cluster of `role`, by group-scoped cluster id.
+    Cluster {
+        /// Cluster role.
+        role: Role,
+        /// `<group>.<role>.cluster.id`.
+        id: u32,
+    },
+    /// Instances of one system, by `<group>.system.id`.
+    System(u32),
+}
+
+/// A destroy request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DestroyRequest {
+    /// Product group.
+    pub group: Group,
+    /// Pillar (and salt) environment.
+    pub env: Env,
+    /// Region to search; default every region of the environment in pillar.
+    pub region: Option<Region>,
+    /// What to destroy.
+    pub selector: DestroySelector,
+}
+
+/// What a destroy run did.
+#[derive(Clone, Debug, Serialize)]
+pub struct DestroyReport {
+    /// The destroy run's own CPID.
+    pub cpid: Cpid,
+    /// Instances terminated (names, or ids when unnamed).
+    pub destroyed: Vec<String>,
+    /// Failures reported by the provisioner.
+    pub failed: Vec<(String, String)>,
+    /// Failed hook states.
+    pub state_failures: Vec<StateFailure>,
+    /// Steps skipped, and why.
+    pub skipped: Vec<String>,
+    /// Files written by the run.
+    pub logs: Vec<PathBuf>,
+}
+
+impl DestroyReport {
+    /// True when everything selected was destroyed and hooks succeeded.
+    pub fn success(&self) -> bool {
+        self.failed.is_empty() && self.state_failures.is_empty()
+    }
+}
+
+/// Attempts at drawing a CPID nobody else holds.
+const CPID_DRAWS: u32 = 5;
+
+impl Conductor {
+    /// Starts a builder.
+    pub fn builder() -> ConductorBuilder {
+        ConductorBuilder::default()
+    }
+
+    /// The file layout.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The reserver (for `reservations list|prune`).
+    pub fn reserver(&self) -> &Arc<dyn Reserver> {
+        &self.reserver
+    }
+
+    /// Computes what `create` would build now; reserves and writes nothing.
+    pub async fn plan(&self, req: &CreateRequest) -> Result<Plan, Error> {
+        let pillar = self.load_pillar(&req.pillarenv).await?;
+        let cpid = req.cpid.unwrap_or_else(Cpid::generate);
+        let scopes = self.scopes(&pillar, req)?;
+        self.compute_plan(cpid, req, &pillar, &scopes, None).await
+    }
+
+    async fn load_pillar(&self, env: &Env) -> Result<Pillar, Error> {
+        self.pillar
+            .load(env)
+            .instrument(info_span!("pillar.load", %env))
+            .await
+    }
+
+    fn scopes(&self, pillar: &Pillar, req: &CreateRequest) -> Result<Vec<Scope>, Error> {
+        let build = resolve(pillar, req)?;
+        inventory_scopes(pillar, req, &build)
+    }
+
+    async fn compute_plan(
+        &self,
+        cpid: Cpid,
+        req: &CreateRequest,
+        pillar: &Pillar,
+        scopes: &[Scope],
+        own: Option<&Owner>,
+    ) -> Result<Plan, Error> {
+        let inventory = self.read_inventory(scopes).await?;
+        let held: BTreeSet<Key> = self
+            .reserver
+            .held(now_secs(), own)
+            .instrument(info_span!("reserver.list"))
+            .await
+            .map_err(|e| Error::backend("listing reservations", e))?
+            .into_iter()
+            .collect();
+        let mut plan = compute(cpid, req, pillar, &inventory, &held)?;
+        plan.files = Some(PlanFiles {
+            provider: self.layout.provider_file(&req.group, cpid),
+            profile: self.layout.profile_file(&req.group, cpid),
+            map: self
+                .layout
+                .map_file(cpid, &req.group, &req.zone, &req.saltenv),
+        });
+        Ok(plan)
+    }
+
+    /// Reads every scope (in parallel) into one inventory.
+    async fn read_inventory(&self, scopes: &[Scope]) -> Result<Inventory, Error> {
+        let mut set = tokio::task::JoinSet::new();
+        for scope in scopes.iter().cloned() {
+            let cloud = self.cloud.clone();
+            let span = info_span!("cloud.inventory", region = %scope.region, selectors = scope.select.len());
+            set.spawn(async move { cloud.inventory(&scope).await }.instrument(span));
+        }
+        let mut inv = Inventory::default();
+        while let Some(joined) = set.join_next().await {
+            let part = joined
+                .map_err(|e| Error::RunFailed(format!("inventory task failed: {e}")))?
+                .map_err(|e| Error::backend("reading the inventory", e))?;
+            inv.merge(part);
+        }
+        Ok(inv)
+    }
+
+    /// Reserves `cpid.<CPID>` for the run, drawing again on a clash.
+    async fn claim_cpid(&self, fixed: Option<Cpid>) -> Result<Lease, Error> {
+        for _ in 0..CPID_DRAWS {
+            let cpid = fixed.unwrap_or_else(Cpid::generate);
+            let owner = Owner::this_process(cpid, self.opts.lease_ttl);
+            match self.reserver.try_reserve(&[Key::cpid(cpid)], &owner).await {
+                Ok(lease) => return Ok(lease),
+                Err(ReserveError::Conflict(_)) if fixed.is_none() => continue,
+                Err(ReserveError::Conflict(keys)) => {
+                    return Err(Error::RetriesExhausted { attempts: 1, keys })
+                }
+                Err(ReserveError::Backend(e)) => {
+                    return Err(Error::backend("reserving the cpid", e))
+                }
+            }
+        }
+        Err(Error::RetriesExhausted {
+            attempts: CPID_DRAWS,
+            keys: vec![],
+        })
+    }
+
+    async fn release(&self, lease: &Lease, grace: Duration) {
+        if lease.keys.is_empty() {
+            return;
+        }
+        if let Err(e) = self
+            .reserver
+            .release(lease, grace)
+            .instrument(info_span!("reserver.release"))
+            .await
+        {
+            warn!(error = %e, keys = lease.keys.len(), "releasing reservations failed; they free themselves at lease expiry");
+        }
+    }
+
+    /// Plans and reserves, with check-after-reserve and bounded, jittered retries.
+    async fn reserve_plan(
+        &self,
+        cpid: Cpid,
+        req: &CreateRequest,
+        pillar: &Pillar,
+        scopes: &[Scope],
+    ) -> Result<(Plan, Lease, u32), Error> {
+        let mut last = Vec::new();
+        for attempt in 1..=self.opts.max_attempts {
+            let owner = Owner::this_process(cpid, self.opts.lease_ttl);
+            let plan = self
+                .compute_plan(cpid, req, pillar, scopes, Some(&owner))
+                .await?;
+            let keys = plan.reservations.all();
+            match self
+                .reserver
+                .try_reserve(&keys, &owner)
+                .instrument(info_span!("reserver.reserve", keys = keys.len()))
+                .await
+            {
+                Ok(lease) => {
+                    if !self.opts.check_after_reserve {
+                        return Ok((plan, lease, attempt));
+                    }
+                    let now = self.read_inventory(scopes).await?;
+                    let clashes = taken_in(&plan, &now);
+                    if clashes.is_empty() {
+                        return Ok((plan, lease, attempt));
+                    }
+                    info!(
+                        attempt,
+                        clashes = clashes.len(),
+                        "reserved keys are already used in the cloud; planning again"
+                    );
+                    self.release(&lease, Duration::ZERO).await;
+                    last = clashes;
+                }
+                Err(ReserveError::Conflict(keys)) => {
+                    info!(
+                        attempt,
+                        conflicts = keys.len(),
+                        "reservation conflict; planning again"
+                    );
+                    last = keys;
+                }
+                Err(ReserveError::Backend(e)) => {
+                    return Err(Error::backend("reserving names and ids", e))
+                }
+            }
+            if attempt < self.opts.max_attempts {
+                tokio::time::sleep(self.backoff(attempt)).await;
+            }
+        }
+        Err(Error::RetriesExhausted {
+            attempts: self.opts.max_attempts,
+            keys: last,
+        })
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self
+            .opts
+            .backoff_base
+            .saturating_mul(1 << attempt.min(16).saturating_sub(1));
+        exp.min(self.opts.backoff_max)
+            .mul_f64(0.5 + rand::random::<f64>() * 0.5)
+    }
+
+    /// Runs one create: plan, reserve, write files, hooks, provision, release,
+    /// startup states. Instance failures are in the report, not the error.
+    pub async fn create(&self, req: &CreateRequest) -> Result<CreateReport, Error> {
+        let pillar = self.load_pillar(&req.pillarenv).await?;
+        let scopes = self.scopes(&pillar, req)?;
+        let cpid_lease = self.claim_cpid(req.cpid).await?;
+        let cpid = cpid_lease.owner.cpid;
+        let span =
+            info_span!("create", %cpid, group = %req.group, env = %req.pillarenv, zone = %req.zone);
+        let result = self
+            .create_reserved(cpid, req, &pillar, &scopes)
+            .instrument(span)
+            .await;
+        self.release(&cpid_lease, Duration::ZERO).await;
+        result
+    }
+
+    async fn create_reserved(
+        &self,
+        cpid: Cpid,
+        req: &CreateRequest,
+        pillar: &Pillar,
+        scopes: &[Scope],
+    ) -> Result<CreateReport, Error> {
+        let (plan, lease, attempts) = self.reserve_plan(cpid, req, pillar, scopes).await?;
+        info!(instances = plan.instances.len(), attempts, "reserved");
+        let group = pillar.group(&req.group)?;
+        let mut report = CreateReport {
+            plan,
+            provisioner: self.opts.provisioner,
+            attempts,
+            launched: vec![],
+            failed: vec![],
+            not_visible: vec![],
+            state_failures: vec![],
+            skipped: vec![],
+            logs: vec![],
+        };
+        // Nothing is launched yet: any failure here frees every key at once.
+        let prepared = async {
+            report
+                .logs
+                .extend(self.write_files(&report.plan, group).await?);
+            self.hooks(
+                &group.hooks.pre_create,
+                &report.plan.saltenv,
+                &report.plan.env,
+                cpid,
+                &mut report.logs,
+                &mut report.skipped,
+            )
+            .await
+        }
+        .await;
+        match prepared {
+            Ok(failures) if failures.is_empty() => {}
+            Ok(failures) => {
+                self.release(&lease, Duration::ZERO).await;
+                report.state_failures = failures;
+                return Err(Error::RunFailed(format!(
+                    "a pre_create hook failed; nothing was launched. See {}",
+                    report
+                        .logs
+                        .last()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
+                )));
+            }
+            Err(e) => {
+                self.release(&lease, Duration::ZERO).await;
+                return Err(e);
+            }
+        }
+
+        let results = match self.provision(&report.plan, group, &mut report.logs).await {
+            Ok(r) => r,
+            Err(e) => {
+                // A whole-call failure: free the keys only if nothing can exist.
+                if let Error::Backend { source, .. } = &e {
+                    if source.kind == BackendErrorKind::Rejected {
+                        self.release(&lease, Duration::ZERO).await;
+                    }
+                }
+                return Err(e);
+            }
+        };
+        for r in &results {
+            match &r.outcome {
+                Ok(_) => report.launched.push(r.name.clone()),
+                Err(f) => report.failed.push((r.name.clone(), f.message.clone())),
+            }
+        }
+        let visible = if report.launched.is_empty() {
+            BTreeSet::new()
+        } else {
+            self.cloud
+                .wait_visible(
+                    &report.plan.region,
+                    &report.launched,
+                    self.opts.visible_timeout,
+                )
+                .instrument(info_span!(
+                    "cloud.wait_visible",
+                    names = report.launched.len()
+                ))
+                .await
+                .map_err(|e| Error::backend("waiting for instances to show", e))?
+        };
+        report.not_visible = report
+            .launched
+            .iter()
+            .filter(|n| !visible.contains(*n))
+            .cloned()
+            .collect();
+        let definitely_gone: BTreeSet<&str> = results
+            .iter()
+            .filter(|r| r.outcome.as_ref().err().is_some_and(|f| f.definite))
+            .map(|r| r.name.as_str())
+            .collect();
+        let settled = |name: &str| visible.contains(name) || definitely_gone.contains(name);
+        let done: Vec<Key> = releasable(&report.plan, settled);
+        self.release(&lease.subset(&done), self.opts.release_grace)
+            .await;
+
+        let ready: Vec<String> = report
+            .launched
+            .iter()
+            .filter(|n| visible.contains(*n))
+            .cloned()
+            .collect();
+        let failures = self
+            .startup_states(
+                &report.plan,
+                group,
+                &ready,
+                &mut report.logs,
+                &mut report.skipped,
+            )
+            .await?;
+        report.state_failures.extend(failures);
+        let failures = self
+            .hooks(
+                &group.hooks.post_create,
+                &report.plan.saltenv,
+                &report.plan.env,
+                cpid,
+                &mut report.logs,
+                &mut report.skipped,
+            )
+            .await?;
+        report.state_failures.extend(failures);
+        // Expired leftovers of other runs are removed here rather than waiting for `prune`.
+        if let Err(e) = self.reserver.prune(now_secs(), None).await {
+            warn!(error = %e, "pruning expired reservations failed");
+        }
+        Ok(report)
+    }
+
+    async fn write_files(&self, plan: &Plan, group: &GroupSpec) -> Result<Vec<PathBuf>, Error> {
+        let files = plan
+            .files
+            .clone()
+            .expect("plans made by Conductor name their files");
+        let docs = [
+            (files.provider, render::provider(plan, group), 0o600),
+            (files.profile, render::profile(plan, group), 0o644),
+            (files.map, render::map(plan, group), 0o644),
+        ];
+        let mut written = Vec::new();
+        for (path, doc, mode) in docs {
+            let text = serde_yaml::to_string(&doc).expect("yaml values serialize");
+            write_file(path.clone(), text.into_bytes(), mode).await?;
+            written.push(path);
+        }
+        Ok(written)
+    }
+
+    async fn provision(
+        &self,
+        plan: &Plan,
+        group: &GroupSpec,
+        logs: &mut Vec<PathBuf>,
+    ) -> Result<Vec<LaunchResult>, Error> {
+        let (results, raw) = match self.opts.provisioner {
+            Provisioner::Ec2 => {
+                let specs: Vec<LaunchSpec> = plan
+                    .instances
+                    .iter()
+                    .map(|i| LaunchSpec {
+                        name: i.name.clone(),
+                        zone: plan.zone.clone(),
+                        client_token: client_token(plan.cpid, &i.name),
+                        tags: i.tags.clone(),
+                        settings: render::launch_settings(plan, group, i),
+                        user_data: None,
+                    })
+                    .collect();
+                let results = self
+                    .cloud
+                    .launch(&specs)
+                    .instrument(info_span!("cloud.launch", instances = specs.len()))
+                    .await
+                    .map_err(|e| Error::backend("launching instances", e))?;
+                let raw = json!(results);
+                (results, raw)
+            }
+            Provisioner::SaltCloud => {
+                let salt = self.salt.as_ref().expect("checked by the builder");
+                let map = plan.files.as_ref().expect("files are set").map.clone();
+                let run = salt
+                    .cloud_map(&map)
+                    .instrument(info_span!("salt.cloud_map", map = %map.display()))
+                    .await
+                    .map_err(|e| Error::backend("running salt-cloud", e))?;
+                let mut results: Vec<LaunchResult> = Vec::new();
+                for name in plan.names() {
+                    let outcome = if run.ok.contains(&name) {
+                        Ok(crate::cloud::Launched {
+                            name: name.clone(),
+                            instance_id: String::new(),
+                            detail: json!(null),
+                        })
+                    } else {
+                        let message = run
+                            .failed
+                            .iter()
+                            .find(|(n, _)| *n == name)
+                            .map(|(_, m)| m.clone())
+                            .unwrap_or_else(|| "salt-cloud did not report this instance".into());
+                        Err(crate::cloud::LaunchFailure {
+                            message,
+                            definite: false,
+                        })
+                    };
+                    results.push(LaunchResult { name, outcome });
+                }
+                (results, run.raw)
+            }
+        };
+        let path = self.layout.cloud_log(plan.cpid, "create", log_rand());
+        write_file(
+            path.clone(),
+            serde_json::to_vec_pretty(&raw).expect("json serializes"),
+            0o644,
+        )
+        .await?;
+        logs.push(path);
+        Ok(results)
+    }
+
+    async fn startup_states(
+        &self,
+        plan: &Plan,
+        group: &GroupSpec,
+        ready: &[String],
+        logs: &mut Vec<PathBuf>,
+        skipped: &mut Vec<String>,
+    ) -> Result<Vec<StateFailure>, Error> {
+        let default_sls: Vec<String> = group
+            .profile
+            .get("startup_states")
+            .and_then(|v| serde_yaml::from_value(v.clone()).ok())
+            .unwrap_or_default();
+        let mut by_sls: BTreeMap<Vec<String>, Vec<String>> = BTreeMap::new();
+        for i in plan.instances.iter().filter(|i| ready.contains(&i.name)) {
+            let sls = render::role_spec(group, i)
+                .startup_states
+                .clone()
+                .unwrap_or_else(|| default_sls.clone());
+            if !sls.is_empty() {
+                by_sls.entry(sls).or_default().push(i.name.clone());
+            }
+        }
+        if by_sls.is_empty() {
+            return Ok(vec![]);
+        }
+        let Some(salt) = &self.salt else {
+            skipped.push("startup states: no Salt executor configured".into());
+            return Ok(vec![]);
+        };
+        let mut failures = Vec::new();
+        for (sls, targets) in by_sls {
+            let run = salt
+                .state_apply(&targets, &sls, &plan.saltenv)
+                .instrument(info_span!("salt.state_apply", targets = targets.len()))
+                .await;
+            let path = self.layout.state_log(plan.cpid, &plan.group, log_rand());
+            failures.extend(
+                self.log_state_run(
+                    run,
+                    path,
+                    logs,
+                    &format!("startup states {}", sls.join(",")),
+                )
+                .await?,
+            );
+        }
+        Ok(failures)
+    }
+
+    async fn hooks(
+        &self,
+        hooks: &[String],
+        saltenv: &Env,
+        pillarenv: &Env,
+        cpid: Cpid,
+        logs: &mut Vec<PathBuf>,
+        skipped: &mut Vec<String>,
+    ) -> Result<Vec<StateFailure>, Error> {
+        if hooks.is_empty() {
+            return Ok(vec![]);
+        }
+        let Some(salt) = &self.salt else {
+            skipped.push(format!(
+                "orchestration hooks {}: no Salt executor configured",
+                hooks.join(", ")
+            ));
+            return Ok(vec![]);
+        };
+        let mut failures = Vec::new();
+        for sls in hooks {
+            let run = salt
+                .orchestrate(sls, saltenv, pillarenv)
+                .instrument(info_span!("salt.orchestrate", %sls))
+                .await;
+            let path = self.layout.orch_log(cpid, sls, log_rand());
+            failures.extend(
+                self.log_state_run(run, path, logs, &format!("orchestration {sls}"))
+                    .await?,
+            );
+            if !failures.is_empty() {
+                break;
+            }
+        }
+        Ok(failures)
+    }
+
+    /// Writes a state run's JSON to `path`; a run that could not happen at all
+    /// becomes one failure naming the log.
+    async fn log_state_run(
+        &self,
+        run: Result<StateRunResult, crate::error::BackendError>,
+        path: PathBuf,
+        logs: &mut Vec<PathBuf>,
+        what: &str,
+    ) -> Result<Vec<StateFailure>, Error> {
+        let (raw, failures) = match run {
+            Ok(r) => (r.raw, r.failures),
+            Err(e) if matches!(e.kind, BackendErrorKind::Unreachable) => {
+                return Err(Error::backend(what.to_string(), e));
+            }
+            Err(e) => (
+                json!({"error": e.to_string()}),
+                vec![StateFailure {
+                    minion: "<master>".into(),
+                    state: "<run>".into(),
+                    comment: e.to_string(),
+                }],
+            ),
+        };
+        write_file(
+            path.clone(),
+            serde_json::to_vec_pretty(&raw).expect("json serializes"),
+            0o644,
+        )
+        .await?;
+        for f in &failures {
+            warn!(minion = %f.minion, state = %f.state, log = %path.display(), "{what} failed: {}", f.comment);
+        }
+        logs.push(path);
+        Ok(failures)
+    }
+
+    /// Runs one destroy: finds the instances through their tags and terminates them.
+    pub async fn destroy(&self, req: &DestroyRequest) -> Result<DestroyReport, Error> {
+        let pillar = self.load_pillar(&req.env).await?;
+        let env = pillar.environment(&req.env)?;
+        let group = pillar.group(&req.group)?;
+        let regions: Vec<Region> = match &req.region {
+            Some(r) => vec![r.clone()],
+            None if !env.regions.is_empty() => env.regions.clone(),
+            None => return Err(InputError::invalid(
+                "region",
+                "",
+                "is required: give region=<zone>, or list regions under the environment in pillar",
+            )
+            .into()),
+        };
+        let select = destroy_selectors(req);
+        let scopes: Vec<Scope> = regions
+            .iter()
+            .map(|r| Scope {
+                region: r.clone(),
+                select: select.clone(),
+            })
+            .collect();
+        let inventory = self.read_inventory(&scopes).await?;
+        let targets: Vec<InstanceRef> = inventory
+            .live()
+            .filter(|i| destroy_matches(req, i))
+            .map(|i| i.to_ref())
+            .collect();
+        if targets.is_empty() {
+            return Err(InputError::invalid(
+                "destroy selection",
+                &format!("{:?}", req.selector),
+                &format!(
+                    "matches no live instance of group {} in env {}",
+                    req.group, req.env
+                ),
+            )
+            .into());
+        }
+        let cpid_lease = self.claim_cpid(None).await?;
+        let cpid = cpid_lease.owner.cpid;
+        let result = self
+            .destroy_targets(cpid, req, group, targets)
+            .instrument(info_span!("destroy", %cpid, group = %req.group, env = %req.env))
+            .await;
+        self.release(&cpid_lease, Duration::ZERO).await;
+        result
+    }
+
+    async fn destroy_targets(
+        &self,
+        cpid: Cpid,
+        req: &DestroyRequest,
+        group: &GroupSpec,
+        targets: Vec<InstanceRef>,
+    ) -> Result<DestroyReport, Error> {
+        let mut report = DestroyReport {
+            cpid,
+            destroyed: vec![],
+            failed: vec![],
+            state_failures: vec![],
+            skipped: vec![],
+            logs: vec![],
+        };
+        report.state_failures = self
+            .hooks(
+                &group.hooks.pre_destroy,
+                &req.env,
+                &req.env,
+                cpid,
+                &mut report.logs,
+                &mut report.skipped,
+            )
+            .await?;
+        if !report.state_failures.is_empty() {
+            return Ok(report);
+        }
+        let label = |t: &InstanceRef| t.name.clone().unwrap_or_else(|| t.id.clone());
+        let raw = match (self.opts.provisioner, &self.salt) {
+            (Provisioner::SaltCloud, Some(salt)) => {
+                let names: Vec<String> = targets.iter().map(label).collect();
+                let run = salt
+                    .cloud_destroy(&names)
+                    .await
+                    .map_err(|e| Error::backend("running salt-cloud -d", e))?;
+                report.destroyed = run.ok.clone();
+                report.failed = run.failed.clone();
+                run.raw
+            }
+            _ => {
+                let mut by_region: BTreeMap<Region, Vec<InstanceRef>> = BTreeMap::new();
+                for t in &targets {
+                    by_region
+                        .entry(t.region.clone())
+                        .or_default()
+                        .push(t.clone());
+                }
+                for refs in by_region.values() {
+                    self.cloud
+                        .terminate(refs)
+                        .instrument(info_span!("cloud.terminate", instances = refs.len()))
+                        .await
+                        .map_err(|e| Error::backend("terminating instances", e))?;
+                }
+                report.destroyed = targets.iter().map(label).collect();
+                json!({"terminated": targets})
+            }
+        };
+        let path = self.layout.cloud_log(cpid, "destroy", log_rand());
+        write_file(
+            path.clone(),
+            serde_json::to_vec_pretty(&raw).expect("json serializes"),
+            0o644,
+        )
+        .await?;
+        report.logs.push(path);
+        let failures = self
+            .hooks(
+                &group.hooks.post_destroy,
+                &req.env,
+                &req.env,
+                cpid,
+                &mut report.logs,
+                &mut report.skipped,
+            )
+            .await?;
+        report.state_failures.extend(failures);
+        Ok(report)
+    }
+}
+
+/// The idempotency token of one launch: at most 64 ASCII characters, stable for
+/// a (cpid, name) pair.
+pub fn client_token(cpid: Cpid, name: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{cpid}-{h:016x}")
+}
+
+/// Keys of `plan` that are in use in `inventory` (checked after reserving).
+fn taken_in(plan: &Plan, inventory: &Inventory) -> Vec<Key> {
+    let names = inventory.live_names();
+    let mut clashes: Vec<Key> = plan
+        .instances
+        .iter()
+        .filter(|i| names.contains(i.name.as_str()))
+        .map(|i| plan.name_key(&i.name))
+        .collect();
+    for key in &plan.reservations.ids {
+        let Some((grain, n)) = id_grain(plan, key) else {
+            continue;
+        };
+        let tag = conductor_tag(&grain);
+        let used = inventory.live().any(|i| {
+            i.conductor_tag("env") == Some(plan.env.as_str())
+                && i.tag(&tag).and_then(|v| v.trim().parse().ok()) == Some(n)
+        });
+        if used {
+            clashes.push(key.clone());
+        }
+    }
+    clashes
+}
+
+/// The grain and value an id key stands for (`test_devops.system.id.3` -> (`devops.system.id`, 3)).
+fn id_grain(plan: &Plan, key: &Key) -> Option<(String, u32)> {
+    let rest = key.as_str().strip_prefix(&format!("{}_", plan.env))?;
+    let (scope, n) = rest.rsplit_once(".id.")?;
+    Some((format!("{scope}.id"), n.parse().ok()?))
+}
+
+/// Keys whose instances have all settled (visible, or certainly not launched).
+fn releasable(plan: &Plan, settled: impl Fn(&str) -> bool) -> Vec<Key> {
+    let mut keys: Vec<Key> = plan
+        .instances
+        .iter()
+        .filter(|i| settled(&i.name))
+        .map(|i| plan.name_key(&i.name))
+        .collect();
+    for key in &plan.reservations.ids {
+        let Some((grain, n)) = id_grain(plan, key) else {
+            continue;
+        };
+        let holders = plan
+            .instances
+            .iter()
+            .filter(|i| i.grains.get(&grain).and_then(|v| v.as_u64()) == Some(u64::from(n)));
+        if holders.clone().all(|i| settled(&i.name)) {
+            keys.push(key.clone());
+        }
+    }
+    keys
+}
+
+fn destroy_selectors(req: &DestroyRequest) -> Vec<Selector> {
+    let tag = |k: String, v: String| Selector::Tag { key: k, value: v };
+    match &req.selector {
+        DestroySelector::Cpid(c) => vec![tag(conductor_tag("cpid"), c.to_string())],
+        DestroySelector::Names(names) => names
+            .iter()
+            .map(|n| tag(NAME_TAG.into(), n.clone()))
+            .collect(),
+        DestroySelector::Cluster { role, id } => {
+            vec![tag(
+                conductor_tag(&format!("{}.{role}.cluster.id", req.group)),
+                id.to_string(),
+            )]
+        }
+        DestroySelector::System(id) => vec![tag(
+            conductor_tag(&format!("{}.system.id", req.group)),
+            id.to_string(),
+        )],
+    }
+}
+
+fn destroy_matches(req: &DestroyRequest, i: &crate::cloud::Instance) -> bool {
+    let scoped = i.conductor_tag("env") == Some(req.env.as_str())
+        && i.conductor_tag("group") == Some(req.group.as_str());
+    match &req.selector {
+        DestroySelector::Names(names) => i.name().is_some_and(|n| names.iter().any(|m| m == n)),
+        _ => scoped && destroy_selectors(req).iter().any(|s| s.matches(i)),
+    }
+}
+
+async fn write_file(path: PathBuf, bytes: Vec<u8>, mode: u32) -> Result<(), Error> {
+    tokio::task::spawn_blocking(move || {
+        write_atomic(&path, &bytes, mode).map_err(|e| Error::io(path, e))
+    })
+    .await
+    .map_err(|e| Error::RunFailed(format!("file task failed: {e}")))?
+}

@@ -1,0 +1,307 @@
+//! `FsReserver`: one file per key under `reserved_names/` and `reserved_ids/`.
+//!
+//! A key is granted by publishing a fully written file with `link(2)`, which,
+//! like `open(O_CREAT|O_EXCL)`, fails when the name exists: readers never see a
+//! half-written owner. Taking over an expired key, changing an expiry and
+//! pruning hold an exclusive `flock` on `<runner-dir>/.reserved.lock`, so two
+//! runs cannot both take over the same expired key. This is sound on one host,
+//! or on a shared filesystem whose `link` is atomic and `flock` is coherent;
+//! across Salt masters use a DynamoDB reserver instead.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::error::{BackendError, ReserveError};
+use crate::layout::Layout;
+use crate::reserve::{
+    is_free, is_prunable, now_secs, Key, KeyKind, Lease, Owner, Reservation, Reserver,
+};
+
+/// A [`Reserver`] on the local filesystem (see the module docs for guarantees).
+#[derive(Clone, Debug)]
+pub struct FsReserver {
+    names: PathBuf,
+    ids: PathBuf,
+    lock: PathBuf,
+}
+
+impl FsReserver {
+    /// A reserver under `layout.runner_dir`.
+    pub fn new(layout: &Layout) -> Self {
+        Self {
+            names: layout.reserved_names_dir(),
+            ids: layout.reserved_ids_dir(),
+            lock: layout.runner_dir.join(".reserved.lock"),
+        }
+    }
+
+    fn dir(&self, kind: KeyKind) -> &Path {
+        match kind {
+            KeyKind::Name => &self.names,
+            KeyKind::Id => &self.ids,
+        }
+    }
+
+    fn path(&self, key: &Key) -> PathBuf {
+        self.dir(key.kind()).join(key.as_str())
+    }
+
+    fn ensure_dirs(&self) -> Result<(), BackendError> {
+        for d in [&self.names, &self.ids] {
+            fs::create_dir_all(d).map_err(|e| {
+                BackendError::io(d, e)
+                    .with_hint("create it, or point --runner-dir at a writable directory")
+            })?;
+        }
+        Ok(())
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&FsReserver) -> T + Send + 'static,
+    ) -> Result<T, BackendError> {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || f(&me))
+            .await
+            .map_err(|e| {
+                BackendError::new(
+                    crate::error::BackendErrorKind::Io,
+                    format!("reservation task failed: {e}"),
+                )
+            })
+    }
+
+    /// Holds the takeover lock until dropped.
+    fn lock(&self) -> Result<LockGuard, BackendError> {
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o644)
+            .open(&self.lock)
+            .map_err(|e| BackendError::io(&self.lock, e))?;
+        // SAFETY: flock on an fd we own.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(BackendError::io(
+                &self.lock,
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(LockGuard(f))
+    }
+
+    /// Publishes `owner` at `path` if nothing is there. `Ok(false)` when taken.
+    fn publish(&self, path: &Path, owner: &Owner) -> Result<bool, BackendError> {
+        let dir = path.parent().expect("key paths have a parent");
+        let tmp = dir.join(format!(
+            ".tmp.{}.{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        let body = serde_json::to_vec(owner).expect("owner serializes");
+        let write = || -> std::io::Result<()> {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .open(&tmp)?;
+            f.write_all(&body)?;
+            f.sync_all()
+        };
+        if let Err(e) = write() {
+            let _ = fs::remove_file(&tmp);
+            return Err(BackendError::io(&tmp, e));
+        }
+        let linked = fs::hard_link(&tmp, path);
+        let _ = fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(BackendError::io(path, e)),
+        }
+    }
+
+    fn read_owner(path: &Path) -> Result<Option<Owner>, BackendError> {
+        match fs::read(path) {
+            Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(BackendError::io(path, e)),
+        }
+    }
+
+    /// Grants `key` to `owner`: fresh, or by taking over a free holder.
+    fn grant(&self, key: &Key, owner: &Owner, now: u64) -> Result<bool, BackendError> {
+        let path = self.path(key);
+        if self.publish(&path, owner)? {
+            return Ok(true);
+        }
+        if Self::read_owner(&path)?.is_some_and(|h| !is_free(&h, now)) {
+            return Ok(false);
+        }
+        let _guard = self.lock()?;
+        // Re-read under the lock: only a free holder may be replaced.
+        match Self::read_owner(&path)? {
+            Some(h) if is_free(&h, now) => {
+                remove(&path)?;
+                self.publish(&path, owner)
+            }
+            None => self.publish(&path, owner),
+            Some(_) => Ok(false),
+        }
+    }
+
+    fn reserve_sync(&self, keys: &[Key], owner: &Owner) -> Result<Lease, ReserveError> {
+        self.ensure_dirs()?;
+        let now = now_secs();
+        let mut granted: Vec<&Key> = Vec::new();
+        let mut conflicts = Vec::new();
+        for key in keys {
+            if !conflicts.is_empty() {
+                // Already failing: only find out which other keys are held.
+                if Self::read_owner(&self.path(key))?.is_some_and(|h| !is_free(&h, now)) {
+                    conflicts.push(key.clone());
+                }
+                continue;
+            }
+            match self.grant(key, owner, now) {
+                Ok(true) => granted.push(key),
+                Ok(false) => conflicts.push(key.clone()),
+                Err(e) => {
+                    self.rollback(&granted, owner);
+                    return Err(e.into());
+                }
+            }
+        }
+        if !conflicts.is_empty() {
+            self.rollback(&granted, owner);
+            return Err(ReserveError::Conflict(conflicts));
+        }
+        for d in [&self.names, &self.ids] {
+            File::open(d)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| BackendError::io(d, e))?;
+        }
+        Ok(Lease {
+            keys: keys.to_vec(),
+            owner: owner.clone(),
+        })
+    }
+
+    fn rollback(&self, granted: &[&Key], owner: &Owner) {
+        let lease = Lease {
+            keys: granted.iter().map(|k| (*k).clone()).collect(),
+            owner: owner.clone(),
+        };
+        if let Err(e) = self.set_expiry_sync(&lease, 0) {
+            tracing::error!(error = %e, "rolling back a partial reservation failed; its keys expire with the lease");
+        }
+    }
+
+    fn set_expiry_sync(&self, lease: &Lease, expires: u64) -> Result<(), BackendError> {
+        let _guard = self.lock()?;
+        let now = now_secs();
+        for key in &lease.keys {
+            let path = self.path(key);
+            let Some(mut holder) = Self::read_owner(&path)? else {
+                continue;
+            };
+            if !holder.same_run(&lease.owner) {
+                continue;
+            }
+            if expires <= now {
+                remove(&path)?;
+            } else {
+                holder.expires = expires;
+                crate::layout::write_atomic(
+                    &path,
+                    &serde_json::to_vec(&holder).expect("owner serializes"),
+                    0o644,
+                )
+                .map_err(|e| BackendError::io(&path, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn list_sync(&self) -> Result<Vec<Reservation>, BackendError> {
+        let mut out = Vec::new();
+        for kind in [KeyKind::Name, KeyKind::Id] {
+            let dir = self.dir(kind);
+            let entries = match fs::read_dir(dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(BackendError::io(dir, e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| BackendError::io(dir, e))?;
+                let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                    continue;
+                };
+                let Ok(key) = Key::new(kind, name) else {
+                    continue;
+                };
+                if let Some(owner) = Self::read_owner(&entry.path())? {
+                    out.push(Reservation { key, kind, owner });
+                }
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    fn prune_sync(&self, now: u64, older_than: Option<Duration>) -> Result<Vec<Key>, BackendError> {
+        let _guard = self.lock()?;
+        let mut pruned = Vec::new();
+        for r in self.list_sync()? {
+            if is_prunable(&r.owner, now, older_than) {
+                remove(&self.path(&r.key))?;
+                pruned.push(r.key);
+            }
+        }
+        Ok(pruned)
+    }
+}
+
+struct LockGuard(#[allow(dead_code)] File);
+
+fn remove(path: &Path) -> Result<(), BackendError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(BackendError::io(path, e)),
+    }
+}
+
+#[async_trait]
+impl Reserver for FsReserver {
+    async fn try_reserve(&self, keys: &[Key], owner: &Owner) -> Result<Lease, ReserveError> {
+        let (keys, owner) = (keys.to_vec(), owner.clone());
+        self.blocking(move |me| me.reserve_sync(&keys, &owner))
+            .await?
+    }
+
+    async fn set_expiry(&self, lease: &Lease, expires: u64) -> Result<(), BackendError> {
+        let lease = lease.clone();
+        self.blocking(move |me| me.set_expiry_sync(&lease, expires))
+            .await?
+    }
+
+    async fn list(&self) -> Result<Vec<Reservation>, BackendError> {
+        self.blocking(|me| me.list_sync()).await?
+    }
+
+    async fn prune(
+        &self,
+        now: u64,
+        older_than: Option<Duration>,
+    ) -> Result<Vec<Key>, BackendError> {
+        self.blocking(move |me| me.prune_sync(now, older_than))
+            .await?
+    }
+}

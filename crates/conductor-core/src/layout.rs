@@ -1,0 +1,205 @@
+//! Where a run's files go (DESIGN section 6), and crash-safe writes.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::cpid::Cpid;
+use crate::names::{Env, Group, Zone};
+
+/// The two roots and every path derived from them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// Salt config root (`/etc/salt`): cloud providers and profiles.
+    pub config_dir: PathBuf,
+    /// Runner root (`/srv/runners`): maps, reservations, logs.
+    pub runner_dir: PathBuf,
+}
+
+impl Default for Layout {
+    fn default() -> Self {
+        Self {
+            config_dir: "/etc/salt".into(),
+            runner_dir: "/srv/runners".into(),
+        }
+    }
+}
+
+impl Layout {
+    /// A layout with both roots given.
+    pub fn new(config_dir: impl Into<PathBuf>, runner_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            config_dir: config_dir.into(),
+            runner_dir: runner_dir.into(),
+        }
+    }
+
+    /// The provider and profile id of a run: `<group>_<CPID>`.
+    pub fn cloud_id(group: &Group, cpid: Cpid) -> String {
+        format!("{group}_{cpid}")
+    }
+
+    /// `<config-dir>/cloud.providers.d/<group>_<CPID>.conf`.
+    pub fn provider_file(&self, group: &Group, cpid: Cpid) -> PathBuf {
+        self.config_dir
+            .join("cloud.providers.d")
+            .join(format!("{}.conf", Self::cloud_id(group, cpid)))
+    }
+
+    /// `<config-dir>/cloud.profiles.d/<group>_<CPID>.conf`.
+    pub fn profile_file(&self, group: &Group, cpid: Cpid) -> PathBuf {
+        self.config_dir
+            .join("cloud.profiles.d")
+            .join(format!("{}.conf", Self::cloud_id(group, cpid)))
+    }
+
+    /// `<runner-dir>/maps/<CPID>/<group>_<zone>_<saltenv>.map`.
+    pub fn map_file(&self, cpid: Cpid, group: &Group, zone: &Zone, saltenv: &Env) -> PathBuf {
+        self.maps_dir(cpid)
+            .join(format!("{group}_{zone}_{saltenv}.map"))
+    }
+
+    /// `<runner-dir>/maps/<CPID>`.
+    pub fn maps_dir(&self, cpid: Cpid) -> PathBuf {
+        self.runner_dir.join("maps").join(cpid.to_string())
+    }
+
+    /// `<runner-dir>/reserved_names`.
+    pub fn reserved_names_dir(&self) -> PathBuf {
+        self.runner_dir.join("reserved_names")
+    }
+
+    /// `<runner-dir>/reserved_ids`.
+    pub fn reserved_ids_dir(&self) -> PathBuf {
+        self.runner_dir.join("reserved_ids")
+    }
+
+    /// `<runner-dir>/logs/conductor`: the continuous admin log.
+    pub fn admin_log_dir(&self) -> PathBuf {
+        self.runner_dir.join("logs").join("conductor")
+    }
+
+    /// `<runner-dir>/state_runs/<CPID>`.
+    pub fn state_runs_dir(&self, cpid: Cpid) -> PathBuf {
+        self.runner_dir.join("state_runs").join(cpid.to_string())
+    }
+
+    /// `<runner-dir>/cloud_runs/<CPID>`.
+    pub fn cloud_runs_dir(&self, cpid: Cpid) -> PathBuf {
+        self.runner_dir.join("cloud_runs").join(cpid.to_string())
+    }
+
+    /// `state_runs/<CPID>/orch_state_run-<sls>._<rand>.out`.
+    pub fn orch_log(&self, cpid: Cpid, sls: &str, rand: u32) -> PathBuf {
+        self.state_runs_dir(cpid)
+            .join(format!("orch_state_run-{}._{rand}.out", file_safe(sls)))
+    }
+
+    /// `state_runs/<CPID>/state_run-<GROUP>_conductor._<rand>.out`.
+    pub fn state_log(&self, cpid: Cpid, group: &Group, rand: u32) -> PathBuf {
+        self.state_runs_dir(cpid).join(format!(
+            "state_run-{}_conductor._{rand}.out",
+            group.as_str().to_uppercase()
+        ))
+    }
+
+    /// `cloud_runs/<CPID>/cloud_run-conductor._group-<action>_<rand>.out`.
+    pub fn cloud_log(&self, cpid: Cpid, action: &str, rand: u32) -> PathBuf {
+        self.cloud_runs_dir(cpid)
+            .join(format!("cloud_run-conductor._group-{action}_{rand}.out"))
+    }
+}
+
+/// `text` with every character outside `[A-Za-z0-9._-]` replaced by `_`.
+fn file_safe(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Writes `bytes` to `path` crash-safely: a temp file beside it (mode `mode`),
+/// fsync, rename over `path`, fsync of the directory. Creates parent dirs.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(
+        ".{name}.tmp.{}.{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// A random number for log file names (`._<rand>.out`).
+pub fn log_rand() -> u32 {
+    rand::random::<u32>() % 100_000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn seed_paths() {
+        let l = Layout::default();
+        let cpid = Cpid::from_parts(1683383033, 1552303186);
+        let g = Group::new("devops").unwrap();
+        assert_eq!(
+            l.provider_file(&g, cpid),
+            PathBuf::from("/etc/salt/cloud.providers.d/devops_16833830331552303186.conf")
+        );
+        assert_eq!(
+            l.map_file(
+                cpid,
+                &g,
+                &Zone::new("us-east-1a").unwrap(),
+                &Env::new("test").unwrap()
+            ),
+            PathBuf::from("/srv/runners/maps/16833830331552303186/devops_us-east-1a_test.map")
+        );
+        assert_eq!(
+            l.state_log(cpid, &g, 137),
+            PathBuf::from(
+                "/srv/runners/state_runs/16833830331552303186/state_run-DEVOPS_conductor._137.out"
+            )
+        );
+    }
+
+    #[test]
+    fn atomic_write_sets_mode_and_leaves_no_temp() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a/b/provider.conf");
+        write_atomic(&p, b"x: 1\n", 0o600).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"x: 1\n");
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(std::fs::read_dir(p.parent().unwrap()).unwrap().count(), 1);
+    }
+}

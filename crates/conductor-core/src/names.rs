@@ -1,0 +1,297 @@
+//! Validated names: environments, groups, roles, systems, zones and regions.
+//!
+//! Every value that ends up in a path, a file or an EC2 tag passes through one
+//! of these newtypes first, so a `/`, `..`, whitespace or control character can
+//! never reach the filesystem.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::InputError;
+
+/// Checks `value` as a lowercase DNS label (`[a-z0-9-]`, 1..=63, no leading or
+/// trailing `-`); `what` names the input in the error.
+pub fn check_label(what: &'static str, value: &str) -> Result<(), InputError> {
+    check_chars(what, value, 63, |c| {
+        c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'
+    })?;
+    if value.starts_with('-') || value.ends_with('-') {
+        return Err(InputError::invalid(
+            what,
+            value,
+            "must not start or end with '-'",
+        ));
+    }
+    Ok(())
+}
+
+fn check_chars(
+    what: &'static str,
+    value: &str,
+    max: usize,
+    ok: impl Fn(char) -> bool,
+) -> Result<(), InputError> {
+    if value.is_empty() {
+        return Err(InputError::invalid(what, value, "must not be empty"));
+    }
+    if value.len() > max {
+        return Err(InputError::invalid(
+            what,
+            value,
+            &format!("is longer than {max} characters"),
+        ));
+    }
+    if let Some(bad) = value.chars().find(|c| !ok(*c)) {
+        let shown = if bad.is_control() || bad.is_whitespace() {
+            format!("U+{:04X}", bad as u32)
+        } else {
+            format!("'{bad}'")
+        };
+        return Err(InputError::invalid(
+            what,
+            value,
+            &format!("contains {shown}; use lowercase letters, digits and '-'"),
+        ));
+    }
+    Ok(())
+}
+
+macro_rules! label_newtype {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// Validates and wraps `value`.
+            pub fn new(value: impl Into<String>) -> Result<Self, InputError> {
+                let value = value.into();
+                check_label($what, &value)?;
+                Ok(Self(value))
+            }
+
+            /// The validated text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = InputError;
+            fn try_from(value: String) -> Result<Self, InputError> {
+                Self::new(value)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(value: $name) -> String {
+                value.0
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = InputError;
+            fn from_str(value: &str) -> Result<Self, InputError> {
+                Self::new(value)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
+label_newtype!(
+    /// A Salt environment (`pillarenv` / `saltenv`), e.g. `test`.
+    Env,
+    "environment"
+);
+label_newtype!(
+    /// A product group (team), e.g. `devops`.
+    Group,
+    "group"
+);
+label_newtype!(
+    /// A role of a group (a machine type), e.g. `activemq`, or a cluster member.
+    Role,
+    "role"
+);
+label_newtype!(
+    /// An AWS region, e.g. `us-east-1`.
+    Region,
+    "region"
+);
+
+/// A named system of a group (a set of roles built together), e.g. `small_test`.
+///
+/// Systems never reach a path or a tag, so `_` is allowed as in Salt pillar keys.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SystemName(String);
+
+impl SystemName {
+    /// Validates and wraps `value`.
+    pub fn new(value: impl Into<String>) -> Result<Self, InputError> {
+        let value = value.into();
+        check_chars("system", &value, 63, |c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_'
+        })?;
+        Ok(Self(value))
+    }
+
+    /// The validated text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for SystemName {
+    type Error = InputError;
+    fn try_from(value: String) -> Result<Self, InputError> {
+        Self::new(value)
+    }
+}
+
+impl From<SystemName> for String {
+    fn from(value: SystemName) -> String {
+        value.0
+    }
+}
+
+impl fmt::Display for SystemName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An availability zone, e.g. `us-east-1a`; its region is the zone without the
+/// trailing letter.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Zone(String);
+
+impl Zone {
+    /// Validates `value` as `<region><letter>` (`us-east-1a`).
+    pub fn new(value: impl Into<String>) -> Result<Self, InputError> {
+        let value = value.into();
+        check_label("region", &value)?;
+        let bytes = value.as_bytes();
+        let n = bytes.len();
+        let shaped = n >= 3
+            && bytes[n - 1].is_ascii_lowercase()
+            && bytes[n - 2].is_ascii_digit()
+            && bytes[n - 3] == b'-';
+        if !shaped {
+            return Err(InputError::invalid(
+                "region",
+                &value,
+                "is not an availability zone; give one like us-east-1a",
+            ));
+        }
+        Ok(Self(value))
+    }
+
+    /// The region this zone is in (`us-east-1a` -> `us-east-1`).
+    pub fn region(&self) -> Region {
+        Region(self.0[..self.0.len() - 1].to_string())
+    }
+
+    /// The validated text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Zone {
+    type Error = InputError;
+    fn try_from(value: String) -> Result<Self, InputError> {
+        Self::new(value)
+    }
+}
+
+impl From<Zone> for String {
+    fn from(value: Zone) -> String {
+        value.0
+    }
+}
+
+impl std::str::FromStr for Zone {
+    type Err = InputError;
+    fn from_str(value: &str) -> Result<Self, InputError> {
+        Self::new(value)
+    }
+}
+
+impl fmt::Display for Zone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Checks a DNS domain (`foobar.com`): dot-separated labels.
+pub fn check_domain(value: &str) -> Result<(), InputError> {
+    if value.is_empty() || value.len() > 200 {
+        return Err(InputError::invalid(
+            "domain",
+            value,
+            "must be 1 to 200 characters",
+        ));
+    }
+    for label in value.split('.') {
+        check_label("domain", label).map_err(|_| {
+            InputError::invalid(
+                "domain",
+                value,
+                "must be dot-separated lowercase DNS labels",
+            )
+        })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_reject_paths_and_controls() {
+        for bad in [
+            "", "../x", "a/b", "a b", "A", "a\u{7}", "-a", "a-", "a_b", "a.b",
+        ] {
+            assert!(Group::new(bad).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(Group::new("devops").unwrap().as_str(), "devops");
+    }
+
+    #[test]
+    fn zone_gives_region() {
+        let z = Zone::new("us-east-1a").unwrap();
+        assert_eq!(z.region().as_str(), "us-east-1");
+        for bad in ["us-east-1", "east", "us-east-1A", "us/east-1a"] {
+            assert!(Zone::new(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn error_names_input_and_fix() {
+        let e = Role::new("Bad Role").unwrap_err().to_string();
+        assert!(e.contains("role") && e.contains("Bad Role"), "{e}");
+    }
+
+    #[test]
+    fn systems_allow_underscore() {
+        assert!(SystemName::new("small_test").is_ok());
+        assert!(SystemName::new("small/test").is_err());
+    }
+}

@@ -1,0 +1,324 @@
+//! The pillar schema under the `conductor:` key, with errors naming the key path.
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+
+use crate::basename::Basename;
+use crate::error::PillarError;
+use crate::names::{check_domain, Env, Group, Region, Role, SystemName};
+
+/// Most instances one role may ask for (`nodes` or `count`).
+pub const MAX_NODES: u32 = 500;
+
+/// The `conductor:` pillar tree.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pillar {
+    /// Salt environments: domain and the regions whose instances share ids.
+    pub environments: IndexMap<Env, EnvironmentSpec>,
+    /// Product groups (teams) and what they can build.
+    pub groups: IndexMap<Group, GroupSpec>,
+}
+
+/// One Salt environment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentSpec {
+    /// DNS domain appended to every name (`foobar.com`).
+    pub domain: String,
+    /// Regions whose instances count when choosing ids (default: the run's region).
+    #[serde(default)]
+    pub regions: Vec<Region>,
+}
+
+/// One product group.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupSpec {
+    /// salt-cloud provider settings (size, ssh_interface, subnet_id, keys, ...).
+    #[serde(default)]
+    pub provider: serde_yaml::Mapping,
+    /// salt-cloud profile settings (image, script_args, minion, startup_states, ...).
+    #[serde(default)]
+    pub profile: serde_yaml::Mapping,
+    /// Orchestration SLS run on the master before and after each action.
+    #[serde(default)]
+    pub hooks: Hooks,
+    /// Roles (machine types), by name.
+    pub roles: IndexMap<Role, RoleSpec>,
+    /// Systems: named lists of roles built together.
+    #[serde(default)]
+    pub systems: IndexMap<SystemName, Vec<SystemEntry>>,
+}
+
+/// Orchestration hooks of a group.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hooks {
+    /// Run before instances are created.
+    #[serde(default)]
+    pub pre_create: Vec<String>,
+    /// Run after instances are created and their startup states applied.
+    #[serde(default)]
+    pub post_create: Vec<String>,
+    /// Run before instances are destroyed.
+    #[serde(default)]
+    pub pre_destroy: Vec<String>,
+    /// Run after instances are destroyed.
+    #[serde(default)]
+    pub post_destroy: Vec<String>,
+    /// Run before an update re-applies states.
+    #[serde(default)]
+    pub pre_update: Vec<String>,
+    /// Run after an update re-applied states.
+    #[serde(default)]
+    pub post_update: Vec<String>,
+}
+
+/// A role, or a cluster member when inside `cluster:`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleSpec {
+    /// Name pattern, e.g. `devops-mqXX.REGION.ENV` (required unless `cluster:` is set).
+    #[serde(default)]
+    pub basename: Option<Basename>,
+    /// Instances to build (default 1); `count=` overrides it.
+    #[serde(default = "one")]
+    pub nodes: u32,
+    /// Instance type, overriding the profile's and provider's.
+    #[serde(default)]
+    pub size: Option<String>,
+    /// AMI, overriding the profile's.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// Extra grains for each instance.
+    #[serde(default)]
+    pub grains: serde_yaml::Mapping,
+    /// Extra EC2 tags for each instance.
+    #[serde(default)]
+    pub tags: serde_yaml::Mapping,
+    /// Minion config overrides for each instance.
+    #[serde(default)]
+    pub minion: serde_yaml::Mapping,
+    /// Block device definitions, passed through to the map.
+    #[serde(default)]
+    pub volumes: Option<serde_yaml::Value>,
+    /// Network interface definitions, passed through to the map.
+    #[serde(default)]
+    pub network_interfaces: Option<serde_yaml::Value>,
+    /// Startup states for these instances, overriding the group profile's.
+    #[serde(default)]
+    pub startup_states: Option<Vec<String>>,
+    /// Cluster members: building this role makes one new cluster of them.
+    #[serde(default)]
+    pub cluster: Option<IndexMap<Role, RoleSpec>>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// One entry of a system: a role and how many of it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SystemEntry {
+    /// The role to build.
+    pub role: Role,
+    /// Instances (or clusters, for a cluster role); default the role's `nodes` (or 1 cluster).
+    #[serde(default)]
+    pub count: Option<u32>,
+}
+
+#[derive(Deserialize)]
+struct Root {
+    conductor: Option<serde_yaml::Value>,
+}
+
+impl Pillar {
+    /// Reads the `conductor:` key of a whole pillar and validates it.
+    pub fn from_pillar(value: serde_yaml::Value) -> Result<Self, PillarError> {
+        let root: Root = serde_yaml::from_value(value).map_err(|e| {
+            PillarError::new(
+                "<root>",
+                format!("expected a mapping with a `conductor` key: {e}"),
+            )
+        })?;
+        let tree = root.conductor.ok_or_else(|| {
+            PillarError::new("conductor", "missing: the pillar has no `conductor` key")
+        })?;
+        Self::from_tree(tree)
+    }
+
+    /// Reads the contents of the `conductor:` key and validates it.
+    pub fn from_tree(tree: serde_yaml::Value) -> Result<Self, PillarError> {
+        let pillar: Pillar = serde_path_to_error::deserialize(tree).map_err(|e| {
+            let path = e.path().to_string();
+            let path = if path == "." {
+                "conductor".to_string()
+            } else {
+                format!("conductor.{path}")
+            };
+            PillarError::new(path, e.into_inner().to_string())
+        })?;
+        pillar.validate()?;
+        Ok(pillar)
+    }
+
+    fn validate(&self) -> Result<(), PillarError> {
+        for (env, spec) in &self.environments {
+            check_domain(&spec.domain).map_err(|e| {
+                PillarError::new(
+                    format!("conductor.environments.{env}.domain"),
+                    e.to_string(),
+                )
+            })?;
+        }
+        for (group, g) in &self.groups {
+            let at = |rest: &str| format!("conductor.groups.{group}.{rest}");
+            for (role, r) in &g.roles {
+                match &r.cluster {
+                    None => check_role(r, &at(&format!("roles.{role}")))?,
+                    Some(members) => {
+                        if members.is_empty() {
+                            return Err(PillarError::new(
+                                at(&format!("roles.{role}.cluster")),
+                                "is empty: list at least one member",
+                            ));
+                        }
+                        for (m, spec) in members {
+                            let p = at(&format!("roles.{role}.cluster.{m}"));
+                            if spec.cluster.is_some() {
+                                return Err(PillarError::new(
+                                    p,
+                                    "clusters cannot nest: remove `cluster` from the member",
+                                ));
+                            }
+                            check_role(spec, &p)?;
+                        }
+                    }
+                }
+            }
+            for (system, entries) in &g.systems {
+                if entries.is_empty() {
+                    return Err(PillarError::new(
+                        at(&format!("systems.{system}")),
+                        "is empty: list at least one role",
+                    ));
+                }
+                for (i, e) in entries.iter().enumerate() {
+                    let p = at(&format!("systems.{system}[{i}]"));
+                    if !g.roles.contains_key(&e.role) {
+                        return Err(PillarError::new(
+                            format!("{p}.role"),
+                            format!(
+                                "unknown role {:?}; the group has: {}",
+                                e.role.as_str(),
+                                keys(&g.roles)
+                            ),
+                        ));
+                    }
+                    if let Some(c) = e.count {
+                        check_count(c).map_err(|m| PillarError::new(format!("{p}.count"), m))?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The environment `env`, or an error naming the ones pillar has.
+    pub fn environment(&self, env: &Env) -> Result<&EnvironmentSpec, PillarError> {
+        self.environments.get(env).ok_or_else(|| {
+            PillarError::new(
+                format!("conductor.environments.{env}"),
+                format!(
+                    "missing: pillarenv {env:?} is not configured; pillar has: {}",
+                    keys(&self.environments)
+                ),
+            )
+        })
+    }
+
+    /// The group `group`, or an error naming the ones pillar has.
+    pub fn group(&self, group: &Group) -> Result<&GroupSpec, PillarError> {
+        self.groups.get(group).ok_or_else(|| {
+            PillarError::new(
+                format!("conductor.groups.{group}"),
+                format!(
+                    "missing: group {:?} is not in pillar; pillar has: {}",
+                    group.as_str(),
+                    keys(&self.groups)
+                ),
+            )
+        })
+    }
+}
+
+fn check_role(r: &RoleSpec, path: &str) -> Result<(), PillarError> {
+    if r.basename.is_none() {
+        return Err(PillarError::new(
+            format!("{path}.basename"),
+            "missing: give a name pattern such as devops-mqXX.REGION.ENV",
+        ));
+    }
+    check_count(r.nodes).map_err(|m| PillarError::new(format!("{path}.nodes"), m))
+}
+
+/// Checks an instance or cluster count: 1 to [`MAX_NODES`].
+pub fn check_count(n: u32) -> Result<(), String> {
+    if n == 0 || n > MAX_NODES {
+        return Err(format!("{n} is out of range: give 1 to {MAX_NODES}"));
+    }
+    Ok(())
+}
+
+/// Comma-separated keys of a map, for error messages.
+pub fn keys<K: std::fmt::Display, V>(map: &IndexMap<K, V>) -> String {
+    if map.is_empty() {
+        return "(none)".into();
+    }
+    map.keys()
+        .map(|k| k.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(yaml: &str) -> Result<Pillar, PillarError> {
+        Pillar::from_pillar(serde_yaml::from_str(yaml).unwrap())
+    }
+
+    const OK: &str = "conductor:\n  environments: {test: {domain: foobar.com}}\n  groups:\n    devops:\n      roles:\n        mq: {basename: devops-mqXX.REGION.ENV, nodes: 2}\n";
+
+    #[test]
+    fn loads_minimal() {
+        let p = load(OK).unwrap();
+        assert_eq!(p.groups[&Group::new("devops").unwrap()].roles.len(), 1);
+    }
+
+    #[test]
+    fn errors_name_the_key_path() {
+        let e = load(&OK.replace("nodes: 2", "nodes: -1")).unwrap_err();
+        assert_eq!(e.path, "conductor.groups.devops.roles.mq.nodes", "{e}");
+        let e = load(&OK.replace("nodes: 2", "nodez: 2")).unwrap_err();
+        assert!(e.to_string().contains("nodez"), "{e}");
+        let e = load(&OK.replace("devops-mqXX", "devops-mq")).unwrap_err();
+        assert_eq!(e.path, "conductor.groups.devops.roles.mq.basename", "{e}");
+        let e = load(&OK.replace("nodes: 2", "nodes: 0")).unwrap_err();
+        assert_eq!(e.path, "conductor.groups.devops.roles.mq.nodes", "{e}");
+        let e = load(&OK.replace("devops:", "Dev/ops:")).unwrap_err();
+        assert!(e.to_string().contains("Dev/ops"), "{e}");
+        let e = load("other: 1").unwrap_err();
+        assert_eq!(e.path, "conductor");
+    }
+
+    #[test]
+    fn systems_must_name_known_roles() {
+        let y = format!("{OK}      systems:\n        s: [{{role: nope}}]\n");
+        let e = load(&y).unwrap_err();
+        assert_eq!(e.path, "conductor.groups.devops.systems.s[0].role", "{e}");
+    }
+}

@@ -1,0 +1,559 @@
+//! The naming and indexing engine: (request, inventory, reservations) -> plan.
+//!
+//! A pure function: the same inputs give the same plan.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::basename::Basename;
+use crate::cloud::{conductor_tag, Instance, Inventory, Scope, Selector, NAME_TAG};
+use crate::cpid::Cpid;
+use crate::error::Error;
+use crate::names::{Env, Group, Region, Role, SystemName, Zone};
+use crate::pillar::{GroupSpec, Pillar, RoleSpec};
+use crate::request::{resolve, Build, BuildItem, CreateRequest};
+use crate::reserve::{Key, KeyKind};
+
+/// Most instances one run may build.
+pub const MAX_INSTANCES_PER_RUN: usize = 1000;
+
+/// The ids of one new cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ClusterIds {
+    /// The cluster role.
+    pub role: Role,
+    /// `<group>.<role>.cluster.id` (also the `.clid-N` of member names).
+    pub group_id: u32,
+    /// `cloud.<role>.cluster.id`.
+    pub cloud_id: u32,
+}
+
+/// The ids of a system run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SystemIds {
+    /// The system built.
+    pub name: SystemName,
+    /// `<group>.system.id`.
+    pub group_id: u32,
+    /// `cloud.system.id`.
+    pub cloud_id: u32,
+}
+
+/// One instance the run will build.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PlannedInstance {
+    /// Fully qualified name (Name tag and minion id).
+    pub name: String,
+    /// The pillar role (for a cluster member, the cluster role).
+    pub role: Role,
+    /// The cluster member, for cluster instances.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub member: Option<Role>,
+    /// The index in the name.
+    pub index: u32,
+    /// The group-scoped cluster id (`.clid-N`), for cluster members.
+    pub cluster_id: Option<u32>,
+    /// Grains the minion gets.
+    pub grains: BTreeMap<String, Value>,
+    /// EC2 tags the instance gets.
+    pub tags: BTreeMap<String, String>,
+}
+
+/// Keys a plan reserves.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PlanKeys {
+    /// Name keys.
+    pub names: Vec<Key>,
+    /// Id keys.
+    pub ids: Vec<Key>,
+}
+
+impl PlanKeys {
+    /// Names then ids.
+    pub fn all(&self) -> Vec<Key> {
+        self.names.iter().chain(&self.ids).cloned().collect()
+    }
+}
+
+/// Files a run writes (set once the layout is known).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PlanFiles {
+    /// Provider file.
+    pub provider: std::path::PathBuf,
+    /// Profile file.
+    pub profile: std::path::PathBuf,
+    /// Map file.
+    pub map: std::path::PathBuf,
+}
+
+/// What one run builds: names, ids, grains and keys.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Plan {
+    /// The run's CPID.
+    pub cpid: Cpid,
+    /// Product group.
+    pub group: Group,
+    /// Pillar environment.
+    pub env: Env,
+    /// Salt environment.
+    pub saltenv: Env,
+    /// Availability zone.
+    pub zone: Zone,
+    /// Region of the zone.
+    pub region: Region,
+    /// System ids, for a system run.
+    pub system: Option<SystemIds>,
+    /// New clusters.
+    pub clusters: Vec<ClusterIds>,
+    /// Instances to build.
+    pub instances: Vec<PlannedInstance>,
+    /// Keys to reserve.
+    pub reservations: PlanKeys,
+    /// Files the run writes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files: Option<PlanFiles>,
+}
+
+impl Plan {
+    /// The name keys of one instance and the id keys that become free once all
+    /// of `names` are visible are handled by the lifecycle; this maps a name to its key.
+    pub fn name_key(&self, name: &str) -> Key {
+        Key::name(&self.env, name).expect("planned names are valid keys")
+    }
+
+    /// Names of the planned instances.
+    pub fn names(&self) -> Vec<String> {
+        self.instances.iter().map(|i| i.name.clone()).collect()
+    }
+}
+
+/// Scope strings of the four id kinds (`<scope>.id` is the grain).
+fn group_cluster_scope(group: &Group, role: &Role) -> String {
+    format!("{group}.{role}.cluster")
+}
+fn cloud_cluster_scope(role: &Role) -> String {
+    format!("cloud.{role}.cluster")
+}
+fn group_system_scope(group: &Group) -> String {
+    format!("{group}.system")
+}
+const CLOUD_SYSTEM_SCOPE: &str = "cloud.system";
+
+/// The inventory reads a plan needs: in the run's region, instances whose Name
+/// starts with a basename prefix or that carry an id tag in play; in the other
+/// regions of the environment, instances carrying an id tag.
+pub fn inventory_scopes(
+    pillar: &Pillar,
+    req: &CreateRequest,
+    build: &Build,
+) -> Result<Vec<Scope>, Error> {
+    let group = pillar.group(&req.group)?;
+    let env = pillar.environment(&req.pillarenv)?;
+    let mut names = BTreeSet::new();
+    let mut tags = BTreeSet::new();
+    for item in &build.items {
+        match item {
+            BuildItem::Single { role, .. } => {
+                names.insert(basename_of(&group.roles[role]).prefix().to_string());
+            }
+            BuildItem::Cluster { role, .. } => {
+                for m in group.roles[role].cluster.iter().flat_map(|c| c.values()) {
+                    names.insert(basename_of(m).prefix().to_string());
+                }
+                tags.insert(conductor_tag(&format!(
+                    "{}.id",
+                    group_cluster_scope(&req.group, role)
+                )));
+                tags.insert(conductor_tag(&format!("{}.id", cloud_cluster_scope(role))));
+            }
+        }
+    }
+    if build.system.is_some() {
+        tags.insert(conductor_tag(&format!(
+            "{}.id",
+            group_system_scope(&req.group)
+        )));
+        tags.insert(conductor_tag(&format!("{CLOUD_SYSTEM_SCOPE}.id")));
+    }
+    let home = req.zone.region();
+    let tag_selectors: Vec<Selector> = tags.into_iter().map(Selector::TagKey).collect();
+    let mut scopes = vec![Scope {
+        region: home.clone(),
+        select: names
+            .into_iter()
+            .map(Selector::NamePrefix)
+            .chain(tag_selectors.iter().cloned())
+            .collect(),
+    }];
+    if !tag_selectors.is_empty() {
+        for r in env.regions.iter().filter(|r| **r != home) {
+            scopes.push(Scope {
+                region: r.clone(),
+                select: tag_selectors.clone(),
+            });
+        }
+    }
+    Ok(scopes)
+}
+
+fn basename_of(spec: &RoleSpec) -> &Basename {
+    spec.basename
+        .as_ref()
+        .expect("validated pillar: every buildable role has a basename")
+}
+
+/// Used indexes and ids, gathered once from inventory and reservations.
+struct Used<'a> {
+    req: &'a CreateRequest,
+    domain: &'a str,
+    /// Live names in AWS plus reserved names (without the `<env>_` prefix).
+    names: BTreeSet<String>,
+    /// Ids per scope string (`devops.nifi.cluster`), from tags and reservations.
+    ids: BTreeMap<String, BTreeSet<u32>>,
+}
+
+impl<'a> Used<'a> {
+    fn gather(
+        req: &'a CreateRequest,
+        domain: &'a str,
+        inventory: &Inventory,
+        reserved: &BTreeSet<Key>,
+    ) -> Self {
+        let env = req.pillarenv.as_str();
+        let mut names = BTreeSet::new();
+        let mut ids: BTreeMap<String, BTreeSet<u32>> = BTreeMap::new();
+        for i in inventory.live() {
+            if let Some(n) = i.name() {
+                names.insert(n.to_string());
+            }
+            if i.conductor_tag("env") == Some(env) {
+                collect_id_tags(i, &mut ids);
+            }
+        }
+        let prefix = format!("{env}_");
+        for k in reserved {
+            let Some(rest) = k.as_str().strip_prefix(&prefix) else {
+                continue;
+            };
+            match k.kind() {
+                KeyKind::Name => {
+                    names.insert(rest.to_string());
+                }
+                KeyKind::Id => {
+                    if let Some((scope, n)) = rest.rsplit_once(".id.") {
+                        if let Ok(n) = n.parse() {
+                            ids.entry(scope.to_string()).or_default().insert(n);
+                        }
+                    }
+                }
+            }
+        }
+        Self {
+            req,
+            domain,
+            names,
+            ids,
+        }
+    }
+
+    fn indexes(&self, b: &Basename) -> BTreeSet<u32> {
+        let (z, e) = (&self.req.zone, &self.req.saltenv);
+        self.names
+            .iter()
+            .filter(|n| n.starts_with(b.prefix()))
+            .filter_map(|n| b.parse_name(n, z, e, self.domain))
+            .filter(|m| m.clid.is_none())
+            .map(|m| m.index)
+            .collect()
+    }
+
+    fn clids(&self, b: &Basename) -> BTreeSet<u32> {
+        let (z, e) = (&self.req.zone, &self.req.saltenv);
+        self.names
+            .iter()
+            .filter(|n| n.starts_with(b.prefix()))
+            .filter_map(|n| b.parse_name(n, z, e, self.domain))
+            .filter_map(|m| m.clid)
+            .collect()
+    }
+
+    fn ids(&mut self, scope: &str) -> &mut BTreeSet<u32> {
+        self.ids.entry(scope.to_string()).or_default()
+    }
+}
+
+fn collect_id_tags(i: &Instance, ids: &mut BTreeMap<String, BTreeSet<u32>>) {
+    for (k, v) in &i.tags {
+        let Some(grain) = k.strip_prefix(crate::cloud::TAG_PREFIX) else {
+            continue;
+        };
+        let Some(scope) = grain.strip_suffix(".id") else {
+            continue;
+        };
+        if let Ok(n) = v.trim().parse::<u32>() {
+            ids.entry(scope.to_string()).or_default().insert(n);
+        }
+    }
+}
+
+/// The lowest positive integer not in `used` and at most `max`.
+fn lowest_free(used: &BTreeSet<u32>, max: u32) -> Option<u32> {
+    let mut n = 1;
+    for &u in used.range(1..) {
+        if u > n {
+            break;
+        }
+        if u == n {
+            n += 1;
+        }
+    }
+    (n <= max).then_some(n)
+}
+
+/// Computes the plan of `req` for `cpid` given what AWS shows and what other
+/// runs hold (`reserved`: their keys; expired and own keys excluded by the caller).
+pub fn plan(
+    cpid: Cpid,
+    req: &CreateRequest,
+    pillar: &Pillar,
+    inventory: &Inventory,
+    reserved: &BTreeSet<Key>,
+) -> Result<Plan, Error> {
+    let build = resolve(pillar, req)?;
+    let group = pillar.group(&req.group)?;
+    let env_spec = pillar.environment(&req.pillarenv)?;
+    let mut used = Used::gather(req, &env_spec.domain, inventory, reserved);
+    let mut planner = Planner {
+        cpid,
+        req,
+        group,
+        used: &mut used,
+        instances: Vec::new(),
+        keys: PlanKeys::default(),
+    };
+
+    let system = match &build.system {
+        Some(name) => {
+            let gs = group_system_scope(&req.group);
+            let group_id = planner.take_id(&gs, "system id")?;
+            let cloud_id = planner.take_id(CLOUD_SYSTEM_SCOPE, "system id")?;
+            Some(SystemIds {
+                name: name.clone(),
+                group_id,
+                cloud_id,
+            })
+        }
+        None => None,
+    };
+    let mut clusters = Vec::new();
+    for item in &build.items {
+        match item {
+            BuildItem::Single { role, count } => planner.singles(role, *count, system.as_ref())?,
+            BuildItem::Cluster { role, clusters: n } => {
+                for _ in 0..*n {
+                    clusters.push(planner.cluster(role, system.as_ref())?);
+                }
+            }
+        }
+        if planner.instances.len() > MAX_INSTANCES_PER_RUN {
+            return Err(Error::Naming(format!(
+                "the run asks for more than {MAX_INSTANCES_PER_RUN} instances; split it into smaller runs"
+            )));
+        }
+    }
+    let Planner {
+        instances, keys, ..
+    } = planner;
+    Ok(Plan {
+        cpid,
+        group: req.group.clone(),
+        env: req.pillarenv.clone(),
+        saltenv: req.saltenv.clone(),
+        zone: req.zone.clone(),
+        region: req.zone.region(),
+        system,
+        clusters,
+        instances,
+        reservations: keys,
+        files: None,
+    })
+}
+
+struct Planner<'a, 'u> {
+    cpid: Cpid,
+    req: &'a CreateRequest,
+    group: &'a GroupSpec,
+    used: &'u mut Used<'a>,
+    instances: Vec<PlannedInstance>,
+    keys: PlanKeys,
+}
+
+impl Planner<'_, '_> {
+    fn take_id(&mut self, scope: &str, what: &str) -> Result<u32, Error> {
+        let ids = self.used.ids(scope);
+        let n = lowest_free(ids, u32::MAX - 1)
+            .ok_or_else(|| Error::Naming(format!("no free {what} left in scope {scope}")))?;
+        ids.insert(n);
+        self.keys.ids.push(Key::id(&self.req.pillarenv, scope, n)?);
+        Ok(n)
+    }
+
+    fn singles(
+        &mut self,
+        role: &Role,
+        count: u32,
+        system: Option<&SystemIds>,
+    ) -> Result<(), Error> {
+        let spec = &self.group.roles[role];
+        let b = basename_of(spec);
+        let mut taken = self.used.indexes(b);
+        for _ in 0..count {
+            let index = lowest_free(&taken, b.max_index()).ok_or_else(|| exhausted(b, role))?;
+            taken.insert(index);
+            self.push(role, None, spec, b, index, None, system)?;
+        }
+        Ok(())
+    }
+
+    fn cluster(&mut self, role: &Role, system: Option<&SystemIds>) -> Result<ClusterIds, Error> {
+        let members = self.group.roles[role]
+            .cluster
+            .as_ref()
+            .expect("cluster role");
+        let gscope = group_cluster_scope(&self.req.group, role);
+        // Names carrying `.clid-N` mark N as used even on instances without tags.
+        let from_names: BTreeSet<u32> = members
+            .values()
+            .flat_map(|m| self.used.clids(basename_of(m)))
+            .collect();
+        self.used.ids(&gscope).extend(from_names);
+        let group_id = self.take_id(&gscope, "cluster id")?;
+        let cloud_id = self.take_id(&cloud_cluster_scope(role), "cluster id")?;
+        let ids = ClusterIds {
+            role: role.clone(),
+            group_id,
+            cloud_id,
+        };
+        for (member, spec) in members {
+            let b = basename_of(spec);
+            if spec.nodes > b.max_index() {
+                return Err(exhausted(b, member));
+            }
+            for index in 1..=spec.nodes {
+                self.push(role, Some(member), spec, b, index, Some(&ids), system)?;
+            }
+        }
+        Ok(ids)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &mut self,
+        role: &Role,
+        member: Option<&Role>,
+        spec: &RoleSpec,
+        b: &Basename,
+        index: u32,
+        cluster: Option<&ClusterIds>,
+        system: Option<&SystemIds>,
+    ) -> Result<(), Error> {
+        let req = self.req;
+        let name = b.render(
+            index,
+            cluster.map(|c| c.group_id),
+            &req.zone,
+            &req.saltenv,
+            self.used.domain,
+        );
+        if self.used.names.contains(&name) {
+            return Err(Error::Naming(format!(
+                "name {name} is already in use although its index and ids were free; \
+                 check for instances with conductor tags that do not match their names"
+            )));
+        }
+        self.used.names.insert(name.clone());
+        self.keys.names.push(Key::name(&req.pillarenv, &name)?);
+
+        let mut grains: BTreeMap<String, Value> = BTreeMap::new();
+        for (k, v) in &spec.grains {
+            if let Some(k) = k.as_str() {
+                grains.insert(
+                    k.to_string(),
+                    serde_json::to_value(v).unwrap_or(Value::Null),
+                );
+            }
+        }
+        let mut tags: BTreeMap<String, String> = BTreeMap::new();
+        for (k, v) in &spec.tags {
+            if let (Some(k), Some(v)) = (k.as_str(), yaml_scalar(v)) {
+                tags.insert(k.to_string(), v);
+            }
+        }
+        grains.insert("cpid".into(), json!(self.cpid.to_string()));
+        let mut id_grains: Vec<(String, u32)> = Vec::new();
+        if let Some(c) = cluster {
+            id_grains.push((format!("{}.id", cloud_cluster_scope(role)), c.cloud_id));
+            id_grains.push((
+                format!("{}.id", group_cluster_scope(&req.group, role)),
+                c.group_id,
+            ));
+        }
+        if let Some(s) = system {
+            id_grains.push((format!("{CLOUD_SYSTEM_SCOPE}.id"), s.cloud_id));
+            id_grains.push((format!("{}.id", group_system_scope(&req.group)), s.group_id));
+        }
+        tags.insert(NAME_TAG.into(), name.clone());
+        tags.insert(conductor_tag("cpid"), self.cpid.to_string());
+        tags.insert(conductor_tag("env"), req.pillarenv.to_string());
+        tags.insert(conductor_tag("group"), req.group.to_string());
+        tags.insert(conductor_tag("role"), role.to_string());
+        for (g, n) in id_grains {
+            grains.insert(g.clone(), json!(n));
+            tags.insert(conductor_tag(&g), n.to_string());
+        }
+        self.instances.push(PlannedInstance {
+            name,
+            role: role.clone(),
+            member: member.cloned(),
+            index,
+            cluster_id: cluster.map(|c| c.group_id),
+            grains,
+            tags,
+        });
+        Ok(())
+    }
+}
+
+fn yaml_scalar(v: &serde_yaml::Value) -> Option<String> {
+    match v {
+        serde_yaml::Value::String(s) => Some(s.clone()),
+        serde_yaml::Value::Number(n) => Some(n.to_string()),
+        serde_yaml::Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn exhausted(b: &Basename, role: &Role) -> Error {
+    Error::Naming(format!(
+        "role {role}: basename {b} has no free index left (it holds 1 to {}); \
+         add an X to the pattern or remove unused instances",
+        b.max_index()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lowest_free_fills_gaps() {
+        let s = |v: &[u32]| v.iter().copied().collect::<BTreeSet<u32>>();
+        assert_eq!(lowest_free(&s(&[]), 99), Some(1));
+        assert_eq!(lowest_free(&s(&[1, 2]), 99), Some(3));
+        assert_eq!(lowest_free(&s(&[1, 3]), 99), Some(2));
+        assert_eq!(lowest_free(&s(&[0, 2]), 99), Some(1));
+        assert_eq!(lowest_free(&s(&[1, 2]), 2), None);
+    }
+}

@@ -1,0 +1,118 @@
+//! The provider, profile and map documents of a run, as YAML values, and the
+//! settings of native launches. Profile settings override the provider's; a
+//! role's (map) settings override the profile's.
+
+use serde_yaml::{Mapping, Value};
+
+use crate::layout::Layout;
+use crate::pillar::{GroupSpec, RoleSpec};
+use crate::plan::{Plan, PlannedInstance};
+
+/// Provider settings that only make sense in the provider file.
+const DRIVER: &str = "ec2";
+
+fn s(v: &str) -> Value {
+    Value::String(v.to_string())
+}
+
+fn one(key: String, value: Value) -> Value {
+    let mut m = Mapping::new();
+    m.insert(s(&key), value);
+    Value::Mapping(m)
+}
+
+/// The provider document: `{<group>_<CPID>: {driver, location, availability_zone, ...}}`.
+pub fn provider(plan: &Plan, group: &GroupSpec) -> Value {
+    let mut m = Mapping::new();
+    m.insert(s("driver"), s(DRIVER));
+    m.insert(s("location"), s(plan.region.as_str()));
+    m.insert(s("availability_zone"), s(plan.zone.as_str()));
+    for (k, v) in &group.provider {
+        m.insert(k.clone(), v.clone());
+    }
+    one(Layout::cloud_id(&plan.group, plan.cpid), Value::Mapping(m))
+}
+
+/// The profile document: `{<group>_<CPID>: {provider, image, size, minion, ...}}`.
+pub fn profile(plan: &Plan, group: &GroupSpec) -> Value {
+    let id = Layout::cloud_id(&plan.group, plan.cpid);
+    let mut m = Mapping::new();
+    m.insert(s("provider"), s(&id));
+    for (k, v) in &group.profile {
+        if k.as_str() == Some("startup_states") {
+            continue; // applied by Conductor itself after bootstrap, with its own log
+        }
+        m.insert(k.clone(), v.clone());
+    }
+    let mut minion = match m.remove(s("minion")) {
+        Some(Value::Mapping(mm)) => mm,
+        _ => Mapping::new(),
+    };
+    minion.insert(s("environment"), s(plan.saltenv.as_str()));
+    m.insert(s("minion"), Value::Mapping(minion));
+    one(id, Value::Mapping(m))
+}
+
+/// The role spec an instance was planned from.
+pub fn role_spec<'a>(group: &'a GroupSpec, i: &PlannedInstance) -> &'a RoleSpec {
+    let role = &group.roles[&i.role];
+    match (&i.member, &role.cluster) {
+        (Some(m), Some(c)) => &c[m],
+        _ => role,
+    }
+}
+
+/// Per-instance overrides: size, image, grains, tags, minion, volumes, interfaces.
+fn vm_overrides(group: &GroupSpec, i: &PlannedInstance) -> Mapping {
+    let spec = role_spec(group, i);
+    let mut m = Mapping::new();
+    if let Some(size) = &spec.size {
+        m.insert(s("size"), s(size));
+    }
+    if let Some(image) = &spec.image {
+        m.insert(s("image"), s(image));
+    }
+    m.insert(
+        s("grains"),
+        serde_yaml::to_value(&i.grains).expect("grains serialize"),
+    );
+    m.insert(
+        s("tag"),
+        serde_yaml::to_value(&i.tags).expect("tags serialize"),
+    );
+    if !spec.minion.is_empty() {
+        m.insert(s("minion"), Value::Mapping(spec.minion.clone()));
+    }
+    if let Some(v) = &spec.volumes {
+        m.insert(s("volumes"), v.clone());
+    }
+    if let Some(v) = &spec.network_interfaces {
+        m.insert(s("network_interfaces"), v.clone());
+    }
+    m
+}
+
+/// The map document: `{<group>_<CPID>: [{<fqdn>: {grains, tag, ...}}, ...]}`.
+pub fn map(plan: &Plan, group: &GroupSpec) -> Value {
+    let vms = plan
+        .instances
+        .iter()
+        .map(|i| one(i.name.clone(), Value::Mapping(vm_overrides(group, i))))
+        .collect();
+    one(
+        Layout::cloud_id(&plan.group, plan.cpid),
+        Value::Sequence(vms),
+    )
+}
+
+/// Provider, then profile, then role settings merged for one native launch.
+pub fn launch_settings(plan: &Plan, group: &GroupSpec, i: &PlannedInstance) -> serde_json::Value {
+    let mut m = Mapping::new();
+    for layer in [&group.provider, &group.profile, &vm_overrides(group, i)] {
+        for (k, v) in layer {
+            m.insert(k.clone(), v.clone());
+        }
+    }
+    m.insert(s("zone"), s(plan.zone.as_str()));
+    serde_json::to_value(Value::Mapping(m)).unwrap_or(serde_json::Value::Null)
+}

@@ -1,0 +1,81 @@
+//! The Salt side as the lifecycle sees it: pillar and command execution.
+
+use std::fmt;
+use std::path::Path;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{BackendError, Error};
+use crate::names::Env;
+use crate::pillar::Pillar;
+
+/// Where pillar comes from (files, or Salt itself).
+#[async_trait]
+pub trait PillarSource: Send + Sync + fmt::Debug {
+    /// Loads and validates the `conductor:` pillar of `env`.
+    async fn load(&self, env: &Env) -> Result<Pillar, Error>;
+}
+
+/// The outcome of a salt-cloud run (create from a map, or destroy).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CloudRunResult {
+    /// salt-cloud's JSON return, stored in the cloud_runs log.
+    pub raw: serde_json::Value,
+    /// Instances created (or destroyed).
+    pub ok: Vec<String>,
+    /// Instances that failed, with salt-cloud's message.
+    pub failed: Vec<(String, String)>,
+}
+
+/// One failed state of a state or orchestration run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateFailure {
+    /// Minion (or master, for orchestration) that ran it.
+    pub minion: String,
+    /// State id (`<mod>_|-<id>_|-<name>_|-<fun>`), or `<run>` when the run failed as a whole.
+    pub state: String,
+    /// Salt's comment.
+    pub comment: String,
+}
+
+/// The outcome of `state.apply` or `state.orchestrate`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StateRunResult {
+    /// Salt's JSON output, stored in the state_runs log.
+    pub raw: serde_json::Value,
+    /// Minions that answered.
+    pub minions: Vec<String>,
+    /// Failed states.
+    pub failures: Vec<StateFailure>,
+}
+
+impl StateRunResult {
+    /// True when no state failed.
+    pub fn ok(&self) -> bool {
+        self.failures.is_empty()
+    }
+}
+
+/// Runs Salt: salt-cloud maps and destroys, state runs and orchestration.
+#[async_trait]
+pub trait SaltExecutor: Send + Sync + fmt::Debug {
+    /// `salt-cloud -m <map>`: creates the map's instances.
+    async fn cloud_map(&self, map: &Path) -> Result<CloudRunResult, BackendError>;
+    /// `salt-cloud -d <names>`: destroys instances.
+    async fn cloud_destroy(&self, names: &[String]) -> Result<CloudRunResult, BackendError>;
+    /// `salt -L <targets> state.apply <sls> saltenv=<env>`.
+    async fn state_apply(
+        &self,
+        targets: &[String],
+        sls: &[String],
+        saltenv: &Env,
+    ) -> Result<StateRunResult, BackendError>;
+    /// `salt-run state.orchestrate <sls> saltenv=<env> pillarenv=<env>`.
+    async fn orchestrate(
+        &self,
+        sls: &str,
+        saltenv: &Env,
+        pillarenv: &Env,
+    ) -> Result<StateRunResult, BackendError>;
+}
