@@ -21,7 +21,7 @@ use crate::pillar::{GroupSpec, Pillar};
 use crate::plan::{inventory_scopes, plan as compute, Plan, PlanFiles};
 use crate::render;
 use crate::request::{resolve, CreateRequest};
-use crate::reserve::{now_secs, Key, Lease, Owner, Reserver};
+use crate::reserve::{now_ms, Key, Lease, Owner, Reserver};
 use crate::salt::{PillarSource, SaltExecutor, StateFailure, StateRunResult};
 
 /// How instances are created.
@@ -288,7 +288,7 @@ impl Conductor {
         let inventory = self.read_inventory(scopes).await?;
         let held: BTreeSet<Key> = self
             .reserver
-            .held(now_secs(), own)
+            .held(now_ms(), own)
             .instrument(info_span!("reserver.list"))
             .await
             .map_err(|e| Error::backend("listing reservations", e))?
@@ -435,6 +435,7 @@ impl Conductor {
         let scopes = self.scopes(&pillar, req)?;
         let cpid_lease = self.claim_cpid(req.cpid).await?;
         let cpid = cpid_lease.owner.cpid;
+        fault_point("after_cpid");
         let span =
             info_span!("create", %cpid, group = %req.group, env = %req.pillarenv, zone = %req.zone);
         let result = self
@@ -453,6 +454,7 @@ impl Conductor {
         scopes: &[Scope],
     ) -> Result<CreateReport, Error> {
         let (plan, lease, attempts) = self.reserve_plan(cpid, req, pillar, scopes).await?;
+        fault_point("after_reserve");
         info!(instances = plan.instances.len(), attempts, "reserved");
         let group = pillar.group(&req.group)?;
         let mut report = CreateReport {
@@ -471,6 +473,7 @@ impl Conductor {
             report
                 .logs
                 .extend(self.write_files(&report.plan, group).await?);
+            fault_point("after_files");
             self.hooks(
                 &group.hooks.pre_create,
                 &report.plan.saltenv,
@@ -514,6 +517,7 @@ impl Conductor {
                 return Err(e);
             }
         };
+        fault_point("after_launch");
         for r in &results {
             match &r.outcome {
                 Ok(_) => report.launched.push(r.name.clone()),
@@ -542,6 +546,7 @@ impl Conductor {
             .filter(|n| !visible.contains(*n))
             .cloned()
             .collect();
+        fault_point("after_visible");
         let definitely_gone: BTreeSet<&str> = results
             .iter()
             .filter(|r| r.outcome.as_ref().err().is_some_and(|f| f.definite))
@@ -551,6 +556,7 @@ impl Conductor {
         let done: Vec<Key> = releasable(&report.plan, settled);
         self.release(&lease.subset(&done), self.opts.release_grace)
             .await;
+        fault_point("after_release");
 
         let ready: Vec<String> = report
             .launched
@@ -580,7 +586,7 @@ impl Conductor {
             .await?;
         report.state_failures.extend(failures);
         // Expired leftovers of other runs are removed here rather than waiting for `prune`.
-        if let Err(e) = self.reserver.prune(now_secs(), None).await {
+        if let Err(e) = self.reserver.prune(now_ms(), None).await {
             warn!(error = %e, "pruning expired reservations failed");
         }
         Ok(report)
@@ -930,6 +936,22 @@ impl Conductor {
             .await?;
         report.state_failures.extend(failures);
         Ok(report)
+    }
+}
+
+/// Environment variable naming a lifecycle point at which the process kills
+/// itself with SIGKILL: `after_cpid`, `after_reserve`, `after_files`,
+/// `after_launch`, `after_visible`, `after_release`. For crash tests only.
+pub const FAULT_POINT_ENV: &str = "CONDUCTOR_FAULT_POINT";
+
+/// Kills this process with SIGKILL if [`FAULT_POINT_ENV`] names `point`.
+fn fault_point(point: &str) {
+    if std::env::var(FAULT_POINT_ENV).is_ok_and(|p| p == point) {
+        warn!(point, "fault point reached: killing this process");
+        // SAFETY: sends SIGKILL to this process; nothing runs after it.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
     }
 }
 

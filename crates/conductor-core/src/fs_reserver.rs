@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use crate::error::{BackendError, ReserveError};
 use crate::layout::Layout;
 use crate::reserve::{
-    is_free, is_prunable, now_secs, Key, KeyKind, Lease, Owner, Reservation, Reserver,
+    is_free, is_prunable, now_ms, Key, KeyKind, Lease, Owner, Reservation, Reserver,
 };
 
 /// A [`Reserver`] on the local filesystem (see the module docs for guarantees).
@@ -158,7 +158,10 @@ impl FsReserver {
 
     fn reserve_sync(&self, keys: &[Key], owner: &Owner) -> Result<Lease, ReserveError> {
         self.ensure_dirs()?;
-        let now = now_secs();
+        let mut unique = std::collections::BTreeSet::new();
+        let keys: Vec<Key> = keys.iter().filter(|k| unique.insert(*k)).cloned().collect();
+        let keys = keys.as_slice();
+        let now = now_ms();
         let mut granted: Vec<&Key> = Vec::new();
         let mut conflicts = Vec::new();
         for key in keys {
@@ -205,7 +208,7 @@ impl FsReserver {
 
     fn set_expiry_sync(&self, lease: &Lease, expires: u64) -> Result<(), BackendError> {
         let _guard = self.lock()?;
-        let now = now_secs();
+        let now = now_ms();
         for key in &lease.keys {
             let path = self.path(key);
             let Some(mut holder) = Self::read_owner(&path)? else {

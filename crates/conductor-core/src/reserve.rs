@@ -1,6 +1,7 @@
 //! Reservation keys, leases and the `Reserver` trait.
 
 use std::fmt;
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -92,12 +93,27 @@ impl Serialize for Key {
     }
 }
 
-/// Seconds since the Unix epoch, now.
-pub fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+/// Milliseconds since the Unix epoch, now: the clock of every lease.
+///
+/// Anchored once to the system clock and advanced by tokio's clock, so that a
+/// test on a paused tokio clock sees leases expire in virtual time; outside a
+/// paused runtime it follows the monotonic clock from the anchor.
+pub fn now_ms() -> u64 {
+    static ANCHOR: OnceLock<(u64, std::time::Instant)> = OnceLock::new();
+    let (wall, mono) = ANCHOR.get_or_init(|| {
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| ms(d))
+            .unwrap_or(0);
+        (wall, tokio::time::Instant::now().into_std())
+    });
+    let elapsed = tokio::time::Instant::now().into_std().saturating_duration_since(*mono);
+    wall.saturating_add(ms(elapsed))
+}
+
+/// A duration in whole milliseconds.
+pub fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Who holds a reservation and until when; stored as JSON with each key.
@@ -109,26 +125,26 @@ pub struct Owner {
     pub host: String,
     /// Process id of the run on `host`.
     pub pid: u32,
-    /// Creation time, epoch seconds.
+    /// Creation time, epoch milliseconds.
     pub created: u64,
-    /// Expiry, epoch seconds; at or after it the key is free for anyone.
+    /// Expiry, epoch milliseconds; at or after it the key is free for anyone.
     pub expires: u64,
 }
 
 impl Owner {
     /// An owner for this process, created now, expiring after `ttl`.
     pub fn this_process(cpid: Cpid, ttl: Duration) -> Self {
-        let now = now_secs();
+        let now = now_ms();
         Self {
             cpid,
             host: this_host(),
             pid: std::process::id(),
             created: now,
-            expires: now + ttl.as_secs(),
+            expires: now.saturating_add(ms(ttl)),
         }
     }
 
-    /// Whether the lease has expired at `now` (epoch seconds).
+    /// Whether the lease has expired at `now` (epoch milliseconds).
     pub fn is_expired(&self, now: u64) -> bool {
         self.expires <= now
     }
@@ -171,7 +187,7 @@ pub fn is_free(owner: &Owner, now: u64) -> bool {
 /// created more than `older_than` ago and its owner is not known alive.
 pub fn is_prunable(owner: &Owner, now: u64, older_than: Option<Duration>) -> bool {
     is_free(owner, now)
-        || (older_than.is_some_and(|d| owner.created.saturating_add(d.as_secs()) <= now)
+        || (older_than.is_some_and(|d| owner.created.saturating_add(ms(d)) <= now)
             && owner_alive(owner) != Some(true))
 }
 
@@ -233,7 +249,7 @@ pub trait Reserver: Send + Sync + fmt::Debug {
 
     /// Releases the lease: its keys stay held for `grace`, then are free.
     async fn release(&self, lease: &Lease, grace: Duration) -> Result<(), BackendError> {
-        self.set_expiry(lease, now_secs() + grace.as_secs()).await
+        self.set_expiry(lease, now_ms().saturating_add(ms(grace))).await
     }
 
     /// Keys held at `now` (not free by [`is_free`]), other than by `except`'s run.

@@ -1,1 +1,19 @@
-//! placeholder
+//! Test kit for Conductor: fakes of the backends, pillar fixtures, the
+//! conformance suites every backend must pass, and helpers that start real
+//! services (moto, Salt) for tests.
+#![warn(missing_docs)]
+
+pub mod conformance;
+pub mod ec2_replay;
+pub mod fake_cloud;
+pub mod fake_salt;
+pub mod fixtures;
+pub mod mem_reserver;
+#[cfg(feature = "mock")]
+pub mod mocks;
+pub mod moto;
+pub mod salt_env;
+
+pub use fake_cloud::FakeCloud;
+pub use fake_salt::FakeSalt;
+pub use mem_reserver::MemReserver;

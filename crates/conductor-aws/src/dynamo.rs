@@ -1,0 +1,1 @@
+//! `DynamoReserver`: reservations in a DynamoDB table, shared across Salt masters.

@@ -1,0 +1,1 @@
+//! `Ec2Backend`: the `CloudBackend` on aws-sdk-ec2.

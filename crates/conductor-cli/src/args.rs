@@ -1,0 +1,238 @@
+//! Command-line arguments.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Provision EC2 instances for Salt-managed groups, many runs at once, never
+/// two runs with the same instance name, cluster id or system id.
+#[derive(Debug, Parser)]
+#[command(
+    name = "conductor",
+    version,
+    after_help = "Examples:\n  conductor group plan group=devops system=small_test pillarenv=test region=us-east-1a --pillar-dir pillar/\n  conductor group create group=devops role=activemq count=2 pillarenv=test region=us-east-1a\n  conductor group destroy group=devops pillarenv=test region=us-east-1a cpid=16833830331552303186\n  conductor reservations list\n\nExit codes: 0 success, 1 provisioning or state failure, 2 bad input,\n3 reservation retries exhausted, 4 cloud or Salt unreachable."
+)]
+pub struct Cli {
+    /// Global options.
+    #[command(flatten)]
+    pub global: Global,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Print one JSON document on stdout instead of the human summary.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More log output on stderr (-v info, -vv debug, -vvv trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Read pillar from YAML files: DIR/<pillarenv>/*.sls|*.yaml (or DIR/*), deep-merged in name order.
+    /// Without it, pillar comes from Salt (`salt-call pillar.items`).
+    #[arg(long, global = true, env = "CONDUCTOR_PILLAR_DIR", value_name = "DIR")]
+    pub pillar_dir: Option<PathBuf>,
+    /// Salt config root: cloud.providers.d and cloud.profiles.d are written here.
+    #[arg(
+        long,
+        global = true,
+        env = "CONDUCTOR_CONFIG_DIR",
+        default_value = "/etc/salt",
+        value_name = "DIR"
+    )]
+    pub config_dir: PathBuf,
+    /// Runner root: maps, reservations and logs are written here.
+    #[arg(
+        long,
+        global = true,
+        env = "CONDUCTOR_RUNNER_DIR",
+        default_value = "/srv/runners",
+        value_name = "DIR"
+    )]
+    pub runner_dir: PathBuf,
+    /// AWS endpoint (moto, LocalStack); also read from AWS_ENDPOINT_URL.
+    #[arg(long, global = true, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+    /// Where reservations live: files under --runner-dir (one Salt master), or a DynamoDB table (several).
+    #[arg(long, global = true, value_enum, default_value_t = ReserverKind::Fs, env = "CONDUCTOR_RESERVER")]
+    pub reserver: ReserverKind,
+    /// DynamoDB table for --reserver dynamodb.
+    #[arg(
+        long,
+        global = true,
+        default_value = "conductor-reservations",
+        value_name = "TABLE"
+    )]
+    pub dynamodb_table: String,
+    /// Create the DynamoDB table if it does not exist.
+    #[arg(long, global = true)]
+    pub create_table: bool,
+    /// Which cloud: AWS EC2, or an empty in-memory cloud (to try plans without AWS).
+    #[arg(long, global = true, value_enum, default_value_t = CloudKind::Aws)]
+    pub cloud: CloudKind,
+    /// Do not call Salt: skip orchestration hooks and startup states (native provisioner only).
+    #[arg(long, global = true)]
+    pub no_salt: bool,
+    /// Config directory passed to salt, salt-run, salt-cloud and salt-call (-c).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub salt_config_dir: Option<PathBuf>,
+}
+
+/// Where reservations live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ReserverKind {
+    /// Files under <runner-dir>/reserved_names and reserved_ids.
+    Fs,
+    /// A DynamoDB table shared by several Salt masters or CI runners.
+    Dynamodb,
+}
+
+/// Which cloud backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CloudKind {
+    /// AWS EC2 (credentials from the default chain).
+    Aws,
+    /// An empty in-memory cloud.
+    Fake,
+}
+
+/// How instances are created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ProvisionerArg {
+    /// salt-cloud -m <map> (Salt 3007 with the EC2 driver).
+    SaltCloud,
+    /// Native EC2 RunInstances with a Salt-bootstrap user-data.
+    Ec2,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create, plan or destroy instances of a group.
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// Inspect or clean the reservations of names and ids.
+    #[command(subcommand)]
+    Reservations(ReservationsCommand),
+    /// List, show or archive the files of past runs.
+    #[command(subcommand)]
+    Runs(RunsCommand),
+    /// Print shell completions.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    Man,
+}
+
+/// `conductor group ...`.
+#[derive(Debug, Subcommand)]
+pub enum GroupCommand {
+    /// Reserve names and ids, write the cloud files, provision, apply startup states.
+    #[command(
+        after_help = "Words: group= system=|role= [count=] pillarenv= [saltenv=] region=<zone>\n\nExamples:\n  conductor group create group=devops system=small_test pillarenv=test region=us-east-1a\n  conductor group create group=devops role=activemq count=2 pillarenv=test region=us-east-1a --provisioner ec2"
+    )]
+    Create {
+        /// key=value words as for `salt-run conduct.group create`.
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        words: Vec<OsString>,
+        /// Print the plan only; reserve and write nothing (same as `group plan`).
+        #[arg(long)]
+        dry_run: bool,
+        /// How instances are created.
+        #[arg(long, value_enum, default_value_t = ProvisionerArg::SaltCloud, env = "CONDUCTOR_PROVISIONER")]
+        provisioner: ProvisionerArg,
+        /// Seconds a released name stays reserved (EC2 reads are eventually consistent).
+        #[arg(long, default_value = "120s", value_parser = parse_duration, value_name = "DURATION")]
+        release_grace: Duration,
+    },
+    /// Show the names, ids, grains and files a create would use now.
+    #[command(
+        after_help = "Example:\n  conductor group plan group=devops system=small_test pillarenv=test region=us-east-1a --json"
+    )]
+    Plan {
+        /// key=value words as for `create`.
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        words: Vec<OsString>,
+    },
+    /// Terminate instances found by cpid, names, cluster id or system id.
+    #[command(
+        after_help = "Words: group= pillarenv= [region=<zone>] and one of cpid=, names=a,b, role= cluster_id=, system_id=\n\nExample:\n  conductor group destroy group=devops pillarenv=test region=us-east-1a cpid=16833830331552303186"
+    )]
+    Destroy {
+        /// key=value words.
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        words: Vec<OsString>,
+        /// How the instances were created (salt-cloud -d, or EC2 TerminateInstances).
+        #[arg(long, value_enum, default_value_t = ProvisionerArg::SaltCloud, env = "CONDUCTOR_PROVISIONER")]
+        provisioner: ProvisionerArg,
+    },
+}
+
+/// `conductor reservations ...`.
+#[derive(Debug, Subcommand)]
+pub enum ReservationsCommand {
+    /// List every reserved name and id with its owner and expiry.
+    #[command(after_help = "Example:\n  conductor reservations list --runner-dir /srv/runners")]
+    List,
+    /// Remove expired reservations and those of dead runs on this host.
+    #[command(after_help = "Example:\n  conductor reservations prune --older-than 2h")]
+    Prune {
+        /// Also remove reservations older than this whose owner is not known to be alive.
+        #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+        older_than: Option<Duration>,
+    },
+}
+
+/// `conductor runs ...`.
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// List runs found under --runner-dir.
+    List,
+    /// Show the files of one run.
+    #[command(after_help = "Example:\n  conductor runs show 16833830331552303186")]
+    Show {
+        /// The run's CPID.
+        cpid: String,
+    },
+    /// Pack every file of one run into a .tar.gz.
+    #[command(
+        after_help = "Example:\n  conductor runs archive 16833830331552303186 --to /var/backups"
+    )]
+    Archive {
+        /// The run's CPID.
+        cpid: String,
+        /// Directory for the tarball (default: <runner-dir>/archives).
+        #[arg(long, value_name = "DIR")]
+        to: Option<PathBuf>,
+        /// Remove the run's files once archived.
+        #[arg(long)]
+        remove: bool,
+    },
+}
+
+/// Parses `90`, `90s`, `15m`, `2h`, `1d`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, "s"), |i| (&s[..i], &s[i..]));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration; use e.g. 90s, 15m, 2h"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?}; use s, m, h or d")),
+    };
+    Ok(Duration::from_secs(secs))
+}

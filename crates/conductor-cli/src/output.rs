@@ -1,0 +1,173 @@
+//! Human summaries and JSON documents.
+
+use std::io::Write;
+
+use conductor_core::{CreateReport, DestroyReport, Plan};
+use serde_json::{json, Value};
+
+/// Writes `value` as one pretty JSON document on stdout.
+pub fn print_json(value: &Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = serde_json::to_writer_pretty(&mut out, value);
+    let _ = writeln!(out);
+}
+
+/// The plan as the JSON document of DESIGN section 9.
+pub fn plan_json(plan: &Plan) -> Value {
+    serde_json::to_value(plan).unwrap_or(Value::Null)
+}
+
+/// The plan plus a `result` object.
+pub fn create_json(report: &CreateReport) -> Value {
+    let mut v = plan_json(&report.plan);
+    v["result"] = json!({
+        "success": report.success(),
+        "provisioner": report.provisioner,
+        "attempts": report.attempts,
+        "launched": report.launched,
+        "failed": report.failed.iter().map(|(n, m)| json!({"name": n, "error": m})).collect::<Vec<_>>(),
+        "not_visible": report.not_visible,
+        "state_failures": report.state_failures,
+        "skipped": report.skipped,
+        "logs": report.logs,
+    });
+    v
+}
+
+/// The destroy report as JSON.
+pub fn destroy_json(report: &DestroyReport) -> Value {
+    json!({
+        "cpid": report.cpid,
+        "success": report.success(),
+        "destroyed": report.destroyed,
+        "failed": report.failed.iter().map(|(n, m)| json!({"name": n, "error": m})).collect::<Vec<_>>(),
+        "state_failures": report.state_failures,
+        "skipped": report.skipped,
+        "logs": report.logs,
+    })
+}
+
+/// A table of the plan's instances, with a status column when given.
+pub fn plan_text(plan: &Plan, status: impl Fn(&str) -> Option<&'static str>) -> String {
+    let mut s = format!(
+        "group {} · pillarenv {} · zone {} · cpid {}\n",
+        plan.group, plan.env, plan.zone, plan.cpid
+    );
+    let width = plan
+        .instances
+        .iter()
+        .map(|i| i.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    s.push_str(&format!(
+        "  {:width$}  {:<18} {:>5}  {:>7}  STATUS\n",
+        "NAME", "ROLE", "INDEX", "CLUSTER"
+    ));
+    for i in &plan.instances {
+        let role = match &i.member {
+            Some(m) if m != &i.role => format!("{}/{m}", i.role),
+            _ => i.role.to_string(),
+        };
+        let cluster = i
+            .cluster_id
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "-".into());
+        let st = status(&i.name).unwrap_or("planned");
+        s.push_str(&format!(
+            "  {:width$}  {role:<18} {:>5}  {cluster:>7}  {st}\n",
+            i.name, i.index
+        ));
+    }
+    for c in &plan.clusters {
+        s.push_str(&format!(
+            "cluster {}: {}.{}.cluster.id={} cloud.{}.cluster.id={}\n",
+            c.role, plan.group, c.role, c.group_id, c.role, c.cloud_id
+        ));
+    }
+    if let Some(sys) = &plan.system {
+        s.push_str(&format!(
+            "system {}: {}.system.id={} cloud.system.id={}\n",
+            sys.name, plan.group, sys.group_id, sys.cloud_id
+        ));
+    }
+    s.push_str(&format!(
+        "reservations: {} names, {} ids\n",
+        plan.reservations.names.len(),
+        plan.reservations.ids.len()
+    ));
+    if let Some(f) = &plan.files {
+        s.push_str(&format!(
+            "files: {}\n       {}\n       {}\n",
+            f.provider.display(),
+            f.profile.display(),
+            f.map.display()
+        ));
+    }
+    s
+}
+
+/// The human summary of a create run.
+pub fn create_text(r: &CreateReport) -> String {
+    let failed: Vec<&str> = r.failed.iter().map(|(n, _)| n.as_str()).collect();
+    let mut s = plan_text(&r.plan, |name| {
+        if r.not_visible.iter().any(|n| n == name) {
+            Some("launched, not yet visible")
+        } else if r.launched.iter().any(|n| n == name) {
+            if r.state_failures.iter().any(|f| f.minion == name) {
+                Some("launched, state failed")
+            } else {
+                Some("launched")
+            }
+        } else if failed.contains(&name) {
+            Some("FAILED")
+        } else {
+            None
+        }
+    });
+    for (n, m) in &r.failed {
+        s.push_str(&format!("error: {n}: {m}\n"));
+    }
+    for f in &r.state_failures {
+        s.push_str(&format!(
+            "state failed on {}: {} — {}\n",
+            f.minion, f.state, f.comment
+        ));
+    }
+    for k in &r.skipped {
+        s.push_str(&format!("skipped: {k}\n"));
+    }
+    for l in &r.logs {
+        s.push_str(&format!("log: {}\n", l.display()));
+    }
+    s.push_str(if r.success() {
+        "result: success\n"
+    } else {
+        "result: FAILED (exit 1)\n"
+    });
+    s
+}
+
+/// The human summary of a destroy run.
+pub fn destroy_text(r: &DestroyReport) -> String {
+    let mut s = format!("destroy run cpid {}\n", r.cpid);
+    for n in &r.destroyed {
+        s.push_str(&format!("  destroyed {n}\n"));
+    }
+    for (n, m) in &r.failed {
+        s.push_str(&format!("  error: {n}: {m}\n"));
+    }
+    for f in &r.state_failures {
+        s.push_str(&format!(
+            "state failed on {}: {} — {}\n",
+            f.minion, f.state, f.comment
+        ));
+    }
+    for k in &r.skipped {
+        s.push_str(&format!("skipped: {k}\n"));
+    }
+    for l in &r.logs {
+        s.push_str(&format!("log: {}\n", l.display()));
+    }
+    s
+}

@@ -1,0 +1,102 @@
+//! Builds the backends from the command-line options.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use conductor_core::conductor::Options;
+use conductor_core::{
+    CloudBackend, Conductor, FsReserver, Layout, PillarSource, Provisioner, Reserver, SaltExecutor,
+};
+use conductor_salt::FilePillar;
+use conductor_testkit::FakeCloud;
+
+use crate::args::{CloudKind, Global, ProvisionerArg, ReserverKind};
+use crate::exit::Failure;
+
+/// The file layout from `--config-dir` and `--runner-dir`.
+pub fn layout(g: &Global) -> Layout {
+    Layout::new(&g.config_dir, &g.runner_dir)
+}
+
+/// The reserver chosen by `--reserver`.
+pub async fn reserver(g: &Global) -> Result<Arc<dyn Reserver>, Failure> {
+    match g.reserver {
+        ReserverKind::Fs => Ok(Arc::new(FsReserver::new(&layout(g)))),
+        ReserverKind::Dynamodb => Err(Failure::input(
+            "--reserver dynamodb is not available in this build; use --reserver fs",
+        )),
+    }
+}
+
+/// The cloud chosen by `--cloud`.
+pub async fn cloud(g: &Global) -> Result<Arc<dyn CloudBackend>, Failure> {
+    match g.cloud {
+        CloudKind::Fake => Ok(Arc::new(FakeCloud::new())),
+        CloudKind::Aws => Err(Failure::input(
+            "--cloud aws is not available in this build; use --cloud fake",
+        )),
+    }
+}
+
+/// The pillar source: `--pillar-dir`, or Salt.
+pub fn pillar(g: &Global) -> Result<Arc<dyn PillarSource>, Failure> {
+    match &g.pillar_dir {
+        Some(dir) => Ok(Arc::new(FilePillar::new(dir))),
+        None => Err(Failure::input("no pillar source: give --pillar-dir DIR")),
+    }
+}
+
+/// The Salt executor, unless `--no-salt`.
+pub fn salt(g: &Global) -> Result<Option<Arc<dyn SaltExecutor>>, Failure> {
+    if g.no_salt {
+        return Ok(None);
+    }
+    Err(Failure::input(
+        "Salt is not available in this build; add --no-salt",
+    ))
+}
+
+/// Maps the CLI's provisioner to core's.
+pub fn provisioner(p: ProvisionerArg) -> Provisioner {
+    match p {
+        ProvisionerArg::SaltCloud => Provisioner::SaltCloud,
+        ProvisionerArg::Ec2 => Provisioner::Ec2,
+    }
+}
+
+/// A conductor with every backend wired.
+pub async fn conductor(
+    g: &Global,
+    provisioner: Provisioner,
+    release_grace: Duration,
+) -> Result<Conductor, Failure> {
+    let mut b = Conductor::builder()
+        .cloud(cloud(g).await?)
+        .reserver(reserver(g).await?)
+        .pillar(pillar(g)?)
+        .layout(layout(g))
+        .options(Options {
+            provisioner,
+            release_grace,
+            ..Options::default()
+        });
+    if let Some(s) = salt(g)? {
+        b = b.salt(s);
+    }
+    b.build().map_err(Failure::from)
+}
+
+/// A conductor for `plan`: reads only (no Salt executor, writes nothing).
+pub async fn conductor_for_plan(g: &Global) -> Result<Conductor, Failure> {
+    Conductor::builder()
+        .cloud(cloud(g).await?)
+        .reserver(reserver(g).await?)
+        .pillar(pillar(g)?)
+        .layout(layout(g))
+        .options(Options {
+            provisioner: Provisioner::Ec2,
+            ..Options::default()
+        })
+        .build()
+        .map_err(Failure::from)
+}

@@ -1,0 +1,328 @@
+//! The salt-runner style `key=value` words, parsed into requests.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+
+use conductor_core::conductor::DestroySelector;
+use conductor_core::{
+    Cpid, CreateRequest, DestroyRequest, Env, Group, InputError, Role, SystemName, Target, Zone,
+};
+
+/// Words `create` and `plan` accept.
+pub const CREATE_WORDS: &[&str] = &[
+    "group",
+    "system",
+    "role",
+    "count",
+    "pillarenv",
+    "saltenv",
+    "region",
+    "cpid",
+];
+/// Words `destroy` accepts.
+pub const DESTROY_WORDS: &[&str] = &[
+    "group",
+    "pillarenv",
+    "saltenv",
+    "region",
+    "cpid",
+    "names",
+    "role",
+    "cluster_id",
+    "system_id",
+];
+
+/// Parsed words: key -> value, each key once.
+#[derive(Debug, Default)]
+pub struct Words(BTreeMap<String, String>);
+
+impl Words {
+    /// Parses `key=value` words, refusing anything not in `allowed`.
+    pub fn parse(raw: &[OsString], command: &str, allowed: &[&str]) -> Result<Self, InputError> {
+        let mut map = BTreeMap::new();
+        for w in raw {
+            let Some(w) = w.to_str() else {
+                return Err(InputError::invalid(
+                    "word",
+                    &w.to_string_lossy(),
+                    "is not valid UTF-8",
+                ));
+            };
+            let Some((k, v)) = w.split_once('=') else {
+                return Err(InputError::invalid(
+                    "word",
+                    w,
+                    &format!("is not key=value; {command} takes words such as group=devops role=activemq pillarenv=test region=us-east-1a"),
+                ));
+            };
+            if !allowed.contains(&k) {
+                return Err(InputError::invalid(
+                    "word",
+                    w,
+                    &format!(
+                        "unknown key {k:?}; {command} accepts: {}",
+                        allowed.join(", ")
+                    ),
+                ));
+            }
+            if v.is_empty() {
+                return Err(InputError::invalid(
+                    "word",
+                    w,
+                    &format!("{k} needs a value, e.g. {k}=..."),
+                ));
+            }
+            if map.insert(k.to_string(), v.to_string()).is_some() {
+                return Err(InputError::invalid(
+                    "word",
+                    w,
+                    &format!("{k} is given twice"),
+                ));
+            }
+        }
+        Ok(Self(map))
+    }
+
+    fn get(&self, k: &str) -> Option<&str> {
+        self.0.get(k).map(String::as_str)
+    }
+
+    fn require(&self, k: &str, example: &str) -> Result<&str, InputError> {
+        self.get(k)
+            .ok_or_else(|| InputError::invalid(k, "", &format!("is required: add {k}={example}")))
+    }
+
+    fn number(&self, k: &str) -> Result<Option<u32>, InputError> {
+        self.get(k)
+            .map(|v| {
+                v.parse::<u32>().map_err(|_| {
+                    InputError::invalid(k, v, "must be a whole number from 1 to 4294967295")
+                })
+            })
+            .transpose()
+    }
+
+    fn envs(&self) -> Result<(Env, Env), InputError> {
+        let pillarenv = Env::new(self.require("pillarenv", "test")?)?;
+        let saltenv = match self.get("saltenv") {
+            Some(s) => Env::new(s)?,
+            None => pillarenv.clone(),
+        };
+        Ok((pillarenv, saltenv))
+    }
+
+    /// A create/plan request: `group`, `pillarenv`, `region` and one of `system` or `role` (+`count`).
+    pub fn create_request(&self) -> Result<CreateRequest, InputError> {
+        let group = Group::new(self.require("group", "devops")?)?;
+        let (pillarenv, saltenv) = self.envs()?;
+        let zone = Zone::new(self.require("region", "us-east-1a")?)?;
+        let count = self.number("count")?;
+        let target = match (self.get("system"), self.get("role")) {
+            (Some(s), None) => {
+                if count.is_some() {
+                    return Err(InputError::invalid(
+                        "count",
+                        self.get("count").unwrap_or(""),
+                        "goes with role=, not system= (set counts in the system's pillar)",
+                    ));
+                }
+                Target::System(SystemName::new(s)?)
+            }
+            (None, Some(r)) => Target::Role {
+                role: Role::new(r)?,
+                count,
+            },
+            (Some(_), Some(_)) => {
+                return Err(InputError::invalid(
+                    "system",
+                    self.get("system").unwrap_or(""),
+                    "give either system= or role=, not both",
+                ))
+            }
+            (None, None) => {
+                return Err(InputError::invalid(
+                    "role",
+                    "",
+                    "is required: add role=<role> or system=<system>",
+                ))
+            }
+        };
+        let cpid = self.get("cpid").map(Cpid::parse).transpose()?;
+        Ok(CreateRequest {
+            group,
+            pillarenv,
+            saltenv,
+            zone,
+            target,
+            cpid,
+        })
+    }
+
+    /// A destroy request: `group`, `pillarenv`, optional `region`, and one
+    /// selector: `cpid=`, `names=a,b`, `role=` + `cluster_id=`, or `system_id=`.
+    pub fn destroy_request(&self) -> Result<DestroyRequest, InputError> {
+        let group = Group::new(self.require("group", "devops")?)?;
+        let (env, _) = self.envs()?;
+        let region = self
+            .get("region")
+            .map(|z| Zone::new(z).map(|z| z.region()))
+            .transpose()?;
+        let mut selectors = Vec::new();
+        if let Some(c) = self.get("cpid") {
+            selectors.push(DestroySelector::Cpid(Cpid::parse(c)?));
+        }
+        if let Some(n) = self.get("names") {
+            let names: Vec<String> = n
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect();
+            for name in &names {
+                if !name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+                {
+                    return Err(InputError::invalid(
+                        "names",
+                        name,
+                        "must be instance names (lowercase letters, digits, '-', '.')",
+                    ));
+                }
+            }
+            selectors.push(DestroySelector::Names(names));
+        }
+        match (self.get("role"), self.number("cluster_id")?) {
+            (Some(r), Some(id)) => selectors.push(DestroySelector::Cluster {
+                role: Role::new(r)?,
+                id,
+            }),
+            (Some(r), None) => {
+                return Err(InputError::invalid(
+                    "role",
+                    r,
+                    "destroy by role needs cluster_id=<N>",
+                ))
+            }
+            (None, Some(id)) => {
+                return Err(InputError::invalid(
+                    "cluster_id",
+                    &id.to_string(),
+                    "needs role=<cluster role>",
+                ))
+            }
+            (None, None) => {}
+        }
+        if let Some(id) = self.number("system_id")? {
+            selectors.push(DestroySelector::System(id));
+        }
+        let selector = match selectors.len() {
+            1 => selectors.remove(0),
+            0 => {
+                return Err(InputError::invalid(
+                    "destroy",
+                    "",
+                    "needs one of cpid=, names=, role= with cluster_id=, or system_id=",
+                ))
+            }
+            _ => {
+                return Err(InputError::invalid(
+                    "destroy",
+                    "",
+                    "give only one of cpid=, names=, role=/cluster_id=, system_id=",
+                ))
+            }
+        };
+        Ok(DestroyRequest {
+            group,
+            env,
+            region,
+            selector,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(s: &str, allowed: &[&str]) -> Result<Words, InputError> {
+        let raw: Vec<OsString> = s.split_whitespace().map(OsString::from).collect();
+        Words::parse(&raw, "conductor group create", allowed)
+    }
+
+    #[test]
+    fn seed_command_parses() {
+        let r = words(
+            "group=devops system=small_test pillarenv=test region=us-east-1a",
+            CREATE_WORDS,
+        )
+        .unwrap()
+        .create_request()
+        .unwrap();
+        assert_eq!(r.zone.as_str(), "us-east-1a");
+        assert_eq!(
+            r.target,
+            Target::System(SystemName::new("small_test").unwrap())
+        );
+    }
+
+    #[test]
+    fn errors_name_the_bad_word() {
+        let e = words("group=devops colour=blue", CREATE_WORDS)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("colour=blue") && e.contains("accepts"), "{e}");
+        let e = words("group=devops role=mq region=us-east-1a", CREATE_WORDS)
+            .unwrap()
+            .create_request()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pillarenv"), "{e}");
+        let e = words(
+            "group=devops role=mq pillarenv=test region=us-east-1a count=-1",
+            CREATE_WORDS,
+        )
+        .unwrap()
+        .create_request()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("count") && e.contains("-1"), "{e}");
+        let e = words(
+            "group=../x role=mq pillarenv=test region=us-east-1a",
+            CREATE_WORDS,
+        )
+        .unwrap()
+        .create_request()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("../x"), "{e}");
+        let e = words("group=a group=b", CREATE_WORDS)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("twice"), "{e}");
+    }
+
+    #[test]
+    fn destroy_needs_exactly_one_selector() {
+        let ok = words(
+            "group=devops pillarenv=test cpid=16833830331552303186",
+            DESTROY_WORDS,
+        )
+        .unwrap()
+        .destroy_request()
+        .unwrap();
+        assert!(matches!(ok.selector, DestroySelector::Cpid(_)));
+        assert!(words("group=devops pillarenv=test", DESTROY_WORDS)
+            .unwrap()
+            .destroy_request()
+            .is_err());
+        assert!(words(
+            "group=devops pillarenv=test system_id=1 cpid=16833830331552303186",
+            DESTROY_WORDS
+        )
+        .unwrap()
+        .destroy_request()
+        .is_err());
+    }
+}

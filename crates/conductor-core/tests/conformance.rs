@@ -1,0 +1,77 @@
+//! The shared conformance suites run against the core and testkit backends.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use conductor_core::{FsReserver, Layout, Reserver, Zone};
+use conductor_testkit::conformance::{cloud, reserver};
+use conductor_testkit::fake_cloud::Lag;
+use conductor_testkit::{FakeCloud, MemReserver};
+
+#[tokio::test]
+async fn mem_reserver_conforms() {
+    reserver::run_all(&MemReserver::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mem_reserver_races() {
+    let r: Arc<dyn Reserver> = Arc::new(MemReserver::new());
+    for _ in 0..20 {
+        reserver::race(r.clone(), 16).await;
+    }
+}
+
+#[tokio::test]
+async fn fs_reserver_conforms() {
+    let d = tempfile::tempdir().unwrap();
+    reserver::run_all(&FsReserver::new(&Layout::new(
+        d.path().join("etc"),
+        d.path().join("runner"),
+    )))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fs_reserver_races() {
+    let d = tempfile::tempdir().unwrap();
+    let r: Arc<dyn Reserver> = Arc::new(FsReserver::new(&Layout::new(d.path(), d.path())));
+    for _ in 0..20 {
+        reserver::race(r.clone(), 16).await;
+    }
+}
+
+#[tokio::test]
+async fn fs_reserver_reports_an_unwritable_root() {
+    let d = tempfile::tempdir().unwrap();
+    let file = d.path().join("not-a-dir");
+    std::fs::write(&file, "x").unwrap();
+    let r = FsReserver::new(&Layout::new(d.path(), &file));
+    let keys = reserver::fresh_keys("ro", 1);
+    let e = r
+        .try_reserve(&keys, &reserver::live_owner())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not-a-dir") && e.contains("--runner-dir"), "{e}");
+}
+
+fn fixture() -> cloud::CloudFixture {
+    cloud::CloudFixture {
+        zone: Zone::new("us-east-1a").unwrap(),
+        settings: serde_json::json!({"image": "ami-0abc", "size": "t3.small"}),
+        visible_timeout: Duration::from_secs(5),
+    }
+}
+
+#[tokio::test]
+async fn fake_cloud_conforms() {
+    cloud::run_all(&FakeCloud::new(), &fixture()).await;
+}
+
+#[tokio::test]
+async fn fake_cloud_with_lag_conforms() {
+    let c = FakeCloud::new()
+        .with_lag(Lag::UpTo(Duration::from_millis(300)))
+        .with_seed(7);
+    cloud::run_all(&c, &fixture()).await;
+}

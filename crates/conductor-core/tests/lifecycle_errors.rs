@@ -1,0 +1,320 @@
+//! Error paths of `Conductor`: one backend (a `mockall` mock) fails at each
+//! step; the others are fakes. Every failure must leave no leaked key and say
+//! what failed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use conductor_core::cloud::{CloudBackend, Inventory, LaunchFailure, LaunchResult};
+use conductor_core::conductor::Options;
+use conductor_core::error::{BackendError, BackendErrorKind as K, ErrorClass, PillarError};
+use conductor_core::{Conductor, Layout, Provisioner, Reserver};
+use conductor_testkit::fixtures::{self, StaticPillar};
+use conductor_testkit::mocks::{MockCloud, MockPillar, MockReserver, MockSalt};
+use conductor_testkit::{FakeCloud, FakeSalt, MemReserver};
+
+fn opts() -> Options {
+    Options {
+        provisioner: Provisioner::Ec2,
+        release_grace: Duration::ZERO,
+        backoff_base: Duration::from_millis(1),
+        backoff_max: Duration::from_millis(2),
+        max_attempts: 3,
+        visible_timeout: Duration::from_secs(1),
+        ..Options::default()
+    }
+}
+
+fn conductor(
+    cloud: Arc<dyn CloudBackend>,
+    reserver: Arc<dyn Reserver>,
+    dir: &tempfile::TempDir,
+) -> Conductor {
+    Conductor::builder()
+        .cloud(cloud)
+        .reserver(reserver)
+        .pillar(Arc::new(StaticPillar(fixtures::devops_pillar())))
+        .salt(Arc::new(FakeSalt::new()))
+        .layout(Layout::new(
+            dir.path().join("etc"),
+            dir.path().join("runner"),
+        ))
+        .options(opts())
+        .build()
+        .unwrap()
+}
+
+fn err(kind: K, msg: &str) -> BackendError {
+    BackendError::new(kind, msg)
+}
+
+#[tokio::test]
+async fn pillar_failure_reserves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut pillar = MockPillar::new();
+    pillar
+        .expect_load()
+        .returning(|_| Err(PillarError::new("conductor.groups", "broken").into()));
+    let reserver = Arc::new(MockReserver::new()); // no expectations: any call panics
+    let c = Conductor::builder()
+        .cloud(Arc::new(FakeCloud::new()))
+        .reserver(reserver)
+        .pillar(Arc::new(pillar))
+        .layout(Layout::new(dir.path(), dir.path()))
+        .options(opts())
+        .build()
+        .unwrap();
+    let e = c
+        .create(&fixtures::role_request("activemq", None))
+        .await
+        .unwrap_err();
+    assert_eq!(e.class(), ErrorClass::BadInput);
+    assert!(e.to_string().contains("conductor.groups"), "{e}");
+}
+
+#[tokio::test]
+async fn inventory_failure_is_unreachable_and_frees_the_cpid() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cloud = MockCloud::new();
+    cloud
+        .expect_inventory()
+        .returning(|_| Err(err(K::Unreachable, "connect to ec2.us-east-1 timed out")));
+    let reserver = Arc::new(MemReserver::new());
+    let e = conductor(Arc::new(cloud), reserver.clone(), &dir)
+        .create(&fixtures::role_request("activemq", None))
+        .await
+        .unwrap_err();
+    assert_eq!(e.class(), ErrorClass::Unreachable);
+    assert!(e.to_string().contains("reading the inventory"), "{e}");
+    assert!(reserver.list().await.unwrap().is_empty(), "no key leaked");
+}
+
+#[tokio::test]
+async fn reserver_failure_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut reserver = MockReserver::new();
+    reserver
+        .expect_try_reserve()
+        .returning(|_, _| Err(err(K::Io, "/srv/runners/reserved_ids: read-only").into()));
+    let e = conductor(Arc::new(FakeCloud::new()), Arc::new(reserver), &dir)
+        .create(&fixtures::role_request("activemq", None))
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("reserving the cpid") && e.to_string().contains("read-only"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn persistent_conflicts_exhaust_retries_with_exit_class_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut reserver = MockReserver::new();
+    let mem = Arc::new(MemReserver::new());
+    let m = mem.clone();
+    // The cpid is granted; every plan conflicts.
+    reserver.expect_try_reserve().returning(move |keys, owner| {
+        if keys.len() == 1 && keys[0].as_str().starts_with("cpid.") {
+            futures_lite_block(m.try_reserve(keys, owner))
+        } else {
+            Err(conductor_core::ReserveError::Conflict(keys.to_vec()))
+        }
+    });
+    reserver.expect_list().returning(|| Ok(vec![]));
+    reserver.expect_set_expiry().returning(|_, _| Ok(()));
+    let e = conductor(Arc::new(FakeCloud::new()), Arc::new(reserver), &dir)
+        .create(&fixtures::role_request("activemq", None))
+        .await
+        .unwrap_err();
+    assert_eq!(e.class(), ErrorClass::Exhausted, "{e}");
+    assert!(e.to_string().contains("after 3 attempts"), "{e}");
+}
+
+/// Runs a ready future to completion (MemReserver never waits).
+fn futures_lite_block<F: std::future::Future>(f: F) -> F::Output {
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    let mut f = std::pin::pin!(f);
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => v,
+        std::task::Poll::Pending => panic!("MemReserver does not wait"),
+    }
+}
+
+#[tokio::test]
+async fn launch_unreachable_keeps_keys_until_expiry() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Arc::new(FakeCloud::new());
+    let mut cloud = MockCloud::new();
+    let f = fake.clone();
+    cloud
+        .expect_inventory()
+        .returning(move |s| futures_lite_block(f.inventory(s)));
+    cloud
+        .expect_launch()
+        .returning(|_| Err(err(K::Unreachable, "RunInstances timed out")));
+    let reserver = Arc::new(MemReserver::new());
+    let e = conductor(Arc::new(cloud), reserver.clone(), &dir)
+        .create(&fixtures::role_request("activemq", None))
+        .await
+        .unwrap_err();
+    assert_eq!(e.class(), ErrorClass::Unreachable);
+    let held: Vec<String> = reserver
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.key.to_string())
+        .collect();
+    assert_eq!(
+        held.len(),
+        2,
+        "instances may exist: their names stay reserved until expiry: {held:?}"
+    );
+    assert!(held.iter().all(|k| k.starts_with("test_devops-mq0")));
+}
+
+#[tokio::test]
+async fn launch_rejected_frees_every_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cloud = MockCloud::new();
+    cloud
+        .expect_inventory()
+        .returning(|_| Ok(Inventory::default()));
+    cloud.expect_launch().returning(|_| {
+        Err(err(
+            K::Rejected,
+            "InvalidAMIID.NotFound: ami-0abc (profile.image)",
+        ))
+    });
+    let reserver = Arc::new(MemReserver::new());
+    let e = conductor(Arc::new(cloud), reserver.clone(), &dir)
+        .create(&fixtures::role_request("activemq", None))
+        .await
+        .unwrap_err();
+    assert_eq!(e.class(), ErrorClass::BadInput);
+    assert!(e.to_string().contains("ami-0abc"), "{e}");
+    assert!(reserver.list().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn uncertain_launch_failures_keep_their_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cloud = MockCloud::new();
+    cloud
+        .expect_inventory()
+        .returning(|_| Ok(Inventory::default()));
+    cloud.expect_launch().returning(|specs| {
+        Ok(specs
+            .iter()
+            .map(|s| LaunchResult {
+                name: s.name.clone(),
+                outcome: Err(LaunchFailure {
+                    message: "capacity".into(),
+                    definite: false,
+                }),
+            })
+            .collect())
+    });
+    let reserver = Arc::new(MemReserver::new());
+    let report = conductor(Arc::new(cloud), reserver.clone(), &dir)
+        .create(&fixtures::role_request("activemq", None))
+        .await
+        .unwrap();
+    assert!(!report.success());
+    assert_eq!(report.failed.len(), 2);
+    assert_eq!(
+        reserver.list().await.unwrap().len(),
+        2,
+        "uncertain launches keep their names"
+    );
+}
+
+#[tokio::test]
+async fn pre_create_hook_failure_launches_nothing_and_frees_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut salt = MockSalt::new();
+    salt.expect_orchestrate().returning(|_, _, _| {
+        Err(err(
+            K::Failed,
+            "orch.conductor_common: Rendering SLS failed",
+        ))
+    });
+    let cloud = Arc::new(FakeCloud::new());
+    let reserver = Arc::new(MemReserver::new());
+    let c = Conductor::builder()
+        .cloud(cloud.clone())
+        .reserver(reserver.clone())
+        .pillar(Arc::new(StaticPillar(fixtures::devops_pillar())))
+        .salt(Arc::new(salt))
+        .layout(Layout::new(
+            dir.path().join("etc"),
+            dir.path().join("runner"),
+        ))
+        .options(opts())
+        .build()
+        .unwrap();
+    let e = c
+        .create(&fixtures::role_request("activemq", None))
+        .await
+        .unwrap_err();
+    assert_eq!(e.class(), ErrorClass::Failed);
+    assert!(
+        e.to_string()
+            .contains("orch_state_run-orch.conductor_common"),
+        "names the log: {e}"
+    );
+    assert!(cloud.live_instances().is_empty());
+    assert!(reserver.list().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn salt_cloud_without_salt_is_refused_at_build() {
+    let e = Conductor::builder()
+        .cloud(Arc::new(FakeCloud::new()))
+        .reserver(Arc::new(MemReserver::new()))
+        .pillar(Arc::new(StaticPillar(fixtures::devops_pillar())))
+        .options(Options {
+            provisioner: Provisioner::SaltCloud,
+            ..Options::default()
+        })
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("salt-cloud"), "{e}");
+}
+
+#[tokio::test]
+async fn wait_visible_failure_is_reported_and_keeps_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Arc::new(FakeCloud::new());
+    let mut cloud = MockCloud::new();
+    let (f1, f2) = (fake.clone(), fake.clone());
+    cloud
+        .expect_inventory()
+        .returning(move |s| futures_lite_block(f1.inventory(s)));
+    cloud
+        .expect_launch()
+        .returning(move |specs| futures_lite_block(f2.launch(specs)));
+    cloud
+        .expect_wait_visible()
+        .returning(|_, _, _| Err(err(K::Throttled, "RequestLimitExceeded")));
+    let reserver = Arc::new(MemReserver::new());
+    let e = conductor(Arc::new(cloud), reserver.clone(), &dir)
+        .create(&fixtures::role_request("activemq", None))
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("waiting for instances to show"),
+        "{e}"
+    );
+    assert_eq!(
+        fake.live_instances().len(),
+        2,
+        "launched instances are not touched"
+    );
+    assert_eq!(
+        reserver.list().await.unwrap().len(),
+        2,
+        "their names stay reserved until they show or expire"
+    );
+}

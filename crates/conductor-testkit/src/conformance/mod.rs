@@ -1,0 +1,5 @@
+//! Conformance suites: plain async functions every implementation of a backend
+//! trait must pass, in the manner of `object_store`'s `integration.rs`.
+
+pub mod cloud;
+pub mod reserver;

@@ -1,0 +1,243 @@
+//! `FakeSalt`: a [`SaltExecutor`] that records calls and answers like Salt.
+//!
+//! With a [`FakeCloud`] attached, `cloud_map` reads the generated map and
+//! launches its instances there with the map's names and tags, like salt-cloud.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use conductor_core::cloud::{CloudBackend, InstanceRef, LaunchSpec, Scope, Selector, NAME_TAG};
+use conductor_core::error::{BackendError, BackendErrorKind};
+use conductor_core::salt::{CloudRunResult, SaltExecutor, StateFailure, StateRunResult};
+use conductor_core::{Env, Zone};
+use serde_json::{json, Map, Value};
+
+use crate::fake_cloud::FakeCloud;
+
+/// One recorded call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SaltCall {
+    /// `salt-cloud -m <map>`.
+    CloudMap(PathBuf),
+    /// `salt-cloud -d <names>`.
+    CloudDestroy(Vec<String>),
+    /// `salt -L <targets> state.apply <sls>`.
+    StateApply {
+        /// Minions targeted.
+        targets: Vec<String>,
+        /// SLS applied.
+        sls: Vec<String>,
+        /// saltenv.
+        saltenv: String,
+    },
+    /// `salt-run state.orchestrate <sls>`.
+    Orchestrate {
+        /// SLS run.
+        sls: String,
+        /// saltenv.
+        saltenv: String,
+    },
+}
+
+/// Records calls; fails what it is told to fail.
+#[derive(Debug, Default)]
+pub struct FakeSalt {
+    calls: Mutex<Vec<SaltCall>>,
+    failing_minions: Mutex<BTreeSet<String>>,
+    failing_orchestrations: Mutex<BTreeSet<String>>,
+    cloud: Option<(Arc<FakeCloud>, Zone)>,
+}
+
+impl FakeSalt {
+    /// A Salt whose states all succeed and whose salt-cloud launches nothing.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A Salt whose salt-cloud launches map instances into `cloud` in `zone`.
+    pub fn with_cloud(cloud: Arc<FakeCloud>, zone: Zone) -> Self {
+        Self {
+            cloud: Some((cloud, zone)),
+            ..Self::default()
+        }
+    }
+
+    /// Makes every state on `minion` fail.
+    pub fn fail_states_on(&self, minion: &str) {
+        self.failing_minions.lock().unwrap().insert(minion.into());
+    }
+
+    /// Makes orchestration of `sls` fail.
+    pub fn fail_orchestration(&self, sls: &str) {
+        self.failing_orchestrations
+            .lock()
+            .unwrap()
+            .insert(sls.into());
+    }
+
+    /// The calls so far, in order.
+    pub fn calls(&self) -> Vec<SaltCall> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    fn record(&self, call: SaltCall) {
+        self.calls.lock().unwrap().push(call);
+    }
+}
+
+fn state_result(minion: &str, sls: &str, ok: bool) -> (Value, Option<StateFailure>) {
+    let id = format!("test_|-{sls}_|-{sls}_|-succeed_without_changes");
+    let comment = if ok { "Success!" } else { "Failure!" };
+    let raw =
+        json!({ id.clone(): {"result": ok, "comment": comment, "changes": {}, "__run_num__": 0} });
+    let failure = (!ok).then(|| StateFailure {
+        minion: minion.into(),
+        state: id,
+        comment: comment.into(),
+    });
+    (raw, failure)
+}
+
+fn read_map(path: &Path) -> Result<Vec<(String, Value)>, BackendError> {
+    let text = std::fs::read_to_string(path).map_err(|e| BackendError::io(path, e))?;
+    let doc: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| {
+        BackendError::new(
+            BackendErrorKind::Rejected,
+            format!("{}: {e}", path.display()),
+        )
+    })?;
+    let doc: Value = serde_json::to_value(doc).unwrap_or(Value::Null);
+    let mut vms = Vec::new();
+    for list in doc.as_object().into_iter().flat_map(|m| m.values()) {
+        for vm in list.as_array().into_iter().flatten() {
+            for (name, overrides) in vm.as_object().into_iter().flatten() {
+                vms.push((name.clone(), overrides.clone()));
+            }
+        }
+    }
+    Ok(vms)
+}
+
+#[async_trait]
+impl SaltExecutor for FakeSalt {
+    async fn cloud_map(&self, map: &Path) -> Result<CloudRunResult, BackendError> {
+        self.record(SaltCall::CloudMap(map.to_path_buf()));
+        let vms = read_map(map)?;
+        let Some((cloud, zone)) = &self.cloud else {
+            return Ok(CloudRunResult {
+                raw: json!({}),
+                ok: vec![],
+                failed: vec![],
+            });
+        };
+        let specs: Vec<LaunchSpec> = vms
+            .iter()
+            .map(|(name, o)| LaunchSpec {
+                name: name.clone(),
+                zone: zone.clone(),
+                client_token: format!("salt-cloud-{name}"),
+                tags: serde_json::from_value(o.get("tag").cloned().unwrap_or(json!({})))
+                    .unwrap_or_default(),
+                settings: o.clone(),
+                user_data: None,
+            })
+            .collect();
+        let results = cloud.launch(&specs).await?;
+        let mut raw = Map::new();
+        let mut out = CloudRunResult::default();
+        for r in results {
+            match r.outcome {
+                Ok(l) => {
+                    raw.insert(r.name.clone(), l.detail);
+                    out.ok.push(r.name);
+                }
+                Err(f) => {
+                    raw.insert(r.name.clone(), json!({"Error": f.message}));
+                    out.failed.push((r.name, f.message));
+                }
+            }
+        }
+        out.raw = Value::Object(raw);
+        Ok(out)
+    }
+
+    async fn cloud_destroy(&self, names: &[String]) -> Result<CloudRunResult, BackendError> {
+        self.record(SaltCall::CloudDestroy(names.to_vec()));
+        let mut out = CloudRunResult {
+            raw: json!({}),
+            ok: vec![],
+            failed: vec![],
+        };
+        if let Some((cloud, zone)) = &self.cloud {
+            let scope = Scope {
+                region: zone.region(),
+                select: names
+                    .iter()
+                    .map(|n| Selector::Tag {
+                        key: NAME_TAG.into(),
+                        value: n.clone(),
+                    })
+                    .collect(),
+            };
+            let refs: Vec<InstanceRef> = cloud
+                .inventory(&scope)
+                .await?
+                .live()
+                .map(|i| i.to_ref())
+                .collect();
+            cloud.terminate(&refs).await?;
+            out.ok = refs.iter().filter_map(|r| r.name.clone()).collect();
+        } else {
+            out.ok = names.to_vec();
+        }
+        out.raw = json!({"destroyed": out.ok});
+        Ok(out)
+    }
+
+    async fn state_apply(
+        &self,
+        targets: &[String],
+        sls: &[String],
+        saltenv: &Env,
+    ) -> Result<StateRunResult, BackendError> {
+        self.record(SaltCall::StateApply {
+            targets: targets.to_vec(),
+            sls: sls.to_vec(),
+            saltenv: saltenv.to_string(),
+        });
+        let failing = self.failing_minions.lock().unwrap().clone();
+        let mut raw = Map::new();
+        let mut failures = Vec::new();
+        for t in targets {
+            let (r, f) = state_result(t, &sls.join(","), !failing.contains(t));
+            raw.insert(t.clone(), r);
+            failures.extend(f);
+        }
+        Ok(StateRunResult {
+            raw: Value::Object(raw),
+            minions: targets.to_vec(),
+            failures,
+        })
+    }
+
+    async fn orchestrate(
+        &self,
+        sls: &str,
+        saltenv: &Env,
+        _pillarenv: &Env,
+    ) -> Result<StateRunResult, BackendError> {
+        self.record(SaltCall::Orchestrate {
+            sls: sls.into(),
+            saltenv: saltenv.to_string(),
+        });
+        let ok = !self.failing_orchestrations.lock().unwrap().contains(sls);
+        let (r, f) = state_result("master", sls, ok);
+        Ok(StateRunResult {
+            raw: json!({"data": {"master": r}}),
+            minions: vec!["master".into()],
+            failures: f.into_iter().collect(),
+        })
+    }
+}

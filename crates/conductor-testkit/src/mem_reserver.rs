@@ -1,0 +1,97 @@
+//! `MemReserver`: an in-memory [`Reserver`] for tests and single-process embedders.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use conductor_core::error::{BackendError, ReserveError};
+use conductor_core::reserve::{
+    is_free, is_prunable, now_ms, Key, Lease, Owner, Reservation, Reserver,
+};
+
+/// Keys in a mutex-guarded map; all-or-nothing by holding the lock.
+#[derive(Debug, Default)]
+pub struct MemReserver {
+    keys: Mutex<BTreeMap<Key, Owner>>,
+}
+
+impl MemReserver {
+    /// An empty reserver.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<Key, Owner>> {
+        self.keys.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[async_trait]
+impl Reserver for MemReserver {
+    async fn try_reserve(&self, keys: &[Key], owner: &Owner) -> Result<Lease, ReserveError> {
+        let now = now_ms();
+        let mut map = self.map();
+        let conflicts: Vec<Key> = keys
+            .iter()
+            .filter(|k| map.get(*k).is_some_and(|h| !is_free(h, now)))
+            .cloned()
+            .collect();
+        if !conflicts.is_empty() {
+            return Err(ReserveError::Conflict(conflicts));
+        }
+        for k in keys {
+            map.insert(k.clone(), owner.clone());
+        }
+        Ok(Lease {
+            keys: keys.to_vec(),
+            owner: owner.clone(),
+        })
+    }
+
+    async fn set_expiry(&self, lease: &Lease, expires: u64) -> Result<(), BackendError> {
+        let now = now_ms();
+        let mut map = self.map();
+        for k in &lease.keys {
+            let Some(h) = map.get_mut(k) else { continue };
+            if !h.same_run(&lease.owner) {
+                continue;
+            }
+            if expires <= now {
+                map.remove(k);
+            } else {
+                h.expires = expires;
+            }
+        }
+        Ok(())
+    }
+
+    async fn list(&self) -> Result<Vec<Reservation>, BackendError> {
+        Ok(self
+            .map()
+            .iter()
+            .map(|(k, o)| Reservation {
+                key: k.clone(),
+                kind: k.kind(),
+                owner: o.clone(),
+            })
+            .collect())
+    }
+
+    async fn prune(
+        &self,
+        now: u64,
+        older_than: Option<Duration>,
+    ) -> Result<Vec<Key>, BackendError> {
+        let mut map = self.map();
+        let gone: Vec<Key> = map
+            .iter()
+            .filter(|(_, o)| is_prunable(o, now, older_than))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &gone {
+            map.remove(k);
+        }
+        Ok(gone)
+    }
+}

@@ -1,0 +1,70 @@
+//! `mockall` mocks of the four backend traits, for unit tests of error paths.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use conductor_core::cloud::{
+    CloudBackend, InstanceRef, Inventory, LaunchResult, LaunchSpec, Scope,
+};
+use conductor_core::error::{BackendError, Error, ReserveError};
+use conductor_core::reserve::{Key, Lease, Owner, Reservation, Reserver};
+use conductor_core::salt::{CloudRunResult, PillarSource, SaltExecutor, StateRunResult};
+use conductor_core::{Env, Pillar, Region};
+
+mockall::mock! {
+    /// A mock [`CloudBackend`].
+    pub Cloud {}
+    #[async_trait]
+    impl CloudBackend for Cloud {
+        async fn inventory(&self, scope: &Scope) -> Result<Inventory, BackendError>;
+        async fn launch(&self, specs: &[LaunchSpec]) -> Result<Vec<LaunchResult>, BackendError>;
+        async fn terminate(&self, instances: &[InstanceRef]) -> Result<(), BackendError>;
+        async fn wait_visible(&self, region: &Region, names: &[String], timeout: Duration) -> Result<BTreeSet<String>, BackendError>;
+    }
+}
+
+mockall::mock! {
+    /// A mock [`Reserver`].
+    pub Reserver {}
+    #[async_trait]
+    impl Reserver for Reserver {
+        async fn try_reserve(&self, keys: &[Key], owner: &Owner) -> Result<Lease, ReserveError>;
+        async fn set_expiry(&self, lease: &Lease, expires: u64) -> Result<(), BackendError>;
+        async fn list(&self) -> Result<Vec<Reservation>, BackendError>;
+        async fn prune(&self, now: u64, older_than: Option<Duration>) -> Result<Vec<Key>, BackendError>;
+    }
+}
+
+mockall::mock! {
+    /// A mock [`PillarSource`].
+    pub Pillar {}
+    #[async_trait]
+    impl PillarSource for Pillar {
+        async fn load(&self, env: &Env) -> Result<Pillar, Error>;
+    }
+}
+
+mockall::mock! {
+    /// A mock [`SaltExecutor`].
+    pub Salt {}
+    #[async_trait]
+    impl SaltExecutor for Salt {
+        async fn cloud_map(&self, map: &Path) -> Result<CloudRunResult, BackendError>;
+        async fn cloud_destroy(&self, names: &[String]) -> Result<CloudRunResult, BackendError>;
+        async fn state_apply(&self, targets: &[String], sls: &[String], saltenv: &Env) -> Result<StateRunResult, BackendError>;
+        async fn orchestrate(&self, sls: &str, saltenv: &Env, pillarenv: &Env) -> Result<StateRunResult, BackendError>;
+    }
+}
+
+macro_rules! debug_name {
+    ($($t:ident),*) => {$(
+        impl std::fmt::Debug for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(stringify!($t))
+            }
+        }
+    )*};
+}
+debug_name!(MockCloud, MockReserver, MockPillar, MockSalt);
