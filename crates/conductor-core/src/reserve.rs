@@ -103,7 +103,7 @@ pub fn now_ms() -> u64 {
     let (wall, mono) = ANCHOR.get_or_init(|| {
         let wall = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map(|d| ms(d))
+            .map(ms)
             .unwrap_or(0);
         (wall, tokio::time::Instant::now().into_std())
     });

@@ -44,7 +44,11 @@ impl FilePillar {
         if files.is_empty() {
             return Err(PillarError::new(
                 "conductor",
-                format!("no *.sls or *.yaml files in {}", dir.display()),
+                format!(
+                    "no pillar for pillarenv {env:?}: neither {} nor {} holds *.sls or *.yaml files",
+                    self.dir.join(env.as_str()).display(),
+                    self.dir.display()
+                ),
             )
             .into());
         }

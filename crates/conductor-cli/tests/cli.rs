@@ -1,0 +1,157 @@
+//! The built `conductor` binary: words, exit codes, messages, JSON plans.
+//! These use the in-memory cloud; the moto tests live in `moto.rs`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn example_pillar() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/pillar")
+}
+
+struct Roots {
+    dir: tempfile::TempDir,
+}
+
+impl Roots {
+    fn new() -> Self {
+        Self { dir: tempfile::tempdir().unwrap() }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_conductor"))
+            .args(args)
+            .arg("--pillar-dir")
+            .arg(example_pillar())
+            .arg("--config-dir")
+            .arg(self.dir.path().join("etc"))
+            .arg("--runner-dir")
+            .arg(self.dir.path().join("runner"))
+            .args(["--cloud", "fake"])
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    }
+
+    /// Every file under the two roots.
+    fn files(&self) -> Vec<PathBuf> {
+        fn walk(d: &Path, out: &mut Vec<PathBuf>) {
+            for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+                if e.path().is_dir() {
+                    walk(&e.path(), out)
+                } else {
+                    out.push(e.path())
+                }
+            }
+        }
+        let mut v = Vec::new();
+        walk(self.dir.path(), &mut v);
+        v
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn plan_json_has_the_design_schema() {
+    let r = Roots::new();
+    let o = r.run(&["group", "plan", "group=devops", "system=small_test", "pillarenv=test", "region=us-east-1a", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for k in ["cpid", "group", "env", "zone", "instances", "reservations", "files"] {
+        assert!(v.get(k).is_some(), "plan JSON lacks {k}: {v}");
+    }
+    let names: Vec<&str> = v["instances"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "devops-nifi-01.clid-1.us-east-1a.test.foobar.com",
+            "devops-nifi-02.clid-1.us-east-1a.test.foobar.com",
+            "devops-nifigr-01.clid-1.us-east-1a.test.foobar.com",
+            "devops-nifi-dummy-01.clid-1.us-east-1a.test.foobar.com",
+            "devops-mq01.us-east-1a.test.foobar.com",
+            "devops-mq02.us-east-1a.test.foobar.com",
+        ]
+    );
+    let nifi = &v["instances"][0];
+    assert_eq!(nifi["cluster_id"], 1);
+    assert_eq!(nifi["grains"]["devops.nifi.cluster.id"], 1);
+    assert_eq!(nifi["grains"]["cloud.system.id"], 1);
+    assert_eq!(v["reservations"]["ids"].as_array().unwrap().len(), 4);
+    assert!(v["files"]["map"].as_str().unwrap().ends_with("devops_us-east-1a_test.map"));
+    assert!(r.files().is_empty(), "plan writes nothing: {:?}", r.files());
+}
+
+#[test]
+fn count_overrides_nodes() {
+    let r = Roots::new();
+    let o = r.run(&["group", "create", "--dry-run", "group=devops", "role=activemq", "count=4", "pillarenv=test", "region=us-east-1a", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["instances"].as_array().unwrap().len(), 4);
+    assert_eq!(v["instances"][3]["name"], "devops-mq04.us-east-1a.test.foobar.com");
+    assert!(r.files().is_empty());
+}
+
+#[test]
+fn bad_words_exit_2_and_name_the_word() {
+    let r = Roots::new();
+    let base = ["group", "plan"];
+    let cases: &[(&[&str], &str)] = &[
+        (&["group=devops", "role=activemq", "pillarenv=test", "region=us-east-1a", "colour=blue"], "colour=blue"),
+        (&["group=devops", "role=activemq", "region=us-east-1a"], "pillarenv"),
+        (&["group=devops", "role=nope", "pillarenv=test", "region=us-east-1a"], "nope"),
+        (&["group=devops", "system=big", "pillarenv=test", "region=us-east-1a"], "big"),
+        (&["group=devops", "role=activemq", "pillarenv=test", "region=mars"], "mars"),
+        (&["group=devops", "role=activemq", "pillarenv=prod", "region=us-east-1a"], "prod"),
+        (&["group=../etc", "role=activemq", "pillarenv=test", "region=us-east-1a"], "../etc"),
+        (&["group=devops", "role=activemq", "count=0", "pillarenv=test", "region=us-east-1a"], "count"),
+        (&["devops"], "key=value"),
+    ];
+    for (words, needle) in cases {
+        let args: Vec<&str> = base.iter().chain(words.iter()).copied().collect();
+        let o = r.run(&args);
+        assert_eq!(o.status.code(), Some(2), "{words:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(needle), "{words:?}: message should name {needle:?}: {}", stderr(&o));
+    }
+    assert!(r.files().is_empty());
+}
+
+#[test]
+fn create_with_the_native_provisioner_and_no_salt() {
+    let r = Roots::new();
+    let o = r.run(&["group", "create", "group=devops", "role=activemq", "pillarenv=test", "region=us-east-1a", "--provisioner", "ec2", "--no-salt", "--release-grace", "0"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("devops-mq01.us-east-1a.test.foobar.com") && out.contains("launched"), "{out}");
+    assert!(out.contains("skipped: startup states"), "{out}");
+    let names = r.dir.path().join("runner/reserved_names");
+    assert_eq!(std::fs::read_dir(names).unwrap().count(), 0, "reservations released");
+    let admin = r.dir.path().join("runner/logs/conductor/conductor.log");
+    assert!(std::fs::read_to_string(admin).unwrap().contains("reserved"));
+}
+
+#[test]
+fn reservations_and_runs_commands() {
+    let r = Roots::new();
+    let o = r.run(&["reservations", "list"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("no reservations"));
+    let o = r.run(&["reservations", "prune", "--older-than", "2h", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = r.run(&["runs", "show", "16833830331552303186"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = r.run(&["reservations", "prune", "--older-than", "2 weeks"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+#[test]
+fn help_teaches_with_examples() {
+    for args in [&["--help"][..], &["group", "create", "--help"], &["group", "destroy", "--help"], &["reservations", "prune", "--help"]] {
+        let o = Command::new(env!("CARGO_BIN_EXE_conductor")).args(args).output().unwrap();
+        assert!(o.status.success());
+        let s = String::from_utf8_lossy(&o.stdout);
+        assert!(s.contains("Example"), "{args:?} help has no example:\n{s}");
+    }
+}
