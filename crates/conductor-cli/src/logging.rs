@@ -1,6 +1,9 @@
 //! `tracing` to stderr by level and to the continuous admin log.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::PathBuf;
+use std::io::IsTerminal;
 use std::sync::Mutex;
 
 use tracing_subscriber::layer::SubscriberExt;
@@ -12,13 +15,16 @@ use crate::args::Global;
 /// Keeps logging alive for the process.
 pub struct Guard;
 
-/// Installs stderr logging (`-q` errors, default warnings, `-v` info, `-vv`
-/// debug, `-vvv` trace; `RUST_LOG` overrides) and, for commands that write
+/// Installs stderr logging (`-q` errors, default warnings plus the lifecycle's
+/// steps on a terminal, `-v` info, `-vv` debug, `-vvv` trace; `RUST_LOG`
+/// overrides) and, for commands that write
 /// files, the admin log `<runner-dir>/logs/conductor/conductor.log` at info.
 pub fn init(g: &Global, admin_log: bool) -> Guard {
+    // On a terminal, the lifecycle's step messages serve as progress.
+    let quiet_default = if std::io::stderr().is_terminal() && !g.json { "warn,conductor_core=info" } else { "warn" };
     let level = match (g.quiet, g.verbose) {
         (true, _) => "error",
-        (false, 0) => "warn",
+        (false, 0) => quiet_default,
         (false, 1) => "info",
         (false, 2) => "debug",
         _ => "trace",
@@ -28,27 +34,49 @@ pub fn init(g: &Global, admin_log: bool) -> Guard {
         .with_writer(std::io::stderr)
         .with_target(false)
         .with_filter(filter);
-    let file = admin_log.then(|| {
-        let dir = g.runner_dir.join("logs").join("conductor");
-        std::fs::create_dir_all(&dir)
-            .and_then(|_| {
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(dir.join("conductor.log"))
-            })
-            .map_err(|e| eprintln!("warning: admin log in {} unavailable: {e}", dir.display()))
-            .ok()
-    });
-    let file_layer = file.flatten().map(|f| {
-        fmt::layer()
-            .with_writer(Mutex::new(f))
-            .with_ansi(false)
-            .with_filter(EnvFilter::new("info"))
+    let file_layer = admin_log.then(|| {
+        let writer = LazyFile { dir: g.runner_dir.join("logs").join("conductor"), file: Mutex::new(None) };
+        fmt::layer().with_writer(writer).with_ansi(false).with_filter(EnvFilter::new("info"))
     });
     let _ = tracing_subscriber::registry()
         .with(stderr)
         .with(file_layer)
         .try_init();
     Guard
+}
+
+/// The admin log file, created on the first line written: a run refused for
+/// bad input leaves no file behind.
+struct LazyFile {
+    dir: PathBuf,
+    file: Mutex<Option<Result<File, ()>>>,
+}
+
+/// A handle writing to the shared admin log.
+struct LazyWriter<'a>(&'a LazyFile);
+
+impl Write for LazyWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut slot = self.0.file.lock().unwrap_or_else(|p| p.into_inner());
+        let opened = slot.get_or_insert_with(|| {
+            std::fs::create_dir_all(&self.0.dir)
+                .and_then(|_| OpenOptions::new().create(true).append(true).open(self.0.dir.join("conductor.log")))
+                .map_err(|e| eprintln!("warning: admin log in {} unavailable: {e}", self.0.dir.display()))
+        });
+        match opened {
+            Ok(f) => f.write(buf),
+            Err(()) => Ok(buf.len()),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> fmt::MakeWriter<'a> for LazyFile {
+    type Writer = LazyWriter<'a>;
+    fn make_writer(&'a self) -> Self::Writer {
+        LazyWriter(self)
+    }
 }

@@ -37,6 +37,9 @@ fn main() -> ExitCode {
     match rt.block_on(run(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(f) => {
+            if f.code != exit::BAD_INPUT {
+                tracing::error!(code = f.code, "{}", f.message);
+            }
             eprintln!("error: {}", f.message);
             ExitCode::from(f.code)
         }

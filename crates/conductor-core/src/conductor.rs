@@ -527,6 +527,7 @@ impl Conductor {
         let visible = if report.launched.is_empty() {
             BTreeSet::new()
         } else {
+            info!(instances = report.launched.len(), "waiting for the instances to show in the inventory");
             self.cloud
                 .wait_visible(
                     &report.plan.region,
@@ -631,6 +632,7 @@ impl Conductor {
                         user_data: None,
                     })
                     .collect();
+                info!(instances = specs.len(), "launching with EC2 RunInstances");
                 let results = self
                     .cloud
                     .launch(&specs)
@@ -643,6 +645,7 @@ impl Conductor {
             Provisioner::SaltCloud => {
                 let salt = self.salt.as_ref().expect("checked by the builder");
                 let map = plan.files.as_ref().expect("files are set").map.clone();
+                info!(map = %map.display(), "provisioning with salt-cloud");
                 let run = salt
                     .cloud_map(&map)
                     .instrument(info_span!("salt.cloud_map", map = %map.display()))
@@ -716,6 +719,7 @@ impl Conductor {
         };
         let mut failures = Vec::new();
         for (sls, targets) in by_sls {
+            info!(minions = targets.len(), sls = %sls.join(","), "applying startup states");
             let run = salt
                 .state_apply(&targets, &sls, &plan.saltenv)
                 .instrument(info_span!("salt.state_apply", targets = targets.len()))
@@ -755,6 +759,7 @@ impl Conductor {
         };
         let mut failures = Vec::new();
         for sls in hooks {
+            info!(%sls, "running orchestration hook");
             let run = salt
                 .orchestrate(sls, saltenv, pillarenv)
                 .instrument(info_span!("salt.orchestrate", %sls))

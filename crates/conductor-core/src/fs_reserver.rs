@@ -79,6 +79,11 @@ impl FsReserver {
 
     /// Holds the takeover lock until dropped.
     fn lock(&self) -> Result<LockGuard, BackendError> {
+        if let Some(root) = self.lock.parent() {
+            fs::create_dir_all(root).map_err(|e| {
+                BackendError::io(root, e).with_hint("create it, or point --runner-dir at a writable directory")
+            })?;
+        }
         let f = OpenOptions::new()
             .create(true)
             .truncate(false)

@@ -117,8 +117,7 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The name keys of one instance and the id keys that become free once all
-    /// of `names` are visible are handled by the lifecycle; this maps a name to its key.
+    /// The reservation key of one planned name.
     pub fn name_key(&self, name: &str) -> Key {
         Key::name(&self.env, name).expect("planned names are valid keys")
     }
