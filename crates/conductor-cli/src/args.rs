@@ -175,6 +175,27 @@ pub enum GroupCommand {
         #[arg(long, value_enum, default_value_t = ProvisionerArg::SaltCloud, env = "CONDUCTOR_PROVISIONER")]
         provisioner: ProvisionerArg,
     },
+    /// Re-apply the startup states and update hooks of existing instances.
+    #[command(
+        after_help = "Words: group= pillarenv= [region=<zone>] and one of cpid=, names=a,b, role= cluster_id=, system_id=\n\nExamples:\n  conductor group update group=devops pillarenv=test region=us-east-1a system_id=1 --dry-run\n  conductor group update group=devops pillarenv=test region=us-east-1a role=nifi cluster_id=2"
+    )]
+    Update {
+        /// key=value words.
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        words: Vec<OsString>,
+        /// List the instances that would be updated; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Show the instances of a group: name, role, state, zone, cpid, cluster and system ids.
+    #[command(
+        after_help = "Words: group= pillarenv= [region=<zone>] [cpid= | names= | role= cluster_id= | system_id=]\n\nExample:\n  conductor group status group=devops pillarenv=test region=us-east-1a"
+    )]
+    Status {
+        /// key=value words.
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        words: Vec<OsString>,
+    },
 }
 
 /// `conductor reservations ...`.

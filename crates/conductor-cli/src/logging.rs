@@ -1,9 +1,9 @@
 //! `tracing` to stderr by level and to the continuous admin log.
 
 use std::fs::{File, OpenOptions};
+use std::io::IsTerminal;
 use std::io::Write;
 use std::path::PathBuf;
-use std::io::IsTerminal;
 use std::sync::Mutex;
 
 use tracing_subscriber::layer::SubscriberExt;
@@ -21,7 +21,11 @@ pub struct Guard;
 /// files, the admin log `<runner-dir>/logs/conductor/conductor.log` at info.
 pub fn init(g: &Global, admin_log: bool) -> Guard {
     // On a terminal, the lifecycle's step messages serve as progress.
-    let quiet_default = if std::io::stderr().is_terminal() && !g.json { "warn,conductor_core=info" } else { "warn" };
+    let quiet_default = if std::io::stderr().is_terminal() && !g.json {
+        "warn,conductor_core=info"
+    } else {
+        "warn"
+    };
     let level = match (g.quiet, g.verbose) {
         (true, _) => "error",
         (false, 0) => quiet_default,
@@ -35,8 +39,14 @@ pub fn init(g: &Global, admin_log: bool) -> Guard {
         .with_target(false)
         .with_filter(filter);
     let file_layer = admin_log.then(|| {
-        let writer = LazyFile { dir: g.runner_dir.join("logs").join("conductor"), file: Mutex::new(None) };
-        fmt::layer().with_writer(writer).with_ansi(false).with_filter(EnvFilter::new("info"))
+        let writer = LazyFile {
+            dir: g.runner_dir.join("logs").join("conductor"),
+            file: Mutex::new(None),
+        };
+        fmt::layer()
+            .with_writer(writer)
+            .with_ansi(false)
+            .with_filter(EnvFilter::new("info"))
     });
     let _ = tracing_subscriber::registry()
         .with(stderr)
@@ -60,8 +70,18 @@ impl Write for LazyWriter<'_> {
         let mut slot = self.0.file.lock().unwrap_or_else(|p| p.into_inner());
         let opened = slot.get_or_insert_with(|| {
             std::fs::create_dir_all(&self.0.dir)
-                .and_then(|_| OpenOptions::new().create(true).append(true).open(self.0.dir.join("conductor.log")))
-                .map_err(|e| eprintln!("warning: admin log in {} unavailable: {e}", self.0.dir.display()))
+                .and_then(|_| {
+                    OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(self.0.dir.join("conductor.log"))
+                })
+                .map_err(|e| {
+                    eprintln!(
+                        "warning: admin log in {} unavailable: {e}",
+                        self.0.dir.display()
+                    )
+                })
         });
         match opened {
             Ok(f) => f.write(buf),

@@ -19,7 +19,7 @@ use serde_json::json;
 
 use args::{Cli, Command, GroupCommand, ReservationsCommand, RunsCommand};
 use exit::Failure;
-use words::{Words, CREATE_WORDS, DESTROY_WORDS};
+use words::{Words, CREATE_WORDS, SELECT_WORDS};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -52,6 +52,7 @@ fn writes_files(c: &Command) -> bool {
         c,
         Command::Group(GroupCommand::Create { dry_run: false, .. })
             | Command::Group(GroupCommand::Destroy { .. })
+            | Command::Group(GroupCommand::Update { dry_run: false, .. })
             | Command::Reservations(ReservationsCommand::Prune { .. })
             | Command::Runs(RunsCommand::Archive { .. })
     )
@@ -92,8 +93,8 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             })
         }
         Command::Group(GroupCommand::Destroy { words, provisioner }) => {
-            let req = Words::parse(&words, "conductor group destroy", DESTROY_WORDS)?
-                .destroy_request()?;
+            let req =
+                Words::parse(&words, "conductor group destroy", SELECT_WORDS)?.query(false)?;
             let c = wiring::conductor(g, wiring::provisioner(provisioner), Duration::ZERO).await?;
             progress(g, &format!("destroying for group {} ...", req.group));
             let report = c.destroy(&req).await?;
@@ -107,6 +108,43 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             } else {
                 exit::FAILED
             })
+        }
+        Command::Group(GroupCommand::Update { words, dry_run }) => {
+            let q = Words::parse(&words, "conductor group update", SELECT_WORDS)?.query(false)?;
+            let c = wiring::conductor(g, conductor_core::Provisioner::Ec2, Duration::ZERO).await?;
+            if dry_run {
+                let targets = c.update_targets(&q).await?;
+                if g.json {
+                    output::print_json(&json!({ "targets": targets }));
+                } else {
+                    for t in &targets {
+                        println!("would update {t}");
+                    }
+                }
+                return Ok(exit::OK);
+            }
+            let report = c.update(&q).await?;
+            if g.json {
+                output::print_json(&json!(report));
+            } else {
+                print!("{}", output::update_text(&report));
+            }
+            Ok(if report.success() {
+                exit::OK
+            } else {
+                exit::FAILED
+            })
+        }
+        Command::Group(GroupCommand::Status { words }) => {
+            let q = Words::parse(&words, "conductor group status", SELECT_WORDS)?.query(true)?;
+            let c = wiring::conductor_for_plan(g).await?;
+            let rows = c.status(&q).await?;
+            if g.json {
+                output::print_json(&json!(rows));
+            } else {
+                print!("{}", output::status_text(&rows));
+            }
+            Ok(exit::OK)
         }
         Command::Reservations(ReservationsCommand::List) => {
             let r = wiring::reserver(g).await?;

@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use conductor_core::{CreateReport, DestroyReport, Plan};
+use conductor_core::{CreateReport, DestroyReport, InstanceStatus, Plan, UpdateReport};
 use serde_json::{json, Value};
 
 /// Writes `value` as one pretty JSON document on stdout.
@@ -168,6 +168,76 @@ pub fn destroy_text(r: &DestroyReport) -> String {
     }
     for l in &r.logs {
         s.push_str(&format!("log: {}\n", l.display()));
+    }
+    s
+}
+
+/// The human summary of an update run.
+pub fn update_text(r: &UpdateReport) -> String {
+    let mut s = format!("update run cpid {}\n", r.cpid);
+    for t in &r.targets {
+        let failed = r.state_failures.iter().any(|f| &f.minion == t);
+        s.push_str(&format!(
+            "  {t}  {}\n",
+            if failed { "state FAILED" } else { "updated" }
+        ));
+    }
+    s.push_str(&tail(&r.state_failures, &r.skipped, &r.logs));
+    s
+}
+
+/// Failures, skipped steps and logs, one line each.
+fn tail(
+    failures: &[conductor_core::salt::StateFailure],
+    skipped: &[String],
+    logs: &[std::path::PathBuf],
+) -> String {
+    let mut s = String::new();
+    for f in failures {
+        s.push_str(&format!(
+            "state failed on {}: {} — {}\n",
+            f.minion, f.state, f.comment
+        ));
+    }
+    for k in skipped {
+        s.push_str(&format!("skipped: {k}\n"));
+    }
+    for l in logs {
+        s.push_str(&format!("log: {}\n", l.display()));
+    }
+    s
+}
+
+/// The `status` table: what an operator reads instead of `salt '*' grains.item ...`.
+pub fn status_text(rows: &[InstanceStatus]) -> String {
+    if rows.is_empty() {
+        return "no instances\n".into();
+    }
+    let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4);
+    let mut s = format!(
+        "{:width$}  {:<16} {:<13} {:<11} {:<21} IDS\n",
+        "NAME", "ROLE", "STATE", "ZONE", "CPID"
+    );
+    for r in rows {
+        let role = match (&r.role, &r.member) {
+            (Some(role), Some(m)) if m != role => format!("{role}/{m}"),
+            (Some(role), _) => role.clone(),
+            _ => "-".into(),
+        };
+        let ids: Vec<String> = r
+            .cluster_ids
+            .iter()
+            .chain(&r.system_ids)
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        s.push_str(&format!(
+            "{:width$}  {role:<16} {:<13} {:<11} {:<21} {}\n",
+            r.name,
+            r.state.as_str(),
+            r.zone,
+            r.cpid.as_deref().unwrap_or("-"),
+            ids.join(" ")
+        ));
     }
     s
 }

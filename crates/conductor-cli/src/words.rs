@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 
-use conductor_core::conductor::DestroySelector;
 use conductor_core::{
-    Cpid, CreateRequest, DestroyRequest, Env, Group, InputError, Role, SystemName, Target, Zone,
+    Cpid, CreateRequest, Env, Group, InputError, InstanceQuery, Role, Selection, SystemName,
+    Target, Zone,
 };
 
 /// Words `create` and `plan` accept.
@@ -19,8 +19,8 @@ pub const CREATE_WORDS: &[&str] = &[
     "region",
     "cpid",
 ];
-/// Words `destroy` accepts.
-pub const DESTROY_WORDS: &[&str] = &[
+/// Words `destroy`, `update` and `status` accept.
+pub const SELECT_WORDS: &[&str] = &[
     "group",
     "pillarenv",
     "saltenv",
@@ -158,18 +158,20 @@ impl Words {
         })
     }
 
-    /// A destroy request: `group`, `pillarenv`, optional `region`, and one
-    /// selector: `cpid=`, `names=a,b`, `role=` + `cluster_id=`, or `system_id=`.
-    pub fn destroy_request(&self) -> Result<DestroyRequest, InputError> {
+    /// The instances a destroy, update or status acts on: `group`,
+    /// `pillarenv`, optional `region`, and one selector: `cpid=`, `names=a,b`,
+    /// `role=` + `cluster_id=`, or `system_id=`; with `all_by_default`, no
+    /// selector means every instance of the group.
+    pub fn query(&self, all_by_default: bool) -> Result<InstanceQuery, InputError> {
         let group = Group::new(self.require("group", "devops")?)?;
         let (env, _) = self.envs()?;
         let region = self
             .get("region")
             .map(|z| Zone::new(z).map(|z| z.region()))
             .transpose()?;
-        let mut selectors = Vec::new();
+        let mut selections = Vec::new();
         if let Some(c) = self.get("cpid") {
-            selectors.push(DestroySelector::Cpid(Cpid::parse(c)?));
+            selections.push(Selection::Cpid(Cpid::parse(c)?));
         }
         if let Some(n) = self.get("names") {
             let names: Vec<String> = n
@@ -190,10 +192,10 @@ impl Words {
                     ));
                 }
             }
-            selectors.push(DestroySelector::Names(names));
+            selections.push(Selection::Names(names));
         }
         match (self.get("role"), self.number("cluster_id")?) {
-            (Some(r), Some(id)) => selectors.push(DestroySelector::Cluster {
+            (Some(r), Some(id)) => selections.push(Selection::Cluster {
                 role: Role::new(r)?,
                 id,
             }),
@@ -201,7 +203,7 @@ impl Words {
                 return Err(InputError::invalid(
                     "role",
                     r,
-                    "destroy by role needs cluster_id=<N>",
+                    "selecting by role needs cluster_id=<N>",
                 ))
             }
             (None, Some(id)) => {
@@ -214,30 +216,31 @@ impl Words {
             (None, None) => {}
         }
         if let Some(id) = self.number("system_id")? {
-            selectors.push(DestroySelector::System(id));
+            selections.push(Selection::System(id));
         }
-        let selector = match selectors.len() {
-            1 => selectors.remove(0),
+        let selection = match selections.len() {
+            1 => selections.remove(0),
+            0 if all_by_default => Selection::All,
             0 => {
                 return Err(InputError::invalid(
-                    "destroy",
+                    "selection",
                     "",
                     "needs one of cpid=, names=, role= with cluster_id=, or system_id=",
                 ))
             }
             _ => {
                 return Err(InputError::invalid(
-                    "destroy",
+                    "selection",
                     "",
                     "give only one of cpid=, names=, role=/cluster_id=, system_id=",
                 ))
             }
         };
-        Ok(DestroyRequest {
+        Ok(InstanceQuery {
             group,
             env,
             region,
-            selector,
+            selection,
         })
     }
 }
@@ -307,22 +310,22 @@ mod tests {
     fn destroy_needs_exactly_one_selector() {
         let ok = words(
             "group=devops pillarenv=test cpid=16833830331552303186",
-            DESTROY_WORDS,
+            SELECT_WORDS,
         )
         .unwrap()
-        .destroy_request()
+        .query(false)
         .unwrap();
-        assert!(matches!(ok.selector, DestroySelector::Cpid(_)));
-        assert!(words("group=devops pillarenv=test", DESTROY_WORDS)
+        assert!(matches!(ok.selection, Selection::Cpid(_)));
+        assert!(words("group=devops pillarenv=test", SELECT_WORDS)
             .unwrap()
-            .destroy_request()
+            .query(false)
             .is_err());
         assert!(words(
             "group=devops pillarenv=test system_id=1 cpid=16833830331552303186",
-            DESTROY_WORDS
+            SELECT_WORDS
         )
         .unwrap()
-        .destroy_request()
+        .query(false)
         .is_err());
     }
 }

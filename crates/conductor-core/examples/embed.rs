@@ -15,8 +15,8 @@ use conductor_core::cloud::{InstanceRef, LaunchResult, Launched};
 use conductor_core::conductor::Options;
 use conductor_core::error::{BackendError, Error};
 use conductor_core::{
-    CloudBackend, Conductor, CreateRequest, Env, FsReserver, Group, Instance, InstanceState, Inventory,
-    Layout, LaunchSpec, Pillar, PillarSource, Provisioner, Role, Scope, Target, Zone,
+    CloudBackend, Conductor, CreateRequest, Env, FsReserver, Group, Instance, InstanceState,
+    Inventory, LaunchSpec, Layout, Pillar, PillarSource, Provisioner, Role, Scope, Target, Zone,
 };
 
 /// A cloud that keeps its machines in a vector.
@@ -29,7 +29,13 @@ struct ListCloud {
 impl CloudBackend for ListCloud {
     async fn inventory(&self, scope: &Scope) -> Result<Inventory, BackendError> {
         let machines = self.machines.lock().unwrap();
-        Ok(Inventory { instances: machines.iter().filter(|i| scope.matches(i)).cloned().collect() })
+        Ok(Inventory {
+            instances: machines
+                .iter()
+                .filter(|i| scope.matches(i))
+                .cloned()
+                .collect(),
+        })
     }
 
     async fn launch(&self, specs: &[LaunchSpec]) -> Result<Vec<LaunchResult>, BackendError> {
@@ -49,7 +55,11 @@ impl CloudBackend for ListCloud {
                 let detail = serde_json::json!({ "id": id, "size": spec.settings["size"] });
                 LaunchResult {
                     name: spec.name.clone(),
-                    outcome: Ok(Launched { name: spec.name.clone(), instance_id: id, detail }),
+                    outcome: Ok(Launched {
+                        name: spec.name.clone(),
+                        instance_id: id,
+                        detail,
+                    }),
                 }
             })
             .collect())
@@ -69,7 +79,8 @@ struct YamlPillar(&'static str);
 #[async_trait]
 impl PillarSource for YamlPillar {
     async fn load(&self, _env: &Env) -> Result<Pillar, Error> {
-        let value = serde_yaml::from_str(self.0).map_err(|e| conductor_core::PillarError::new("<root>", e.to_string()))?;
+        let value = serde_yaml::from_str(self.0)
+            .map_err(|e| conductor_core::PillarError::new("<root>", e.to_string()))?;
         Ok(Pillar::from_pillar(value)?)
     }
 }
@@ -95,14 +106,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .reserver(Arc::new(FsReserver::new(&layout)))
         .pillar(Arc::new(YamlPillar(PILLAR)))
         .layout(layout)
-        .options(Options { provisioner: Provisioner::Ec2, release_grace: Duration::ZERO, ..Options::default() })
+        .options(Options {
+            provisioner: Provisioner::Ec2,
+            release_grace: Duration::ZERO,
+            ..Options::default()
+        })
         .build()?;
 
     let request = CreateRequest::new(
         Group::new("web")?,
         Env::new("lab")?,
         Zone::new("eu-west-1b")?,
-        Target::Role { role: Role::new("frontend")?, count: None },
+        Target::Role {
+            role: Role::new("frontend")?,
+            count: None,
+        },
     );
     let first = conductor.create(&request).await?;
     let second = conductor.create(&request).await?;

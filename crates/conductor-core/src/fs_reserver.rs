@@ -81,7 +81,8 @@ impl FsReserver {
     fn lock(&self) -> Result<LockGuard, BackendError> {
         if let Some(root) = self.lock.parent() {
             fs::create_dir_all(root).map_err(|e| {
-                BackendError::io(root, e).with_hint("create it, or point --runner-dir at a writable directory")
+                BackendError::io(root, e)
+                    .with_hint("create it, or point --runner-dir at a writable directory")
             })?;
         }
         let f = OpenOptions::new()

@@ -22,7 +22,8 @@ pub mod salt;
 
 pub use cloud::{CloudBackend, Instance, InstanceState, Inventory, LaunchSpec, Scope, Selector};
 pub use conductor::{
-    Conductor, ConductorBuilder, CreateReport, DestroyReport, DestroyRequest, Provisioner,
+    Conductor, ConductorBuilder, CreateReport, DestroyReport, InstanceQuery, InstanceStatus,
+    Provisioner, Selection, UpdateReport,
 };
 pub use cpid::Cpid;
 pub use error::{

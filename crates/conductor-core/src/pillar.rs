@@ -18,6 +18,22 @@ pub struct Pillar {
     pub environments: IndexMap<Env, EnvironmentSpec>,
     /// Product groups (teams) and what they can build.
     pub groups: IndexMap<Group, GroupSpec>,
+    /// Limits shared by every run in a region.
+    #[serde(default)]
+    pub throttle: Throttle,
+}
+
+/// Limits on how hard runs hit the cloud, shared by all parallel runs.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Throttle {
+    /// Runs that may provision at once in one region (slots held through the
+    /// reserver, so the limit holds across processes and, with DynamoDB, masters).
+    #[serde(default)]
+    pub max_provisioning_runs: Option<u32>,
+    /// Launch calls one run keeps in flight at once.
+    #[serde(default)]
+    pub max_inflight_calls: Option<u32>,
 }
 
 /// One Salt environment.
@@ -165,6 +181,17 @@ impl Pillar {
     }
 
     fn validate(&self) -> Result<(), PillarError> {
+        for (key, v) in [
+            ("max_provisioning_runs", self.throttle.max_provisioning_runs),
+            ("max_inflight_calls", self.throttle.max_inflight_calls),
+        ] {
+            if v == Some(0) || v.is_some_and(|v| v > 10_000) {
+                return Err(PillarError::new(
+                    format!("conductor.throttle.{key}"),
+                    "must be 1 to 10000, or left out for no limit",
+                ));
+            }
+        }
         for (env, spec) in &self.environments {
             check_domain(&spec.domain).map_err(|e| {
                 PillarError::new(

@@ -508,6 +508,9 @@ impl Planner<'_, '_> {
         tags.insert(conductor_tag("env"), req.pillarenv.to_string());
         tags.insert(conductor_tag("group"), req.group.to_string());
         tags.insert(conductor_tag("role"), role.to_string());
+        if let Some(m) = member {
+            tags.insert(conductor_tag("member"), m.to_string());
+        }
         for (g, n) in id_grains {
             grains.insert(g.clone(), json!(n));
             tags.insert(conductor_tag(&g), n.to_string());

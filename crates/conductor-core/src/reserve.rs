@@ -107,7 +107,9 @@ pub fn now_ms() -> u64 {
             .unwrap_or(0);
         (wall, tokio::time::Instant::now().into_std())
     });
-    let elapsed = tokio::time::Instant::now().into_std().saturating_duration_since(*mono);
+    let elapsed = tokio::time::Instant::now()
+        .into_std()
+        .saturating_duration_since(*mono);
     wall.saturating_add(ms(elapsed))
 }
 
@@ -249,7 +251,8 @@ pub trait Reserver: Send + Sync + fmt::Debug {
 
     /// Releases the lease: its keys stay held for `grace`, then are free.
     async fn release(&self, lease: &Lease, grace: Duration) -> Result<(), BackendError> {
-        self.set_expiry(lease, now_ms().saturating_add(ms(grace))).await
+        self.set_expiry(lease, now_ms().saturating_add(ms(grace)))
+            .await
     }
 
     /// Keys held at `now` (not free by [`is_free`]), other than by `except`'s run.

@@ -352,11 +352,11 @@ async fn destroy_by_cpid_removes_exactly_that_run() {
         .create(&fixtures::role_request("nifi", None))
         .await
         .unwrap();
-    let req = conductor_core::DestroyRequest {
+    let req = conductor_core::InstanceQuery {
         group: conductor_core::Group::new("devops").unwrap(),
         env: conductor_core::Env::new("test").unwrap(),
         region: Some(fixtures::zone().region()),
-        selector: conductor_core::conductor::DestroySelector::Cpid(a.plan.cpid),
+        selection: conductor_core::Selection::Cpid(a.plan.cpid),
     };
     let d = c.destroy(&req).await.unwrap();
     assert_eq!(

@@ -68,6 +68,18 @@ struct Inner {
     launches: Vec<(String, Instant)>,
     latency: Duration,
     spread: Duration,
+    launch_calls: Vec<LaunchCall>,
+}
+
+/// One `launch` call as the cloud saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LaunchCall {
+    /// When the call started.
+    pub start: Instant,
+    /// When it returned.
+    pub end: Instant,
+    /// The `conductor:cpid` tags of its specs.
+    pub cpids: Vec<String>,
 }
 
 /// An in-memory cloud; see the module docs.
@@ -99,6 +111,7 @@ impl FakeCloud {
                 launches: Vec::new(),
                 latency: Duration::ZERO,
                 spread: Duration::ZERO,
+                launch_calls: Vec::new(),
             }),
         }
     }
@@ -197,6 +210,30 @@ impl FakeCloud {
         self.inner().calls.get(&op).copied().unwrap_or(0)
     }
 
+    /// Every successful `launch` call with its start and end (tokio) times.
+    pub fn launch_calls(&self) -> Vec<LaunchCall> {
+        self.inner().launch_calls.clone()
+    }
+
+    /// The largest number of distinct runs (cpids) whose launch calls overlapped in time.
+    pub fn max_concurrent_launching_runs(&self) -> usize {
+        let calls = self.launch_calls();
+        calls
+            .iter()
+            .map(|c| {
+                let mut at: Vec<&String> = calls
+                    .iter()
+                    .filter(|o| o.start <= c.start && c.start < o.end)
+                    .flat_map(|o| &o.cpids)
+                    .collect();
+                at.sort();
+                at.dedup();
+                at.len()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Names launched, with the (tokio) time of launch, in order.
     pub fn launches(&self) -> Vec<(String, Instant)> {
         self.inner().launches.clone()
@@ -258,6 +295,7 @@ impl CloudBackend for FakeCloud {
 
     async fn launch(&self, specs: &[LaunchSpec]) -> Result<Vec<LaunchResult>, BackendError> {
         self.enter(Op::Launch)?;
+        let start = Instant::now();
         self.delay().await;
         let now = Instant::now();
         let mut inner = self.inner();
@@ -310,6 +348,14 @@ impl CloudBackend for FakeCloud {
                 }),
             });
         }
+        inner.launch_calls.push(LaunchCall {
+            start,
+            end: now,
+            cpids: specs
+                .iter()
+                .filter_map(|s| s.tags.get("conductor:cpid").cloned())
+                .collect(),
+        });
         Ok(out)
     }
 

@@ -1,6 +1,7 @@
-//! `Conductor`: one create, plan or destroy run against the four backends.
+//! `Conductor`: one create or plan run against the four backends; commands on
+//! existing instances are in `query`, the Salt steps in `steps`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,20 +10,17 @@ use serde::Serialize;
 use serde_json::json;
 use tracing::{info, info_span, warn, Instrument};
 
-use crate::cloud::{
-    conductor_tag, CloudBackend, InstanceRef, Inventory, LaunchResult, LaunchSpec, Scope, Selector,
-    NAME_TAG,
-};
+use crate::cloud::{conductor_tag, CloudBackend, Inventory, LaunchResult, LaunchSpec, Scope};
 use crate::cpid::Cpid;
 use crate::error::{BackendErrorKind, Error, InputError, ReserveError};
 use crate::layout::{log_rand, write_atomic, Layout};
-use crate::names::{Env, Group, Region, Role};
+use crate::names::Env;
 use crate::pillar::{GroupSpec, Pillar};
 use crate::plan::{inventory_scopes, plan as compute, Plan, PlanFiles};
 use crate::render;
 use crate::request::{resolve, CreateRequest};
 use crate::reserve::{now_ms, Key, Lease, Owner, Reserver};
-use crate::salt::{PillarSource, SaltExecutor, StateFailure, StateRunResult};
+use crate::salt::{PillarSource, SaltExecutor, StateFailure};
 
 /// How instances are created.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -52,6 +50,8 @@ pub struct Options {
     pub backoff_max: Duration,
     /// How long to wait for launched instances to show in the inventory.
     pub visible_timeout: Duration,
+    /// Longest wait for a provisioning slot (pillar `throttle.max_provisioning_runs`).
+    pub slot_wait: Duration,
     /// Re-read the inventory after reserving (DESIGN step 5). Only tests that
     /// show why it exists turn it off.
     #[doc(hidden)]
@@ -68,6 +68,7 @@ impl Default for Options {
             backoff_base: Duration::from_millis(200),
             backoff_max: Duration::from_secs(5),
             visible_timeout: Duration::from_secs(300),
+            slot_wait: Duration::from_secs(3600),
             check_after_reserve: true,
         }
     }
@@ -182,61 +183,12 @@ impl CreateReport {
     }
 }
 
-/// Which instances a destroy run removes.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DestroySelector {
-    /// Every instance of one run.
-    Cpid(Cpid),
-    /// Instances by name.
-    Names(Vec<String>),
-    /// Members of one cluster of `role`, by group-scoped cluster id.
-    Cluster {
-        /// Cluster role.
-        role: Role,
-        /// `<group>.<role>.cluster.id`.
-        id: u32,
-    },
-    /// Instances of one system, by `<group>.system.id`.
-    System(u32),
-}
+mod query;
+mod steps;
+mod throttle;
 
-/// A destroy request.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct DestroyRequest {
-    /// Product group.
-    pub group: Group,
-    /// Pillar (and salt) environment.
-    pub env: Env,
-    /// Region to search; default every region of the environment in pillar.
-    pub region: Option<Region>,
-    /// What to destroy.
-    pub selector: DestroySelector,
-}
-
-/// What a destroy run did.
-#[derive(Clone, Debug, Serialize)]
-pub struct DestroyReport {
-    /// The destroy run's own CPID.
-    pub cpid: Cpid,
-    /// Instances terminated (names, or ids when unnamed).
-    pub destroyed: Vec<String>,
-    /// Failures reported by the provisioner.
-    pub failed: Vec<(String, String)>,
-    /// Failed hook states.
-    pub state_failures: Vec<StateFailure>,
-    /// Steps skipped, and why.
-    pub skipped: Vec<String>,
-    /// Files written by the run.
-    pub logs: Vec<PathBuf>,
-}
-
-impl DestroyReport {
-    /// True when everything selected was destroyed and hooks succeeded.
-    pub fn success(&self) -> bool {
-        self.failed.is_empty() && self.state_failures.is_empty()
-    }
-}
+pub use query::{DestroyReport, InstanceQuery, InstanceStatus, Selection, UpdateReport};
+pub use throttle::slot_key;
 
 /// Attempts at drawing a CPID nobody else holds.
 const CPID_DRAWS: u32 = 5;
@@ -505,7 +457,28 @@ impl Conductor {
             }
         }
 
-        let results = match self.provision(&report.plan, group, &mut report.logs).await {
+        let slot = match pillar.throttle.max_provisioning_runs {
+            Some(k) => match self.take_slot(cpid, &report.plan.region, k).await {
+                Ok(slot) => Some(slot),
+                Err(e) => {
+                    self.release(&lease, Duration::ZERO).await;
+                    return Err(e);
+                }
+            },
+            None => None,
+        };
+        let provisioned = self
+            .provision(
+                &report.plan,
+                group,
+                pillar.throttle.max_inflight_calls,
+                &mut report.logs,
+            )
+            .await;
+        if let Some(slot) = slot {
+            self.release(&slot, Duration::ZERO).await;
+        }
+        let results = match provisioned {
             Ok(r) => r,
             Err(e) => {
                 // A whole-call failure: free the keys only if nothing can exist.
@@ -527,7 +500,10 @@ impl Conductor {
         let visible = if report.launched.is_empty() {
             BTreeSet::new()
         } else {
-            info!(instances = report.launched.len(), "waiting for the instances to show in the inventory");
+            info!(
+                instances = report.launched.len(),
+                "waiting for the instances to show in the inventory"
+            );
             self.cloud
                 .wait_visible(
                     &report.plan.region,
@@ -559,17 +535,21 @@ impl Conductor {
             .await;
         fault_point("after_release");
 
-        let ready: Vec<String> = report
-            .launched
+        let ready: Vec<(String, &crate::pillar::RoleSpec)> = report
+            .plan
+            .instances
             .iter()
-            .filter(|n| visible.contains(*n))
-            .cloned()
+            .filter(|i| visible.contains(&i.name) && report.launched.contains(&i.name))
+            .map(|i| (i.name.clone(), render::role_spec(group, i)))
             .collect();
+        let (plan_group, saltenv) = (report.plan.group.clone(), report.plan.saltenv.clone());
         let failures = self
             .startup_states(
-                &report.plan,
+                cpid,
+                &plan_group,
                 group,
                 &ready,
+                &saltenv,
                 &mut report.logs,
                 &mut report.skipped,
             )
@@ -616,6 +596,7 @@ impl Conductor {
         &self,
         plan: &Plan,
         group: &GroupSpec,
+        max_inflight: Option<u32>,
         logs: &mut Vec<PathBuf>,
     ) -> Result<Vec<LaunchResult>, Error> {
         let (results, raw) = match self.opts.provisioner {
@@ -633,12 +614,30 @@ impl Conductor {
                     })
                     .collect();
                 info!(instances = specs.len(), "launching with EC2 RunInstances");
-                let results = self
-                    .cloud
-                    .launch(&specs)
-                    .instrument(info_span!("cloud.launch", instances = specs.len()))
-                    .await
-                    .map_err(|e| Error::backend("launching instances", e))?;
+                let chunk = max_inflight.map_or(specs.len(), |m| m as usize).max(1);
+                let mut results = Vec::with_capacity(specs.len());
+                for batch in specs.chunks(chunk) {
+                    match self
+                        .cloud
+                        .launch(batch)
+                        .instrument(info_span!("cloud.launch", instances = batch.len()))
+                        .await
+                    {
+                        Ok(r) => results.extend(r),
+                        // Nothing launched yet: the whole run fails with the cloud's error.
+                        Err(e) if results.is_empty() => {
+                            return Err(Error::backend("launching instances", e))
+                        }
+                        // Some instances exist: the rest of this batch failed, maybe for sure.
+                        Err(e) => results.extend(batch.iter().map(|spec| LaunchResult {
+                            name: spec.name.clone(),
+                            outcome: Err(crate::cloud::LaunchFailure {
+                                message: e.to_string(),
+                                definite: e.kind == BackendErrorKind::Rejected,
+                            }),
+                        })),
+                    }
+                }
                 let raw = json!(results);
                 (results, raw)
             }
@@ -685,262 +684,6 @@ impl Conductor {
         .await?;
         logs.push(path);
         Ok(results)
-    }
-
-    async fn startup_states(
-        &self,
-        plan: &Plan,
-        group: &GroupSpec,
-        ready: &[String],
-        logs: &mut Vec<PathBuf>,
-        skipped: &mut Vec<String>,
-    ) -> Result<Vec<StateFailure>, Error> {
-        let default_sls: Vec<String> = group
-            .profile
-            .get("startup_states")
-            .and_then(|v| serde_yaml::from_value(v.clone()).ok())
-            .unwrap_or_default();
-        let mut by_sls: BTreeMap<Vec<String>, Vec<String>> = BTreeMap::new();
-        for i in plan.instances.iter().filter(|i| ready.contains(&i.name)) {
-            let sls = render::role_spec(group, i)
-                .startup_states
-                .clone()
-                .unwrap_or_else(|| default_sls.clone());
-            if !sls.is_empty() {
-                by_sls.entry(sls).or_default().push(i.name.clone());
-            }
-        }
-        if by_sls.is_empty() {
-            return Ok(vec![]);
-        }
-        let Some(salt) = &self.salt else {
-            skipped.push("startup states: no Salt executor configured".into());
-            return Ok(vec![]);
-        };
-        let mut failures = Vec::new();
-        for (sls, targets) in by_sls {
-            info!(minions = targets.len(), sls = %sls.join(","), "applying startup states");
-            let run = salt
-                .state_apply(&targets, &sls, &plan.saltenv)
-                .instrument(info_span!("salt.state_apply", targets = targets.len()))
-                .await;
-            let path = self.layout.state_log(plan.cpid, &plan.group, log_rand());
-            failures.extend(
-                self.log_state_run(
-                    run,
-                    path,
-                    logs,
-                    &format!("startup states {}", sls.join(",")),
-                )
-                .await?,
-            );
-        }
-        Ok(failures)
-    }
-
-    async fn hooks(
-        &self,
-        hooks: &[String],
-        saltenv: &Env,
-        pillarenv: &Env,
-        cpid: Cpid,
-        logs: &mut Vec<PathBuf>,
-        skipped: &mut Vec<String>,
-    ) -> Result<Vec<StateFailure>, Error> {
-        if hooks.is_empty() {
-            return Ok(vec![]);
-        }
-        let Some(salt) = &self.salt else {
-            skipped.push(format!(
-                "orchestration hooks {}: no Salt executor configured",
-                hooks.join(", ")
-            ));
-            return Ok(vec![]);
-        };
-        let mut failures = Vec::new();
-        for sls in hooks {
-            info!(%sls, "running orchestration hook");
-            let run = salt
-                .orchestrate(sls, saltenv, pillarenv)
-                .instrument(info_span!("salt.orchestrate", %sls))
-                .await;
-            let path = self.layout.orch_log(cpid, sls, log_rand());
-            failures.extend(
-                self.log_state_run(run, path, logs, &format!("orchestration {sls}"))
-                    .await?,
-            );
-            if !failures.is_empty() {
-                break;
-            }
-        }
-        Ok(failures)
-    }
-
-    /// Writes a state run's JSON to `path`; a run that could not happen at all
-    /// becomes one failure naming the log.
-    async fn log_state_run(
-        &self,
-        run: Result<StateRunResult, crate::error::BackendError>,
-        path: PathBuf,
-        logs: &mut Vec<PathBuf>,
-        what: &str,
-    ) -> Result<Vec<StateFailure>, Error> {
-        let (raw, failures) = match run {
-            Ok(r) => (r.raw, r.failures),
-            Err(e) if matches!(e.kind, BackendErrorKind::Unreachable) => {
-                return Err(Error::backend(what.to_string(), e));
-            }
-            Err(e) => (
-                json!({"error": e.to_string()}),
-                vec![StateFailure {
-                    minion: "<master>".into(),
-                    state: "<run>".into(),
-                    comment: e.to_string(),
-                }],
-            ),
-        };
-        write_file(
-            path.clone(),
-            serde_json::to_vec_pretty(&raw).expect("json serializes"),
-            0o644,
-        )
-        .await?;
-        for f in &failures {
-            warn!(minion = %f.minion, state = %f.state, log = %path.display(), "{what} failed: {}", f.comment);
-        }
-        logs.push(path);
-        Ok(failures)
-    }
-
-    /// Runs one destroy: finds the instances through their tags and terminates them.
-    pub async fn destroy(&self, req: &DestroyRequest) -> Result<DestroyReport, Error> {
-        let pillar = self.load_pillar(&req.env).await?;
-        let env = pillar.environment(&req.env)?;
-        let group = pillar.group(&req.group)?;
-        let regions: Vec<Region> = match &req.region {
-            Some(r) => vec![r.clone()],
-            None if !env.regions.is_empty() => env.regions.clone(),
-            None => return Err(InputError::invalid(
-                "region",
-                "",
-                "is required: give region=<zone>, or list regions under the environment in pillar",
-            )
-            .into()),
-        };
-        let select = destroy_selectors(req);
-        let scopes: Vec<Scope> = regions
-            .iter()
-            .map(|r| Scope {
-                region: r.clone(),
-                select: select.clone(),
-            })
-            .collect();
-        let inventory = self.read_inventory(&scopes).await?;
-        let targets: Vec<InstanceRef> = inventory
-            .live()
-            .filter(|i| destroy_matches(req, i))
-            .map(|i| i.to_ref())
-            .collect();
-        if targets.is_empty() {
-            return Err(InputError::invalid(
-                "destroy selection",
-                &format!("{:?}", req.selector),
-                &format!(
-                    "matches no live instance of group {} in env {}",
-                    req.group, req.env
-                ),
-            )
-            .into());
-        }
-        let cpid_lease = self.claim_cpid(None).await?;
-        let cpid = cpid_lease.owner.cpid;
-        let result = self
-            .destroy_targets(cpid, req, group, targets)
-            .instrument(info_span!("destroy", %cpid, group = %req.group, env = %req.env))
-            .await;
-        self.release(&cpid_lease, Duration::ZERO).await;
-        result
-    }
-
-    async fn destroy_targets(
-        &self,
-        cpid: Cpid,
-        req: &DestroyRequest,
-        group: &GroupSpec,
-        targets: Vec<InstanceRef>,
-    ) -> Result<DestroyReport, Error> {
-        let mut report = DestroyReport {
-            cpid,
-            destroyed: vec![],
-            failed: vec![],
-            state_failures: vec![],
-            skipped: vec![],
-            logs: vec![],
-        };
-        report.state_failures = self
-            .hooks(
-                &group.hooks.pre_destroy,
-                &req.env,
-                &req.env,
-                cpid,
-                &mut report.logs,
-                &mut report.skipped,
-            )
-            .await?;
-        if !report.state_failures.is_empty() {
-            return Ok(report);
-        }
-        let label = |t: &InstanceRef| t.name.clone().unwrap_or_else(|| t.id.clone());
-        let raw = match (self.opts.provisioner, &self.salt) {
-            (Provisioner::SaltCloud, Some(salt)) => {
-                let names: Vec<String> = targets.iter().map(label).collect();
-                let run = salt
-                    .cloud_destroy(&names)
-                    .await
-                    .map_err(|e| Error::backend("running salt-cloud -d", e))?;
-                report.destroyed = run.ok.clone();
-                report.failed = run.failed.clone();
-                run.raw
-            }
-            _ => {
-                let mut by_region: BTreeMap<Region, Vec<InstanceRef>> = BTreeMap::new();
-                for t in &targets {
-                    by_region
-                        .entry(t.region.clone())
-                        .or_default()
-                        .push(t.clone());
-                }
-                for refs in by_region.values() {
-                    self.cloud
-                        .terminate(refs)
-                        .instrument(info_span!("cloud.terminate", instances = refs.len()))
-                        .await
-                        .map_err(|e| Error::backend("terminating instances", e))?;
-                }
-                report.destroyed = targets.iter().map(label).collect();
-                json!({"terminated": targets})
-            }
-        };
-        let path = self.layout.cloud_log(cpid, "destroy", log_rand());
-        write_file(
-            path.clone(),
-            serde_json::to_vec_pretty(&raw).expect("json serializes"),
-            0o644,
-        )
-        .await?;
-        report.logs.push(path);
-        let failures = self
-            .hooks(
-                &group.hooks.post_destroy,
-                &req.env,
-                &req.env,
-                cpid,
-                &mut report.logs,
-                &mut report.skipped,
-            )
-            .await?;
-        report.state_failures.extend(failures);
-        Ok(report)
     }
 }
 
@@ -1024,36 +767,6 @@ fn releasable(plan: &Plan, settled: impl Fn(&str) -> bool) -> Vec<Key> {
         }
     }
     keys
-}
-
-fn destroy_selectors(req: &DestroyRequest) -> Vec<Selector> {
-    let tag = |k: String, v: String| Selector::Tag { key: k, value: v };
-    match &req.selector {
-        DestroySelector::Cpid(c) => vec![tag(conductor_tag("cpid"), c.to_string())],
-        DestroySelector::Names(names) => names
-            .iter()
-            .map(|n| tag(NAME_TAG.into(), n.clone()))
-            .collect(),
-        DestroySelector::Cluster { role, id } => {
-            vec![tag(
-                conductor_tag(&format!("{}.{role}.cluster.id", req.group)),
-                id.to_string(),
-            )]
-        }
-        DestroySelector::System(id) => vec![tag(
-            conductor_tag(&format!("{}.system.id", req.group)),
-            id.to_string(),
-        )],
-    }
-}
-
-fn destroy_matches(req: &DestroyRequest, i: &crate::cloud::Instance) -> bool {
-    let scoped = i.conductor_tag("env") == Some(req.env.as_str())
-        && i.conductor_tag("group") == Some(req.group.as_str());
-    match &req.selector {
-        DestroySelector::Names(names) => i.name().is_some_and(|n| names.iter().any(|m| m == n)),
-        _ => scoped && destroy_selectors(req).iter().any(|s| s.matches(i)),
-    }
 }
 
 async fn write_file(path: PathBuf, bytes: Vec<u8>, mode: u32) -> Result<(), Error> {
