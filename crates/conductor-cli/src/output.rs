@@ -128,18 +128,7 @@ pub fn create_text(r: &CreateReport) -> String {
     for (n, m) in &r.failed {
         s.push_str(&format!("error: {n}: {m}\n"));
     }
-    for f in &r.state_failures {
-        s.push_str(&format!(
-            "state failed on {}: {} — {}\n",
-            f.minion, f.state, f.comment
-        ));
-    }
-    for k in &r.skipped {
-        s.push_str(&format!("skipped: {k}\n"));
-    }
-    for l in &r.logs {
-        s.push_str(&format!("log: {}\n", l.display()));
-    }
+    s.push_str(&tail(&r.state_failures, &r.skipped, &r.logs));
     s.push_str(if r.success() {
         "result: success\n"
     } else {
@@ -157,18 +146,7 @@ pub fn destroy_text(r: &DestroyReport) -> String {
     for (n, m) in &r.failed {
         s.push_str(&format!("  error: {n}: {m}\n"));
     }
-    for f in &r.state_failures {
-        s.push_str(&format!(
-            "state failed on {}: {} — {}\n",
-            f.minion, f.state, f.comment
-        ));
-    }
-    for k in &r.skipped {
-        s.push_str(&format!("skipped: {k}\n"));
-    }
-    for l in &r.logs {
-        s.push_str(&format!("log: {}\n", l.display()));
-    }
+    s.push_str(&tail(&r.state_failures, &r.skipped, &r.logs));
     s
 }
 
