@@ -1,4 +1,6 @@
 //! The `conductor` binary: a thin layer over `conductor-core` and its backends.
+// Doc comments of the arguments are the --help text, where <placeholders> read right.
+#![allow(rustdoc::invalid_html_tags)]
 
 mod args;
 mod exit;

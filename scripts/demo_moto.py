@@ -1,0 +1,61 @@
+"""Helpers of scripts/demo: seed moto with the two existing instances, and
+print the instances with their conductor grains (tags), checking uniqueness."""
+import collections
+import sys
+
+import boto3
+
+ec2 = boto3.client("ec2", region_name="us-east-1")
+GRAINS = ["cpid", "cloud.nifi.cluster.id", "devops.nifi.cluster.id", "cloud.system.id", "devops.system.id"]
+
+
+def image():
+    return ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+
+
+def seed(pillar_in, pillar_out):
+    """Creates a subnet in us-east-1a, the two existing instances, and a copy
+    of the example pillar that uses the subnet."""
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24", AvailabilityZone="us-east-1a")["Subnet"]["SubnetId"]
+    with open(pillar_in) as f:
+        text = f.read()
+    with open(pillar_out, "w") as f:
+        f.write(text.replace("subnet_id: subnet-1", "subnet_id: " + subnet))
+    print("subnet:", subnet)
+    for name in ["devops-mq01.us-east-1a.test.foobar.com", "devops-mq02.us-east-1a.test.foobar.com"]:
+        ec2.run_instances(ImageId=image(), MinCount=1, MaxCount=1, InstanceType="t3.small",
+                          Placement={"AvailabilityZone": "us-east-1a"},
+                          TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": name}]}])
+        print("existing:", name)
+
+
+def table():
+    rows = []
+    for page in ec2.get_paginator("describe_instances").paginate():
+        for r in page["Reservations"]:
+            for i in r["Instances"]:
+                if i["State"]["Name"] == "terminated":
+                    continue
+                tags = {t["Key"]: t["Value"] for t in i.get("Tags", [])}
+                rows.append((tags.get("Name", i["InstanceId"]), [tags.get("conductor:" + g, "-") for g in GRAINS]))
+    rows.sort()
+    width = max(len(n) for n, _ in rows)
+    print(f"{'minion':{width}}  " + "  ".join(GRAINS))
+    for name, vals in rows:
+        print(f"{name:{width}}  " + "  ".join(f"{v:>{len(g)}}" for v, g in zip(vals, GRAINS)))
+    names = collections.Counter(n for n, _ in rows)
+    dups = [n for n, c in names.items() if c > 1]
+    clusters = collections.defaultdict(set)
+    for name, vals in rows:
+        if vals[2] != "-":
+            clusters[vals[2]].add(vals[0])
+    shared = {k: v for k, v in clusters.items() if len(v) > 1}
+    print(f"\n{len(rows)} instances, {len(names)} distinct names, "
+          f"{len(clusters)} nifi clusters ({', '.join('clid-' + k for k in sorted(clusters))})")
+    if dups or shared:
+        sys.exit(f"duplicates: names {dups}, cluster ids shared across runs {shared}")
+
+
+if __name__ == "__main__":
+    {"seed": seed, "table": table}[sys.argv[1]](*sys.argv[2:])
