@@ -25,7 +25,10 @@ fn corpus() -> PathBuf {
 }
 
 fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 fn arg(s: &str) -> OsString {
@@ -55,7 +58,11 @@ fn every_bad_input_exits_2_names_the_input_and_writes_nothing() {
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
         .collect();
     paths.sort();
-    assert!(paths.len() >= 50, "the corpus holds at least 50 cases, found {}", paths.len());
+    assert!(
+        paths.len() >= 50,
+        "the corpus holds at least 50 cases, found {}",
+        paths.len()
+    );
     let mut failures = Vec::new();
     for path in &paths {
         let case: Case = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap())
@@ -67,14 +74,24 @@ fn every_bad_input_exits_2_names_the_input_and_writes_nothing() {
             (text, hex) => {
                 let p = dir.path().join("pillar");
                 std::fs::create_dir_all(p.join("test")).unwrap();
-                let bytes = text.clone().map(String::into_bytes).unwrap_or_else(|| unhex(hex.as_deref().unwrap()));
+                let bytes = text
+                    .clone()
+                    .map(String::into_bytes)
+                    .unwrap_or_else(|| unhex(hex.as_deref().unwrap()));
                 std::fs::write(p.join("test/conductor.sls"), bytes).unwrap();
                 p
             }
         };
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_conductor"));
-        cmd.arg("group").arg(&case.command).args(case.args.iter().map(|a| arg(a)));
-        cmd.arg("--pillar-dir").arg(&pillar_dir).arg("--config-dir").arg(&etc).arg("--runner-dir").arg(&runner);
+        cmd.arg("group")
+            .arg(&case.command)
+            .args(case.args.iter().map(|a| arg(a)));
+        cmd.arg("--pillar-dir")
+            .arg(&pillar_dir)
+            .arg("--config-dir")
+            .arg(&etc)
+            .arg("--runner-dir")
+            .arg(&runner);
         cmd.args(["--cloud", "fake", "--no-salt"]);
         if case.command != "plan" {
             cmd.args(["--provisioner", "ec2"]);
@@ -83,14 +100,27 @@ fn every_bad_input_exits_2_names_the_input_and_writes_nothing() {
         let err = String::from_utf8_lossy(&out.stderr);
         let name = path.file_name().unwrap().to_string_lossy();
         if out.status.code() != Some(2) {
-            failures.push(format!("{name} ({}): exit {:?}: {err}", case.description, out.status.code()));
+            failures.push(format!(
+                "{name} ({}): exit {:?}: {err}",
+                case.description,
+                out.status.code()
+            ));
         } else if !err.contains(&case.expect) {
-            failures.push(format!("{name} ({}): message lacks {:?}: {err}", case.description, case.expect));
+            failures.push(format!(
+                "{name} ({}): message lacks {:?}: {err}",
+                case.description, case.expect
+            ));
         }
         let written: Vec<PathBuf> = [etc, runner].iter().flat_map(|d| files_under(d)).collect();
         if !written.is_empty() {
             failures.push(format!("{name}: wrote {written:?}"));
         }
     }
-    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), paths.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        paths.len(),
+        failures.join("\n")
+    );
 }

@@ -14,7 +14,9 @@ struct Roots {
 
 impl Roots {
     fn new() -> Self {
-        Self { dir: tempfile::tempdir().unwrap() }
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
     }
 
     fn run(&self, args: &[&str]) -> Output {
@@ -56,13 +58,34 @@ fn stderr(o: &Output) -> String {
 #[test]
 fn plan_json_has_the_design_schema() {
     let r = Roots::new();
-    let o = r.run(&["group", "plan", "group=devops", "system=small_test", "pillarenv=test", "region=us-east-1a", "--json"]);
+    let o = r.run(&[
+        "group",
+        "plan",
+        "group=devops",
+        "system=small_test",
+        "pillarenv=test",
+        "region=us-east-1a",
+        "--json",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    for k in ["cpid", "group", "env", "zone", "instances", "reservations", "files"] {
+    for k in [
+        "cpid",
+        "group",
+        "env",
+        "zone",
+        "instances",
+        "reservations",
+        "files",
+    ] {
         assert!(v.get(k).is_some(), "plan JSON lacks {k}: {v}");
     }
-    let names: Vec<&str> = v["instances"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = v["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
     assert_eq!(
         names,
         [
@@ -79,18 +102,34 @@ fn plan_json_has_the_design_schema() {
     assert_eq!(nifi["grains"]["devops.nifi.cluster.id"], 1);
     assert_eq!(nifi["grains"]["cloud.system.id"], 1);
     assert_eq!(v["reservations"]["ids"].as_array().unwrap().len(), 4);
-    assert!(v["files"]["map"].as_str().unwrap().ends_with("devops_us-east-1a_test.map"));
+    assert!(v["files"]["map"]
+        .as_str()
+        .unwrap()
+        .ends_with("devops_us-east-1a_test.map"));
     assert!(r.files().is_empty(), "plan writes nothing: {:?}", r.files());
 }
 
 #[test]
 fn count_overrides_nodes() {
     let r = Roots::new();
-    let o = r.run(&["group", "create", "--dry-run", "group=devops", "role=activemq", "count=4", "pillarenv=test", "region=us-east-1a", "--json"]);
+    let o = r.run(&[
+        "group",
+        "create",
+        "--dry-run",
+        "group=devops",
+        "role=activemq",
+        "count=4",
+        "pillarenv=test",
+        "region=us-east-1a",
+        "--json",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["instances"].as_array().unwrap().len(), 4);
-    assert_eq!(v["instances"][3]["name"], "devops-mq04.us-east-1a.test.foobar.com");
+    assert_eq!(
+        v["instances"][3]["name"],
+        "devops-mq04.us-east-1a.test.foobar.com"
+    );
     assert!(r.files().is_empty());
 }
 
@@ -99,21 +138,86 @@ fn bad_words_exit_2_and_name_the_word() {
     let r = Roots::new();
     let base = ["group", "plan"];
     let cases: &[(&[&str], &str)] = &[
-        (&["group=devops", "role=activemq", "pillarenv=test", "region=us-east-1a", "colour=blue"], "colour=blue"),
-        (&["group=devops", "role=activemq", "region=us-east-1a"], "pillarenv"),
-        (&["group=devops", "role=nope", "pillarenv=test", "region=us-east-1a"], "nope"),
-        (&["group=devops", "system=big", "pillarenv=test", "region=us-east-1a"], "big"),
-        (&["group=devops", "role=activemq", "pillarenv=test", "region=mars"], "mars"),
-        (&["group=devops", "role=activemq", "pillarenv=prod", "region=us-east-1a"], "prod"),
-        (&["group=../etc", "role=activemq", "pillarenv=test", "region=us-east-1a"], "../etc"),
-        (&["group=devops", "role=activemq", "count=0", "pillarenv=test", "region=us-east-1a"], "count"),
+        (
+            &[
+                "group=devops",
+                "role=activemq",
+                "pillarenv=test",
+                "region=us-east-1a",
+                "colour=blue",
+            ],
+            "colour=blue",
+        ),
+        (
+            &["group=devops", "role=activemq", "region=us-east-1a"],
+            "pillarenv",
+        ),
+        (
+            &[
+                "group=devops",
+                "role=nope",
+                "pillarenv=test",
+                "region=us-east-1a",
+            ],
+            "nope",
+        ),
+        (
+            &[
+                "group=devops",
+                "system=big",
+                "pillarenv=test",
+                "region=us-east-1a",
+            ],
+            "big",
+        ),
+        (
+            &[
+                "group=devops",
+                "role=activemq",
+                "pillarenv=test",
+                "region=mars",
+            ],
+            "mars",
+        ),
+        (
+            &[
+                "group=devops",
+                "role=activemq",
+                "pillarenv=prod",
+                "region=us-east-1a",
+            ],
+            "prod",
+        ),
+        (
+            &[
+                "group=../etc",
+                "role=activemq",
+                "pillarenv=test",
+                "region=us-east-1a",
+            ],
+            "../etc",
+        ),
+        (
+            &[
+                "group=devops",
+                "role=activemq",
+                "count=0",
+                "pillarenv=test",
+                "region=us-east-1a",
+            ],
+            "count",
+        ),
         (&["devops"], "key=value"),
     ];
     for (words, needle) in cases {
         let args: Vec<&str> = base.iter().chain(words.iter()).copied().collect();
         let o = r.run(&args);
         assert_eq!(o.status.code(), Some(2), "{words:?}: {}", stderr(&o));
-        assert!(stderr(&o).contains(needle), "{words:?}: message should name {needle:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains(needle),
+            "{words:?}: message should name {needle:?}: {}",
+            stderr(&o)
+        );
     }
     assert!(r.files().is_empty());
 }
@@ -121,13 +225,32 @@ fn bad_words_exit_2_and_name_the_word() {
 #[test]
 fn create_with_the_native_provisioner_and_no_salt() {
     let r = Roots::new();
-    let o = r.run(&["group", "create", "group=devops", "role=activemq", "pillarenv=test", "region=us-east-1a", "--provisioner", "ec2", "--no-salt", "--release-grace", "0"]);
+    let o = r.run(&[
+        "group",
+        "create",
+        "group=devops",
+        "role=activemq",
+        "pillarenv=test",
+        "region=us-east-1a",
+        "--provisioner",
+        "ec2",
+        "--no-salt",
+        "--release-grace",
+        "0",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.contains("devops-mq01.us-east-1a.test.foobar.com") && out.contains("launched"), "{out}");
+    assert!(
+        out.contains("devops-mq01.us-east-1a.test.foobar.com") && out.contains("launched"),
+        "{out}"
+    );
     assert!(out.contains("skipped: startup states"), "{out}");
     let names = r.dir.path().join("runner/reserved_names");
-    assert_eq!(std::fs::read_dir(names).unwrap().count(), 0, "reservations released");
+    assert_eq!(
+        std::fs::read_dir(names).unwrap().count(),
+        0,
+        "reservations released"
+    );
     let admin = r.dir.path().join("runner/logs/conductor/conductor.log");
     assert!(std::fs::read_to_string(admin).unwrap().contains("reserved"));
 }
@@ -148,8 +271,16 @@ fn reservations_and_runs_commands() {
 
 #[test]
 fn help_teaches_with_examples() {
-    for args in [&["--help"][..], &["group", "create", "--help"], &["group", "destroy", "--help"], &["reservations", "prune", "--help"]] {
-        let o = Command::new(env!("CARGO_BIN_EXE_conductor")).args(args).output().unwrap();
+    for args in [
+        &["--help"][..],
+        &["group", "create", "--help"],
+        &["group", "destroy", "--help"],
+        &["reservations", "prune", "--help"],
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_conductor"))
+            .args(args)
+            .output()
+            .unwrap();
         assert!(o.status.success());
         let s = String::from_utf8_lossy(&o.stdout);
         assert!(s.contains("Example"), "{args:?} help has no example:\n{s}");
