@@ -1,5 +1,5 @@
-//! AWS backends of Conductor: [`ec2::Ec2Backend`] (inventory, native
-//! provisioner, terminate) and [`dynamo::DynamoReserver`].
+//! AWS backends of Conductor: `ec2::Ec2Backend` (inventory, native
+//! provisioner, terminate) and `dynamo::DynamoReserver`.
 #![warn(missing_docs)]
 
 pub mod dynamo;
