@@ -1,1 +1,0 @@
-//! `Ec2Backend`: the `CloudBackend` on aws-sdk-ec2.

@@ -1,0 +1,272 @@
+//! `Ec2Backend` against a real `moto_server`: the CloudBackend conformance
+//! suite, the seed scenarios with the native provisioner, destroy by cpid.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use conductor_aws::ec2::Ec2Backend;
+use conductor_core::cloud::{CloudBackend, Scope};
+use conductor_core::conductor::Options;
+use conductor_core::{
+    Conductor, Env, FsReserver, Group, InstanceQuery, Layout, Provisioner, Selection,
+};
+use conductor_testkit::conformance::cloud::{run_all, CloudFixture};
+use conductor_testkit::fixtures::{self, StaticPillar};
+use conductor_testkit::moto::{MotoServer, ACCESS_KEY_ID, SECRET_ACCESS_KEY};
+
+async fn backend(moto: &MotoServer) -> Ec2Backend {
+    Ec2Backend::builder()
+        .endpoint_url(moto.endpoint())
+        .static_credentials(ACCESS_KEY_ID, SECRET_ACCESS_KEY)
+        .max_attempts(3)
+        .build()
+        .await
+}
+
+/// A subnet in us-east-1a, and the devops pillar using it.
+async fn pillar_with_subnet(ec2: &Ec2Backend, nodes: u32) -> conductor_core::Pillar {
+    let client = ec2.client(&fixtures::zone().region());
+    let vpc = client
+        .create_vpc()
+        .cidr_block("10.0.0.0/16")
+        .send()
+        .await
+        .unwrap();
+    let vpc_id = vpc.vpc().unwrap().vpc_id().unwrap().to_string();
+    let subnet = client
+        .create_subnet()
+        .vpc_id(vpc_id)
+        .cidr_block("10.0.1.0/24")
+        .availability_zone("us-east-1a")
+        .send()
+        .await
+        .unwrap();
+    let subnet_id = subnet.subnet().unwrap().subnet_id().unwrap().to_string();
+    let yaml = fixtures::DEVOPS_PILLAR
+        .replace("subnet_id: subnet-1", &format!("subnet_id: {subnet_id}"))
+        .replace(
+            "nodes: 2, size: t3.medium",
+            &format!("nodes: {nodes}, size: t3.medium"),
+        );
+    fixtures::pillar_from_yaml(&yaml).unwrap()
+}
+
+fn conductor(ec2: &Ec2Backend, pillar: conductor_core::Pillar, layout: &Layout) -> Conductor {
+    Conductor::builder()
+        .cloud(Arc::new(ec2.clone()))
+        .reserver(Arc::new(FsReserver::new(layout)))
+        .pillar(Arc::new(StaticPillar(pillar)))
+        .layout(layout.clone())
+        .options(Options {
+            provisioner: Provisioner::Ec2,
+            release_grace: Duration::ZERO,
+            backoff_base: Duration::from_millis(20),
+            backoff_max: Duration::from_millis(500),
+            max_attempts: 40,
+            visible_timeout: Duration::from_secs(30),
+            ..Options::default()
+        })
+        .build()
+        .unwrap()
+}
+
+/// Every live instance of us-east-1 as moto's DescribeInstances reports it.
+async fn moto_instances(ec2: &Ec2Backend) -> Vec<conductor_core::Instance> {
+    ec2.inventory(&Scope::all(fixtures::zone().region()))
+        .await
+        .unwrap()
+        .instances
+}
+
+#[tokio::test]
+async fn ec2_backend_conforms_on_moto() {
+    let moto = MotoServer::start();
+    let ec2 = backend(&moto).await;
+    let fixture = CloudFixture {
+        zone: fixtures::zone(),
+        settings: serde_json::json!({"image": "ami-0abc", "size": "t3.small"}),
+        visible_timeout: Duration::from_secs(20),
+    };
+    run_all(&ec2, &fixture).await;
+}
+
+#[tokio::test]
+async fn seed_mq01_mq02_then_three_nodes_launch_mq03_to_mq05_with_all_tags() {
+    let moto = MotoServer::start();
+    let ec2 = backend(&moto).await;
+    let pillar = pillar_with_subnet(&ec2, 3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Layout::new(dir.path().join("etc"), dir.path().join("runner"));
+    let c = conductor(&ec2, pillar, &layout);
+    // The two existing instances carry only a Name tag, as if built by hand.
+    let f = CloudFixture {
+        zone: fixtures::zone(),
+        settings: serde_json::json!({"image": "ami-0abc"}),
+        visible_timeout: Duration::from_secs(5),
+    };
+    let mut existing = conductor_testkit::conformance::cloud::specs(&f, "devops-mq", 2);
+    for s in &mut existing {
+        s.name = s
+            .name
+            .replace(".conformance.example.com", ".test.foobar.com");
+        s.tags = BTreeMap::from([("Name".to_string(), s.name.clone())]);
+    }
+    assert!(ec2
+        .launch(&existing)
+        .await
+        .unwrap()
+        .iter()
+        .all(|r| r.outcome.is_ok()));
+
+    let report = c
+        .create(&fixtures::role_request("activemq", None))
+        .await
+        .unwrap();
+    assert!(report.success(), "{report:?}");
+    let expected: Vec<String> = ["03", "04", "05"]
+        .iter()
+        .map(|i| format!("devops-mq{i}.us-east-1a.test.foobar.com"))
+        .collect();
+    assert_eq!(report.launched, expected);
+    let all = moto_instances(&ec2).await;
+    assert_eq!(all.len(), 5);
+    let cpid = report.plan.cpid.to_string();
+    for name in &expected {
+        let i = all
+            .iter()
+            .find(|i| i.name() == Some(name))
+            .expect("in moto");
+        assert_eq!(i.zone, "us-east-1a");
+        for (k, v) in [
+            ("conductor:cpid", cpid.as_str()),
+            ("conductor:env", "test"),
+            ("conductor:group", "devops"),
+            ("conductor:role", "activemq"),
+        ] {
+            assert_eq!(i.tag(k), Some(v), "{k} on {name}");
+        }
+    }
+    // The run's cloud_runs log holds the JSON return of the launches.
+    let log = report
+        .logs
+        .iter()
+        .find(|l| {
+            l.to_string_lossy()
+                .contains("cloud_run-conductor._group-create_")
+        })
+        .unwrap();
+    let text = std::fs::read_to_string(log).unwrap();
+    assert!(
+        text.contains("InstanceId") && text.contains("devops-mq04.us-east-1a.test.foobar.com"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn the_seeds_three_parallel_runs_on_moto_and_destroy_by_cpid() {
+    let moto = MotoServer::start();
+    let ec2 = backend(&moto).await;
+    let pillar = pillar_with_subnet(&ec2, 2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Layout::new(dir.path().join("etc"), dir.path().join("runner"));
+    let mut set = tokio::task::JoinSet::new();
+    for req in fixtures::seed_requests() {
+        let c = conductor(&ec2, pillar.clone(), &layout);
+        set.spawn(async move { c.create(&req).await });
+    }
+    let mut reports = Vec::new();
+    while let Some(r) = set.join_next().await {
+        let r = r.unwrap().unwrap();
+        assert!(r.success(), "{r:?}");
+        reports.push(r);
+    }
+    let all = moto_instances(&ec2).await;
+    let names: Vec<&str> = all.iter().filter_map(|i| i.name()).collect();
+    let unique: BTreeSet<&str> = names.iter().copied().collect();
+    assert_eq!(names.len(), 12);
+    assert_eq!(unique.len(), 12, "no name twice: {names:?}");
+    let mut cluster_owner: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for i in &all {
+        if let Some(id) = i.tag("conductor:devops.nifi.cluster.id") {
+            cluster_owner
+                .entry(id.to_string())
+                .or_default()
+                .insert(i.tag("conductor:cpid").unwrap().to_string());
+        }
+    }
+    assert_eq!(cluster_owner.len(), 2, "two nifi clusters");
+    assert!(
+        cluster_owner.values().all(|c| c.len() == 1),
+        "each cluster id belongs to one run: {cluster_owner:?}"
+    );
+    let system_tagged = all
+        .iter()
+        .filter(|i| i.tag("conductor:devops.system.id") == Some("1"))
+        .count();
+    assert_eq!(system_tagged, 6);
+    for d in [layout.reserved_names_dir(), layout.reserved_ids_dir()] {
+        assert_eq!(std::fs::read_dir(d).unwrap().count(), 0);
+    }
+
+    // Destroy by cpid removes exactly that run's instances.
+    let victim = &reports[0];
+    let c = conductor(&ec2, pillar.clone(), &layout);
+    let q = InstanceQuery {
+        group: Group::new("devops").unwrap(),
+        env: Env::new("test").unwrap(),
+        region: Some(fixtures::zone().region()),
+        selection: Selection::Cpid(victim.plan.cpid),
+    };
+    let d = c.destroy(&q).await.unwrap();
+    assert_eq!(
+        d.destroyed.iter().collect::<BTreeSet<_>>(),
+        victim.launched.iter().collect::<BTreeSet<_>>()
+    );
+    let left: BTreeSet<String> = moto_instances(&ec2)
+        .await
+        .iter()
+        .filter_map(|i| i.name().map(str::to_string))
+        .collect();
+    let expected: BTreeSet<String> = reports[1..]
+        .iter()
+        .flat_map(|r| r.launched.clone())
+        .collect();
+    assert_eq!(left, expected);
+}
+
+#[tokio::test]
+async fn client_errors_name_the_input() {
+    let moto = MotoServer::start();
+    let ec2 = backend(&moto).await;
+    let f = CloudFixture {
+        zone: fixtures::zone(),
+        settings: serde_json::json!({"image": "ami-0abc", "subnet_id": "subnet-nope"}),
+        visible_timeout: Duration::from_secs(5),
+    };
+    let specs = conductor_testkit::conformance::cloud::specs(&f, "bad", 1);
+    let r = ec2.launch(&specs).await.unwrap();
+    let failure = r[0].outcome.as_ref().unwrap_err();
+    assert!(failure.definite, "a rejected request launched nothing");
+    assert!(
+        failure.message.contains("subnet-nope") || failure.message.contains("InvalidSubnetID"),
+        "{}",
+        failure.message
+    );
+
+    // An endpoint that does not answer is Unreachable.
+    let dead = Ec2Backend::builder()
+        .endpoint_url(format!(
+            "http://127.0.0.1:{}",
+            conductor_testkit::moto::free_port()
+        ))
+        .static_credentials("a", "b")
+        .max_attempts(1)
+        .build()
+        .await;
+    let e = dead
+        .inventory(&Scope::all(fixtures::zone().region()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, conductor_core::BackendErrorKind::Unreachable, "{e}");
+}
