@@ -41,9 +41,10 @@ def table():
                 rows.append((tags.get("Name", i["InstanceId"]), [tags.get("conductor:" + g, "-") for g in GRAINS]))
     rows.sort()
     width = max(len(n) for n, _ in rows)
-    print(f"{'minion':{width}}  " + "  ".join(GRAINS))
+    cols = [max([len(g)] + [len(v[i]) for _, v in rows]) for i, g in enumerate(GRAINS)]
+    print(f"{'minion':{width}}  " + "  ".join(f"{g:>{w}}" for g, w in zip(GRAINS, cols)))
     for name, vals in rows:
-        print(f"{name:{width}}  " + "  ".join(f"{v:>{len(g)}}" for v, g in zip(vals, GRAINS)))
+        print(f"{name:{width}}  " + "  ".join(f"{v:>{w}}" for v, w in zip(vals, cols)))
     names = collections.Counter(n for n, _ in rows)
     dups = [n for n, c in names.items() if c > 1]
     clusters = collections.defaultdict(set)

@@ -181,7 +181,7 @@ fn tail(
         s.push_str(&format!("skipped: {k}\n"));
     }
     for l in logs {
-        s.push_str(&format!("log: {}\n", l.display()));
+        s.push_str(&format!("file: {}\n", l.display()));
     }
     s
 }

@@ -32,9 +32,13 @@ pub async fn reserver(g: &Global) -> Result<Arc<dyn Reserver>, Failure> {
 pub async fn cloud(g: &Global) -> Result<Arc<dyn CloudBackend>, Failure> {
     match g.cloud {
         CloudKind::Fake => Ok(Arc::new(FakeCloud::new())),
-        CloudKind::Aws => Err(Failure::input(
-            "--cloud aws is not available in this build; use --cloud fake",
-        )),
+        CloudKind::Aws => {
+            let mut b = conductor_aws::ec2::Ec2Backend::builder();
+            if let Some(url) = &g.endpoint_url {
+                b = b.endpoint_url(url);
+            }
+            Ok(Arc::new(b.build().await))
+        }
     }
 }
 
