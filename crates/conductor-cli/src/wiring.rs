@@ -22,9 +22,14 @@ pub fn layout(g: &Global) -> Layout {
 pub async fn reserver(g: &Global) -> Result<Arc<dyn Reserver>, Failure> {
     match g.reserver {
         ReserverKind::Fs => Ok(Arc::new(FsReserver::new(&layout(g)))),
-        ReserverKind::Dynamodb => Err(Failure::input(
-            "--reserver dynamodb is not available in this build; use --reserver fs",
-        )),
+        ReserverKind::Dynamodb => {
+            let mut b = conductor_aws::dynamo::DynamoReserver::builder(&g.dynamodb_table)
+                .create_table_if_missing(g.create_table);
+            if let Some(url) = &g.endpoint_url {
+                b = b.endpoint_url(url);
+            }
+            Ok(Arc::new(b.build().await.map_err(Failure::from)?))
+        }
     }
 }
 

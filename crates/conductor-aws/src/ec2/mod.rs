@@ -8,7 +8,7 @@
 //! `max_inflight` launches run at once.
 
 mod convert;
-mod errors;
+
 pub mod user_data;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -29,7 +29,7 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 use tracing::{info_span, Instrument};
 
-pub use errors::classify;
+pub use crate::errors::classify;
 
 /// Most values EC2 takes in one filter.
 const FILTER_VALUES: usize = 200;

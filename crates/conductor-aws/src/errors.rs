@@ -1,4 +1,4 @@
-//! SDK errors mapped to [`BackendError`] kinds.
+//! SDK errors (EC2, DynamoDB) mapped to [`BackendError`] kinds.
 
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use conductor_core::error::{BackendError, BackendErrorKind};
