@@ -1,0 +1,266 @@
+//! The binary against a real `moto_server`: plans see existing instances,
+//! create, destroy by cpid, and the DynamoDB reserver from the command line.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use conductor_testkit::moto::MotoServer;
+
+struct Env {
+    moto: MotoServer,
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Self {
+        let me = Self {
+            moto: MotoServer::start(),
+            dir: tempfile::tempdir().unwrap(),
+        };
+        // The example pillar without its placeholder subnet (moto checks subnets).
+        let pillar = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/pillar/test/conductor.sls"),
+        )
+        .unwrap()
+        .replace(", subnet_id: subnet-1", "");
+        std::fs::create_dir_all(me.dir.path().join("pillar/test")).unwrap();
+        std::fs::write(me.dir.path().join("pillar/test/conductor.sls"), pillar).unwrap();
+        me
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_conductor"))
+            .args(args)
+            .arg("--pillar-dir")
+            .arg(self.dir.path().join("pillar"))
+            .arg("--config-dir")
+            .arg(self.dir.path().join("etc"))
+            .arg("--runner-dir")
+            .arg(self.runner())
+            .args(["--endpoint-url", &self.moto.endpoint()])
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", "us-east-1")
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    }
+
+    fn runner(&self) -> PathBuf {
+        self.dir.path().join("runner")
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        serde_json::from_slice(&o.stdout).unwrap()
+    }
+}
+
+const MQ: [&str; 4] = [
+    "group=devops",
+    "role=activemq",
+    "pillarenv=test",
+    "region=us-east-1a",
+];
+
+fn names(v: &serde_json::Value) -> Vec<String> {
+    v["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn create_plan_and_destroy_on_moto() {
+    let e = Env::new();
+    let create = |extra: &[&str]| {
+        let mut args = vec!["group", "create"];
+        args.extend(MQ);
+        args.extend([
+            "--provisioner",
+            "ec2",
+            "--no-salt",
+            "--release-grace",
+            "0",
+            "--json",
+        ]);
+        args.extend(extra);
+        e.json(&args)
+    };
+    let first = create(&[]);
+    assert_eq!(first["result"]["success"], true);
+    assert_eq!(
+        names(&first),
+        [
+            "devops-mq01.us-east-1a.test.foobar.com",
+            "devops-mq02.us-east-1a.test.foobar.com"
+        ]
+    );
+
+    // A plan now starts after the existing instances; count= overrides nodes.
+    let mut args = vec!["group", "plan"];
+    args.extend(MQ);
+    args.extend(["count=3", "--json"]);
+    let plan = e.json(&args);
+    assert_eq!(
+        names(&plan),
+        ["03", "04", "05"].map(|i| format!("devops-mq{i}.us-east-1a.test.foobar.com"))
+    );
+
+    let second = create(&["count=1"]);
+    assert_eq!(names(&second), ["devops-mq03.us-east-1a.test.foobar.com"]);
+
+    // status lists all three with their cpids.
+    let status = e.json(&[
+        "group",
+        "status",
+        "group=devops",
+        "pillarenv=test",
+        "region=us-east-1a",
+        "--json",
+    ]);
+    assert_eq!(status.as_array().unwrap().len(), 3);
+
+    // destroy by cpid removes exactly the first run's instances.
+    let cpid = first["cpid"].as_str().unwrap();
+    let word = format!("cpid={cpid}");
+    let d = e.json(&[
+        "group",
+        "destroy",
+        "group=devops",
+        "pillarenv=test",
+        "region=us-east-1a",
+        &word,
+        "--provisioner",
+        "ec2",
+        "--no-salt",
+        "--json",
+    ]);
+    assert_eq!(d["destroyed"].as_array().unwrap().len(), 2);
+    let status = e.json(&[
+        "group",
+        "status",
+        "group=devops",
+        "pillarenv=test",
+        "region=us-east-1a",
+        "--json",
+    ]);
+    let left: Vec<&str> = status
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(left, ["devops-mq03.us-east-1a.test.foobar.com"]);
+    // Destroying it again selects nothing: exit 2, naming the selection.
+    let o = e.run(&[
+        "group",
+        "destroy",
+        "group=devops",
+        "pillarenv=test",
+        "region=us-east-1a",
+        &word,
+        "--provisioner",
+        "ec2",
+        "--no-salt",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains(cpid));
+}
+
+#[test]
+fn dynamodb_reserver_from_the_command_line() {
+    let e = Env::new();
+    let dyn_args = [
+        "--reserver",
+        "dynamodb",
+        "--dynamodb-table",
+        "conductor-cli",
+        "--create-table",
+    ];
+    let mut args = vec!["group", "create"];
+    args.extend(MQ);
+    args.extend([
+        "--provisioner",
+        "ec2",
+        "--no-salt",
+        "--release-grace",
+        "10m",
+        "--json",
+    ]);
+    args.extend(dyn_args);
+    let r = e.json(&args);
+    assert_eq!(r["result"]["success"], true);
+    // Released with a 10-minute grace: the names are still listed, with their owner.
+    let mut list = vec!["reservations", "list", "--json"];
+    list.extend(dyn_args);
+    let held = e.json(&list);
+    let keys: Vec<&str> = held
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["key"].as_str().unwrap())
+        .collect();
+    assert!(
+        keys.contains(&"test_devops-mq01.us-east-1a.test.foobar.com"),
+        "{keys:?}"
+    );
+    assert!(
+        held.as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h["owner"]["cpid"] == r["cpid"]),
+        "held by the run: {held}"
+    );
+    // Nothing was written to the file reservations.
+    assert!(
+        !e.runner().join("reserved_names").exists()
+            || std::fs::read_dir(e.runner().join("reserved_names"))
+                .unwrap()
+                .count()
+                == 0
+    );
+    // prune leaves unexpired keys of a live owner... whose process has ended: on this host, a dead pid frees them.
+    let mut prune = vec!["reservations", "prune", "--json"];
+    prune.extend(dyn_args);
+    let pruned = e.json(&prune);
+    assert_eq!(
+        pruned["pruned"].as_array().unwrap().len(),
+        keys.len(),
+        "the run's process is gone: its keys are free"
+    );
+    let held = e.json(&list);
+    assert!(held.as_array().unwrap().is_empty());
+    // An unreachable endpoint is exit 4.
+    let o = Command::new(env!("CARGO_BIN_EXE_conductor"))
+        .args([
+            "reservations",
+            "list",
+            "--reserver",
+            "dynamodb",
+            "--endpoint-url",
+        ])
+        .arg(format!(
+            "http://127.0.0.1:{}",
+            conductor_testkit::moto::free_port()
+        ))
+        .env("AWS_ACCESS_KEY_ID", "x")
+        .env("AWS_SECRET_ACCESS_KEY", "x")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_MAX_ATTEMPTS", "1")
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
