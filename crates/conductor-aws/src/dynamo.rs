@@ -148,12 +148,13 @@ fn reservation(item: &Item) -> Option<Reservation> {
         pid: u32::try_from(get_n(item, "pid")?).ok()?,
         created: get_n(item, "created")?,
         expires: get_n(item, "expires")?,
+        started: get_n(item, "started"),
     };
     Some(Reservation { key, kind, owner })
 }
 
 fn item(key: &Key, owner: &Owner) -> Item {
-    HashMap::from([
+    let mut item = HashMap::from([
         ("pk".to_string(), s(key.as_str())),
         (
             "kind".to_string(),
@@ -169,7 +170,11 @@ fn item(key: &Key, owner: &Owner) -> Item {
         ("created".to_string(), n(owner.created)),
         ("expires".to_string(), n(owner.expires)),
         ("ttl".to_string(), n(owner.expires / 1000 + 1)),
-    ])
+    ]);
+    if let Some(started) = owner.started {
+        item.insert("started".to_string(), n(started));
+    }
+    item
 }
 
 /// The condition that `owner` (cpid, host, pid) holds the item.

@@ -131,6 +131,10 @@ pub struct Owner {
     pub created: u64,
     /// Expiry, epoch milliseconds; at or after it the key is free for anyone.
     pub expires: u64,
+    /// Start time of the owner process (clock ticks after boot, from
+    /// `/proc/<pid>/stat`), so a reused pid is not taken for the owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<u64>,
 }
 
 impl Owner {
@@ -143,6 +147,7 @@ impl Owner {
             pid: std::process::id(),
             created: now,
             expires: now.saturating_add(ms(ttl)),
+            started: process_start(std::process::id()),
         }
     }
 
@@ -173,10 +178,31 @@ pub fn owner_alive(owner: &Owner) -> Option<bool> {
     if owner.host != this_host() {
         return None;
     }
-    let pid = i32::try_from(owner.pid).ok()?;
+    let Ok(pid) = i32::try_from(owner.pid) else {
+        return Some(false);
+    };
     // SAFETY: kill with signal 0 sends nothing; it only checks the pid.
     let r = unsafe { libc::kill(pid, 0) };
-    Some(r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
+    let exists = r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    // A pid that exists but started at another time was reused by another process.
+    let same = match (owner.started, process_start(owner.pid)) {
+        (Some(recorded), Some(now)) => recorded == now,
+        _ => true,
+    };
+    Some(exists && same)
+}
+
+/// Start time of process `pid` in clock ticks after boot (field 22 of
+/// `/proc/<pid>/stat`), where `/proc` exists.
+pub fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; fields after it follow its ')'.
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
 }
 
 /// Whether a key held by `owner` is free for anyone at `now`: its lease
@@ -290,6 +316,30 @@ impl<T: Reserver + ?Sized> Reserver for std::sync::Arc<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reused_pid_is_not_the_owner() {
+        let me = Owner::this_process(Cpid::generate(), Duration::from_secs(60));
+        assert!(
+            me.started.is_some(),
+            "/proc gives this process's start time"
+        );
+        assert_eq!(owner_alive(&me), Some(true));
+        let reused = Owner {
+            started: me.started.map(|s| s + 1),
+            ..me.clone()
+        };
+        assert_eq!(
+            owner_alive(&reused),
+            Some(false),
+            "same pid, other start time: another process"
+        );
+        let elsewhere = Owner {
+            host: "other.invalid".into(),
+            ..me
+        };
+        assert_eq!(owner_alive(&elsewhere), None);
+    }
 
     #[test]
     fn key_shapes() {

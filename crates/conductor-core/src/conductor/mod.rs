@@ -40,7 +40,9 @@ pub struct Options {
     pub provisioner: Provisioner,
     /// How long a released key stays held (EC2 reads are eventually consistent).
     pub release_grace: Duration,
-    /// Lease lifetime; keys of a crashed run on another host free themselves after it.
+    /// Lease lifetime; a live run renews its leases every third of it, so the
+    /// keys of a run that died on another host free themselves at most this
+    /// long after its last renewal.
     pub lease_ttl: Duration,
     /// Attempts to plan and reserve before giving up.
     pub max_attempts: u32,
@@ -63,7 +65,7 @@ impl Default for Options {
         Self {
             provisioner: Provisioner::SaltCloud,
             release_grace: Duration::from_secs(120),
-            lease_ttl: Duration::from_secs(3600),
+            lease_ttl: Duration::from_secs(600),
             max_attempts: 8,
             backoff_base: Duration::from_millis(200),
             backoff_max: Duration::from_secs(5),
@@ -184,6 +186,7 @@ impl CreateReport {
 }
 
 mod query;
+mod renew;
 mod steps;
 mod throttle;
 
@@ -390,10 +393,16 @@ impl Conductor {
         fault_point("after_cpid");
         let span =
             info_span!("create", %cpid, group = %req.group, env = %req.pillarenv, zone = %req.zone);
+        let renewer = renew::Renewer::start(
+            self.reserver.clone(),
+            self.opts.lease_ttl,
+            cpid_lease.clone(),
+        );
         let result = self
-            .create_reserved(cpid, req, &pillar, &scopes)
+            .create_reserved(cpid, req, &pillar, &scopes, &renewer)
             .instrument(span)
             .await;
+        drop(renewer);
         self.release(&cpid_lease, Duration::ZERO).await;
         result
     }
@@ -404,8 +413,10 @@ impl Conductor {
         req: &CreateRequest,
         pillar: &Pillar,
         scopes: &[Scope],
+        renewer: &renew::Renewer,
     ) -> Result<CreateReport, Error> {
         let (plan, lease, attempts) = self.reserve_plan(cpid, req, pillar, scopes).await?;
+        renewer.add(lease.clone());
         fault_point("after_reserve");
         info!(instances = plan.instances.len(), attempts, "reserved");
         let group = pillar.group(&req.group)?;
@@ -459,7 +470,10 @@ impl Conductor {
 
         let slot = match pillar.throttle.max_provisioning_runs {
             Some(k) => match self.take_slot(cpid, &report.plan.region, k).await {
-                Ok(slot) => Some(slot),
+                Ok(slot) => {
+                    renewer.add(slot.clone());
+                    Some(slot)
+                }
                 Err(e) => {
                     self.release(&lease, Duration::ZERO).await;
                     return Err(e);
@@ -476,6 +490,7 @@ impl Conductor {
             )
             .await;
         if let Some(slot) = slot {
+            renewer.forget(&slot.keys);
             self.release(&slot, Duration::ZERO).await;
         }
         let results = match provisioned {
@@ -531,6 +546,7 @@ impl Conductor {
             .collect();
         let settled = |name: &str| visible.contains(name) || definitely_gone.contains(name);
         let done: Vec<Key> = releasable(&report.plan, settled);
+        renewer.forget(&done);
         self.release(&lease.subset(&done), self.opts.release_grace)
             .await;
         fault_point("after_release");
