@@ -75,3 +75,25 @@ async fn fake_cloud_with_lag_conforms() {
         .with_seed(7);
     cloud::run_all(&c, &fixture()).await;
 }
+
+/// Prints reserve+release latency of a 20-key run on FsReserver (a figure for
+/// the docs; it asserts only that every round succeeds and leaves nothing).
+#[tokio::test]
+async fn fs_reserver_twenty_key_figures() {
+    let d = tempfile::tempdir().unwrap();
+    let r = FsReserver::new(&Layout::new(d.path(), d.path()));
+    let rounds = 50;
+    let start = std::time::Instant::now();
+    for _ in 0..rounds {
+        let lease = r
+            .try_reserve(&reserver::fresh_keys("fig", 20), &reserver::live_owner())
+            .await
+            .unwrap();
+        r.release(&lease, Duration::ZERO).await.unwrap();
+    }
+    eprintln!(
+        "FsReserver: 20-key reserve+release {:?} per run",
+        start.elapsed() / rounds
+    );
+    assert!(r.list().await.unwrap().is_empty());
+}
