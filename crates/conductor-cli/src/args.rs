@@ -80,6 +80,14 @@ pub struct Global {
     /// Do not call Salt: skip orchestration hooks and startup states (native provisioner only).
     #[arg(long, global = true)]
     pub no_salt: bool,
+    /// Directory of the Salt programs (salt, salt-run, salt-cloud, salt-call); default: PATH.
+    #[arg(
+        long,
+        global = true,
+        env = "CONDUCTOR_SALT_BIN_DIR",
+        value_name = "DIR"
+    )]
+    pub salt_bin_dir: Option<PathBuf>,
     /// Config directory passed to salt, salt-run, salt-cloud and salt-call (-c).
     #[arg(long, global = true, value_name = "DIR")]
     pub salt_config_dir: Option<PathBuf>,

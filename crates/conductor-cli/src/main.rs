@@ -189,7 +189,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             }
             Ok(exit::OK)
         }
-        Command::Runs(cmd) => runs_command(g, cmd),
+        Command::Runs(cmd) => runs_command(g, cmd).await,
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -220,7 +220,7 @@ async fn plan(g: &args::Global, words: &[std::ffi::OsString]) -> Result<u8, Fail
     Ok(exit::OK)
 }
 
-fn runs_command(g: &args::Global, cmd: RunsCommand) -> Result<u8, Failure> {
+async fn runs_command(g: &args::Global, cmd: RunsCommand) -> Result<u8, Failure> {
     let layout = wiring::layout(g);
     match cmd {
         RunsCommand::List => {
@@ -238,7 +238,7 @@ fn runs_command(g: &args::Global, cmd: RunsCommand) -> Result<u8, Failure> {
         }
         RunsCommand::Show { cpid } => {
             let cpid = Cpid::parse(&cpid)?;
-            let files = runs::files_of(&layout, cpid);
+            let files = layout.run_files(cpid);
             if files.is_empty() {
                 return Err(Failure::input(format!(
                     "no files of run {cpid} under {} or {}; see `conductor runs list`",

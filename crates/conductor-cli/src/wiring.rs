@@ -51,7 +51,10 @@ pub async fn cloud(g: &Global) -> Result<Arc<dyn CloudBackend>, Failure> {
 pub fn pillar(g: &Global) -> Result<Arc<dyn PillarSource>, Failure> {
     match &g.pillar_dir {
         Some(dir) => Ok(Arc::new(FilePillar::new(dir))),
-        None => Err(Failure::input("no pillar source: give --pillar-dir DIR")),
+        None => Ok(Arc::new(conductor_salt::SaltPillar::new(
+            salt_cli(g),
+            false,
+        ))),
     }
 }
 
@@ -63,6 +66,18 @@ pub fn salt(g: &Global) -> Result<Option<Arc<dyn SaltExecutor>>, Failure> {
     Err(Failure::input(
         "Salt is not available in this build; add --no-salt",
     ))
+}
+
+/// The Salt commands, from `--salt-bin-dir` with `-c --salt-config-dir`.
+fn salt_cli(g: &Global) -> conductor_salt::SaltCli {
+    let mut cli = conductor_salt::SaltCli::new();
+    if let Some(d) = &g.salt_bin_dir {
+        cli = cli.bin_dir(d);
+    }
+    if let Some(c) = &g.salt_config_dir {
+        cli = cli.config_dir(c);
+    }
+    cli
 }
 
 /// Maps the CLI's provisioner to core's.

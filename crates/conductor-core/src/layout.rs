@@ -109,6 +109,63 @@ impl Layout {
     }
 }
 
+impl Layout {
+    /// Every file of run `cpid`: its map directory, `cloud_runs/<CPID>`,
+    /// `state_runs/<CPID>`, and its provider and profile files; sorted.
+    pub fn run_files(&self, cpid: Cpid) -> Vec<PathBuf> {
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return;
+            };
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else {
+                    out.push(p);
+                }
+            }
+        }
+        let mut files = Vec::new();
+        for d in [
+            self.maps_dir(cpid),
+            self.cloud_runs_dir(cpid),
+            self.state_runs_dir(cpid),
+        ] {
+            walk(&d, &mut files);
+        }
+        let suffix = format!("_{cpid}.conf");
+        for d in ["cloud.providers.d", "cloud.profiles.d"] {
+            let Ok(entries) = std::fs::read_dir(self.config_dir.join(d)) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                if e.file_name().to_str().is_some_and(|n| n.ends_with(&suffix)) {
+                    files.push(e.path());
+                }
+            }
+        }
+        files.sort();
+        files
+    }
+
+    /// CPIDs of the runs with files under the runner root, oldest first.
+    pub fn runs(&self) -> Vec<Cpid> {
+        let mut cpids = std::collections::BTreeSet::new();
+        for d in ["maps", "cloud_runs", "state_runs"] {
+            let Ok(entries) = std::fs::read_dir(self.runner_dir.join(d)) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                if let Some(c) = e.file_name().to_str().and_then(|n| Cpid::parse(n).ok()) {
+                    cpids.insert((c.epoch(), c.to_string(), c));
+                }
+            }
+        }
+        cpids.into_iter().map(|(_, _, c)| c).collect()
+    }
+}
+
 /// `text` with every character outside `[A-Za-z0-9._-]` replaced by `_`.
 fn file_safe(text: &str) -> String {
     text.chars()

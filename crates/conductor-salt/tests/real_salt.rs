@@ -1,0 +1,332 @@
+//! conductor-salt against the real `salt` package from PyPI (installed once
+//! into a project-local virtualenv by `conductor_testkit::salt_env`).
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use conductor_core::conductor::Options;
+use conductor_core::salt::SaltExecutor;
+use conductor_core::{Conductor, CreateReport, Env, FsReserver, Layout, PillarSource, Provisioner};
+use conductor_salt::{FilePillar, SaltCli, SaltPillar};
+use conductor_testkit::fixtures;
+use conductor_testkit::salt_env::SaltEnv;
+use conductor_testkit::{FakeCloud, FakeSalt};
+
+fn write(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+/// The devops pillar with the credentials and key the ec2 driver insists on.
+fn pillar_dir(dir: &Path) -> PathBuf {
+    let key = dir.join("conductor.pem");
+    write(&key, "not a real key\n");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let yaml = fixtures::DEVOPS_PILLAR.replace(
+        "provider: {size: t3.small, ssh_interface: private_ips, subnet_id: subnet-1}",
+        &format!("provider: {{size: t3.small, ssh_interface: private_ips, subnet_id: subnet-1, id: AKIDTEST, key: SECRETTEST, keyname: conductor, private_key: {}}}", key.display()),
+    );
+    write(&dir.join("pillar/test/conductor.sls"), &yaml);
+    dir.join("pillar")
+}
+
+async fn seed_runs(dir: &Path) -> (Layout, Vec<CreateReport>) {
+    let layout = Layout::new(dir.join("etc/salt"), dir.join("srv/runners"));
+    let cloud = Arc::new(FakeCloud::new());
+    let mut reports = Vec::new();
+    for req in fixtures::seed_requests() {
+        let c = Conductor::builder()
+            .cloud(cloud.clone())
+            .reserver(Arc::new(FsReserver::new(&layout)))
+            .pillar(Arc::new(FilePillar::new(pillar_dir(dir))))
+            .salt(Arc::new(FakeSalt::with_cloud(
+                cloud.clone(),
+                fixtures::zone(),
+            )))
+            .layout(layout.clone())
+            .options(Options {
+                provisioner: Provisioner::SaltCloud,
+                release_grace: Duration::ZERO,
+                ..Options::default()
+            })
+            .build()
+            .unwrap();
+        reports.push(c.create(&req).await.unwrap());
+    }
+    (layout, reports)
+}
+
+const LOAD_MAP: &str = r#"
+import json, sys
+import salt.config, salt.cloud
+cfg_dir, map_path = sys.argv[1], sys.argv[2]
+opts = salt.config.cloud_config(cfg_dir + "/cloud")
+out = {"providers": {k: sorted(v) for k, v in opts["providers"].items()},
+       "profiles": {k: v.get("provider") for k, v in opts["profiles"].items()}}
+opts["map"] = map_path
+m = salt.cloud.Map(opts)
+m.map_providers_parallel = lambda *a, **k: {}  # stay offline: do not ask AWS what exists
+data = m.map_data()
+out["create"] = {name: {k: vm.get(k) for k in ("profile", "provider", "grains", "tag", "size", "image", "minion")}
+                 for name, vm in data.get("create", {}).items()}
+print(json.dumps(out, default=str))
+"#;
+
+#[tokio::test]
+async fn generated_files_load_through_salts_cloud_loader() {
+    let salt = SaltEnv::get();
+    let dir = tempfile::tempdir().unwrap();
+    let (layout, reports) = seed_runs(dir.path()).await;
+    std::fs::create_dir_all(dir.path().join("cache")).unwrap();
+    write(
+        &layout.config_dir.join("cloud"),
+        &format!(
+            "cachedir: {0}/cache\nlog_file: {0}/cloud.log\n",
+            dir.path().display()
+        ),
+    );
+    write(&dir.path().join("load.py"), LOAD_MAP);
+    for r in &reports {
+        let files = r.plan.files.clone().unwrap();
+        let mode = std::fs::metadata(&files.provider)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "the provider file may hold credentials");
+        let out = std::process::Command::new(salt.bin("python"))
+            .arg(dir.path().join("load.py"))
+            .arg(&layout.config_dir)
+            .arg(&files.map)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let id = format!("devops_{}", r.plan.cpid);
+        assert_eq!(v["providers"][&id], serde_json::json!(["ec2"]), "{v}");
+        assert_eq!(v["profiles"][&id], format!("{id}:ec2"));
+        let create = v["create"].as_object().unwrap();
+        assert_eq!(
+            create.len(),
+            r.plan.instances.len(),
+            "every planned instance is in the map"
+        );
+        for i in &r.plan.instances {
+            let vm = &create[&i.name];
+            assert_eq!(vm["profile"], id.as_str());
+            assert_eq!(vm["provider"], format!("{id}:ec2"));
+            assert_eq!(
+                serde_json::to_value(&i.grains).unwrap(),
+                vm["grains"],
+                "grains of {}",
+                i.name
+            );
+            assert_eq!(
+                serde_json::to_value(&i.tags).unwrap(),
+                vm["tag"],
+                "tags of {}",
+                i.name
+            );
+            assert_eq!(vm["image"], "ami-0abc");
+            let size = if i.role.as_str() == "activemq" {
+                "t3.medium"
+            } else {
+                "t3.small"
+            };
+            assert_eq!(
+                vm["size"], size,
+                "the role's size overrides the provider's for {}",
+                i.name
+            );
+            assert_eq!(vm["minion"]["master"], "salt.foobar.com");
+            assert_eq!(vm["minion"]["environment"], "test");
+        }
+    }
+}
+
+/// A masterless `salt-call --local` config rooted in `dir`.
+fn local_minion(dir: &Path, file_root: &Path, pillar_root: &Path) -> PathBuf {
+    let conf = dir.join("minion-conf");
+    write(
+        &conf.join("minion"),
+        &format!(
+            "id: local\nfile_client: local\nroot_dir: {root}\nlog_file: {root}/minion.log\nssh_merge_pillar: false\n\
+             file_roots: {{base: [{files}], test: [{files}]}}\npillar_roots: {{test: [{pillar}]}}\n",
+            root = dir.join("root").display(),
+            files = file_root.display(),
+            pillar = pillar_root.display()
+        ),
+    );
+    conf
+}
+
+#[tokio::test]
+async fn salt_pillar_renders_jinja_like_file_pillar() {
+    let salt = SaltEnv::get();
+    let dir = tempfile::tempdir().unwrap();
+    let jinja = dir.path().join("jinja");
+    write(&jinja.join("top.sls"), "test:\n  '*':\n    - conductor\n");
+    // The roles and system of the fixture, written with a Jinja loop.
+    let yaml = fixtures::DEVOPS_PILLAR.replace(
+        "        activemq: {basename: devops-mqXX.REGION.ENV, nodes: 2, size: t3.medium}\n",
+        "{% for role, size in [('activemq', 't3.medium')] %}\n        {{ role }}: {basename: devops-mqXX.REGION.ENV, nodes: {{ 1 + 1 }}, size: {{ size }}}\n{% endfor %}\n",
+    );
+    assert_ne!(yaml, fixtures::DEVOPS_PILLAR);
+    write(&jinja.join("conductor.sls"), &yaml);
+    let conf = local_minion(dir.path(), &dir.path().join("states"), &jinja);
+    let from_salt = SaltPillar::new(
+        SaltCli::new().bin_dir(salt.bin_dir()).config_dir(&conf),
+        true,
+    )
+    .load(&Env::new("test").unwrap())
+    .await
+    .unwrap();
+    assert_eq!(from_salt, fixtures::devops_pillar());
+
+    // A pillar that does not render is an error, although salt-call exits 0.
+    write(&jinja.join("conductor.sls"), "conductor: {{ broken\n");
+    let e = SaltPillar::new(
+        SaltCli::new().bin_dir(salt.bin_dir()).config_dir(&conf),
+        true,
+    )
+    .load(&Env::new("test").unwrap())
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("could not render"), "{e}");
+}
+
+#[tokio::test]
+async fn state_apply_output_and_a_failing_state_from_real_salt_call() {
+    let salt = SaltEnv::get();
+    let dir = tempfile::tempdir().unwrap();
+    let states = dir.path().join("states");
+    write(
+        &states.join("good.sls"),
+        "ok:\n  test.succeed_without_changes\n",
+    );
+    write(
+        &states.join("bad.sls"),
+        "broken:\n  test.fail_without_changes:\n    - comment: the bad state\n",
+    );
+    let conf = local_minion(dir.path(), &states, &dir.path().join("pillar"));
+    let cli = SaltCli::new()
+        .bin_dir(salt.bin_dir())
+        .config_dir(&conf)
+        .local(true);
+    let env = Env::new("test").unwrap();
+    let ok = cli
+        .state_apply(&["local".into()], &["good".into()], &env)
+        .await
+        .unwrap();
+    assert!(ok.ok(), "{:?}", ok.failures);
+    assert_eq!(ok.minions, ["local"]);
+    assert!(
+        ok.raw["local"]["test_|-ok_|-ok_|-succeed_without_changes"]["result"] == true,
+        "{}",
+        ok.raw
+    );
+
+    let bad = cli
+        .state_apply(&["local".into()], &["good".into(), "bad".into()], &env)
+        .await
+        .unwrap();
+    assert_eq!(bad.failures.len(), 1, "{:?}", bad.failures);
+    assert_eq!(
+        bad.failures[0].state,
+        "test_|-broken_|-broken_|-fail_without_changes"
+    );
+    assert!(bad.failures[0].comment.contains("the bad state"));
+
+    // An sls that does not exist: salt returns a list of errors, not states.
+    let missing = cli
+        .state_apply(&["local".into()], &["nope".into()], &env)
+        .await
+        .unwrap();
+    assert_eq!(missing.failures.len(), 1);
+    assert_eq!(missing.failures[0].state, "<render>");
+
+    // A Salt that is not installed is Unreachable, naming the program.
+    let e = SaltCli::new()
+        .bin_dir(dir.path())
+        .state_apply(&["x".into()], &["good".into()], &env)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, conductor_core::BackendErrorKind::Unreachable);
+    assert!(e.message.contains("salt"), "{e}");
+}
+
+#[tokio::test]
+async fn archive_holds_every_file_of_the_run_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let (layout, reports) = seed_runs(dir.path()).await;
+    let run = &reports[2];
+    let out = dir.path().join("archives");
+    let path = conductor_salt::archive::archive(&layout, run.plan.cpid, &out, false)
+        .await
+        .unwrap();
+    let file = std::fs::File::open(&path).unwrap();
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let names: Vec<String> = tar
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    let cpid = run.plan.cpid.to_string();
+    let expected: Vec<String> = layout
+        .run_files(run.plan.cpid)
+        .iter()
+        .map(|f| {
+            match (
+                f.strip_prefix(&layout.config_dir),
+                f.strip_prefix(&layout.runner_dir),
+            ) {
+                (Ok(r), _) => format!("config/{}", r.display()),
+                (_, Ok(r)) => format!("runner/{}", r.display()),
+                _ => unreachable!(),
+            }
+        })
+        .collect();
+    assert_eq!(names, expected);
+    assert!(
+        names.len() >= 6,
+        "provider, profile, map and logs: {names:?}"
+    );
+    assert!(
+        names.iter().all(|n| n.contains(&cpid)),
+        "nothing of other runs: {names:?}"
+    );
+    for kind in [
+        "cloud.providers.d",
+        "cloud.profiles.d",
+        "maps/",
+        "cloud_runs/",
+        "state_runs/",
+    ] {
+        assert!(
+            names.iter().any(|n| n.contains(kind)),
+            "{kind} missing: {names:?}"
+        );
+    }
+    // With remove, the run's files go and the other runs' stay.
+    let others: BTreeMap<String, usize> = reports[..2]
+        .iter()
+        .map(|r| (r.plan.cpid.to_string(), layout.run_files(r.plan.cpid).len()))
+        .collect();
+    conductor_salt::archive::archive(&layout, run.plan.cpid, &out, true)
+        .await
+        .unwrap();
+    assert!(layout.run_files(run.plan.cpid).is_empty());
+    for r in &reports[..2] {
+        assert_eq!(
+            layout.run_files(r.plan.cpid).len(),
+            others[&r.plan.cpid.to_string()]
+        );
+    }
+}
