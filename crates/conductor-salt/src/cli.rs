@@ -26,6 +26,7 @@ pub struct SaltCli {
     parallel: bool,
     local: bool,
     max_output: u64,
+    envs: Vec<(String, String)>,
 }
 
 impl Default for SaltCli {
@@ -37,6 +38,7 @@ impl Default for SaltCli {
             parallel: true,
             local: false,
             max_output: DEFAULT_MAX_OUTPUT,
+            envs: Vec::new(),
         }
     }
 }
@@ -88,6 +90,12 @@ impl SaltCli {
         self
     }
 
+    /// Sets an environment variable for every command (e.g. `AWS_ENDPOINT_URL`).
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.envs.push((key.into(), value.into()));
+        self
+    }
+
     fn program(&self, name: &str) -> PathBuf {
         match &self.bin_dir {
             Some(d) => d.join(name),
@@ -102,6 +110,7 @@ impl SaltCli {
         if let Some(c) = &self.config_dir {
             cmd.arg("-c").arg(c);
         }
+        cmd.envs(self.envs.iter().map(|(k, v)| (k, v)));
         cmd.args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -96,3 +96,10 @@ fn run(cmd: &mut Command, what: &str) {
         );
     }
 }
+
+/// The directory holding the testkit's stand-in `salt-cloud` (a Python script
+/// that launches a map's instances in moto with boto3, names and tags as
+/// salt-cloud would), to use as `SaltCli::bin_dir`.
+pub fn stand_in_bin_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts")
+}
