@@ -1,0 +1,107 @@
+//! `salt-run conduct.group ...` through `salt/runners/conduct.py`, with the
+//! real `salt-run` of the test virtualenv, returns what the binary returns.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use conductor_testkit::salt_env::SaltEnv;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+const WORDS: [&str; 5] = [
+    "group=devops",
+    "system=small_test",
+    "pillarenv=test",
+    "region=us-east-1a",
+    "cpid=16833830331552303186",
+];
+
+#[test]
+fn salt_run_conduct_group_returns_the_binarys_json() {
+    let salt = SaltEnv::get();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let extra = [
+        "--pillar-dir".to_string(),
+        repo().join("examples/pillar").display().to_string(),
+        "--cloud".into(),
+        "fake".into(),
+    ];
+    let master = format!(
+        "root_dir: {root}\nrunner_dirs: [{runners}]\ncachedir: {root}/cache\nlog_file: {root}/master.log\n\
+         conductor_binary: {bin}\nconductor_args: [{args}]\n",
+        root = d.join("root").display(),
+        runners = repo().join("salt/runners").display(),
+        bin = env!("CARGO_BIN_EXE_conductor"),
+        args = extra.iter().map(|a| format!("'{a}'")).collect::<Vec<_>>().join(", "),
+    );
+    std::fs::create_dir_all(d.join("conf")).unwrap();
+    std::fs::create_dir_all(d.join("root/cache/proc")).unwrap();
+    std::fs::write(d.join("conf/master"), master).unwrap();
+
+    let via_salt = Command::new(salt.bin("salt-run"))
+        .arg("-c")
+        .arg(d.join("conf"))
+        .args(["conduct.group", "plan"])
+        .args(WORDS)
+        .args(["--out=json", "--log-level=quiet"])
+        .output()
+        .unwrap();
+    assert!(
+        via_salt.status.success(),
+        "salt-run: {}",
+        String::from_utf8_lossy(&via_salt.stderr)
+    );
+    let from_salt: serde_json::Value =
+        serde_json::from_slice(&via_salt.stdout).unwrap_or_else(|e| {
+            panic!(
+                "salt-run printed no JSON ({e}): {}",
+                String::from_utf8_lossy(&via_salt.stdout)
+            )
+        });
+
+    let direct = Command::new(env!("CARGO_BIN_EXE_conductor"))
+        .args(["group", "plan"])
+        .args(WORDS)
+        .arg("--json")
+        .args(&extra)
+        .output()
+        .unwrap();
+    assert!(direct.status.success());
+    let from_binary: serde_json::Value = serde_json::from_slice(&direct.stdout).unwrap();
+    assert_eq!(
+        from_salt, from_binary,
+        "salt-run returns the binary's document"
+    );
+    assert_eq!(from_salt["cpid"], "16833830331552303186");
+
+    // A bad word: conductor's message and exit code come back through salt-run.
+    let bad = Command::new(salt.bin("salt-run"))
+        .arg("-c")
+        .arg(d.join("conf"))
+        .args([
+            "conduct.group",
+            "plan",
+            "group=devops",
+            "role=nope",
+            "pillarenv=test",
+            "region=us-east-1a",
+            "--out=json",
+            "--log-level=quiet",
+        ])
+        .output()
+        .unwrap();
+    let ret: serde_json::Value = serde_json::from_slice(&bad.stdout).unwrap();
+    assert_eq!(ret["retcode"], 2, "{ret}");
+    assert!(ret["error"].as_str().unwrap().contains("nope"), "{ret}");
+    assert_ne!(
+        bad.status.code(),
+        Some(0),
+        "salt-run exits non-zero from retcode"
+    );
+}
