@@ -97,3 +97,9 @@ async fn fs_reserver_twenty_key_figures() {
     );
     assert!(r.list().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn static_pillar_conforms() {
+    let p = conductor_testkit::fixtures::StaticPillar(conductor_testkit::fixtures::devops_pillar());
+    conductor_testkit::conformance::pillar::run_all(&p).await;
+}

@@ -78,6 +78,13 @@ impl PillarSource for SaltPillar {
             )
             .into());
         }
+        if pillar.get("conductor").is_none() {
+            return Err(PillarError::new(
+                "conductor",
+                format!("Salt's pillar for pillarenv {env:?} has no `conductor` key; check the top file and pillar_roots of that environment"),
+            )
+            .into());
+        }
         let value: serde_yaml::Value = serde_json::from_value(pillar)
             .map_err(|e| PillarError::new("<salt>", e.to_string()))?;
         Ok(Pillar::from_pillar(value)?)

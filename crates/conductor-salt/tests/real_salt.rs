@@ -330,3 +330,25 @@ async fn archive_holds_every_file_of_the_run_and_nothing_else() {
         );
     }
 }
+
+#[tokio::test]
+async fn file_pillar_and_salt_pillar_conform() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        &dir.path().join("files/test/conductor.sls"),
+        fixtures::DEVOPS_PILLAR,
+    );
+    conductor_testkit::conformance::pillar::run_all(&FilePillar::new(dir.path().join("files")))
+        .await;
+
+    let salt = SaltEnv::get();
+    let roots = dir.path().join("salt-pillar");
+    write(&roots.join("top.sls"), "test:\n  '*':\n    - conductor\n");
+    write(&roots.join("conductor.sls"), fixtures::DEVOPS_PILLAR);
+    let conf = local_minion(dir.path(), &dir.path().join("states"), &roots);
+    let source = SaltPillar::new(
+        SaltCli::new().bin_dir(salt.bin_dir()).config_dir(&conf),
+        true,
+    );
+    conductor_testkit::conformance::pillar::run_all(&source).await;
+}

@@ -2,4 +2,5 @@
 //! trait must pass, in the manner of `object_store`'s `integration.rs`.
 
 pub mod cloud;
+pub mod pillar;
 pub mod reserver;
