@@ -1,7 +1,9 @@
 //! AWS backends of Conductor: [`ec2::Ec2Backend`] (inventory, native
-//! provisioner, terminate) and [`dynamo::DynamoReserver`].
+//! provisioner, terminate), [`dynamo::DynamoReserver`], and [`s3`] uploads of
+//! run archives.
 #![warn(missing_docs)]
 
 pub mod dynamo;
 pub mod ec2;
 pub mod errors;
+pub mod s3;

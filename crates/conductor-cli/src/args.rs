@@ -239,9 +239,9 @@ pub enum RunsCommand {
     Archive {
         /// The run's CPID.
         cpid: String,
-        /// Directory for the tarball (default: <runner-dir>/archives).
-        #[arg(long, value_name = "DIR")]
-        to: Option<PathBuf>,
+        /// Directory for the tarball, or s3://bucket/prefix to upload it (default: <runner-dir>/archives).
+        #[arg(long, value_name = "DIR|S3-URL")]
+        to: Option<String>,
         /// Remove the run's files once archived.
         #[arg(long)]
         remove: bool,

@@ -255,9 +255,38 @@ async fn runs_command(g: &args::Global, cmd: RunsCommand) -> Result<u8, Failure>
             }
             Ok(exit::OK)
         }
-        RunsCommand::Archive { .. } => Err(Failure::input(
-            "runs archive is not available in this build",
-        )),
+        RunsCommand::Archive { cpid, to, remove } => {
+            let cpid = Cpid::parse(&cpid)?;
+            let to = to.unwrap_or_else(|| layout.runner_dir.join("archives").display().to_string());
+            let location = if to.starts_with("s3://") {
+                let url = conductor_aws::s3::S3Url::parse(&to)?;
+                let tmp = tempfile::tempdir().map_err(|e| {
+                    Failure::new(exit::FAILED, format!("a temporary directory: {e}"))
+                })?;
+                let file =
+                    conductor_salt::archive::archive(&layout, cpid, tmp.path(), false).await?;
+                let at = conductor_aws::s3::upload(&file, &url, g.endpoint_url.as_deref()).await?;
+                if remove {
+                    conductor_salt::archive::archive(&layout, cpid, tmp.path(), true).await?;
+                }
+                at
+            } else {
+                let path = conductor_salt::archive::archive(
+                    &layout,
+                    cpid,
+                    std::path::Path::new(&to),
+                    remove,
+                )
+                .await?;
+                path.display().to_string()
+            };
+            if g.json {
+                output::print_json(&json!({ "cpid": cpid, "archive": location }));
+            } else {
+                println!("{location}");
+            }
+            Ok(exit::OK)
+        }
     }
 }
 

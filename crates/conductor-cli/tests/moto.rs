@@ -264,3 +264,181 @@ fn dynamodb_reserver_from_the_command_line() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+#[test]
+fn runs_archive_to_moto_s3_holds_every_file_of_the_run() {
+    let e = Env::new();
+    let mut args = vec!["group", "create"];
+    args.extend(MQ);
+    args.extend([
+        "--provisioner",
+        "ec2",
+        "--no-salt",
+        "--release-grace",
+        "0",
+        "--json",
+    ]);
+    let run = e.json(&args);
+    let cpid = run["cpid"].as_str().unwrap().to_string();
+    // A bucket in moto's S3.
+    let made = Command::new("python3")
+        .args(["-c", "import boto3,sys; boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1').create_bucket(Bucket='salt-runs')"])
+        .arg(e.moto.endpoint())
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let out = e.json(&[
+        "runs",
+        "archive",
+        &cpid,
+        "--to",
+        "s3://salt-runs/conductor",
+        "--json",
+    ]);
+    let url = format!("s3://salt-runs/conductor/conductor-run-{cpid}.tar.gz");
+    assert_eq!(out["archive"], url.as_str());
+    // Fetch it back and list it: every file of the run, named by root.
+    let listing = Command::new("python3")
+        .args([
+            "-c",
+            "import boto3,sys,tarfile,io; b=boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1').get_object(Bucket='salt-runs', Key=sys.argv[2])['Body'].read(); print('\\n'.join(tarfile.open(fileobj=io.BytesIO(b)).getnames()))",
+        ])
+        .arg(e.moto.endpoint())
+        .arg(format!("conductor/conductor-run-{cpid}.tar.gz"))
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .output()
+        .unwrap();
+    assert!(
+        listing.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listing.stderr)
+    );
+    let names: Vec<String> = String::from_utf8(listing.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let files = run["result"]["logs"].as_array().unwrap();
+    assert_eq!(names.len(), files.len(), "{names:?} vs {files:?}");
+    for kind in [
+        "config/cloud.providers.d/",
+        "config/cloud.profiles.d/",
+        "runner/maps/",
+        "runner/cloud_runs/",
+    ] {
+        assert!(
+            names
+                .iter()
+                .any(|n| n.starts_with(kind) && n.contains(&cpid)),
+            "{kind}: {names:?}"
+        );
+    }
+    // A bad destination is bad input.
+    let o = e.run(&["runs", "archive", &cpid, "--to", "s3://Bad_Bucket"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn status_after_the_seeds_three_parallel_runs_shows_every_id() {
+    let e = Env::new();
+    let targets: [&[&str]; 3] = [
+        &["role=nifi"],
+        &["role=activemq", "count=2"],
+        &["system=small_test"],
+    ];
+    let children: Vec<_> = targets
+        .iter()
+        .map(|t| {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_conductor"));
+            c.args([
+                "group",
+                "create",
+                "group=devops",
+                "pillarenv=test",
+                "region=us-east-1a",
+            ])
+            .args(*t);
+            c.args([
+                "--provisioner",
+                "ec2",
+                "--no-salt",
+                "--release-grace",
+                "0",
+                "--json",
+            ])
+            .arg("--pillar-dir")
+            .arg(e.dir.path().join("pillar"))
+            .arg("--config-dir")
+            .arg(e.dir.path().join("etc"))
+            .arg("--runner-dir")
+            .arg(e.runner())
+            .args(["--endpoint-url", &e.moto.endpoint()])
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", "us-east-1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+            c.spawn().unwrap()
+        })
+        .collect();
+    let runs: Vec<serde_json::Value> = children
+        .into_iter()
+        .map(|c| {
+            let o = c.wait_with_output().unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            serde_json::from_slice(&o.stdout).unwrap()
+        })
+        .collect();
+    let status = e.json(&[
+        "group",
+        "status",
+        "group=devops",
+        "pillarenv=test",
+        "region=us-east-1a",
+        "--json",
+    ]);
+    let rows = status.as_array().unwrap();
+    assert_eq!(rows.len(), 12);
+    let system_cpid = runs[2]["cpid"].as_str().unwrap();
+    let mut clusters = std::collections::BTreeMap::new();
+    for r in rows {
+        let name = r["name"].as_str().unwrap();
+        let planned = runs
+            .iter()
+            .flat_map(|run| run["instances"].as_array().unwrap())
+            .find(|i| i["name"] == name)
+            .expect("planned");
+        // Every id grain of the plan shows in status with the same value.
+        for (grain, v) in planned["grains"].as_object().unwrap() {
+            if grain.ends_with(".cluster.id") {
+                assert_eq!(
+                    r["cluster_ids"][grain],
+                    v.to_string().as_str(),
+                    "{name} {grain}"
+                );
+            } else if grain.ends_with(".system.id") {
+                assert_eq!(
+                    r["system_ids"][grain],
+                    v.to_string().as_str(),
+                    "{name} {grain}"
+                );
+            }
+        }
+        assert_eq!(
+            r["system_ids"].as_object().unwrap().is_empty(),
+            r["cpid"] != system_cpid,
+            "{r}"
+        );
+        if let Some(id) = r["cluster_ids"]["devops.nifi.cluster.id"].as_str() {
+            clusters
+                .entry(id.to_string())
+                .or_insert_with(std::collections::BTreeSet::new)
+                .insert(r["cpid"].as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(clusters.len(), 2);
+    assert!(clusters.values().all(|c| c.len() == 1), "{clusters:?}");
+}

@@ -1,0 +1,117 @@
+//! Archives off the Salt master: uploads a run's tarball to S3.
+
+use std::path::Path;
+
+use aws_config::BehaviorVersion;
+use aws_sdk_s3::primitives::ByteStream;
+use conductor_core::error::{BackendError, BackendErrorKind};
+use tracing::{info_span, Instrument};
+
+use crate::errors::classify;
+
+/// An `s3://bucket/prefix` destination.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct S3Url {
+    /// Bucket.
+    pub bucket: String,
+    /// Key prefix (no leading or trailing `/`), possibly empty.
+    pub prefix: String,
+}
+
+impl S3Url {
+    /// Parses `s3://bucket[/prefix]`.
+    pub fn parse(url: &str) -> Result<Self, conductor_core::InputError> {
+        let bad = |why: &str| conductor_core::InputError::invalid("--to", url, why);
+        let rest = url
+            .strip_prefix("s3://")
+            .ok_or_else(|| bad("is not an s3:// URL"))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let ok = bucket.len() >= 3
+            && bucket.len() <= 63
+            && bucket
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+        if !ok {
+            return Err(bad("has no valid bucket name; use s3://bucket/prefix"));
+        }
+        if prefix.split('/').any(|p| p == "..") {
+            return Err(bad("must not hold '..'"));
+        }
+        Ok(Self {
+            bucket: bucket.into(),
+            prefix: prefix.trim_matches('/').into(),
+        })
+    }
+
+    /// The object key of `file_name` under the prefix.
+    pub fn key(&self, file_name: &str) -> String {
+        if self.prefix.is_empty() {
+            file_name.into()
+        } else {
+            format!("{}/{file_name}", self.prefix)
+        }
+    }
+}
+
+/// Uploads `file` to `to`; returns `s3://bucket/key`.
+pub async fn upload(
+    file: &Path,
+    to: &S3Url,
+    endpoint_url: Option<&str>,
+) -> Result<String, BackendError> {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(url) = endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    let sdk = loader.load().await;
+    // Path-style addressing works with every endpoint (moto, MinIO, AWS).
+    let conf = aws_sdk_s3::config::Builder::from(&sdk)
+        .force_path_style(true)
+        .build();
+    let client = aws_sdk_s3::Client::from_conf(conf);
+    let name = file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("archive.tar.gz");
+    let key = to.key(name);
+    let body = ByteStream::from_path(file)
+        .await
+        .map_err(|e| BackendError::new(BackendErrorKind::Io, format!("{}: {e}", file.display())))?;
+    client
+        .put_object()
+        .bucket(&to.bucket)
+        .key(&key)
+        .body(body)
+        .content_type("application/gzip")
+        .send()
+        .instrument(info_span!("s3.put_object", bucket = %to.bucket, %key))
+        .await
+        .map_err(|e| {
+            classify(
+                "PutObject",
+                &format!("uploading {} to s3://{}/{key}", file.display(), to.bucket),
+                e,
+            )
+        })?;
+    Ok(format!("s3://{}/{key}", to.bucket))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls() {
+        assert_eq!(
+            S3Url::parse("s3://runs/conductor/").unwrap(),
+            S3Url {
+                bucket: "runs".into(),
+                prefix: "conductor".into()
+            }
+        );
+        assert_eq!(S3Url::parse("s3://runs").unwrap().key("a.tgz"), "a.tgz");
+        for bad in ["runs/x", "s3://", "s3://A_B/x", "s3://runs/../x"] {
+            assert!(S3Url::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
