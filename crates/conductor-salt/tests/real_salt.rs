@@ -352,3 +352,84 @@ async fn file_pillar_and_salt_pillar_conform() {
     );
     conductor_testkit::conformance::pillar::run_all(&source).await;
 }
+
+/// `update` with the real Salt (masterless `salt-call --local`): the state run
+/// log under the update's CPID holds Salt's own JSON, and a failing state is
+/// reported with exit-1 semantics (report not successful).
+#[tokio::test]
+async fn update_logs_real_salt_output() {
+    let salt = SaltEnv::get();
+    let dir = tempfile::tempdir().unwrap();
+    let (layout, reports) = seed_runs(dir.path()).await;
+    let states = dir.path().join("states");
+    write(
+        &states.join("devops/conductor.sls"),
+        "conductor-ready:\n  test.succeed_without_changes\n",
+    );
+    let conf = local_minion(dir.path(), &states, &dir.path().join("pillar-unused"));
+    let cli = SaltCli::new()
+        .bin_dir(salt.bin_dir())
+        .config_dir(&conf)
+        .local(true);
+    // The instances the seed runs made live in a FakeCloud: rebuild one with them.
+    let cloud = Arc::new(FakeCloud::new());
+    for r in &reports {
+        for i in &r.plan.instances {
+            let tags: Vec<(&str, &str)> = i
+                .tags
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            cloud.add_instance(&i.name, &fixtures::zone(), &tags);
+        }
+    }
+    let yaml = fixtures::DEVOPS_PILLAR.replace("      hooks: {pre_create: [orch.conductor_common], post_create: [orch.conductor_common]}\n", "");
+    let c = Conductor::builder()
+        .cloud(cloud)
+        .reserver(Arc::new(FsReserver::new(&layout)))
+        .pillar(Arc::new(fixtures::StaticPillar(
+            fixtures::pillar_from_yaml(&yaml).unwrap(),
+        )))
+        .salt(Arc::new(cli))
+        .layout(layout.clone())
+        .options(Options {
+            provisioner: Provisioner::Ec2,
+            ..Options::default()
+        })
+        .build()
+        .unwrap();
+    let q = conductor_core::InstanceQuery {
+        group: conductor_core::Group::new("devops").unwrap(),
+        env: Env::new("test").unwrap(),
+        region: Some(fixtures::zone().region()),
+        selection: conductor_core::Selection::Cpid(reports[1].plan.cpid),
+    };
+    let report = c.update(&q).await.unwrap();
+    assert!(report.success(), "{:?}", report.state_failures);
+    assert_eq!(report.targets.len(), 2, "only the selected run's instances");
+    let log = report
+        .logs
+        .iter()
+        .find(|l| l.to_string_lossy().contains("state_run-DEVOPS_conductor._"))
+        .unwrap();
+    assert!(log.starts_with(layout.state_runs_dir(report.cpid)));
+    let logged: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(log).unwrap()).unwrap();
+    assert_eq!(
+        logged["local"]["test_|-conductor-ready_|-conductor-ready_|-succeed_without_changes"]
+            ["result"],
+        true,
+        "{logged}"
+    );
+
+    write(
+        &states.join("devops/conductor.sls"),
+        "conductor-ready:\n  test.fail_without_changes\n",
+    );
+    let failed = c.update(&q).await.unwrap();
+    assert!(!failed.success());
+    assert_eq!(
+        failed.state_failures[0].state,
+        "test_|-conductor-ready_|-conductor-ready_|-fail_without_changes"
+    );
+}
