@@ -12,6 +12,7 @@ pub mod mem_reserver;
 #[cfg(feature = "mock")]
 pub mod mocks;
 pub mod moto;
+pub mod proxy;
 pub mod salt_env;
 
 pub use fake_cloud::FakeCloud;
