@@ -74,43 +74,42 @@ async fn serve(
     client.set_nodelay(true)?;
     let (read, mut write) = client.into_split();
     let mut reader = BufReader::new(read);
+    // One request per connection: the upstream closes after its response,
+    // and so does the proxy; the client reconnects.
+    // One request: the head, then Content-Length bytes of body.
+    let mut head = Vec::new();
+    let mut len = 0usize;
     loop {
-        // One request: the head, then Content-Length bytes of body.
-        let mut head = Vec::new();
-        let mut len = 0usize;
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).await? == 0 {
-                return Ok(());
-            }
-            if let Some((k, v)) = line.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-                if k.eq_ignore_ascii_case("connection") {
-                    continue;
-                }
-            }
-            if line == "\r\n" {
-                head.extend_from_slice(b"Connection: close\r\n\r\n");
-                break;
-            }
-            head.extend_from_slice(line.as_bytes());
+        let mut line = String::new();
+        if reader.read_line(&mut line).await? == 0 {
+            return Ok(());
         }
-        let mut body = vec![0; len];
-        reader.read_exact(&mut body).await?;
-        let response = {
-            let _one_at_a_time = lock.lock().await;
-            counter.fetch_add(1, Ordering::Relaxed);
-            let mut up = TcpStream::connect(("127.0.0.1", upstream)).await?;
-            up.write_all(&head).await?;
-            up.write_all(&body).await?;
-            let mut response = Vec::new();
-            up.read_to_end(&mut response).await?;
-            response
-        };
-        write.write_all(&response).await?;
-        // The upstream closed after its response: close ours too, the client reconnects.
-        return Ok(());
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                len = v.trim().parse().unwrap_or(0);
+            }
+            if k.eq_ignore_ascii_case("connection") {
+                continue;
+            }
+        }
+        if line == "\r\n" {
+            head.extend_from_slice(b"Connection: close\r\n\r\n");
+            break;
+        }
+        head.extend_from_slice(line.as_bytes());
     }
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body).await?;
+    let response = {
+        let _one_at_a_time = lock.lock().await;
+        counter.fetch_add(1, Ordering::Relaxed);
+        let mut up = TcpStream::connect(("127.0.0.1", upstream)).await?;
+        up.write_all(&head).await?;
+        up.write_all(&body).await?;
+        let mut response = Vec::new();
+        up.read_to_end(&mut response).await?;
+        response
+    };
+    write.write_all(&response).await?;
+    Ok(())
 }
