@@ -16,8 +16,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_config::retry::RetryConfig;
-use aws_config::BehaviorVersion;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, Put,
     ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem,
@@ -78,21 +76,8 @@ impl DynamoReserverBuilder {
 
     /// Connects, and checks (or creates) the table.
     pub async fn build(self) -> Result<DynamoReserver, BackendError> {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .retry_config(RetryConfig::adaptive().with_max_attempts(5));
-        if let Some(url) = &self.endpoint_url {
-            loader = loader.endpoint_url(url);
-        }
-        if let Some((id, secret)) = &self.credentials {
-            loader = loader.credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-                id.clone(),
-                secret.clone(),
-                None,
-                None,
-                "conductor-static",
-            ));
-        }
-        let sdk = loader.load().await;
+        let sdk =
+            crate::config::load(self.endpoint_url.as_deref(), self.credentials.as_ref(), 5).await;
         let region = self
             .region
             .clone()

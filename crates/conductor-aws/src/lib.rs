@@ -3,6 +3,7 @@
 //! run archives.
 #![warn(missing_docs)]
 
+pub mod config;
 pub mod dynamo;
 pub mod ec2;
 pub mod errors;

@@ -2,7 +2,6 @@
 
 use std::path::Path;
 
-use aws_config::BehaviorVersion;
 use aws_sdk_s3::primitives::ByteStream;
 use conductor_core::error::{BackendError, BackendErrorKind};
 use tracing::{info_span, Instrument};
@@ -59,11 +58,7 @@ pub async fn upload(
     to: &S3Url,
     endpoint_url: Option<&str>,
 ) -> Result<String, BackendError> {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest());
-    if let Some(url) = endpoint_url {
-        loader = loader.endpoint_url(url);
-    }
-    let sdk = loader.load().await;
+    let sdk = crate::config::load(endpoint_url, None, 5).await;
     // Path-style addressing works with every endpoint (moto, MinIO, AWS).
     let conf = aws_sdk_s3::config::Builder::from(&sdk)
         .force_path_style(true)

@@ -116,3 +116,19 @@ pub fn launch_settings(plan: &Plan, group: &GroupSpec, i: &PlannedInstance) -> s
     m.insert(s("zone"), s(plan.zone.as_str()));
     serde_json::to_value(Value::Mapping(m)).unwrap_or(serde_json::Value::Null)
 }
+
+/// The VMs of a salt-cloud map document (`{profile: [{name: overrides}, ...]}`),
+/// as (name, overrides) in map order.
+pub fn map_vms(doc: &Value) -> Vec<(String, Value)> {
+    let mut vms = Vec::new();
+    for list in doc.as_mapping().into_iter().flat_map(|m| m.values()) {
+        for vm in list.as_sequence().into_iter().flatten() {
+            for (k, v) in vm.as_mapping().into_iter().flatten() {
+                if let Some(name) = k.as_str() {
+                    vms.push((name.to_string(), v.clone()));
+                }
+            }
+        }
+    }
+    vms
+}

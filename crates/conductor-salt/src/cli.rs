@@ -298,15 +298,8 @@ pub fn map_names(map: &Path) -> Result<Vec<String>, BackendError> {
             format!("{}: not a salt-cloud map: {e}", map.display()),
         )
     })?;
-    let mut names = Vec::new();
-    for list in doc.as_mapping().into_iter().flat_map(|m| m.values()) {
-        for vm in list.as_sequence().into_iter().flatten() {
-            for k in vm.as_mapping().into_iter().flat_map(|m| m.keys()) {
-                if let Some(k) = k.as_str() {
-                    names.push(k.to_string());
-                }
-            }
-        }
-    }
-    Ok(names)
+    Ok(conductor_core::render::map_vms(&doc)
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect())
 }

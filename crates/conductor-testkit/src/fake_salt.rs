@@ -108,16 +108,10 @@ fn read_map(path: &Path) -> Result<Vec<(String, Value)>, BackendError> {
             format!("{}: {e}", path.display()),
         )
     })?;
-    let doc: Value = serde_json::to_value(doc).unwrap_or(Value::Null);
-    let mut vms = Vec::new();
-    for list in doc.as_object().into_iter().flat_map(|m| m.values()) {
-        for vm in list.as_array().into_iter().flatten() {
-            for (name, overrides) in vm.as_object().into_iter().flatten() {
-                vms.push((name.clone(), overrides.clone()));
-            }
-        }
-    }
-    Ok(vms)
+    Ok(conductor_core::render::map_vms(&doc)
+        .into_iter()
+        .map(|(name, overrides)| (name, serde_json::to_value(overrides).unwrap_or(Value::Null)))
+        .collect())
 }
 
 #[async_trait]

@@ -15,8 +15,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use aws_config::retry::RetryConfig;
-use aws_config::BehaviorVersion;
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
 use aws_sdk_ec2::Client;
 use conductor_core::cloud::{
@@ -96,21 +94,12 @@ impl Ec2BackendBuilder {
     /// Loads the shared AWS configuration (credentials chain: environment,
     /// profile, SSO, instance role) and builds the backend.
     pub async fn build(self) -> Ec2Backend {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .retry_config(RetryConfig::adaptive().with_max_attempts(self.max_attempts));
-        if let Some(url) = &self.endpoint_url {
-            loader = loader.endpoint_url(url);
-        }
-        if let Some((id, secret)) = &self.credentials {
-            loader = loader.credentials_provider(aws_sdk_ec2::config::Credentials::new(
-                id.clone(),
-                secret.clone(),
-                None,
-                None,
-                "conductor-static",
-            ));
-        }
-        let sdk = loader.load().await;
+        let sdk = crate::config::load(
+            self.endpoint_url.as_deref(),
+            self.credentials.as_ref(),
+            self.max_attempts,
+        )
+        .await;
         Ec2Backend {
             sdk,
             clients: Arc::new(Mutex::new(HashMap::new())),

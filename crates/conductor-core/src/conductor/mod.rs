@@ -692,12 +692,7 @@ impl Conductor {
             }
         };
         let path = self.layout.cloud_log(plan.cpid, "create", log_rand());
-        write_file(
-            path.clone(),
-            serde_json::to_vec_pretty(&raw).expect("json serializes"),
-            0o644,
-        )
-        .await?;
+        write_json_log(&path, &raw).await?;
         logs.push(path);
         Ok(results)
     }
@@ -783,6 +778,16 @@ fn releasable(plan: &Plan, settled: impl Fn(&str) -> bool) -> Vec<Key> {
         }
     }
     keys
+}
+
+/// Writes `value` as pretty JSON to the log `path` (atomically, mode 0644).
+async fn write_json_log(path: &std::path::Path, value: &serde_json::Value) -> Result<(), Error> {
+    write_file(
+        path.to_path_buf(),
+        serde_json::to_vec_pretty(value).expect("json serializes"),
+        0o644,
+    )
+    .await
 }
 
 async fn write_file(path: PathBuf, bytes: Vec<u8>, mode: u32) -> Result<(), Error> {

@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::json;
 use tracing::{info_span, Instrument};
 
-use super::{write_file, Conductor, Provisioner};
+use super::{write_json_log, Conductor, Provisioner};
 use crate::cloud::{
     conductor_tag, Instance, InstanceRef, InstanceState, Scope, Selector, NAME_TAG,
 };
@@ -347,12 +347,7 @@ impl Conductor {
             }
         };
         let path = self.layout.cloud_log(cpid, "destroy", log_rand());
-        write_file(
-            path.clone(),
-            serde_json::to_vec_pretty(&raw).expect("json serializes"),
-            0o644,
-        )
-        .await?;
+        write_json_log(&path, &raw).await?;
         report.logs.push(path);
         let failures = self
             .hooks(

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde_json::json;
 use tracing::{info, info_span, warn, Instrument};
 
-use super::{write_file, Conductor};
+use super::{write_json_log, Conductor};
 use crate::cpid::Cpid;
 use crate::error::{BackendError, BackendErrorKind, Error};
 use crate::layout::log_rand;
@@ -135,12 +135,7 @@ impl Conductor {
                 }],
             ),
         };
-        write_file(
-            path.clone(),
-            serde_json::to_vec_pretty(&raw).expect("json serializes"),
-            0o644,
-        )
-        .await?;
+        write_json_log(&path, &raw).await?;
         for f in &failures {
             warn!(minion = %f.minion, state = %f.state, log = %path.display(), "{what} failed: {}", f.comment);
         }

@@ -1,5 +1,5 @@
 //! The [`PillarSource`] conformance suite. The source under test must serve,
-//! for environment `test`, pillar equivalent to [`DEVOPS_PILLAR`] (in any
+//! for environment `test`, pillar equivalent to [`crate::fixtures::DEVOPS_PILLAR`] (in any
 //! form it renders: YAML files, Jinja, ...), and nothing for `nowhere`.
 
 use conductor_core::{Env, ErrorClass, PillarSource};
