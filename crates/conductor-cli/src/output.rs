@@ -172,8 +172,13 @@ fn tail(
 ) -> String {
     let mut s = String::new();
     for f in failures {
+        let log = f
+            .log
+            .as_ref()
+            .map(|l| format!(" (log: {})", l.display()))
+            .unwrap_or_default();
         s.push_str(&format!(
-            "state failed on {}: {} — {}\n",
+            "state failed on {}: {} — {}{log}\n",
             f.minion, f.state, f.comment
         ));
     }

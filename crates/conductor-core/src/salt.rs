@@ -37,6 +37,9 @@ pub struct StateFailure {
     pub state: String,
     /// Salt's comment.
     pub comment: String,
+    /// The log file holding the run's whole output, once written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<std::path::PathBuf>,
 }
 
 /// The outcome of `state.apply` or `state.orchestrate`.

@@ -296,6 +296,16 @@ async fn a_failing_startup_state_is_reported_and_keeps_the_instances() {
         report.state_failures[0].minion,
         "devops-mq02.us-east-1a.test.foobar.com"
     );
+    let log = report.state_failures[0]
+        .log
+        .clone()
+        .expect("the failure names its log");
+    assert!(
+        log.to_string_lossy()
+            .contains("state_run-DEVOPS_conductor._")
+            && log.exists(),
+        "{log:?}"
+    );
     assert_eq!(
         w.names().len(),
         2,

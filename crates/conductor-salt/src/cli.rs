@@ -207,6 +207,7 @@ fn with_retcode(mut r: StateRunResult, c: &Captured, what: &str) -> StateRunResu
                     .last()
                     .unwrap_or("")
             ),
+            log: None,
         });
     }
     r
@@ -265,6 +266,7 @@ impl SaltExecutor for SaltCli {
                     minion: t.clone(),
                     state: "<return>".into(),
                     comment: "the minion did not return".into(),
+                    log: None,
                 });
             }
         }

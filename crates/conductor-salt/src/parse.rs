@@ -55,6 +55,7 @@ fn collect(
                             minion: who.to_string(),
                             state: state.clone(),
                             comment,
+                            log: None,
                         });
                     }
                 }
@@ -66,6 +67,7 @@ fn collect(
                     minion: who.to_string(),
                     state: "<render>".into(),
                     comment: text.join("; "),
+                    log: None,
                 });
             }
             Value::String(s) => {
@@ -74,6 +76,7 @@ fn collect(
                     minion: who.to_string(),
                     state: "<return>".into(),
                     comment: s.clone(),
+                    log: None,
                 });
             }
             Value::Object(_) => collect(ret, Some(who), minions, failures),

@@ -96,6 +96,7 @@ fn state_result(minion: &str, sls: &str, ok: bool) -> (Value, Option<StateFailur
         minion: minion.into(),
         state: id,
         comment: comment.into(),
+        log: None,
     });
     (raw, failure)
 }

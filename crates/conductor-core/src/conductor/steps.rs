@@ -121,7 +121,7 @@ impl Conductor {
         logs: &mut Vec<PathBuf>,
         what: &str,
     ) -> Result<Vec<StateFailure>, Error> {
-        let (raw, failures) = match run {
+        let (raw, mut failures) = match run {
             Ok(r) => (r.raw, r.failures),
             Err(e) if matches!(e.kind, BackendErrorKind::Unreachable) => {
                 return Err(Error::backend(what.to_string(), e));
@@ -132,12 +132,14 @@ impl Conductor {
                     minion: "<master>".into(),
                     state: "<run>".into(),
                     comment: e.to_string(),
+                    log: None,
                 }],
             ),
         };
         write_json_log(&path, &raw).await?;
-        for f in &failures {
+        for f in &mut failures {
             warn!(minion = %f.minion, state = %f.state, log = %path.display(), "{what} failed: {}", f.comment);
+            f.log = Some(path.clone());
         }
         logs.push(path);
         Ok(failures)
