@@ -123,21 +123,31 @@ pub enum ProvisionerArg {
 /// Top-level commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create, plan or destroy instances of a group.
-    #[command(subcommand)]
+    /// Create, plan, destroy, update or show instances of a group.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  conductor group plan group=devops system=small_test pillarenv=test region=us-east-1a"
+    )]
     Group(GroupCommand),
     /// Inspect or clean the reservations of names and ids.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = "Example:\n  conductor reservations list")]
     Reservations(ReservationsCommand),
     /// List, show or archive the files of past runs.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  conductor runs show 16833830331552303186"
+    )]
     Runs(RunsCommand),
     /// Print shell completions.
+    #[command(
+        after_help = "Example:\n  conductor completions bash > /etc/bash_completion.d/conductor"
+    )]
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
     },
     /// Print the man page (roff).
+    #[command(after_help = "Example:\n  conductor man > /usr/local/share/man/man1/conductor.1")]
     Man,
 }
 
@@ -225,6 +235,7 @@ pub enum ReservationsCommand {
 #[derive(Debug, Subcommand)]
 pub enum RunsCommand {
     /// List runs found under --runner-dir.
+    #[command(after_help = "Example:\n  conductor runs list --runner-dir /srv/runners --json")]
     List,
     /// Show the files of one run.
     #[command(after_help = "Example:\n  conductor runs show 16833830331552303186")]

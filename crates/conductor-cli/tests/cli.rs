@@ -271,14 +271,28 @@ fn reservations_and_runs_commands() {
 
 #[test]
 fn help_teaches_with_examples() {
-    for args in [
-        &["--help"][..],
-        &["group", "create", "--help"],
-        &["group", "destroy", "--help"],
-        &["reservations", "prune", "--help"],
-    ] {
+    let every: &[&[&str]] = &[
+        &[],
+        &["group"],
+        &["group", "create"],
+        &["group", "plan"],
+        &["group", "destroy"],
+        &["group", "update"],
+        &["group", "status"],
+        &["reservations"],
+        &["reservations", "list"],
+        &["reservations", "prune"],
+        &["runs"],
+        &["runs", "list"],
+        &["runs", "show"],
+        &["runs", "archive"],
+        &["completions"],
+        &["man"],
+    ];
+    for command in every {
+        let args: Vec<&str> = command.iter().copied().chain(["--help"]).collect();
         let o = Command::new(env!("CARGO_BIN_EXE_conductor"))
-            .args(args)
+            .args(&args)
             .output()
             .unwrap();
         assert!(o.status.success());
