@@ -58,6 +58,7 @@ impl ReplayInstance {
 pub struct Ec2Replay {
     port: u16,
     calls: Arc<AtomicUsize>,
+    busy_us: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -72,6 +73,7 @@ struct Shared {
     default_page: usize,
     latency: Duration,
     calls: Arc<AtomicUsize>,
+    busy_us: Arc<AtomicUsize>,
 }
 
 impl Ec2Replay {
@@ -87,11 +89,13 @@ impl Ec2Replay {
             .expect("bind 127.0.0.1");
         let port = listener.local_addr().expect("local addr").port();
         let calls = Arc::new(AtomicUsize::new(0));
+        let busy_us = Arc::new(AtomicUsize::new(0));
         let shared = Arc::new(Shared {
             instances,
             default_page: default_page.max(1),
             latency,
             calls: calls.clone(),
+            busy_us: busy_us.clone(),
         });
         let task = tokio::spawn(async move {
             loop {
@@ -104,12 +108,23 @@ impl Ec2Replay {
                 });
             }
         });
-        Self { port, calls, task }
+        Self {
+            port,
+            calls,
+            busy_us,
+            task,
+        }
     }
 
     /// `http://127.0.0.1:<port>`.
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Time spent filtering and serialising answers so far (the emulator's
+    /// own share of a client's wall time).
+    pub fn busy(&self) -> Duration {
+        Duration::from_micros(self.busy_us.load(Ordering::Relaxed) as u64)
     }
 
     /// DescribeInstances calls (pages) answered so far.
@@ -150,6 +165,7 @@ async fn serve(stream: tokio::net::TcpStream, shared: Arc<Shared>) -> std::io::R
         if !shared.latency.is_zero() {
             tokio::time::sleep(shared.latency).await;
         }
+        let started = std::time::Instant::now();
         let (status, xml) = match form.get("Action").map(String::as_str) {
             Some("DescribeInstances") => ("200 OK", describe(&shared, &form)),
             other => (
@@ -160,6 +176,9 @@ async fn serve(stream: tokio::net::TcpStream, shared: Arc<Shared>) -> std::io::R
                 ),
             ),
         };
+        shared
+            .busy_us
+            .fetch_add(started.elapsed().as_micros() as usize, Ordering::Relaxed);
         let head = format!(
             "HTTP/1.1 {status}\r\nContent-Type: text/xml;charset=UTF-8\r\nContent-Length: {}\r\nConnection: keep-alive\r\n\r\n",
             xml.len()
@@ -214,6 +233,14 @@ fn filters(form: &BTreeMap<String, String>) -> Vec<(String, Vec<String>)> {
 
 /// EC2's filter matching: `*` any run, `?` one character, `\` escapes.
 fn glob(pattern: &str, text: &str) -> bool {
+    // The common shapes without allocating: a literal, or a literal prefix and `*`.
+    let plain = |s: &str| !s.contains(['*', '?', '\\']);
+    if plain(pattern) {
+        return pattern == text;
+    }
+    if let Some(prefix) = pattern.strip_suffix('*').filter(|p| plain(p)) {
+        return text.starts_with(prefix);
+    }
     let p: Vec<char> = pattern.chars().collect();
     let t: Vec<char> = text.chars().collect();
     fn go(p: &[char], t: &[char]) -> bool {
