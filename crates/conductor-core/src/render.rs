@@ -117,6 +117,21 @@ pub fn launch_settings(plan: &Plan, group: &GroupSpec, i: &PlannedInstance) -> s
     serde_json::to_value(Value::Mapping(m)).unwrap_or(serde_json::Value::Null)
 }
 
+/// Reads a salt-cloud map file into its VMs (see [`map_vms`]).
+pub fn read_map_file(
+    path: &std::path::Path,
+) -> Result<Vec<(String, Value)>, crate::error::BackendError> {
+    use crate::error::{BackendError, BackendErrorKind};
+    let text = std::fs::read_to_string(path).map_err(|e| BackendError::io(path, e))?;
+    let doc: Value = serde_yaml::from_str(&text).map_err(|e| {
+        BackendError::new(
+            BackendErrorKind::Failed,
+            format!("{}: not a salt-cloud map: {e}", path.display()),
+        )
+    })?;
+    Ok(map_vms(&doc))
+}
+
 /// The VMs of a salt-cloud map document (`{profile: [{name: overrides}, ...]}`),
 /// as (name, overrides) in map order.
 pub fn map_vms(doc: &Value) -> Vec<(String, Value)> {

@@ -293,14 +293,7 @@ impl SaltExecutor for SaltCli {
 
 /// The VM names of a map file (`{profile: [{name: {...}}, ...]}`).
 pub fn map_names(map: &Path) -> Result<Vec<String>, BackendError> {
-    let text = std::fs::read_to_string(map).map_err(|e| BackendError::io(map, e))?;
-    let doc: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| {
-        BackendError::new(
-            BackendErrorKind::Failed,
-            format!("{}: not a salt-cloud map: {e}", map.display()),
-        )
-    })?;
-    Ok(conductor_core::render::map_vms(&doc)
+    Ok(conductor_core::render::read_map_file(map)?
         .into_iter()
         .map(|(name, _)| name)
         .collect())

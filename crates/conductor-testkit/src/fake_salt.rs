@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use conductor_core::cloud::{CloudBackend, InstanceRef, LaunchSpec, Scope, Selector, NAME_TAG};
-use conductor_core::error::{BackendError, BackendErrorKind};
+use conductor_core::error::BackendError;
 use conductor_core::salt::{CloudRunResult, SaltExecutor, StateFailure, StateRunResult};
 use conductor_core::{Env, Zone};
 use serde_json::{json, Map, Value};
@@ -102,14 +102,7 @@ fn state_result(minion: &str, sls: &str, ok: bool) -> (Value, Option<StateFailur
 }
 
 fn read_map(path: &Path) -> Result<Vec<(String, Value)>, BackendError> {
-    let text = std::fs::read_to_string(path).map_err(|e| BackendError::io(path, e))?;
-    let doc: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| {
-        BackendError::new(
-            BackendErrorKind::Rejected,
-            format!("{}: {e}", path.display()),
-        )
-    })?;
-    Ok(conductor_core::render::map_vms(&doc)
+    Ok(conductor_core::render::read_map_file(path)?
         .into_iter()
         .map(|(name, overrides)| (name, serde_json::to_value(overrides).unwrap_or(Value::Null)))
         .collect())
