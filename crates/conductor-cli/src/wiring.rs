@@ -63,9 +63,7 @@ pub fn salt(g: &Global) -> Result<Option<Arc<dyn SaltExecutor>>, Failure> {
     if g.no_salt {
         return Ok(None);
     }
-    Err(Failure::input(
-        "Salt is not available in this build; add --no-salt",
-    ))
+    Ok(Some(Arc::new(salt_cli(g))))
 }
 
 /// The Salt commands, from `--salt-bin-dir` with `-c --salt-config-dir`.
