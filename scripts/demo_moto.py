@@ -1,6 +1,7 @@
 """Helpers of scripts/demo: seed moto with the two existing instances, and
 print the instances with their conductor grains (tags), checking uniqueness."""
 import collections
+import json
 import sys
 
 import boto3
@@ -30,7 +31,8 @@ def seed(pillar_in, pillar_out):
         print("existing:", name)
 
 
-def table():
+def moto_rows():
+    """(name, grains) of every live instance, grains from its conductor:* tags."""
     rows = []
     for page in ec2.get_paginator("describe_instances").paginate():
         for r in page["Reservations"]:
@@ -39,6 +41,20 @@ def table():
                     continue
                 tags = {t["Key"]: t["Value"] for t in i.get("Tags", [])}
                 rows.append((tags.get("Name", i["InstanceId"]), [tags.get("conductor:" + g, "-") for g in GRAINS]))
+    return rows
+
+
+def salt_rows(path):
+    """(name, grains) of every minion in `salt '*' grains.item ... --out=json` output."""
+    with open(path) as f:
+        answers = json.load(f)
+    return [(name, [str(g.get(k, "")) or "-" for k in GRAINS]) for name, g in answers.items()]
+
+
+def table(source=None):
+    """Prints the grains table (from moto's tags, or from a Salt master's
+    grains.item JSON) and checks that names and cluster ids are unique."""
+    rows = salt_rows(source) if source else moto_rows()
     rows.sort()
     width = max(len(n) for n, _ in rows)
     cols = [max([len(g)] + [len(v[i]) for _, v in rows]) for i, g in enumerate(GRAINS)]
@@ -52,7 +68,8 @@ def table():
         if vals[2] != "-":
             clusters[vals[2]].add(vals[0])
     shared = {k: v for k, v in clusters.items() if len(v) > 1}
-    print(f"\n{len(rows)} instances, {len(names)} distinct names, "
+    kind = "minions" if source else "instances"
+    print(f"\n{len(rows)} {kind}, {len(names)} distinct names, "
           f"{len(clusters)} nifi clusters ({', '.join('clid-' + k for k in sorted(clusters))})")
     if dups or shared:
         sys.exit(f"duplicates: names {dups}, cluster ids shared across runs {shared}")

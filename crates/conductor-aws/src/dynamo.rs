@@ -1,14 +1,25 @@
 //! `DynamoReserver`: reservations in a DynamoDB table, shared by every Salt
 //! master and CI runner that points at it.
 //!
-//! One item per key (`pk` = key text) holding the owner (`cpid`, `host`,
-//! `pid`, `created`, `expires` in epoch milliseconds) and `ttl` (epoch
-//! seconds, for DynamoDB's TTL). A run's keys are written in one
-//! `TransactWriteItems` whose every put is conditioned on the key being absent
-//! or expired, so the grant is all-or-nothing; more than 100 keys go in
-//! chunks, and a failed later chunk rolls back the earlier ones. Keys of an
-//! owner that died on this host are taken over in a second transaction
-//! conditioned on exactly that owner.
+//! One item per key: `pk` (the key text, after an optional prefix), `kind`
+//! (`name` or `id`), the owner (`cpid`, `host`, `pid`, `started`, `created`,
+//! and `expires` in epoch milliseconds) and `expires_at` (epoch seconds, the
+//! attribute DynamoDB's TTL deletes expired items by; TTL is only a janitor,
+//! correctness never depends on it). A run's keys are written in one
+//! `TransactWriteItems` whose every put is conditioned on
+//! `attribute_not_exists(pk) OR expires <= :now`, so the grant is
+//! all-or-nothing and expired keys are taken over. The puts ask for the old
+//! item on a failed condition, so one cancelled transaction tells which keys
+//! are held and by whom; keys of an owner that died on this host (dead pid, or
+//! a pid reused by a process with another start time) are taken over in a
+//! second transaction conditioned on exactly that owner. More than 100 keys
+//! go in chunks, and a failed later chunk rolls back the earlier ones.
+//!
+//! Expiry changes (renewal, release) are one transaction per 100 keys of
+//! updates or deletes conditioned on the owner; if one condition fails (a key
+//! already taken over after its expiry), the chunk falls back to one
+//! conditional call per key. Every call is in a `tracing` span and counted
+//! ([`DynamoReserver::calls`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,9 +27,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, Put,
-    ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem,
+    AttributeDefinition, AttributeValue, BillingMode, CancellationReason, Delete, KeySchemaElement,
+    KeyType, Put, ReturnValuesOnConditionCheckFailure, ScalarAttributeType,
+    TimeToLiveSpecification, TransactWriteItem, Update,
 };
 use aws_sdk_dynamodb::Client;
 use conductor_core::error::{BackendError, BackendErrorKind, ReserveError};
@@ -33,6 +46,9 @@ use crate::errors::classify;
 /// Most items in one DynamoDB transaction.
 const TRANSACTION_ITEMS: usize = 100;
 
+/// The attribute DynamoDB's TTL is enabled on (epoch seconds).
+pub const TTL_ATTRIBUTE: &str = "expires_at";
+
 type Item = HashMap<String, AttributeValue>;
 
 /// Builds a [`DynamoReserver`].
@@ -43,6 +59,7 @@ pub struct DynamoReserverBuilder {
     endpoint_url: Option<String>,
     create_table: bool,
     credentials: Option<(String, String)>,
+    prefix: String,
 }
 
 impl DynamoReserverBuilder {
@@ -58,9 +75,17 @@ impl DynamoReserverBuilder {
         self
     }
 
-    /// Create the table (on-demand, with TTL on `ttl`) when it does not exist.
+    /// Create the table (on-demand, with TTL on `expires_at`) when it does not exist.
     pub fn create_table_if_missing(mut self, yes: bool) -> Self {
         self.create_table = yes;
+        self
+    }
+
+    /// Prefix every key's `pk` with `prefix` (e.g. `prod/`), so several
+    /// installations can share one table; `list` and `prune` see only keys
+    /// with this prefix.
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
         self
     }
 
@@ -76,6 +101,29 @@ impl DynamoReserverBuilder {
 
     /// Connects, and checks (or creates) the table.
     pub async fn build(self) -> Result<DynamoReserver, BackendError> {
+        let table_ok = (3..=255).contains(&self.table.len())
+            && self
+                .table
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        if !table_ok {
+            return Err(BackendError::new(
+                BackendErrorKind::Rejected,
+                format!(
+                    "DynamoDB table name {:?} is invalid: use 3 to 255 characters of [A-Za-z0-9_.-] (--dynamodb-table)",
+                    self.table
+                ),
+            ));
+        }
+        if self.prefix.len() > 256 || self.prefix.chars().any(char::is_control) {
+            return Err(BackendError::new(
+                BackendErrorKind::Rejected,
+                format!(
+                    "DynamoDB key prefix {:?} is invalid: use at most 256 printable characters",
+                    self.prefix
+                ),
+            ));
+        }
         let sdk =
             crate::config::load(self.endpoint_url.as_deref(), self.credentials.as_ref(), 5).await;
         let region = self
@@ -89,9 +137,12 @@ impl DynamoReserverBuilder {
         let me = DynamoReserver {
             client: Client::from_conf(conf),
             table: self.table.clone(),
+            prefix: self.prefix.clone(),
             calls: Arc::new(AtomicUsize::new(0)),
         };
-        me.check_table(self.create_table).await?;
+        me.check_table(self.create_table)
+            .instrument(info_span!("dynamodb.check_table", table = %self.table))
+            .await?;
         Ok(me)
     }
 }
@@ -101,6 +152,7 @@ impl DynamoReserverBuilder {
 pub struct DynamoReserver {
     client: Client,
     table: String,
+    prefix: String,
     calls: Arc<AtomicUsize>,
 }
 
@@ -120,46 +172,21 @@ fn get_n(item: &Item, k: &str) -> Option<u64> {
     item.get(k)?.as_n().ok()?.parse().ok()
 }
 
-/// The reservation stored in `item`, if it is well formed.
-fn reservation(item: &Item) -> Option<Reservation> {
-    let kind = match get_s(item, "kind")? {
-        "name" => KeyKind::Name,
-        _ => KeyKind::Id,
-    };
-    let key = Key::new(kind, get_s(item, "pk")?).ok()?;
-    let owner = Owner {
+/// The owner stored in `item`, if it is well formed.
+fn owner_of(item: &Item) -> Option<Owner> {
+    Some(Owner {
         cpid: Cpid::parse(get_s(item, "cpid")?).ok()?,
         host: get_s(item, "host")?.to_string(),
         pid: u32::try_from(get_n(item, "pid")?).ok()?,
         created: get_n(item, "created")?,
         expires: get_n(item, "expires")?,
         started: get_n(item, "started"),
-    };
-    Some(Reservation { key, kind, owner })
+    })
 }
 
-fn item(key: &Key, owner: &Owner) -> Item {
-    let mut item = HashMap::from([
-        ("pk".to_string(), s(key.as_str())),
-        (
-            "kind".to_string(),
-            s(if key.kind() == KeyKind::Name {
-                "name"
-            } else {
-                "id"
-            }),
-        ),
-        ("cpid".to_string(), s(owner.cpid.to_string())),
-        ("host".to_string(), s(owner.host.clone())),
-        ("pid".to_string(), n(u64::from(owner.pid))),
-        ("created".to_string(), n(owner.created)),
-        ("expires".to_string(), n(owner.expires)),
-        ("ttl".to_string(), n(owner.expires / 1000 + 1)),
-    ]);
-    if let Some(started) = owner.started {
-        item.insert("started".to_string(), n(started));
-    }
-    item
+/// Epoch seconds for DynamoDB's TTL: the first second at or after `expires_ms`.
+fn ttl_seconds(expires_ms: u64) -> u64 {
+    expires_ms.div_ceil(1000)
 }
 
 /// The condition that `owner` (cpid, host, pid) holds the item.
@@ -180,6 +207,18 @@ fn build_err(e: aws_sdk_dynamodb::error::BuildError) -> BackendError {
     )
 }
 
+/// The keys of a cancelled transaction, each with its cancellation reason.
+type Cancelled = Vec<(Key, Option<CancellationReason>)>;
+
+/// A conditional write of one key: a new expiry, or removal.
+#[derive(Clone, Debug)]
+enum Change {
+    /// Set `expires` (and the TTL attribute) if the owner still holds the key.
+    Expire(u64),
+    /// Delete the key if the condition (on the owner) holds.
+    Remove,
+}
+
 impl DynamoReserver {
     /// Starts a builder for `table`.
     pub fn builder(table: impl Into<String>) -> DynamoReserverBuilder {
@@ -189,7 +228,13 @@ impl DynamoReserver {
             endpoint_url: None,
             create_table: false,
             credentials: None,
+            prefix: String::new(),
         }
+    }
+
+    /// The table this reserver uses.
+    pub fn table(&self) -> &str {
+        &self.table
     }
 
     /// DynamoDB calls made so far (for measurements).
@@ -201,6 +246,50 @@ impl DynamoReserver {
         self.calls.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The `pk` of `key`.
+    fn pk(&self, key: &Key) -> String {
+        format!("{}{}", self.prefix, key.as_str())
+    }
+
+    /// The reservation stored in `item`, if it is well formed and has our prefix.
+    fn reservation(&self, item: &Item) -> Option<Reservation> {
+        let kind = match get_s(item, "kind")? {
+            "name" => KeyKind::Name,
+            _ => KeyKind::Id,
+        };
+        let text = get_s(item, "pk")?.strip_prefix(self.prefix.as_str())?;
+        let key = Key::new(kind, text).ok()?;
+        Some(Reservation {
+            key,
+            kind,
+            owner: owner_of(item)?,
+        })
+    }
+
+    fn item(&self, key: &Key, owner: &Owner) -> Item {
+        let mut item = HashMap::from([
+            ("pk".to_string(), s(self.pk(key))),
+            (
+                "kind".to_string(),
+                s(if key.kind() == KeyKind::Name {
+                    "name"
+                } else {
+                    "id"
+                }),
+            ),
+            ("cpid".to_string(), s(owner.cpid.to_string())),
+            ("host".to_string(), s(owner.host.clone())),
+            ("pid".to_string(), n(u64::from(owner.pid))),
+            ("created".to_string(), n(owner.created)),
+            ("expires".to_string(), n(owner.expires)),
+            (TTL_ATTRIBUTE.to_string(), n(ttl_seconds(owner.expires))),
+        ]);
+        if let Some(started) = owner.started {
+            item.insert("started".to_string(), n(started));
+        }
+        item
+    }
+
     async fn check_table(&self, create: bool) -> Result<(), BackendError> {
         self.count();
         let described = self
@@ -208,6 +297,7 @@ impl DynamoReserver {
             .describe_table()
             .table_name(&self.table)
             .send()
+            .instrument(info_span!("dynamodb.describe_table", table = %self.table))
             .await;
         match described {
             Ok(_) => return Ok(()),
@@ -222,7 +312,7 @@ impl DynamoReserver {
                 return Err(BackendError::new(
                     BackendErrorKind::Rejected,
                     format!(
-                        "DynamoDB table {:?} does not exist; create it, or pass --create-table",
+                        "DynamoDB table {:?} does not exist; create it (hash key `pk`, a string), or pass --create-table",
                         self.table
                     ),
                 ))
@@ -258,21 +348,33 @@ impl DynamoReserver {
             .instrument(info_span!("dynamodb.create_table", table = %self.table))
             .await
             .map_err(|e| classify("CreateTable", &format!("creating table {}", self.table), e))?;
-        for _ in 0..100 {
+        let mut active = false;
+        for _ in 0..300 {
             self.count();
             let d = self
                 .client
                 .describe_table()
                 .table_name(&self.table)
                 .send()
+                .instrument(info_span!("dynamodb.describe_table", table = %self.table))
                 .await;
             if d.ok()
                 .and_then(|d| d.table().and_then(|t| t.table_status().cloned()))
                 == Some(aws_sdk_dynamodb::types::TableStatus::Active)
             {
+                active = true;
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if !active {
+            return Err(BackendError::new(
+                BackendErrorKind::Unreachable,
+                format!(
+                    "DynamoDB table {} was created but is not ACTIVE after 30 s; try again shortly",
+                    self.table
+                ),
+            ));
         }
         self.count();
         self.client
@@ -281,11 +383,12 @@ impl DynamoReserver {
             .time_to_live_specification(
                 TimeToLiveSpecification::builder()
                     .enabled(true)
-                    .attribute_name("ttl")
+                    .attribute_name(TTL_ATTRIBUTE)
                     .build()
                     .map_err(build_err)?,
             )
             .send()
+            .instrument(info_span!("dynamodb.update_time_to_live", table = %self.table))
             .await
             .map_err(|e| {
                 classify(
@@ -298,7 +401,8 @@ impl DynamoReserver {
     }
 
     /// A conditional put of `key` for `owner`: the key is absent or expired, or
-    /// (for a takeover) held by exactly `replacing`.
+    /// (for a takeover) held by exactly `replacing`. On a failed condition the
+    /// cancellation reason carries the item it found.
     fn put(
         &self,
         key: &Key,
@@ -316,47 +420,95 @@ impl DynamoReserver {
         }
         let put = Put::builder()
             .table_name(&self.table)
-            .set_item(Some(item(key, owner)))
+            .set_item(Some(self.item(key, owner)))
             .condition_expression(condition)
             .set_expression_attribute_values(Some(values))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .build()
             .map_err(build_err)?;
         Ok(TransactWriteItem::builder().put(put).build())
     }
 
-    /// Writes one chunk; `Ok(Err(keys))` names the keys whose condition failed.
+    /// A write that applies `change` to `key` if `owner` holds it (and, with
+    /// `expires`, only if its expiry is still that).
+    fn change_item(
+        &self,
+        key: &Key,
+        owner: &Owner,
+        change: &Change,
+        expires: Option<u64>,
+    ) -> Result<TransactWriteItem, BackendError> {
+        let mut values = owner_values(owner);
+        let mut condition = OWNED_BY.to_string();
+        if let Some(e) = expires {
+            condition.push_str(" AND expires = :old");
+            values.insert(":old".into(), n(e));
+        }
+        let pk = HashMap::from([("pk".to_string(), s(self.pk(key)))]);
+        Ok(match change {
+            Change::Remove => TransactWriteItem::builder()
+                .delete(
+                    Delete::builder()
+                        .table_name(&self.table)
+                        .set_key(Some(pk))
+                        .condition_expression(condition)
+                        .set_expression_attribute_values(Some(values))
+                        .build()
+                        .map_err(build_err)?,
+                )
+                .build(),
+            Change::Expire(e) => {
+                values.insert(":e".into(), n(*e));
+                values.insert(":t".into(), n(ttl_seconds(*e)));
+                TransactWriteItem::builder()
+                    .update(
+                        Update::builder()
+                            .table_name(&self.table)
+                            .set_key(Some(pk))
+                            .update_expression("SET expires = :e, #ttl = :t")
+                            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+                            .condition_expression(condition)
+                            .set_expression_attribute_values(Some(values))
+                            .build()
+                            .map_err(build_err)?,
+                    )
+                    .build()
+            }
+        })
+    }
+
+    /// Writes one transaction of `items` (one per key of `keys`, in order).
     async fn transact(
         &self,
         items: Vec<TransactWriteItem>,
         keys: &[Key],
-    ) -> Result<Result<(), Vec<Key>>, BackendError> {
+        what: &str,
+    ) -> Result<Result<(), Cancelled>, BackendError> {
         self.count();
         let r = self
             .client
             .transact_write_items()
             .set_transact_items(Some(items))
             .send()
-            .instrument(info_span!("dynamodb.transact_write_items", table = %self.table, items = keys.len()))
+            .instrument(info_span!("dynamodb.transact_write_items", table = %self.table, items = keys.len(), what))
             .await;
         match r {
             Ok(_) => Ok(Ok(())),
             Err(e) => {
-                if let Some(aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c)) =
+                if let Some(TransactWriteItemsError::TransactionCanceledException(c)) =
                     e.as_service_error()
                 {
                     let reasons = c.cancellation_reasons();
-                    let failed: Vec<Key> = keys
+                    let per_key = keys
                         .iter()
-                        .zip(reasons.iter().map(Some).chain(std::iter::repeat(None)))
-                        .filter(|(_, r)| r.is_none_or(|r| r.code() == Some("ConditionalCheckFailed")))
-                        .map(|(k, _)| k.clone())
+                        .enumerate()
+                        .map(|(i, k)| (k.clone(), reasons.get(i).cloned()))
                         .collect();
-                    // Without reasons (or only transaction conflicts), name every key.
-                    return Ok(Err(if failed.is_empty() { keys.to_vec() } else { failed }));
+                    return Ok(Err(per_key));
                 }
                 Err(classify(
                     "TransactWriteItems",
-                    &format!("reserving {} keys in table {}", keys.len(), self.table),
+                    &format!("{what} ({} keys) in table {}", keys.len(), self.table),
                     e,
                 ))
             }
@@ -369,7 +521,7 @@ impl DynamoReserver {
             .client
             .get_item()
             .table_name(&self.table)
-            .key("pk", s(key.as_str()))
+            .key("pk", s(self.pk(key)))
             .consistent_read(true)
             .send()
             .instrument(info_span!("dynamodb.get_item", table = %self.table))
@@ -381,7 +533,7 @@ impl DynamoReserver {
                     e,
                 )
             })?;
-        Ok(out.item().and_then(reservation))
+        Ok(out.item().and_then(|i| self.reservation(i)))
     }
 
     /// Reserves one chunk, taking over keys of owners that died on this host.
@@ -395,61 +547,182 @@ impl DynamoReserver {
             .iter()
             .map(|k| self.put(k, owner, now, None))
             .collect::<Result<Vec<_>, _>>()?;
-        let failed = match self.transact(items, keys).await? {
+        let cancelled = match self.transact(items, keys, "reserving").await? {
             Ok(()) => return Ok(Ok(())),
-            Err(failed) => failed,
+            Err(c) => c,
         };
-        let mut dead: HashMap<Key, Owner> = HashMap::new();
+        // Which keys are held, and by whom: from the old items the failed
+        // conditions returned (one GetItem per key only when one is missing).
+        let mut free: HashMap<Key, Owner> = HashMap::new();
         let mut held = Vec::new();
-        for k in &failed {
-            match self.get(k).await? {
-                Some(r) if is_free(&r.owner, now) => {
-                    dead.insert(k.clone(), r.owner);
+        let mut contended = Vec::new();
+        for (k, reason) in cancelled {
+            let code = reason.as_ref().and_then(|r| r.code()).unwrap_or("Unknown");
+            if code == "None" {
+                continue;
+            }
+            match code {
+                "ConditionalCheckFailed" => {}
+                // Another writer on the key right now, or rate limits: try again later.
+                "TransactionConflict"
+                | "ThrottlingError"
+                | "ProvisionedThroughputExceeded"
+                | "Unknown" => {
+                    contended.push(k);
+                    continue;
                 }
-                Some(_) => held.push(k.clone()),
-                None => {}
+                other => {
+                    let msg = reason.as_ref().and_then(|r| r.message()).unwrap_or("");
+                    return Err(BackendError::new(
+                        BackendErrorKind::Rejected,
+                        format!(
+                            "TransactWriteItems refused key {k} in table {}: {other}: {msg}",
+                            self.table
+                        ),
+                    ));
+                }
+            }
+            let found = match reason.as_ref().and_then(|r| r.item()) {
+                Some(item) => Some(owner_of(item)),
+                None => self.get(&k).await?.map(|r| Some(r.owner)),
+            };
+            match found {
+                // Gone since: the next attempt may have it.
+                None => contended.push(k),
+                Some(Some(o)) if is_free(&o, now) => {
+                    free.insert(k, o);
+                }
+                // Held by a live owner, or by an item we cannot read: refused.
+                Some(_) => held.push(k),
             }
         }
         if !held.is_empty() {
             return Ok(Err(held));
         }
+        if free.is_empty() && !contended.is_empty() {
+            return Ok(Err(contended));
+        }
         let items = keys
             .iter()
-            .map(|k| self.put(k, owner, now, dead.get(k)))
+            .map(|k| self.put(k, owner, now, free.get(k)))
             .collect::<Result<Vec<_>, _>>()?;
-        self.transact(items, keys).await
+        match self.transact(items, keys, "taking over free keys").await? {
+            Ok(()) => Ok(Ok(())),
+            Err(c) => {
+                let failed: Vec<Key> = c
+                    .into_iter()
+                    .filter(|(_, r)| r.as_ref().and_then(|r| r.code()) != Some("None"))
+                    .map(|(k, _)| k)
+                    .collect();
+                Ok(Err(if failed.is_empty() {
+                    keys.to_vec()
+                } else {
+                    failed
+                }))
+            }
+        }
     }
 
-    async fn delete_if(
+    /// Applies `change` to each key held by its owner (keys held by anyone
+    /// else, or gone, are left alone) and returns the keys changed: one
+    /// transaction per chunk; a cancelled chunk (some key is no longer the
+    /// owner's) goes one conditional call per key. A given expiry is pinned
+    /// into the condition too (prune: leave keys renewed since the scan).
+    async fn change(
+        &self,
+        keys: &[(Key, Owner, Option<u64>)],
+        change: Change,
+        what: &str,
+    ) -> Result<Vec<Key>, BackendError> {
+        let mut applied = Vec::new();
+        for chunk in keys.chunks(TRANSACTION_ITEMS) {
+            if chunk.len() > 1 {
+                let items = chunk
+                    .iter()
+                    .map(|(k, o, e)| self.change_item(k, o, &change, *e))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let chunk_keys: Vec<Key> = chunk.iter().map(|(k, _, _)| k.clone()).collect();
+                if self.transact(items, &chunk_keys, what).await?.is_ok() {
+                    applied.extend(chunk_keys);
+                    continue;
+                }
+            }
+            for (k, o, e) in chunk {
+                if self.change_one(k, o, &change, *e, what).await? {
+                    applied.push(k.clone());
+                }
+            }
+        }
+        Ok(applied)
+    }
+
+    /// One conditional `DeleteItem` or `UpdateItem`; `Ok(false)` when the
+    /// condition failed (the key is not the owner's any more).
+    async fn change_one(
         &self,
         key: &Key,
-        condition: &str,
-        values: HashMap<String, AttributeValue>,
-    ) -> Result<(), BackendError> {
+        owner: &Owner,
+        change: &Change,
+        expires: Option<u64>,
+        what: &str,
+    ) -> Result<bool, BackendError> {
+        let mut values = owner_values(owner);
+        let mut condition = OWNED_BY.to_string();
+        if let Some(e) = expires {
+            condition.push_str(" AND expires = :old");
+            values.insert(":old".into(), n(e));
+        }
+        let context = format!("{what} {key} in table {}", self.table);
         self.count();
-        let r = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .key("pk", s(key.as_str()))
-            .condition_expression(condition)
-            .set_expression_attribute_values(Some(values))
-            .send()
-            .instrument(info_span!("dynamodb.delete_item", table = %self.table))
-            .await;
-        match r {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
+        match change {
+            Change::Remove => {
+                let r = self
+                    .client
+                    .delete_item()
+                    .table_name(&self.table)
+                    .key("pk", s(self.pk(key)))
+                    .condition_expression(condition)
+                    .set_expression_attribute_values(Some(values))
+                    .send()
+                    .instrument(info_span!("dynamodb.delete_item", table = %self.table, what))
+                    .await;
+                match r {
+                    Ok(_) => Ok(true),
+                    Err(e)
+                        if e.as_service_error()
+                            .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+                    {
+                        Ok(false)
+                    }
+                    Err(e) => Err(classify("DeleteItem", &context, e)),
+                }
             }
-            Err(e) => Err(classify(
-                "DeleteItem",
-                &format!("removing {key} from table {}", self.table),
-                e,
-            )),
+            Change::Expire(e) => {
+                values.insert(":e".into(), n(*e));
+                values.insert(":t".into(), n(ttl_seconds(*e)));
+                let r = self
+                    .client
+                    .update_item()
+                    .table_name(&self.table)
+                    .key("pk", s(self.pk(key)))
+                    .update_expression("SET expires = :e, #ttl = :t")
+                    .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+                    .condition_expression(condition)
+                    .set_expression_attribute_values(Some(values))
+                    .send()
+                    .instrument(info_span!("dynamodb.update_item", table = %self.table, what))
+                    .await;
+                match r {
+                    Ok(_) => Ok(true),
+                    Err(e)
+                        if e.as_service_error()
+                            .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+                    {
+                        Ok(false)
+                    }
+                    Err(e) => Err(classify("UpdateItem", &context, e)),
+                }
+            }
         }
     }
 }
@@ -459,12 +732,21 @@ impl Reserver for DynamoReserver {
     async fn try_reserve(&self, keys: &[Key], owner: &Owner) -> Result<Lease, ReserveError> {
         let mut unique = std::collections::BTreeSet::new();
         let keys: Vec<Key> = keys.iter().filter(|k| unique.insert(*k)).cloned().collect();
-        let mut done: Vec<Key> = Vec::new();
-        for chunk in keys.chunks(TRANSACTION_ITEMS) {
-            match self.reserve_chunk(chunk, owner).await {
-                Ok(Ok(())) => done.extend(chunk.iter().cloned()),
-                outcome => {
-                    // Roll back the chunks already written.
+        let span = info_span!("dynamodb.try_reserve", table = %self.table, keys = keys.len(), cpid = %owner.cpid);
+        async {
+            let mut done: Vec<Key> = Vec::new();
+            for chunk in keys.chunks(TRANSACTION_ITEMS) {
+                let refused = match self.reserve_chunk(chunk, owner).await {
+                    Ok(Ok(())) => {
+                        done.extend(chunk.iter().cloned());
+                        continue;
+                    }
+                    Ok(Err(conflicts)) => ReserveError::Conflict(conflicts),
+                    Err(e) => e.into(),
+                };
+                // Roll back the chunks already written. Until then, other runs
+                // may see those keys held and retry: never a double grant.
+                if !done.is_empty() {
                     let lease = Lease {
                         keys: done,
                         owner: owner.clone(),
@@ -472,59 +754,33 @@ impl Reserver for DynamoReserver {
                     if let Err(e) = self.set_expiry(&lease, 0).await {
                         tracing::error!(error = %e, "rolling back a partial reservation failed; its keys expire with the lease");
                     }
-                    return match outcome {
-                        Ok(Err(conflicts)) => Err(ReserveError::Conflict(conflicts)),
-                        Err(e) => Err(e.into()),
-                        Ok(Ok(())) => unreachable!("handled above"),
-                    };
                 }
+                return Err(refused);
             }
+            Ok(Lease {
+                keys,
+                owner: owner.clone(),
+            })
         }
-        Ok(Lease {
-            keys,
-            owner: owner.clone(),
-        })
+        .instrument(span)
+        .await
     }
 
     async fn set_expiry(&self, lease: &Lease, expires: u64) -> Result<(), BackendError> {
-        let now = now_ms();
-        for key in &lease.keys {
-            let values = owner_values(&lease.owner);
-            if expires <= now {
-                self.delete_if(key, OWNED_BY, values).await?;
-                continue;
-            }
-            let mut values = values;
-            values.insert(":e".into(), n(expires));
-            values.insert(":t".into(), n(expires / 1000 + 1));
-            self.count();
-            let r = self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .key("pk", s(key.as_str()))
-                .update_expression("SET expires = :e, #ttl = :t")
-                .expression_attribute_names("#ttl", "ttl")
-                .condition_expression(OWNED_BY)
-                .set_expression_attribute_values(Some(values))
-                .send()
-                .instrument(info_span!("dynamodb.update_item", table = %self.table))
-                .await;
-            match r {
-                Ok(_) => {}
-                Err(e)
-                    if e.as_service_error()
-                        .is_some_and(|s| s.is_conditional_check_failed_exception()) => {}
-                Err(e) => {
-                    return Err(classify(
-                        "UpdateItem",
-                        &format!("changing the expiry of {key} in table {}", self.table),
-                        e,
-                    ))
-                }
-            }
-        }
-        Ok(())
+        let keys: Vec<(Key, Owner, Option<u64>)> = lease
+            .keys
+            .iter()
+            .map(|k| (k.clone(), lease.owner.clone(), None))
+            .collect();
+        let (change, what) = if expires <= now_ms() {
+            (Change::Remove, "releasing")
+        } else {
+            (Change::Expire(expires), "changing the expiry of")
+        };
+        self.change(&keys, change, what)
+            .instrument(info_span!("dynamodb.set_expiry", table = %self.table, keys = keys.len()))
+            .await
+            .map(drop)
     }
 
     async fn list(&self) -> Result<Vec<Reservation>, BackendError> {
@@ -532,17 +788,23 @@ impl Reserver for DynamoReserver {
         let mut start: Option<Item> = None;
         loop {
             self.count();
-            let page = self
+            let mut scan = self
                 .client
                 .scan()
                 .table_name(&self.table)
                 .consistent_read(true)
-                .set_exclusive_start_key(start.take())
+                .set_exclusive_start_key(start.take());
+            if !self.prefix.is_empty() {
+                scan = scan
+                    .filter_expression("begins_with(pk, :prefix)")
+                    .expression_attribute_values(":prefix", s(self.prefix.clone()));
+            }
+            let page = scan
                 .send()
                 .instrument(info_span!("dynamodb.scan", table = %self.table))
                 .await
                 .map_err(|e| classify("Scan", &format!("listing table {}", self.table), e))?;
-            out.extend(page.items().iter().filter_map(reservation));
+            out.extend(page.items().iter().filter_map(|i| self.reservation(i)));
             match page.last_evaluated_key() {
                 Some(k) if !k.is_empty() => start = Some(k.clone()),
                 _ => break,
@@ -557,16 +819,23 @@ impl Reserver for DynamoReserver {
         now: u64,
         older_than: Option<Duration>,
     ) -> Result<Vec<Key>, BackendError> {
-        let mut pruned = Vec::new();
-        for r in self.list().await? {
-            if is_prunable(&r.owner, now, older_than) {
-                let mut values = owner_values(&r.owner);
-                values.insert(":e".into(), n(r.owner.expires));
-                self.delete_if(&r.key, &format!("{OWNED_BY} AND expires = :e"), values)
-                    .await?;
-                pruned.push(r.key);
-            }
+        let span = info_span!("dynamodb.prune", table = %self.table);
+        async {
+            let doomed: Vec<(Key, Owner, Option<u64>)> = self
+                .list()
+                .await?
+                .into_iter()
+                .filter(|r| is_prunable(&r.owner, now, older_than))
+                .map(|r| {
+                    let e = r.owner.expires;
+                    (r.key, r.owner, Some(e))
+                })
+                .collect();
+            // Conditioned on the owner and expiry read: a key renewed or taken
+            // over since the scan is left alone.
+            self.change(&doomed, Change::Remove, "pruning").await
         }
-        Ok(pruned)
+        .instrument(span)
+        .await
     }
 }

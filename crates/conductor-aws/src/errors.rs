@@ -12,7 +12,6 @@ const THROTTLING: &[&str] = &[
     "SlowDown",
     "TooManyRequestsException",
     "ProvisionedThroughputExceededException",
-    "RequestLimitExceeded",
 ];
 
 /// Maps an SDK error of operation `op` (while doing `what`) to a
@@ -40,7 +39,12 @@ where
         SdkError::TimeoutError(_) => (BackendErrorKind::Unreachable, "timed out".to_string()),
         SdkError::DispatchFailure(d) => (
             BackendErrorKind::Unreachable,
-            format!("could not reach the endpoint ({:?}); check the network, the region and --endpoint-url", d.as_connector_error().map(|c| c.to_string())),
+            format!(
+                "could not reach the endpoint ({}); check the network, the region and --endpoint-url",
+                d.as_connector_error()
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "dispatch failure".into())
+            ),
         ),
         SdkError::ResponseError(_) => (BackendErrorKind::Unreachable, "unreadable response".to_string()),
         SdkError::ConstructionFailure(_) => {

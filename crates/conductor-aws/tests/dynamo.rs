@@ -1,12 +1,14 @@
 //! `DynamoReserver` on a real `moto_server`: the Reserver conformance suite,
-//! a 16-task race, transactions over the 100-item limit, and its figures.
+//! a 16-task race, transactions over the 100-item limit, key prefixes, the
+//! TTL attribute, error mapping, whole runs through `Conductor`, and its
+//! figures.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use conductor_aws::dynamo::DynamoReserver;
 use conductor_core::reserve::{Key, KeyKind, Reserver};
-use conductor_core::ReserveError;
+use conductor_core::{BackendErrorKind, ReserveError};
 use conductor_testkit::conformance::reserver::{self, fresh_keys, live_owner};
 use conductor_testkit::moto::{MotoServer, ACCESS_KEY_ID, SECRET_ACCESS_KEY};
 
@@ -98,16 +100,277 @@ async fn twenty_key_run_figures() {
     let r = reserver(&moto, "conductor-figures").await;
     let rounds = 20;
     let before = r.calls();
-    let start = Instant::now();
+    let mut reserve = Duration::ZERO;
+    let mut release = Duration::ZERO;
+    let mut renew = Duration::ZERO;
     for _ in 0..rounds {
-        let lease = r
-            .try_reserve(&fresh_keys("fig", 20), &live_owner())
+        let keys = fresh_keys("fig", 20);
+        let t = Instant::now();
+        let lease = r.try_reserve(&keys, &live_owner()).await.unwrap();
+        reserve += t.elapsed();
+        let t = Instant::now();
+        r.set_expiry(&lease, conductor_core::reserve::now_ms() + 600_000)
             .await
             .unwrap();
+        renew += t.elapsed();
+        let t = Instant::now();
         r.release(&lease, Duration::ZERO).await.unwrap();
+        release += t.elapsed();
     }
-    let per = start.elapsed() / rounds;
     let calls = (r.calls() - before) / rounds as usize;
-    eprintln!("DynamoReserver(moto): 20-key reserve+release {per:?} per run, {calls} DynamoDB calls (1 TransactWriteItems + 20 DeleteItem)");
-    assert_eq!(calls, 21);
+    let n = rounds as u32;
+    eprintln!(
+        "DynamoReserver(moto): 20-key reserve {:?} + release {:?} = {:?} per run (renewal {:?}); \
+         {calls} DynamoDB calls (1 TransactWriteItems to reserve, 1 to renew, 1 to release)",
+        reserve / n,
+        release / n,
+        (reserve + release) / n,
+        renew / n
+    );
+    assert_eq!(calls, 3);
+    assert!(r.list().await.unwrap().is_empty());
+}
+
+/// Two installations share one table under different key prefixes: each
+/// sees and prunes only its own keys, and the same key is free in both.
+#[tokio::test]
+async fn key_prefixes_partition_one_table() {
+    let moto = MotoServer::start();
+    let mk = |prefix: &'static str| {
+        DynamoReserver::builder("conductor-shared")
+            .endpoint_url(moto.endpoint())
+            .region("us-east-1")
+            .static_credentials(ACCESS_KEY_ID, SECRET_ACCESS_KEY)
+            .create_table_if_missing(true)
+            .key_prefix(prefix)
+            .build()
+    };
+    let prod = mk("prod/").await.unwrap();
+    let test = mk("test/").await.unwrap();
+    let keys = fresh_keys("prefix", 3);
+    let a = prod.try_reserve(&keys, &live_owner()).await.unwrap();
+    let b = test.try_reserve(&keys, &live_owner()).await.unwrap();
+    assert!(matches!(
+        prod.try_reserve(&keys, &live_owner()).await,
+        Err(ReserveError::Conflict(_))
+    ));
+    let listed: Vec<Key> = prod
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.key)
+        .collect();
+    assert_eq!(listed, {
+        let mut k = keys.clone();
+        k.sort();
+        k
+    });
+    prod.release(&a, Duration::ZERO).await.unwrap();
+    assert!(prod.list().await.unwrap().is_empty());
+    assert_eq!(
+        test.list().await.unwrap().len(),
+        3,
+        "the other prefix keeps its keys"
+    );
+    test.release(&b, Duration::ZERO).await.unwrap();
+    assert!(
+        mk("bad\nprefix").await.is_err(),
+        "a prefix with a control character is refused"
+    );
+}
+
+/// Each item carries `expires_at` (epoch seconds) and the table's TTL is
+/// enabled on it; renewal moves both expiries.
+#[tokio::test]
+async fn items_carry_the_ttl_attribute() {
+    let moto = MotoServer::start();
+    let r = reserver(&moto, "conductor-ttl").await;
+    let client = raw_client(&moto).await;
+    let ttl = client
+        .describe_time_to_live()
+        .table_name("conductor-ttl")
+        .send()
+        .await
+        .unwrap();
+    let desc = ttl.time_to_live_description().unwrap();
+    assert_eq!(
+        desc.attribute_name(),
+        Some(conductor_aws::dynamo::TTL_ATTRIBUTE)
+    );
+    let keys = fresh_keys("ttl", 1);
+    let owner = live_owner();
+    let lease = r.try_reserve(&keys, &owner).await.unwrap();
+    let item = |client: aws_sdk_dynamodb::Client, pk: String| async move {
+        client
+            .get_item()
+            .table_name("conductor-ttl")
+            .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(pk))
+            .consistent_read(true)
+            .send()
+            .await
+            .unwrap()
+            .item()
+            .cloned()
+            .unwrap()
+    };
+    let num = |i: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>,
+               k: &str|
+     -> u64 { i[k].as_n().unwrap().parse().unwrap() };
+    let i = item(client.clone(), keys[0].to_string()).await;
+    assert_eq!(num(&i, "expires"), owner.expires);
+    assert_eq!(num(&i, "expires_at"), owner.expires.div_ceil(1000));
+    assert_eq!(num(&i, "started"), owner.started.unwrap());
+    let later = owner.expires + 3_600_000;
+    r.set_expiry(&lease, later).await.unwrap();
+    let i = item(client.clone(), keys[0].to_string()).await;
+    assert_eq!(num(&i, "expires"), later);
+    assert_eq!(num(&i, "expires_at"), later.div_ceil(1000));
+}
+
+/// An endpoint nothing listens on is `Unreachable`; a bad table name is
+/// `Rejected` and names the table.
+#[tokio::test]
+async fn errors_are_classified() {
+    let port = conductor_testkit::moto::free_port();
+    let e = DynamoReserver::builder("conductor-nowhere")
+        .endpoint_url(format!("http://127.0.0.1:{port}"))
+        .region("us-east-1")
+        .static_credentials(ACCESS_KEY_ID, SECRET_ACCESS_KEY)
+        .build()
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, BackendErrorKind::Unreachable, "{e}");
+    assert!(e.to_string().contains("conductor-nowhere"), "{e}");
+    let e = DynamoReserver::builder("no spaces/allowed")
+        .build()
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, BackendErrorKind::Rejected);
+    assert!(e.to_string().contains("no spaces/allowed"), "{e}");
+}
+
+/// Whole runs through `Conductor` with a DynamoDB reserver: three parallel
+/// runs choose distinct names, leave the table empty, and the DynamoDB calls
+/// of one run are counted (a figure for the docs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_runs_through_conductor() {
+    use conductor_core::conductor::Options;
+    use conductor_core::{Conductor, Layout, Provisioner};
+    use conductor_testkit::fixtures::{self, StaticPillar};
+    use conductor_testkit::FakeCloud;
+
+    let moto = MotoServer::start();
+    let proxy = conductor_testkit::proxy::SerialProxy::start(moto.port()).await;
+    let dynamo = DynamoReserver::builder("conductor-runs")
+        .endpoint_url(proxy.endpoint())
+        .region("us-east-1")
+        .static_credentials(ACCESS_KEY_ID, SECRET_ACCESS_KEY)
+        .create_table_if_missing(true)
+        .build()
+        .await
+        .unwrap();
+    let reserver: Arc<dyn Reserver> = Arc::new(dynamo.clone());
+    let cloud = Arc::new(FakeCloud::new());
+    let dir = tempfile::tempdir().unwrap();
+    let mk = || {
+        Conductor::builder()
+            .cloud(cloud.clone())
+            .reserver(reserver.clone())
+            .pillar(Arc::new(StaticPillar(fixtures::devops_pillar())))
+            .layout(Layout::new(
+                dir.path().join("etc"),
+                dir.path().join("runner"),
+            ))
+            .options(Options {
+                provisioner: Provisioner::Ec2,
+                release_grace: Duration::ZERO,
+                backoff_base: Duration::from_millis(20),
+                max_attempts: 30,
+                visible_timeout: Duration::from_secs(10),
+                ..Options::default()
+            })
+            .build()
+            .unwrap()
+    };
+    // One run alone: its DynamoDB calls.
+    let before = dynamo.calls();
+    let report = mk()
+        .create(&fixtures::role_request("activemq", None))
+        .await
+        .unwrap();
+    assert!(report.success());
+    let one_run = dynamo.calls() - before;
+    eprintln!(
+        "one role=activemq run (2 names): {one_run} DynamoDB calls \
+         (cpid put, Scan to plan, reserve, release, Scan to prune, cpid delete; \
+         renewals add 2 per TTL/3)"
+    );
+    assert!(one_run <= 6, "{one_run} calls");
+    // Three at once.
+    let runs: Vec<_> = (0..3)
+        .map(|_| {
+            let c = mk();
+            tokio::spawn(async move { c.create(&fixtures::role_request("activemq", None)).await })
+        })
+        .collect();
+    for r in runs {
+        assert!(r.await.unwrap().unwrap().success());
+    }
+    let names: Vec<String> = cloud
+        .live_instances()
+        .iter()
+        .filter_map(|i| i.name().map(str::to_string))
+        .collect();
+    let unique: std::collections::BTreeSet<&String> = names.iter().collect();
+    assert_eq!(names.len(), 8);
+    assert_eq!(unique.len(), names.len(), "{names:?}");
+    assert!(
+        dynamo.list().await.unwrap().is_empty(),
+        "nothing left behind"
+    );
+}
+
+async fn raw_client(moto: &MotoServer) -> aws_sdk_dynamodb::Client {
+    let creds = aws_sdk_dynamodb::config::Credentials::new(
+        ACCESS_KEY_ID,
+        SECRET_ACCESS_KEY,
+        None,
+        None,
+        "test",
+    );
+    let conf = aws_sdk_dynamodb::config::Builder::new()
+        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+        .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+        .endpoint_url(moto.endpoint())
+        .credentials_provider(creds)
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(conf)
+}
+
+/// The failed condition returns the holder, so a conflict costs one call and
+/// a takeover of a dead local owner's keys two, whatever the number of keys.
+#[tokio::test]
+async fn conflicts_and_takeovers_cost_one_or_two_calls() {
+    let moto = MotoServer::start();
+    let r = reserver(&moto, "conductor-calls").await;
+    let keys = fresh_keys("calls", 20);
+    r.try_reserve(&keys[5..6], &live_owner()).await.unwrap();
+    let before = r.calls();
+    assert!(matches!(
+        r.try_reserve(&keys, &live_owner()).await,
+        Err(ReserveError::Conflict(k)) if k == vec![keys[5].clone()]
+    ));
+    assert_eq!(r.calls() - before, 1, "a conflict: one TransactWriteItems");
+    r.prune(u64::MAX, None).await.unwrap();
+    let mut dead = live_owner();
+    dead.pid = reserver::DEAD_PID;
+    r.try_reserve(&keys[..10], &dead).await.unwrap();
+    let before = r.calls();
+    r.try_reserve(&keys, &live_owner()).await.unwrap();
+    assert_eq!(
+        r.calls() - before,
+        2,
+        "a takeover: the refused transaction, then the conditioned one"
+    );
 }

@@ -17,6 +17,7 @@ use conductor_testkit::moto::{MotoServer, ACCESS_KEY_ID, SECRET_ACCESS_KEY};
 
 async fn backend(moto: &MotoServer) -> Ec2Backend {
     Ec2Backend::builder()
+        .region("us-east-1")
         .endpoint_url(moto.endpoint())
         .static_credentials(ACCESS_KEY_ID, SECRET_ACCESS_KEY)
         .max_attempts(3)
@@ -71,12 +72,43 @@ fn conductor(ec2: &Ec2Backend, pillar: conductor_core::Pillar, layout: &Layout) 
         .unwrap()
 }
 
-/// Every live instance of us-east-1 as moto's DescribeInstances reports it.
+/// Every live instance of us-east-1 as moto's own DescribeInstances reports
+/// it: no filters, every page, terminated ones left out here.
 async fn moto_instances(ec2: &Ec2Backend) -> Vec<conductor_core::Instance> {
-    ec2.inventory(&Scope::all(fixtures::zone().region()))
-        .await
-        .unwrap()
-        .instances
+    let region = fixtures::zone().region();
+    let mut pages = ec2
+        .client(&region)
+        .describe_instances()
+        .into_paginator()
+        .send();
+    let mut out = Vec::new();
+    while let Some(page) = pages.next().await {
+        for r in page.unwrap().reservations() {
+            for i in r.instances() {
+                let state = i.state().and_then(|s| s.name()).unwrap().as_str();
+                if state == "terminated" {
+                    continue;
+                }
+                out.push(conductor_core::Instance {
+                    id: i.instance_id().unwrap().to_string(),
+                    region: region.clone(),
+                    zone: i
+                        .placement()
+                        .and_then(|p| p.availability_zone())
+                        .unwrap()
+                        .to_string(),
+                    state: conductor_core::cloud::InstanceState::parse(state).unwrap(),
+                    launch_time: None,
+                    tags: i
+                        .tags()
+                        .iter()
+                        .map(|t| (t.key().unwrap().to_string(), t.value().unwrap().to_string()))
+                        .collect(),
+                });
+            }
+        }
+    }
+    out
 }
 
 #[tokio::test]
@@ -186,20 +218,33 @@ async fn the_seeds_three_parallel_runs_on_moto_and_destroy_by_cpid() {
     let unique: BTreeSet<&str> = names.iter().copied().collect();
     assert_eq!(names.len(), 12);
     assert_eq!(unique.len(), 12, "no name twice: {names:?}");
-    let mut cluster_owner: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    // Every id (cluster ids of both scopes, system ids) belongs to one run.
+    let mut id_owner: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
     for i in &all {
-        if let Some(id) = i.tag("conductor:devops.nifi.cluster.id") {
-            cluster_owner
-                .entry(id.to_string())
-                .or_default()
-                .insert(i.tag("conductor:cpid").unwrap().to_string());
+        for (k, v) in &i.tags {
+            if k.ends_with(".cluster.id") || k.ends_with(".system.id") {
+                id_owner
+                    .entry((k.clone(), v.clone()))
+                    .or_default()
+                    .insert(i.tag("conductor:cpid").unwrap().to_string());
+            }
         }
     }
-    assert_eq!(cluster_owner.len(), 2, "two nifi clusters");
     assert!(
-        cluster_owner.values().all(|c| c.len() == 1),
-        "each cluster id belongs to one run: {cluster_owner:?}"
+        id_owner.values().all(|c| c.len() == 1),
+        "each id belongs to one run: {id_owner:?}"
     );
+    let clusters = |key: &str| {
+        id_owner
+            .keys()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(clusters("conductor:devops.nifi.cluster.id"), ["1", "2"]);
+    assert_eq!(clusters("conductor:cloud.nifi.cluster.id"), ["1", "2"]);
+    let ids: BTreeSet<&str> = all.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(ids.len(), all.len(), "instance ids unique");
     let system_tagged = all
         .iter()
         .filter(|i| i.tag("conductor:devops.system.id") == Some("1"))

@@ -171,6 +171,19 @@ pub enum GroupCommand {
         /// Seconds a released name stays reserved (EC2 reads are eventually consistent).
         #[arg(long, default_value = "120s", value_parser = parse_duration, value_name = "DURATION")]
         release_grace: Duration,
+        /// The master's autosign_grains_dir (ec2 provisioner): the run lists a
+        /// one-time token there while its minions bootstrap, so the master
+        /// accepts exactly their keys.
+        #[arg(
+            long,
+            default_value = "/etc/salt/autosign_grains",
+            env = "CONDUCTOR_AUTOSIGN_GRAINS_DIR",
+            value_name = "DIR"
+        )]
+        autosign_grains_dir: PathBuf,
+        /// How long the ec2 provisioner waits for new minions to be accepted and answer.
+        #[arg(long, default_value = "15m", value_parser = parse_duration, value_name = "DURATION")]
+        minion_timeout: Duration,
     },
     /// Show the names, ids, grains and files a create would use now.
     #[command(

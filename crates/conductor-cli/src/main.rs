@@ -15,6 +15,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
+use conductor_core::conductor::Options;
 use conductor_core::reserve::now_ms;
 use conductor_core::Cpid;
 use serde_json::json;
@@ -60,6 +61,15 @@ fn writes_files(c: &Command) -> bool {
     )
 }
 
+/// Options for the commands that create nothing (destroy, update).
+fn options(provisioner: conductor_core::Provisioner) -> Options {
+    Options {
+        provisioner,
+        release_grace: Duration::ZERO,
+        ..Options::default()
+    }
+}
+
 async fn run(cli: Cli) -> Result<u8, Failure> {
     let g = &cli.global;
     match cli.command {
@@ -73,11 +83,20 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             words,
             provisioner,
             release_grace,
+            autosign_grains_dir,
+            minion_timeout,
             ..
         }) => {
             let req =
                 Words::parse(&words, "conductor group create", CREATE_WORDS)?.create_request()?;
-            let c = wiring::conductor(g, wiring::provisioner(provisioner), release_grace).await?;
+            let opts = Options {
+                provisioner: wiring::provisioner(provisioner),
+                release_grace,
+                autosign_grains_dir: Some(autosign_grains_dir),
+                minion_timeout,
+                ..Options::default()
+            };
+            let c = wiring::conductor(g, opts).await?;
             progress(
                 g,
                 &format!("creating for group {} in {} ...", req.group, req.zone),
@@ -97,7 +116,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Group(GroupCommand::Destroy { words, provisioner }) => {
             let req =
                 Words::parse(&words, "conductor group destroy", SELECT_WORDS)?.query(false)?;
-            let c = wiring::conductor(g, wiring::provisioner(provisioner), Duration::ZERO).await?;
+            let c = wiring::conductor(g, options(wiring::provisioner(provisioner))).await?;
             progress(g, &format!("destroying for group {} ...", req.group));
             let report = c.destroy(&req).await?;
             if g.json {
@@ -113,7 +132,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         }
         Command::Group(GroupCommand::Update { words, dry_run }) => {
             let q = Words::parse(&words, "conductor group update", SELECT_WORDS)?.query(false)?;
-            let c = wiring::conductor(g, conductor_core::Provisioner::Ec2, Duration::ZERO).await?;
+            let c = wiring::conductor(g, options(conductor_core::Provisioner::Ec2)).await?;
             if dry_run {
                 let targets = c.update_targets(&q).await?;
                 if g.json {

@@ -27,6 +27,7 @@ pub fn create_json(report: &CreateReport) -> Value {
         "launched": report.launched,
         "failed": report.failed.iter().map(|(n, m)| json!({"name": n, "error": m})).collect::<Vec<_>>(),
         "not_visible": report.not_visible,
+        "minions_not_ready": report.minions_not_ready.iter().map(|(n, m)| json!({"name": n, "error": m})).collect::<Vec<_>>(),
         "state_failures": report.state_failures,
         "skipped": report.skipped,
         "logs": report.logs,
@@ -113,6 +114,8 @@ pub fn create_text(r: &CreateReport) -> String {
     let mut s = plan_text(&r.plan, |name| {
         if r.not_visible.iter().any(|n| n == name) {
             Some("launched, not yet visible")
+        } else if r.minions_not_ready.iter().any(|(n, _)| n == name) {
+            Some("launched, minion not ready")
         } else if r.launched.iter().any(|n| n == name) {
             if r.state_failures.iter().any(|f| f.minion == name) {
                 Some("launched, state failed")
@@ -125,7 +128,7 @@ pub fn create_text(r: &CreateReport) -> String {
             None
         }
     });
-    for (n, m) in &r.failed {
+    for (n, m) in r.failed.iter().chain(&r.minions_not_ready) {
         s.push_str(&format!("error: {n}: {m}\n"));
     }
     s.push_str(&tail(&r.state_failures, &r.skipped, &r.logs));

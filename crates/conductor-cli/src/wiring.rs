@@ -1,11 +1,11 @@
 //! Builds the backends from the command-line options.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use conductor_core::conductor::Options;
 use conductor_core::{
-    CloudBackend, Conductor, FsReserver, Layout, PillarSource, Provisioner, Reserver, SaltExecutor,
+    CloudBackend, Conductor, FsReserver, Layout, PillarSource, Provisioner, Reserver, RetryCloud,
+    SaltExecutor,
 };
 use conductor_salt::FilePillar;
 use conductor_testkit::FakeCloud;
@@ -33,16 +33,18 @@ pub async fn reserver(g: &Global) -> Result<Arc<dyn Reserver>, Failure> {
     }
 }
 
-/// The cloud chosen by `--cloud`.
+/// The cloud chosen by `--cloud`, wrapped in [`RetryCloud`]: calls refused
+/// for rate limits or unanswered are retried with jittered backoff (on top of
+/// the SDK's own retries of each request).
 pub async fn cloud(g: &Global) -> Result<Arc<dyn CloudBackend>, Failure> {
     match g.cloud {
-        CloudKind::Fake => Ok(Arc::new(FakeCloud::new())),
+        CloudKind::Fake => Ok(Arc::new(RetryCloud::new(FakeCloud::new()))),
         CloudKind::Aws => {
             let mut b = conductor_aws::ec2::Ec2Backend::builder();
             if let Some(url) = &g.endpoint_url {
                 b = b.endpoint_url(url);
             }
-            Ok(Arc::new(b.build().await))
+            Ok(Arc::new(RetryCloud::new(b.build().await)))
         }
     }
 }
@@ -87,21 +89,13 @@ pub fn provisioner(p: ProvisionerArg) -> Provisioner {
 }
 
 /// A conductor with every backend wired.
-pub async fn conductor(
-    g: &Global,
-    provisioner: Provisioner,
-    release_grace: Duration,
-) -> Result<Conductor, Failure> {
+pub async fn conductor(g: &Global, opts: Options) -> Result<Conductor, Failure> {
     let mut b = Conductor::builder()
         .cloud(cloud(g).await?)
         .reserver(reserver(g).await?)
         .pillar(pillar(g)?)
         .layout(layout(g))
-        .options(Options {
-            provisioner,
-            release_grace,
-            ..Options::default()
-        });
+        .options(opts);
     if let Some(s) = salt(g)? {
         b = b.salt(s);
     }

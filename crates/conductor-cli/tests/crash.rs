@@ -1,14 +1,16 @@
-//! Crash tests: a run SIGKILLed at each lifecycle point (env
-//! `CONDUCTOR_FAULT_POINT`) against moto leaves no key that blocks later runs
-//! once pruned, no name is ever used twice, and every instance it launched is
-//! found by its cpid tag.
+//! Crash tests: runs SIGKILLed at each lifecycle point (env
+//! `CONDUCTOR_FAULT_POINT`) against moto leave no key that blocks later runs
+//! once pruned, no name is ever used twice, and every instance they launched
+//! is found by its cpid tag.
 
-use std::collections::{BTreeMap, BTreeSet};
+mod support;
+
+use std::collections::BTreeSet;
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
-use std::process::{Command, Output};
+use std::time::Instant;
 
 use conductor_testkit::moto::MotoServer;
+use support::{assert_unique, stderr, Lab, SEED};
 
 const POINTS: [&str; 6] = [
     "after_cpid",
@@ -19,177 +21,120 @@ const POINTS: [&str; 6] = [
     "after_release",
 ];
 
-fn conductor(moto: &MotoServer, dir: &Path, args: &[&str], fault: Option<&str>) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_conductor"));
-    c.args(args)
-        .arg("--pillar-dir")
-        .arg(dir.join("pillar"))
-        .arg("--config-dir")
-        .arg(dir.join("etc"))
-        .arg("--runner-dir")
-        .arg(dir.join("runner"))
-        .args(["--endpoint-url", &moto.endpoint()])
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_REGION", "us-east-1")
-        .env_remove("CONDUCTOR_FAULT_POINT");
-    if let Some(f) = fault {
-        c.env("CONDUCTOR_FAULT_POINT", f);
-    }
-    c.output().unwrap()
+/// Whether a run killed at `point` has launched its instances.
+fn launched_at(point: &str) -> bool {
+    matches!(point, "after_launch" | "after_visible" | "after_release")
 }
 
-fn create_args() -> Vec<&'static str> {
-    vec![
-        "group",
-        "create",
-        "group=devops",
-        "role=activemq",
-        "pillarenv=test",
-        "region=us-east-1a",
-        "--provisioner",
-        "ec2",
-        "--no-salt",
-        "--release-grace",
-        "0",
-    ]
-}
-
-/// name -> cpid tag of every live instance, as `group status` reports them.
-fn instances(moto: &MotoServer, dir: &Path) -> Vec<(String, String)> {
-    let o = conductor(
-        moto,
-        dir,
-        &[
-            "group",
-            "status",
-            "group=devops",
-            "pillarenv=test",
-            "region=us-east-1a",
-            "--json",
-        ],
-        None,
+/// Prunes the killed runs' keys and checks none is left.
+fn prune_all(lab: &Lab, point: &str) {
+    lab.json(&["reservations", "prune", "--json"]);
+    let left = lab.json(&["reservations", "list", "--json"]);
+    assert!(
+        left.as_array().unwrap().is_empty(),
+        "{point}: keys left after prune: {left}"
     );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["name"].as_str().unwrap().to_string(),
-                r["cpid"].as_str().unwrap_or("-").to_string(),
-            )
-        })
-        .collect()
+    assert!(
+        lab.reservation_files().is_empty(),
+        "{point}: {:?}",
+        lab.reservation_files()
+    );
+}
+
+/// The cpids of live instances now.
+fn cpids(lab: &Lab) -> BTreeSet<String> {
+    lab.by_cpid().into_keys().collect()
+}
+
+/// Whatever the runs killed at `point` launched is there, found by its cpid
+/// tag: returns the instance count of each new run, sorted.
+fn new_runs(lab: &Lab, before: &BTreeSet<String>, point: &str) -> Vec<usize> {
+    let mut counts = Vec::new();
+    for (cpid, mut names) in lab.by_cpid() {
+        if before.contains(&cpid) {
+            continue;
+        }
+        names.sort();
+        assert_eq!(
+            lab.names_of_run(&cpid),
+            names,
+            "{point}: status cpid={cpid} finds the run's instances"
+        );
+        counts.push(names.len());
+    }
+    counts.sort();
+    counts
+}
+
+/// A new run succeeds at once and no name is used twice.
+fn new_run_succeeds(lab: &Lab, words: &[&str], point: &str) {
+    let o = lab.create(words, None);
+    assert!(o.status.success(), "{point}: {}", stderr(&o));
+    let names: Vec<String> = lab.instances(&[]).into_iter().map(|(n, _)| n).collect();
+    assert_unique(&names, point);
 }
 
 #[test]
 fn sigkill_at_every_lifecycle_point() {
     let moto = MotoServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let pillar = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/pillar/test/conductor.sls"),
-    )
-    .unwrap()
-    .replace(", subnet_id: subnet-1", "");
-    std::fs::create_dir_all(dir.path().join("pillar/test")).unwrap();
-    std::fs::write(dir.path().join("pillar/test/conductor.sls"), pillar).unwrap();
-
+    let lab = Lab::new(moto.endpoint(), dir.path(), |p| p);
     let mut launched_by_killed = 0;
     for point in POINTS {
-        let before: BTreeSet<String> = instances(&moto, dir.path())
-            .into_iter()
-            .map(|(_, c)| c)
-            .collect();
-        let o = conductor(&moto, dir.path(), &create_args(), Some(point));
+        let before = cpids(&lab);
+        let o = lab.create(&["role=activemq"], Some(point));
         assert_eq!(
             o.status.signal(),
             Some(9),
             "{point}: the run was killed ({:?})",
             o.status
         );
-
         // Keys the killed run held are reported and pruned (its pid is gone).
-        let o = conductor(
-            &moto,
-            dir.path(),
-            &["reservations", "prune", "--json"],
-            None,
-        );
-        assert!(
-            o.status.success(),
-            "{point}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        let o = conductor(&moto, dir.path(), &["reservations", "list", "--json"], None);
-        let left: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        assert!(
-            left.as_array().unwrap().is_empty(),
-            "{point}: keys left after prune: {left}"
-        );
-
-        // Whatever the killed run launched is there, found by its cpid tag.
-        let now = instances(&moto, dir.path());
-        let mut by_cpid: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for (name, cpid) in &now {
-            by_cpid.entry(cpid.clone()).or_default().push(name.clone());
-        }
-        let new: Vec<&String> = by_cpid.keys().filter(|c| !before.contains(*c)).collect();
-        assert!(new.len() <= 1, "{point}: one killed run, {new:?}");
-        let expect_launch = matches!(point, "after_launch" | "after_visible" | "after_release");
-        assert_eq!(
-            new.len(),
-            usize::from(expect_launch),
-            "{point}: instances of the killed run: {by_cpid:?}"
-        );
-        if let Some(cpid) = new.first() {
-            assert_eq!(
-                by_cpid[*cpid].len(),
-                2,
-                "{point}: both instances carry the killed run's cpid"
-            );
-            launched_by_killed += 2;
-            let word = format!("cpid={cpid}");
-            let o = conductor(
-                &moto,
-                dir.path(),
-                &[
-                    "group",
-                    "status",
-                    "group=devops",
-                    "pillarenv=test",
-                    "region=us-east-1a",
-                    &word,
-                    "--json",
-                ],
-                None,
-            );
-            let found: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-            assert_eq!(
-                found.as_array().unwrap().len(),
-                2,
-                "{point}: status cpid= finds them"
-            );
-        }
-
-        // A new run succeeds at once and never reuses a name.
-        let o = conductor(&moto, dir.path(), &create_args(), None);
-        assert!(
-            o.status.success(),
-            "{point}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        let names: Vec<String> = instances(&moto, dir.path())
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect();
-        let unique: BTreeSet<&String> = names.iter().collect();
-        assert_eq!(
-            unique.len(),
-            names.len(),
-            "{point}: a name was used twice: {names:?}"
-        );
+        prune_all(&lab, point);
+        let counts = new_runs(&lab, &before, point);
+        let expected: Vec<usize> = if launched_at(point) { vec![2] } else { vec![] };
+        assert_eq!(counts, expected, "{point}: instances of the killed run");
+        launched_by_killed += counts.iter().sum::<usize>();
+        new_run_succeeds(&lab, &["role=activemq"], point);
     }
     assert_eq!(launched_by_killed, 6);
+}
+
+/// The seed's three runs at once, all killed at the same point, for every
+/// point; one moto and one runner directory throughout.
+#[test]
+fn three_parallel_runs_sigkilled_at_every_lifecycle_point() {
+    let started = Instant::now();
+    let moto = MotoServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let lab = Lab::new(moto.endpoint(), dir.path(), |p| p);
+    let mut launched_by_killed = 0;
+    for point in POINTS {
+        let before = cpids(&lab);
+        for (o, words) in lab.create_seed_in_parallel(Some(point)).iter().zip(SEED) {
+            assert_eq!(
+                o.status.signal(),
+                Some(9),
+                "{point} {words:?}: killed ({:?}): {}",
+                o.status,
+                stderr(o)
+            );
+        }
+        prune_all(&lab, point);
+        let counts = new_runs(&lab, &before, point);
+        // role=activemq count=2, role=nifi (one cluster of 4), small_test (6).
+        let expected: Vec<usize> = if launched_at(point) {
+            vec![2, 4, 6]
+        } else {
+            vec![]
+        };
+        assert_eq!(counts, expected, "{point}: instances of the killed runs");
+        launched_by_killed += counts.iter().sum::<usize>();
+        new_run_succeeds(&lab, &["system=small_test"], point);
+    }
+    assert_eq!(launched_by_killed, 36);
+    eprintln!(
+        "crash matrix: 6 points x 3 parallel runs in {:.1?}",
+        started.elapsed()
+    );
 }

@@ -1,12 +1,25 @@
 //! `FsReserver`: one file per key under `reserved_names/` and `reserved_ids/`.
 //!
-//! A key is granted by publishing a fully written file with `link(2)`, which,
-//! like `open(O_CREAT|O_EXCL)`, fails when the name exists: readers never see a
-//! half-written owner. Taking over an expired key, changing an expiry and
-//! pruning hold an exclusive `flock` on `<runner-dir>/.reserved.lock`, so two
-//! runs cannot both take over the same expired key. This is sound on one host,
-//! or on a shared filesystem whose `link` is atomic and `flock` is coherent;
-//! across Salt masters use a DynamoDB reserver instead.
+//! A key is granted by publishing a fully written, fsynced temp file with
+//! `link(2)`, which, like `open(O_CREAT|O_EXCL)`, fails when the name exists:
+//! readers never see a half-written owner, and the directory is fsynced before
+//! the grant is reported. Taking over a free key (expired, or its owner ran on
+//! this host and is gone: dead pid, or a pid reused by a process with another
+//! start time), changing an expiry and pruning hold an exclusive `flock` on
+//! `<runner-dir>/.reserved.lock` and re-read the owner under it, so two runs
+//! cannot both take over the same key and `prune` never frees a key whose
+//! owner is alive.
+//!
+//! **Scope.** This is sound on one host, or on a shared filesystem whose
+//! `link` is atomic and whose `flock` is coherent between clients (not every
+//! NFS setup). Liveness by pid only works for owners on this host; an owner
+//! on another host is free only when its lease expires. Across Salt masters
+//! or CI runners, use the DynamoDB reserver instead.
+//!
+//! An unreadable directory, a read-only filesystem or a runner directory
+//! that is a file are reported as [`BackendErrorKind::Io`] errors naming the
+//! path and the fix. Temp files left by a killed writer are removed by
+//! `prune`.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
@@ -17,7 +30,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::error::{BackendError, ReserveError};
+use crate::error::{BackendError, BackendErrorKind, ReserveError};
 use crate::layout::Layout;
 use crate::reserve::{
     is_free, is_prunable, now_ms, Key, KeyKind, Lease, Owner, Reservation, Reserver,
@@ -54,10 +67,7 @@ impl FsReserver {
 
     fn ensure_dirs(&self) -> Result<(), BackendError> {
         for d in [&self.names, &self.ids] {
-            fs::create_dir_all(d).map_err(|e| {
-                BackendError::io(d, e)
-                    .with_hint("create it, or point --runner-dir at a writable directory")
-            })?;
+            fs::create_dir_all(d).map_err(|e| io_err(d, e))?;
         }
         Ok(())
     }
@@ -71,7 +81,7 @@ impl FsReserver {
             .await
             .map_err(|e| {
                 BackendError::new(
-                    crate::error::BackendErrorKind::Io,
+                    BackendErrorKind::Io,
                     format!("reservation task failed: {e}"),
                 )
             })
@@ -80,10 +90,7 @@ impl FsReserver {
     /// Holds the takeover lock until dropped.
     fn lock(&self) -> Result<LockGuard, BackendError> {
         if let Some(root) = self.lock.parent() {
-            fs::create_dir_all(root).map_err(|e| {
-                BackendError::io(root, e)
-                    .with_hint("create it, or point --runner-dir at a writable directory")
-            })?;
+            fs::create_dir_all(root).map_err(|e| io_err(root, e))?;
         }
         let f = OpenOptions::new()
             .create(true)
@@ -91,26 +98,35 @@ impl FsReserver {
             .write(true)
             .mode(0o644)
             .open(&self.lock)
-            .map_err(|e| BackendError::io(&self.lock, e))?;
-        // SAFETY: flock on an fd we own.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(BackendError::io(
-                &self.lock,
-                std::io::Error::last_os_error(),
-            ));
+            .map_err(|e| io_err(&self.lock, e))?;
+        loop {
+            // SAFETY: flock on an fd we own.
+            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                return Ok(LockGuard(f));
+            }
+            let e = std::io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::ENOLCK) | Some(libc::EOPNOTSUPP) => {
+                    return Err(BackendError::io(&self.lock, e).with_hint(
+                        "this filesystem has no working flock, which FsReserver needs: \
+                         use a local --runner-dir, or --reserver dynamodb",
+                    ))
+                }
+                _ => return Err(io_err(&self.lock, e)),
+            }
         }
-        Ok(LockGuard(f))
     }
 
     /// Publishes `owner` at `path` if nothing is there. `Ok(false)` when taken.
     fn publish(&self, path: &Path, owner: &Owner) -> Result<bool, BackendError> {
-        let dir = path.parent().expect("key paths have a parent");
+        let dir = path.parent().unwrap_or(Path::new("."));
         let tmp = dir.join(format!(
-            ".tmp.{}.{}",
+            "{TMP_PREFIX}{}.{}",
             std::process::id(),
             rand::random::<u64>()
         ));
-        let body = serde_json::to_vec(owner).expect("owner serializes");
+        let body = owner_json(owner);
         let write = || -> std::io::Result<()> {
             let mut f = OpenOptions::new()
                 .write(true)
@@ -122,14 +138,14 @@ impl FsReserver {
         };
         if let Err(e) = write() {
             let _ = fs::remove_file(&tmp);
-            return Err(BackendError::io(&tmp, e));
+            return Err(io_err(dir, e));
         }
         let linked = fs::hard_link(&tmp, path);
         let _ = fs::remove_file(&tmp);
         match linked {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
-            Err(e) => Err(BackendError::io(path, e)),
+            Err(e) => Err(io_err(path, e)),
         }
     }
 
@@ -137,7 +153,7 @@ impl FsReserver {
         match fs::read(path) {
             Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(BackendError::io(path, e)),
+            Err(e) => Err(io_err(path, e)),
         }
     }
 
@@ -194,7 +210,7 @@ impl FsReserver {
         for d in [&self.names, &self.ids] {
             File::open(d)
                 .and_then(|f| f.sync_all())
-                .map_err(|e| BackendError::io(d, e))?;
+                .map_err(|e| io_err(d, e))?;
         }
         Ok(Lease {
             keys: keys.to_vec(),
@@ -227,12 +243,8 @@ impl FsReserver {
                 remove(&path)?;
             } else {
                 holder.expires = expires;
-                crate::layout::write_atomic(
-                    &path,
-                    &serde_json::to_vec(&holder).expect("owner serializes"),
-                    0o644,
-                )
-                .map_err(|e| BackendError::io(&path, e))?;
+                crate::layout::write_atomic(&path, &owner_json(&holder), 0o644)
+                    .map_err(|e| io_err(&path, e))?;
             }
         }
         Ok(())
@@ -245,10 +257,10 @@ impl FsReserver {
             let entries = match fs::read_dir(dir) {
                 Ok(e) => e,
                 Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                Err(e) => return Err(BackendError::io(dir, e)),
+                Err(e) => return Err(io_err(dir, e)),
             };
             for entry in entries {
-                let entry = entry.map_err(|e| BackendError::io(dir, e))?;
+                let entry = entry.map_err(|e| io_err(dir, e))?;
                 let Some(name) = entry.file_name().to_str().map(str::to_string) else {
                     continue;
                 };
@@ -273,7 +285,85 @@ impl FsReserver {
                 pruned.push(r.key);
             }
         }
+        for kind in [KeyKind::Name, KeyKind::Id] {
+            self.sweep(kind, older_than, &mut pruned)?;
+        }
         Ok(pruned)
+    }
+
+    /// Removes temp files a killed writer left (older than [`TMP_STALE`]),
+    /// and, with `older_than`, key files holding no readable owner that are
+    /// older than that (they can only come from outside tampering or a
+    /// damaged disk; a grant always publishes a complete owner).
+    fn sweep(
+        &self,
+        kind: KeyKind,
+        older_than: Option<Duration>,
+        pruned: &mut Vec<Key>,
+    ) -> Result<(), BackendError> {
+        let dir = self.dir(kind);
+        let entries = match fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_err(dir, e)),
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let age = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .unwrap_or_default();
+            if name.starts_with('.') && name.contains(".tmp.") {
+                if age >= TMP_STALE {
+                    remove(&entry.path())?;
+                }
+                continue;
+            }
+            let Some(limit) = older_than else { continue };
+            let Ok(key) = Key::new(kind, name) else {
+                continue;
+            };
+            if age >= limit && Self::read_owner(&entry.path())?.is_none() && entry.path().exists() {
+                tracing::warn!(key = %key, "removing a reservation file with no readable owner");
+                remove(&entry.path())?;
+                pruned.push(key);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Name prefix of the temp files a grant writes before linking them.
+const TMP_PREFIX: &str = ".tmp.";
+
+/// Age after which a temp file in a reservation directory is a leftover of
+/// a killed writer (a live one keeps it for milliseconds).
+const TMP_STALE: Duration = Duration::from_secs(60);
+
+fn owner_json(owner: &Owner) -> Vec<u8> {
+    // An `Owner` is strings and integers: serializing cannot fail.
+    serde_json::to_vec(owner).unwrap_or_default()
+}
+
+/// An I/O error on `path`, with what to do about the common causes.
+fn io_err(path: &Path, e: std::io::Error) -> BackendError {
+    let hint = match e.kind() {
+        ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem => Some(
+            "the reservation directory is not writable (permissions, or a read-only filesystem): \
+             fix its permissions or point --runner-dir at a writable directory",
+        ),
+        ErrorKind::NotFound | ErrorKind::NotADirectory | ErrorKind::AlreadyExists => Some(
+            "the reservation directory is missing or a path component is not a directory: \
+             create it, or point --runner-dir at a writable directory",
+        ),
+        _ => None,
+    };
+    let err = BackendError::io(path, e);
+    match hint {
+        Some(h) => err.with_hint(h),
+        None => err,
     }
 }
 
@@ -283,7 +373,7 @@ fn remove(path: &Path) -> Result<(), BackendError> {
     match fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(BackendError::io(path, e)),
+        Err(e) => Err(io_err(path, e)),
     }
 }
 

@@ -18,7 +18,9 @@ pub mod plan;
 pub mod render;
 pub mod request;
 pub mod reserve;
+pub mod retry;
 pub mod salt;
+pub mod user_data;
 
 pub use cloud::{CloudBackend, Instance, InstanceState, Inventory, LaunchSpec, Scope, Selector};
 pub use conductor::{
@@ -36,4 +38,5 @@ pub use pillar::Pillar;
 pub use plan::{plan, Plan};
 pub use request::{CreateRequest, Target};
 pub use reserve::{Key, KeyKind, Lease, Owner, Reservation, Reserver};
+pub use retry::{RetryCloud, RetryPolicy};
 pub use salt::{PillarSource, SaltExecutor};

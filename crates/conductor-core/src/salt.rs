@@ -60,7 +60,21 @@ impl StateRunResult {
     }
 }
 
-/// Runs Salt: salt-cloud maps and destroys, state runs and orchestration.
+/// The master's minion keys by state, as `salt-key -L` lists them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MinionKeys {
+    /// Accepted keys (`minions`).
+    pub accepted: Vec<String>,
+    /// Keys waiting for acceptance (`minions_pre`).
+    pub pending: Vec<String>,
+    /// Rejected keys (`minions_rejected`).
+    pub rejected: Vec<String>,
+    /// Denied keys (`minions_denied`).
+    pub denied: Vec<String>,
+}
+
+/// Runs Salt: salt-cloud maps and destroys, state runs and orchestration,
+/// and the master's minion keys.
 #[async_trait]
 pub trait SaltExecutor: Send + Sync + fmt::Debug {
     /// `salt-cloud -m <map>`: creates the map's instances.
@@ -81,4 +95,10 @@ pub trait SaltExecutor: Send + Sync + fmt::Debug {
         saltenv: &Env,
         pillarenv: &Env,
     ) -> Result<StateRunResult, BackendError>;
+    /// `salt-key -L`: the master's minion keys by state.
+    async fn minion_keys(&self) -> Result<MinionKeys, BackendError>;
+    /// `salt -L <targets> test.ping`: the targets that answered.
+    async fn ping(&self, targets: &[String]) -> Result<Vec<String>, BackendError>;
+    /// `salt-key -y -d <name>` for each name: the master forgets those minions.
+    async fn delete_keys(&self, names: &[String]) -> Result<(), BackendError>;
 }

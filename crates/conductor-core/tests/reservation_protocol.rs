@@ -181,3 +181,191 @@ fn leases_are_renewed_while_a_run_works() {
         );
     });
 }
+
+/// A run cancelled while it works (its future dropped) stops renewing: its
+/// keys are free one TTL after the last renewal, not held forever.
+#[test]
+fn renewal_stops_when_a_run_is_cancelled() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = Arc::new(FakeCloud::new().with_latency(Duration::from_secs(30)));
+        let reserver: Arc<dyn Reserver> = Arc::new(MemReserver::new());
+        let opts = Options {
+            provisioner: Provisioner::Ec2,
+            release_grace: Duration::ZERO,
+            lease_ttl: Duration::from_secs(3),
+            visible_timeout: Duration::from_secs(120),
+            ..Options::default()
+        };
+        let c = Conductor::builder()
+            .cloud(fake.clone())
+            .reserver(reserver.clone())
+            .pillar(Arc::new(StaticPillar(fixtures::devops_pillar())))
+            .layout(Layout::new(
+                dir.path().join("etc"),
+                dir.path().join("runner"),
+            ))
+            .options(opts)
+            .build()
+            .unwrap();
+        let run =
+            tokio::spawn(async move { c.create(&fixtures::role_request("activemq", None)).await });
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(
+            !reserver.held(now_ms(), None).await.unwrap().is_empty(),
+            "held while the run works"
+        );
+        run.abort();
+        assert!(run.await.unwrap_err().is_cancelled());
+        // One TTL (3 s) after the last renewal, nothing renews them any more.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let held = reserver.held(now_ms(), None).await.unwrap();
+        assert!(
+            held.is_empty(),
+            "still renewed after cancellation: {held:?}"
+        );
+    });
+}
+
+mod fs_hardening {
+    use std::time::{Duration, SystemTime};
+
+    use conductor_core::reserve::{Key, KeyKind, Owner, Reserver};
+    use conductor_core::{BackendErrorKind, Cpid, FsReserver, Layout, ReserveError};
+
+    fn owner() -> Owner {
+        Owner::this_process(Cpid::generate(), Duration::from_secs(600))
+    }
+
+    fn key(text: &str) -> Key {
+        Key::new(KeyKind::Name, text).unwrap()
+    }
+
+    fn age(path: &std::path::Path, by: Duration) {
+        let f = std::fs::File::options().write(true).open(path).unwrap();
+        f.set_modified(SystemTime::now() - by).unwrap();
+    }
+
+    /// A runner directory that cannot be written is an `Io` error naming the
+    /// directory and the fix, not a conflict and not a panic.
+    #[tokio::test]
+    async fn a_read_only_directory_is_a_clear_error() {
+        let d = tempfile::tempdir().unwrap();
+        // As root, permission bits do not stop writes; /sys refuses new entries.
+        let is_root = unsafe { libc::geteuid() } == 0;
+        let runner = if is_root {
+            std::path::PathBuf::from("/sys/conductor-read-only-test")
+        } else {
+            let r = d.path().join("runner");
+            std::fs::create_dir_all(&r).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&r, std::fs::Permissions::from_mode(0o555)).unwrap();
+            r
+        };
+        let r = FsReserver::new(&Layout::new(d.path(), &runner));
+        let e = match r.try_reserve(&[key("test_ro.example.com")], &owner()).await {
+            Err(ReserveError::Backend(e)) => e,
+            other => panic!("expected an I/O error, got {other:?}"),
+        };
+        assert_eq!(e.kind, BackendErrorKind::Io);
+        let text = e.to_string();
+        assert!(
+            text.contains("conductor-read-only-test") || text.contains("runner"),
+            "{text}"
+        );
+        assert!(
+            text.contains("not writable") && text.contains("--runner-dir"),
+            "{text}"
+        );
+    }
+
+    /// Temp files a killed writer left in the reservation directories are
+    /// removed by `prune` once stale; a fresh one (a writer at work) is not.
+    #[tokio::test]
+    async fn prune_removes_leftover_temp_files() {
+        let d = tempfile::tempdir().unwrap();
+        let layout = Layout::new(d.path(), d.path());
+        let r = FsReserver::new(&layout);
+        let lease = r
+            .try_reserve(&[key("test_tmp.example.com")], &owner())
+            .await
+            .unwrap();
+        let names = layout.reserved_names_dir();
+        let stale = names.join(".tmp.4000000.1");
+        let stale_atomic = names.join(".test_x.tmp.4000000.2");
+        let fresh = names.join(".tmp.4000000.3");
+        for p in [&stale, &stale_atomic, &fresh] {
+            std::fs::write(p, b"{").unwrap();
+        }
+        age(&stale, Duration::from_secs(3600));
+        age(&stale_atomic, Duration::from_secs(3600));
+        let pruned = r
+            .prune(conductor_core::reserve::now_ms(), None)
+            .await
+            .unwrap();
+        assert!(pruned.is_empty(), "temp files are not keys: {pruned:?}");
+        assert!(!stale.exists() && !stale_atomic.exists());
+        assert!(fresh.exists(), "a fresh temp file may be a writer at work");
+        assert_eq!(r.list().await.unwrap().len(), 1, "the live key stays");
+        r.release(&lease, Duration::ZERO).await.unwrap();
+    }
+
+    /// A key file with no readable owner blocks its key (it might be held);
+    /// `prune --older-than` removes it once it is older than that.
+    #[tokio::test]
+    async fn an_unreadable_key_file_is_held_until_pruned_by_age() {
+        let d = tempfile::tempdir().unwrap();
+        let layout = Layout::new(d.path(), d.path());
+        let r = FsReserver::new(&layout);
+        let k = key("test_garbled.example.com");
+        std::fs::create_dir_all(layout.reserved_names_dir()).unwrap();
+        let path = layout.reserved_names_dir().join(k.as_str());
+        std::fs::write(&path, b"not json").unwrap();
+        assert!(matches!(
+            r.try_reserve(std::slice::from_ref(&k), &owner()).await,
+            Err(ReserveError::Conflict(_))
+        ));
+        let now = conductor_core::reserve::now_ms();
+        assert!(r.prune(now, None).await.unwrap().is_empty());
+        assert!(r
+            .prune(now, Some(Duration::from_secs(3600)))
+            .await
+            .unwrap()
+            .is_empty());
+        age(&path, Duration::from_secs(7200));
+        assert_eq!(
+            r.prune(now, Some(Duration::from_secs(3600))).await.unwrap(),
+            vec![k.clone()]
+        );
+        r.try_reserve(std::slice::from_ref(&k), &owner())
+            .await
+            .expect("free after prune");
+    }
+
+    /// An owner file from before `started` existed still reads (backward
+    /// compatible JSON), and its dead pid frees the key.
+    #[tokio::test]
+    async fn owner_files_without_a_start_time_still_read() {
+        let d = tempfile::tempdir().unwrap();
+        let layout = Layout::new(d.path(), d.path());
+        let r = FsReserver::new(&layout);
+        std::fs::create_dir_all(layout.reserved_names_dir()).unwrap();
+        let host = conductor_core::reserve::this_host();
+        let old = format!(
+            r#"{{"cpid":"16833830331552303186","host":"{host}","pid":2000000000,"created":1,"expires":99999999999999}}"#
+        );
+        let k = key("test_old.example.com");
+        std::fs::write(layout.reserved_names_dir().join(k.as_str()), old).unwrap();
+        let listed = r.list().await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].owner.started, None);
+        r.try_reserve(std::slice::from_ref(&k), &owner())
+            .await
+            .expect("a dead owner's key is taken over");
+    }
+}

@@ -17,7 +17,8 @@ pub async fn archive(
 ) -> Result<PathBuf, Error> {
     let layout = layout.clone();
     let to = to.to_path_buf();
-    tokio::task::spawn_blocking(move || archive_sync(&layout, cpid, &to, remove))
+    let span = tracing::info_span!("conductor.archive", %cpid, to = %to.display(), remove);
+    tokio::task::spawn_blocking(move || span.in_scope(|| archive_sync(&layout, cpid, &to, remove)))
         .await
         .map_err(|e| Error::RunFailed(format!("archive task failed: {e}")))?
 }

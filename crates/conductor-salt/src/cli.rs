@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use conductor_core::error::{BackendError, BackendErrorKind};
-use conductor_core::salt::{CloudRunResult, SaltExecutor, StateRunResult};
+use conductor_core::salt::{CloudRunResult, MinionKeys, SaltExecutor, StateRunResult};
 use conductor_core::Env;
 use serde_json::Value;
 use tokio::io::AsyncReadExt;
@@ -14,10 +14,14 @@ use tracing::{info_span, Instrument};
 
 use crate::parse;
 
-/// Most bytes of output kept from one command (the rest is dropped and noted).
+/// Most bytes of output kept from one command (the rest is read and dropped).
 const DEFAULT_MAX_OUTPUT: u64 = 64 << 20;
 
 /// Runs `salt-cloud`, `salt`, `salt-run` (and `salt-call`) as child processes.
+///
+/// Each command runs in its own process group, so a timeout (or dropping the
+/// future that runs it) kills Salt's worker processes too, not only the
+/// program started (`salt-cloud -P` forks one process per VM).
 #[derive(Clone, Debug)]
 pub struct SaltCli {
     bin_dir: Option<PathBuf>,
@@ -52,6 +56,79 @@ pub struct Captured {
     pub stdout: Vec<u8>,
     /// Standard error (at most the capture limit).
     pub stderr: Vec<u8>,
+    /// True when stdout or stderr was longer than the capture limit and cut.
+    pub truncated: bool,
+}
+
+/// Kills a command's whole process group unless disarmed (on timeout, and
+/// when the future running the command is dropped).
+struct GroupKill {
+    pgid: Option<i32>,
+}
+
+impl GroupKill {
+    fn disarm(&mut self) {
+        self.pgid = None;
+    }
+}
+
+impl Drop for GroupKill {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.pgid.take() {
+            // SAFETY: plain syscall on a process group this process created
+            // (the child was spawned with process_group(0), so pgid == its pid).
+            unsafe {
+                libc::killpg(pgid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Reads `r` to its end, keeping at most `limit` bytes; returns them and
+/// whether anything was dropped. Reading on past the limit keeps the child
+/// from blocking on a full pipe.
+async fn capture(
+    mut r: impl tokio::io::AsyncRead + Unpin,
+    limit: u64,
+) -> std::io::Result<(Vec<u8>, bool)> {
+    let mut kept = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    let mut dropped = false;
+    loop {
+        let n = r.read(&mut buf).await?;
+        if n == 0 {
+            return Ok((kept, dropped));
+        }
+        let room = usize::try_from(limit.saturating_sub(kept.len() as u64)).unwrap_or(usize::MAX);
+        kept.extend_from_slice(&buf[..n.min(room)]);
+        dropped |= n > room;
+    }
+}
+
+/// Recognizes, from stderr, a Salt that could not reach its master.
+fn master_unreachable(stderr: &str) -> Option<&str> {
+    const SIGNS: [&str; 5] = [
+        "could not be contacted",
+        "Unable to connect to the salt master",
+        "Salt request timed out",
+        "master is not responding",
+        "Minion failed to authenticate with the master",
+    ];
+    stderr
+        .lines()
+        .find(|l| SIGNS.iter().any(|s| l.contains(s)))
+        .map(str::trim)
+}
+
+/// The last `n` non-empty lines of `text`, joined with ` | `.
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .rev()
+        .take(n)
+        .collect();
+    lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
 }
 
 impl SaltCli {
@@ -72,10 +149,15 @@ impl SaltCli {
         self
     }
 
-    /// Longest a command may run before it is killed.
+    /// Longest a command may run before it (and its process group) is killed.
     pub fn timeout(mut self, t: Duration) -> Self {
         self.timeout = t;
         self
+    }
+
+    /// The timeout set by [`SaltCli::timeout`].
+    pub fn timeout_value(&self) -> Duration {
+        self.timeout
     }
 
     /// Whether salt-cloud provisions the map's instances in parallel (`-P`).
@@ -84,9 +166,16 @@ impl SaltCli {
         self
     }
 
-    /// Masterless: states run through `salt-call --local` on this machine.
+    /// Masterless: states run through `salt-call --local` on this machine;
+    /// the one local minion always answers, and there are no keys to list or delete.
     pub fn local(mut self, yes: bool) -> Self {
         self.local = yes;
+        self
+    }
+
+    /// Most bytes kept of each of a command's stdout and stderr (default 64 MiB).
+    pub fn max_output(mut self, bytes: u64) -> Self {
+        self.max_output = bytes;
         self
     }
 
@@ -103,10 +192,36 @@ impl SaltCli {
         }
     }
 
-    /// Runs `program args...` with `-c <config>` and the timeout; captures output.
+    /// The command line as shown in errors and spans.
+    fn shown(&self, path: &Path, args: &[String]) -> String {
+        let mut s = path.display().to_string();
+        if let Some(c) = &self.config_dir {
+            s.push_str(&format!(" -c {}", c.display()));
+        }
+        for a in args {
+            s.push(' ');
+            s.push_str(a);
+        }
+        s
+    }
+
+    /// Runs `program args...` with `-c <config>` and the timeout; captures
+    /// output (bounded). A program that cannot be started, or that does not
+    /// finish in time, is an `Unreachable` error naming the command.
     pub async fn run(&self, program: &str, args: &[String]) -> Result<Captured, BackendError> {
         let path = self.program(program);
-        let mut cmd = tokio::process::Command::new(&path);
+        let shown = self.shown(&path, args);
+        let span = info_span!("salt.command", program, command = %shown);
+        self.run_inner(&path, args, &shown).instrument(span).await
+    }
+
+    async fn run_inner(
+        &self,
+        path: &Path,
+        args: &[String],
+        shown: &str,
+    ) -> Result<Captured, BackendError> {
+        let mut cmd = tokio::process::Command::new(path);
         if let Some(c) = &self.config_dir {
             cmd.arg("-c").arg(c);
         }
@@ -115,44 +230,54 @@ impl SaltCli {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            .process_group(0)
             .kill_on_drop(true);
-        let shown = format!("{} {}", path.display(), args.join(" "));
         let mut child = cmd.spawn().map_err(|e| {
-            let kind = BackendErrorKind::Unreachable;
             let hint = if e.kind() == std::io::ErrorKind::NotFound {
-                "install Salt on this machine, or point --salt-bin-dir at its programs"
+                "install Salt on this machine, or point --salt-bin-dir at the directory of its programs"
             } else {
-                "check its permissions"
+                "check that it is an executable file"
             };
-            BackendError::new(kind, format!("cannot run {}: {e}; {hint}", path.display()))
-                .with_source(e)
+            BackendError::new(
+                BackendErrorKind::Unreachable,
+                format!("cannot run {shown}: {e}; {hint}"),
+            )
+            .with_source(e)
         })?;
-        let limit = self.max_output;
-        let mut out = child.stdout.take().expect("piped").take(limit);
-        let mut err = child.stderr.take().expect("piped").take(limit);
-        let work = async {
-            let (mut o, mut e) = (Vec::new(), Vec::new());
-            let (r1, r2) = tokio::join!(out.read_to_end(&mut o), err.read_to_end(&mut e));
-            r1.and(r2)?;
-            let status = child.wait().await?;
-            Ok::<_, std::io::Error>((status, o, e))
+        let mut group = GroupKill {
+            pgid: child.id().and_then(|p| i32::try_from(p).ok()),
         };
-        match tokio::time::timeout(self.timeout, work)
-            .instrument(info_span!("salt.command", program))
-            .await
-        {
-            Ok(Ok((status, stdout, stderr))) => Ok(Captured {
+        let limit = self.max_output;
+        let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) else {
+            return Err(BackendError::new(
+                BackendErrorKind::Io,
+                format!("{shown}: no pipes to the child"),
+            ));
+        };
+        let work = async {
+            let (o, e) = tokio::join!(capture(out, limit), capture(err, limit));
+            let ((stdout, t1), (stderr, t2)) = (o?, e?);
+            let status = child.wait().await?;
+            Ok::<_, std::io::Error>(Captured {
                 code: status.code(),
                 stdout,
                 stderr,
-            }),
+                truncated: t1 || t2,
+            })
+        };
+        match tokio::time::timeout(self.timeout, work).await {
+            Ok(Ok(c)) => {
+                group.disarm();
+                tracing::debug!(code = ?c.code, stdout = c.stdout.len(), stderr = c.stderr.len(), "finished");
+                Ok(c)
+            }
             Ok(Err(e)) => {
                 Err(BackendError::new(BackendErrorKind::Io, format!("{shown}: {e}")).with_source(e))
             }
             Err(_) => Err(BackendError::new(
                 BackendErrorKind::Unreachable,
                 format!(
-                    "{shown} did not finish within {:?}; it was killed",
+                    "{shown} did not finish within {:?}; it was killed with its process group (raise the timeout if Salt needs longer)",
                     self.timeout
                 ),
             )),
@@ -160,7 +285,8 @@ impl SaltCli {
     }
 
     /// Runs a command whose stdout is Salt JSON; a missing or unparsable
-    /// document is an error naming the command and its stderr.
+    /// document is an error naming the command and its stderr (`Unreachable`
+    /// when Salt says it could not reach its master).
     async fn run_json(
         &self,
         program: &str,
@@ -170,42 +296,67 @@ impl SaltCli {
         let text = String::from_utf8_lossy(&c.stdout);
         match serde_json::from_str::<Value>(text.trim()) {
             Ok(v) => Ok((v, c)),
-            Err(_) => {
-                let err = String::from_utf8_lossy(&c.stderr);
-                let tail: Vec<&str> = err.lines().rev().take(5).collect();
-                let kind = if err.contains("Salt request timed out")
-                    || err.contains("master") && err.contains("not respond")
-                {
-                    BackendErrorKind::Unreachable
-                } else {
-                    BackendErrorKind::Failed
-                };
-                Err(BackendError::new(
-                    kind,
-                    format!(
-                        "{program} {} exited {:?} without JSON output: {}",
-                        args.join(" "),
-                        c.code,
-                        tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-                    ),
-                ))
-            }
+            Err(e) => Err(self.no_json(program, &args, &c, &e)),
         }
+    }
+
+    /// The error for a command that printed no (whole) JSON document.
+    pub(crate) fn no_json(
+        &self,
+        program: &str,
+        args: &[String],
+        c: &Captured,
+        parse: &serde_json::Error,
+    ) -> BackendError {
+        let shown = self.shown(&self.program(program), args);
+        let err = String::from_utf8_lossy(&c.stderr);
+        if let Some(line) = master_unreachable(&err) {
+            let conf = self
+                .config_dir
+                .as_ref()
+                .map(|c| c.display().to_string())
+                .unwrap_or_else(|| "/etc/salt".into());
+            return BackendError::new(
+                BackendErrorKind::Unreachable,
+                format!(
+                    "{shown}: the Salt master could not be reached ({line}); check that salt-master is running and that {conf} is the config dir that points at it"
+                ),
+            );
+        }
+        if c.truncated {
+            return BackendError::new(
+                BackendErrorKind::Failed,
+                format!(
+                    "{shown} printed more than {} bytes and its JSON was cut; raise the output limit (SaltCli::max_output)",
+                    self.max_output
+                ),
+            );
+        }
+        BackendError::new(
+            BackendErrorKind::Failed,
+            format!(
+                "{shown} exited {} without JSON output ({parse}): {}",
+                c.code
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "by a signal".into()),
+                tail(&err, 5)
+            ),
+        )
     }
 }
 
+/// Adds a failure when the command exited non-zero or Salt's JSON carries a
+/// non-zero `retcode`, and no state failure explains it already.
 fn with_retcode(mut r: StateRunResult, c: &Captured, what: &str) -> StateRunResult {
-    if c.code != Some(0) && r.failures.is_empty() {
+    let retcode = r.raw.get("retcode").and_then(Value::as_i64).unwrap_or(0);
+    if (c.code != Some(0) || retcode != 0) && r.failures.is_empty() {
         r.failures.push(conductor_core::salt::StateFailure {
             minion: "<salt>".into(),
             state: "<retcode>".into(),
             comment: format!(
-                "{what} exited {:?}: {}",
+                "{what} exited {:?} (retcode {retcode}): {}",
                 c.code,
-                String::from_utf8_lossy(&c.stderr)
-                    .lines()
-                    .last()
-                    .unwrap_or("")
+                tail(&String::from_utf8_lossy(&c.stderr), 3)
             ),
             log: None,
         });
@@ -225,7 +376,7 @@ impl SaltExecutor for SaltCli {
         if self.parallel {
             args.push("-P".into());
         }
-        let names = map_names(map)?;
+        let names = map_names(map).await?;
         let (raw, _) = self.run_json("salt-cloud", args).await?;
         Ok(parse::cloud_run(raw, &names))
     }
@@ -289,12 +440,130 @@ impl SaltExecutor for SaltCli {
         let (raw, c) = self.run_json("salt-run", args).await?;
         Ok(with_retcode(parse::state_run(raw), &c, "salt-run"))
     }
+
+    async fn minion_keys(&self) -> Result<MinionKeys, BackendError> {
+        if self.local {
+            // Masterless: no keys to list.
+            return Ok(MinionKeys::default());
+        }
+        let (raw, _) = self
+            .run_json("salt-key", vec!["-L".into(), "--out=json".into()])
+            .await?;
+        Ok(parse::minion_keys(&raw))
+    }
+
+    async fn ping(&self, targets: &[String]) -> Result<Vec<String>, BackendError> {
+        if self.local {
+            // Masterless: the local minion is the only one, and it is here.
+            return Ok(targets.to_vec());
+        }
+        if targets.is_empty() {
+            return Ok(vec![]);
+        }
+        let args = vec![
+            "-L".to_string(),
+            targets.join(","),
+            "--static".into(),
+            "-t".into(),
+            "10".into(),
+            "test.ping".into(),
+            "--out=json".into(),
+        ];
+        let c = self.run("salt", &args).await?;
+        let text = String::from_utf8_lossy(&c.stdout);
+        match serde_json::from_str::<Value>(text.trim()) {
+            Ok(v) => Ok(targets
+                .iter()
+                .filter(|t| v.get(t.as_str()) == Some(&Value::Bool(true)))
+                .cloned()
+                .collect()),
+            // "No minions matched the target": none of them is accepted yet.
+            Err(e) if master_unreachable(&String::from_utf8_lossy(&c.stderr)).is_some() => {
+                Err(self.no_json("salt", &args, &c, &e))
+            }
+            Err(_) => Ok(vec![]),
+        }
+    }
+
+    async fn delete_keys(&self, names: &[String]) -> Result<(), BackendError> {
+        if self.local {
+            return Ok(());
+        }
+        for name in names {
+            let args = vec!["-y".to_string(), "-d".into(), name.clone()];
+            let c = self.run("salt-key", &args).await?;
+            if c.code != Some(0) {
+                return Err(BackendError::new(
+                    BackendErrorKind::Failed,
+                    format!(
+                        "{} exited {:?}: {}",
+                        self.shown(&self.program("salt-key"), &args),
+                        c.code,
+                        tail(&String::from_utf8_lossy(&c.stderr), 3)
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
-/// The VM names of a map file (`{profile: [{name: {...}}, ...]}`).
-pub fn map_names(map: &Path) -> Result<Vec<String>, BackendError> {
-    Ok(conductor_core::render::read_map_file(map)?
-        .into_iter()
-        .map(|(name, _)| name)
-        .collect())
+/// The VM names of a map file (`{profile: [{name: {...}}, ...]}`), read off
+/// the async runtime with core's one map reader.
+pub async fn map_names(map: &Path) -> Result<Vec<String>, BackendError> {
+    let path = map.to_path_buf();
+    let vms = tokio::task::spawn_blocking(move || conductor_core::render::read_map_file(&path))
+        .await
+        .map_err(|e| {
+            BackendError::new(
+                BackendErrorKind::Io,
+                format!("reading {}: {e}", map.display()),
+            )
+        })??;
+    Ok(vms.into_iter().map(|(name, _)| name).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn captured(code: i32, stderr: &str) -> Captured {
+        Captured {
+            code: Some(code),
+            stdout: Vec::new(),
+            stderr: stderr.as_bytes().to_vec(),
+            truncated: false,
+        }
+    }
+
+    #[test]
+    fn a_nonzero_retcode_without_failed_states_is_a_failure() {
+        let r = with_retcode(
+            parse::state_run(json!({"data": {}, "outputter": "highstate", "retcode": 2})),
+            &captured(0, ""),
+            "salt-run",
+        );
+        assert_eq!(r.failures.len(), 1);
+        assert_eq!(r.failures[0].state, "<retcode>");
+        let r = with_retcode(
+            parse::state_run(json!({"local": {}})),
+            &captured(1, "[ERROR   ] boom\n"),
+            "salt-call",
+        );
+        assert!(r.failures[0].comment.contains("boom"), "{:?}", r.failures);
+        let ok = with_retcode(
+            parse::state_run(json!({"data": {}, "retcode": 0})),
+            &captured(0, ""),
+            "salt-run",
+        );
+        assert!(ok.ok());
+    }
+
+    #[test]
+    fn master_unreachable_is_recognized() {
+        let err = "[ERROR   ] Unable to connect to the salt master publisher at /x\nTraceback...\nsalt.exceptions.SaltClientError: The salt master could not be contacted. Is master running?\n";
+        assert!(master_unreachable(err).is_some());
+        assert!(master_unreachable("[ERROR   ] Rendering SLS failed").is_none());
+    }
 }

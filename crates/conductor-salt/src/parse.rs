@@ -1,6 +1,6 @@
 //! Salt's JSON output, parsed into Conductor's results.
 
-use conductor_core::salt::{CloudRunResult, StateFailure, StateRunResult};
+use conductor_core::salt::{CloudRunResult, MinionKeys, StateFailure, StateRunResult};
 use serde_json::Value;
 
 /// Whether an object's keys are state ids (`<mod>_|-<id>_|-<name>_|-<fun>`).
@@ -90,6 +90,26 @@ fn comment_text(v: &Value) -> String {
         Value::String(s) => s.clone(),
         Value::Array(a) => a.iter().map(comment_text).collect::<Vec<_>>().join("; "),
         other => other.to_string(),
+    }
+}
+
+/// Parses `salt-key -L --out=json`: key lists by state.
+pub fn minion_keys(raw: &Value) -> MinionKeys {
+    let list = |k: &str| -> Vec<String> {
+        raw.get(k)
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    MinionKeys {
+        accepted: list("minions"),
+        pending: list("minions_pre"),
+        rejected: list("minions_rejected"),
+        denied: list("minions_denied"),
     }
 }
 

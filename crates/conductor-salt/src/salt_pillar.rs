@@ -1,6 +1,7 @@
 //! `SaltPillar`: pillar as Salt renders it (Jinja, GPG, ext_pillar).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use conductor_core::error::{Error, PillarError};
@@ -9,6 +10,10 @@ use serde_json::Value;
 use tracing::{info_span, Instrument};
 
 use crate::cli::SaltCli;
+
+/// Longest `salt-call pillar.items` may take by default: salt-call waits
+/// for an unreachable master without end, so the wait must be bounded.
+pub const DEFAULT_PILLAR_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Asks Salt: `salt-call [--local] --out=json pillar.items pillarenv=<env>`.
 #[derive(Clone, Debug)]
@@ -20,8 +25,19 @@ pub struct SaltPillar {
 impl SaltPillar {
     /// Pillar through `cli` (its `-c` config dir and programs); `local` adds
     /// `--local` (masterless `salt-call`, pillar_roots of the local config).
+    /// The wait is the shorter of `cli`'s timeout and [`DEFAULT_PILLAR_TIMEOUT`].
     pub fn new(cli: SaltCli, local: bool) -> Self {
-        Self { cli, local }
+        let t = cli.timeout_value().min(DEFAULT_PILLAR_TIMEOUT);
+        Self {
+            cli: cli.timeout(t),
+            local,
+        }
+    }
+
+    /// Longest `salt-call pillar.items` may run before it is killed.
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.cli = self.cli.timeout(t);
+        self
     }
 
     /// Convenience: `salt-call` from `bin_dir` with config `config_dir`.
@@ -54,22 +70,33 @@ impl PillarSource for SaltPillar {
             .run("salt-call", &args)
             .instrument(info_span!("salt.pillar_items", %env))
             .await
-            .map_err(|e| Error::backend("reading pillar through salt-call", e))?;
+            .map_err(|mut e| {
+                if e.message.contains("did not finish within") && !self.local {
+                    e.message.push_str(
+                        "; salt-call waits as long as its master does not answer: check the master of its minion config, or give --pillar-dir",
+                    );
+                }
+                Error::backend("reading pillar through salt-call", e)
+            })?;
         let text = String::from_utf8_lossy(&c.stdout);
-        let doc: Value = serde_json::from_str(text.trim()).map_err(|_| {
-            PillarError::new(
-                "<salt-call>",
-                format!(
-                    "salt-call pillar.items pillarenv={env} printed no JSON (exit {:?}): {}",
-                    c.code,
-                    String::from_utf8_lossy(&c.stderr)
-                        .lines()
-                        .last()
-                        .unwrap_or("")
-                ),
+        let doc: Value = serde_json::from_str(text.trim()).map_err(|e| {
+            Error::backend(
+                "reading pillar through salt-call",
+                self.cli.no_json("salt-call", &args, &c, &e),
             )
         })?;
         let pillar = doc.get("local").cloned().unwrap_or(doc);
+        if !pillar.is_object() {
+            // e.g. a list of error strings when Salt could not compile pillar.
+            return Err(PillarError::new(
+                "<salt>",
+                format!(
+                    "salt-call pillar.items pillarenv={env} returned no pillar (exit {:?}): {pillar}",
+                    c.code
+                ),
+            )
+            .into());
+        }
         // A render error still exits 0: its only sign is `_errors`.
         if let Some(errors) = pillar.get("_errors") {
             return Err(PillarError::new(

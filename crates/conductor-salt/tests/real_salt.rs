@@ -433,3 +433,127 @@ async fn update_logs_real_salt_output() {
         "test_|-conductor-ready_|-conductor-ready_|-fail_without_changes"
     );
 }
+
+/// A master config rooted in `dir` (no master process runs; its ports are
+/// free ones nobody listens on): `salt-run` works offline with it, `salt`
+/// finds no master behind it.
+fn offline_master(dir: &Path, file_root: &Path) -> PathBuf {
+    let conf = dir.join("master-conf");
+    write(
+        &conf.join("master"),
+        &format!(
+            "root_dir: {root}\nlog_file: {root}/master.log\ninterface: 127.0.0.1\nret_port: {ret}\npublish_port: {publ}\n\
+             file_roots: {{base: [{files}], test: [{files}]}}\n",
+            root = dir.join("master-root").display(),
+            files = file_root.display(),
+            ret = conductor_testkit::moto::free_port(),
+            publ = conductor_testkit::moto::free_port(),
+        ),
+    );
+    conf
+}
+
+/// Pre/post-create hooks: real `salt-run state.orchestrate` output (with its
+/// `data` wrapper and `retcode`) for a passing, a failing and a missing sls.
+#[tokio::test]
+async fn orchestrate_output_from_real_salt_run() {
+    let salt = SaltEnv::get();
+    let dir = tempfile::tempdir().unwrap();
+    let states = dir.path().join("states");
+    write(
+        &states.join("orch/conductor_common.sls"),
+        "hook-ran:\n  test.succeed_without_changes\n",
+    );
+    write(
+        &states.join("orch/broken_hook.sls"),
+        "hook-ok:\n  test.succeed_without_changes\nhook-bad:\n  test.fail_without_changes:\n    - comment: the hook failed\n",
+    );
+    let conf = offline_master(dir.path(), &states);
+    let cli = SaltCli::new().bin_dir(salt.bin_dir()).config_dir(&conf);
+    let env = Env::new("test").unwrap();
+    let (good, bad, missing) = tokio::join!(
+        cli.orchestrate("orch.conductor_common", &env, &env),
+        cli.orchestrate("orch.broken_hook", &env, &env),
+        cli.orchestrate("orch.nope", &env, &env),
+    );
+    let good = good.unwrap();
+    assert!(good.ok(), "{:?}", good.failures);
+    assert_eq!(good.raw["retcode"], 0, "{}", good.raw);
+    assert_eq!(
+        good.minions.len(),
+        1,
+        "the master's own return: {}",
+        good.raw
+    );
+
+    let bad = bad.unwrap();
+    assert_eq!(bad.failures.len(), 1, "{:?}", bad.failures);
+    assert_eq!(
+        bad.failures[0].state,
+        "test_|-hook-bad_|-hook-bad_|-fail_without_changes"
+    );
+    assert_eq!(bad.failures[0].comment, "the hook failed");
+
+    let missing = missing.unwrap();
+    assert_eq!(missing.failures.len(), 1, "{:?}", missing.failures);
+    assert_eq!(missing.failures[0].state, "<render>");
+    assert!(
+        missing.failures[0].comment.contains("orch.nope"),
+        "{:?}",
+        missing.failures
+    );
+}
+
+/// `salt` whose master is not running: an `Unreachable` error naming the
+/// command, not a parse error.
+#[tokio::test]
+async fn salt_without_its_master_is_unreachable() {
+    let salt = SaltEnv::get();
+    let dir = tempfile::tempdir().unwrap();
+    let conf = offline_master(dir.path(), &dir.path().join("states"));
+    let e = SaltCli::new()
+        .bin_dir(salt.bin_dir())
+        .config_dir(&conf)
+        .state_apply(
+            &["m1.test".into(), "m2.test".into()],
+            &["devops.conductor".into()],
+            &Env::new("test").unwrap(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, conductor_core::BackendErrorKind::Unreachable, "{e}");
+    assert!(e.message.contains("-L m1.test,m2.test"), "{e}");
+    assert!(e.message.contains("salt-master is running"), "{e}");
+}
+
+/// `SaltPillar` through a minion whose master is not there: salt-call would
+/// wait without end; the timeout kills it and the error says what to check.
+#[tokio::test]
+async fn salt_pillar_with_an_absent_master_times_out_with_a_hint() {
+    let salt = SaltEnv::get();
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("minion-conf");
+    write(
+        &conf.join("minion"),
+        &format!(
+            "id: m1\nmaster: 127.0.0.1\nmaster_port: {port}\nroot_dir: {root}\nlog_file: {root}/minion.log\n",
+            port = conductor_testkit::moto::free_port(),
+            root = dir.path().join("root").display(),
+        ),
+    );
+    let started = std::time::Instant::now();
+    let e = SaltPillar::new(
+        SaltCli::new().bin_dir(salt.bin_dir()).config_dir(&conf),
+        false,
+    )
+    .timeout(Duration::from_secs(4))
+    .load(&Env::new("test").unwrap())
+    .await
+    .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert_eq!(e.class(), conductor_core::ErrorClass::Unreachable, "{e}");
+    let text = e.to_string();
+    assert!(text.contains("salt-call"), "{text}");
+    assert!(text.contains("pillar.items pillarenv=test"), "{text}");
+    assert!(text.contains("--pillar-dir"), "{text}");
+}

@@ -2,15 +2,19 @@
 //!
 //! With a [`FakeCloud`] attached, `cloud_map` reads the generated map and
 //! launches its instances there with the map's names and tags, like salt-cloud.
+//! Faults: states failing on given minions, orchestrations failing, and
+//! salt-cloud reporting an error for given VMs of a map.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use conductor_core::cloud::{CloudBackend, InstanceRef, LaunchSpec, Scope, Selector, NAME_TAG};
 use conductor_core::error::BackendError;
-use conductor_core::salt::{CloudRunResult, SaltExecutor, StateFailure, StateRunResult};
+use conductor_core::salt::{
+    CloudRunResult, MinionKeys, SaltExecutor, StateFailure, StateRunResult,
+};
 use conductor_core::{Env, Zone};
 use serde_json::{json, Map, Value};
 
@@ -32,6 +36,8 @@ pub enum SaltCall {
         /// saltenv.
         saltenv: String,
     },
+    /// `salt-key -d <names>`.
+    DeleteKeys(Vec<String>),
     /// `salt-run state.orchestrate <sls>`.
     Orchestrate {
         /// SLS run.
@@ -47,6 +53,8 @@ pub struct FakeSalt {
     calls: Mutex<Vec<SaltCall>>,
     failing_minions: Mutex<BTreeSet<String>>,
     failing_orchestrations: Mutex<BTreeSet<String>>,
+    pending_minions: Mutex<BTreeSet<String>>,
+    failing_vms: Mutex<BTreeMap<String, String>>,
     cloud: Option<(Arc<FakeCloud>, Zone)>,
 }
 
@@ -69,12 +77,26 @@ impl FakeSalt {
         self.failing_minions.lock().unwrap().insert(minion.into());
     }
 
+    /// Leaves `minion`'s key pending: it never answers a ping.
+    pub fn leave_pending(&self, minion: &str) {
+        self.pending_minions.lock().unwrap().insert(minion.into());
+    }
+
     /// Makes orchestration of `sls` fail.
     pub fn fail_orchestration(&self, sls: &str) {
         self.failing_orchestrations
             .lock()
             .unwrap()
             .insert(sls.into());
+    }
+
+    /// Makes salt-cloud report `message` as the error of VM `name` in every
+    /// map, without launching it.
+    pub fn fail_vm(&self, name: &str, message: &str) {
+        self.failing_vms
+            .lock()
+            .unwrap()
+            .insert(name.into(), message.into());
     }
 
     /// The calls so far, in order.
@@ -112,13 +134,20 @@ fn read_map(path: &Path) -> Result<Vec<(String, Value)>, BackendError> {
 impl SaltExecutor for FakeSalt {
     async fn cloud_map(&self, map: &Path) -> Result<CloudRunResult, BackendError> {
         self.record(SaltCall::CloudMap(map.to_path_buf()));
-        let vms = read_map(map)?;
+        let failing = self.failing_vms.lock().unwrap().clone();
+        let (refused, vms): (Vec<_>, Vec<_>) = read_map(map)?
+            .into_iter()
+            .partition(|(name, _)| failing.contains_key(name));
+        let mut raw = Map::new();
+        let mut out = CloudRunResult::default();
+        for (name, _) in refused {
+            let message = failing[&name].clone();
+            raw.insert(name.clone(), json!({ "Error": message }));
+            out.failed.push((name, message));
+        }
         let Some((cloud, zone)) = &self.cloud else {
-            return Ok(CloudRunResult {
-                raw: json!({}),
-                ok: vec![],
-                failed: vec![],
-            });
+            out.raw = Value::Object(raw);
+            return Ok(out);
         };
         let specs: Vec<LaunchSpec> = vms
             .iter()
@@ -133,8 +162,6 @@ impl SaltExecutor for FakeSalt {
             })
             .collect();
         let results = cloud.launch(&specs).await?;
-        let mut raw = Map::new();
-        let mut out = CloudRunResult::default();
         for r in results {
             match r.outcome {
                 Ok(l) => {
@@ -227,5 +254,32 @@ impl SaltExecutor for FakeSalt {
             minions: vec!["master".into()],
             failures: f.into_iter().collect(),
         })
+    }
+
+    async fn minion_keys(&self) -> Result<MinionKeys, BackendError> {
+        Ok(MinionKeys {
+            pending: self
+                .pending_minions
+                .lock()
+                .unwrap()
+                .iter()
+                .cloned()
+                .collect(),
+            ..MinionKeys::default()
+        })
+    }
+
+    async fn ping(&self, targets: &[String]) -> Result<Vec<String>, BackendError> {
+        let pending = self.pending_minions.lock().unwrap().clone();
+        Ok(targets
+            .iter()
+            .filter(|t| !pending.contains(*t))
+            .cloned()
+            .collect())
+    }
+
+    async fn delete_keys(&self, names: &[String]) -> Result<(), BackendError> {
+        self.record(SaltCall::DeleteKeys(names.to_vec()));
+        Ok(())
     }
 }

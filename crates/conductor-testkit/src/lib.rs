@@ -9,11 +9,13 @@ pub mod fake_cloud;
 pub mod fake_salt;
 pub mod fixtures;
 pub mod mem_reserver;
+pub mod minion_cloud;
 #[cfg(feature = "mock")]
 pub mod mocks;
 pub mod moto;
 pub mod proxy;
 pub mod salt_env;
+pub mod salt_lab;
 
 pub use fake_cloud::FakeCloud;
 pub use fake_salt::FakeSalt;

@@ -10,7 +10,9 @@ use conductor_core::cloud::{
 };
 use conductor_core::error::{BackendError, Error, ReserveError};
 use conductor_core::reserve::{Key, Lease, Owner, Reservation, Reserver};
-use conductor_core::salt::{CloudRunResult, PillarSource, SaltExecutor, StateRunResult};
+use conductor_core::salt::{
+    CloudRunResult, MinionKeys, PillarSource, SaltExecutor, StateRunResult,
+};
 use conductor_core::{Env, Pillar, Region};
 
 mockall::mock! {
@@ -55,6 +57,9 @@ mockall::mock! {
         async fn cloud_destroy(&self, names: &[String]) -> Result<CloudRunResult, BackendError>;
         async fn state_apply(&self, targets: &[String], sls: &[String], saltenv: &Env) -> Result<StateRunResult, BackendError>;
         async fn orchestrate(&self, sls: &str, saltenv: &Env, pillarenv: &Env) -> Result<StateRunResult, BackendError>;
+        async fn minion_keys(&self) -> Result<MinionKeys, BackendError>;
+        async fn ping(&self, targets: &[String]) -> Result<Vec<String>, BackendError>;
+        async fn delete_keys(&self, names: &[String]) -> Result<(), BackendError>;
     }
 }
 

@@ -4,10 +4,19 @@
 //! requests can undo each other's writes; real DynamoDB serializes
 //! conflicting transactions. Behind this proxy, moto gives the isolation
 //! DynamoDB guarantees, and concurrency tests test the client, not moto.
+//!
+//! Started with [`Ec2Throttle`], the proxy also answers a fraction of EC2
+//! requests itself, as EC2 does when an account exceeds its API rate: HTTP 400
+//! with an EC2 XML error `RequestLimitExceeded`, without forwarding them.
 
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
@@ -17,7 +26,72 @@ use tokio::sync::Mutex;
 pub struct SerialProxy {
     port: u16,
     requests: Arc<AtomicUsize>,
+    throttled: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// Which EC2 requests a throttling proxy refuses.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Ec2Throttle {
+    /// Fraction (0.0..=1.0) of EC2 (Query protocol, `Action=`) requests refused.
+    pub rate: f64,
+    /// Most refusals in a row of one request (same body, as the SDK resends
+    /// it with the same client token): past it the request passes, so the
+    /// SDK's bounded retries of each `RunInstances` can finish, as they do on
+    /// EC2 once the rate drops.
+    pub max_in_a_row: u32,
+    /// Seed of the random choice.
+    pub seed: u64,
+}
+
+impl Default for Ec2Throttle {
+    fn default() -> Self {
+        Self {
+            rate: 0.3,
+            max_in_a_row: 2,
+            seed: 7,
+        }
+    }
+}
+
+/// The throttle's random state and each request body's current run of refusals.
+#[derive(Debug)]
+struct Throttler {
+    conf: Ec2Throttle,
+    rng: StdRng,
+    in_a_row: HashMap<u64, u32>,
+}
+
+impl Throttler {
+    /// Whether to refuse this request (EC2 requests only).
+    fn refuse(&mut self, head: &[u8], body: &[u8]) -> bool {
+        let ec2 = body.starts_with(b"Action=") || body.windows(8).any(|w| w == b"&Action=");
+        let dynamo = String::from_utf8_lossy(head)
+            .to_ascii_lowercase()
+            .contains("x-amz-target:");
+        if !ec2 || dynamo {
+            return false;
+        }
+        let mut h = DefaultHasher::new();
+        body.hash(&mut h);
+        let streak = self.in_a_row.entry(h.finish()).or_default();
+        let refuse = *streak < self.conf.max_in_a_row
+            && self.rng.random_bool(self.conf.rate.clamp(0.0, 1.0));
+        *streak = if refuse { *streak + 1 } else { 0 };
+        refuse
+    }
+}
+
+/// EC2's answer to a throttled request.
+fn request_limit_exceeded(n: usize) -> Vec<u8> {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>RequestLimitExceeded</Code><Message>Request limit exceeded.</Message></Error></Errors><RequestID>throttle-{n}</RequestID></Response>"
+    );
+    format!(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: text/xml;charset=UTF-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }
 
 impl Drop for SerialProxy {
@@ -29,27 +103,50 @@ impl Drop for SerialProxy {
 impl SerialProxy {
     /// Proxies to `upstream_port` on 127.0.0.1.
     pub async fn start(upstream_port: u16) -> Self {
+        Self::start_with(upstream_port, None).await
+    }
+
+    /// Proxies to `upstream_port`, refusing EC2 requests as `throttle` says.
+    pub async fn start_throttling(upstream_port: u16, throttle: Ec2Throttle) -> Self {
+        Self::start_with(upstream_port, Some(throttle)).await
+    }
+
+    async fn start_with(upstream_port: u16, throttle: Option<Ec2Throttle>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1");
         let port = listener.local_addr().expect("addr").port();
         let lock = Arc::new(Mutex::new(()));
         let requests = Arc::new(AtomicUsize::new(0));
-        let counter = requests.clone();
+        let throttled = Arc::new(AtomicUsize::new(0));
+        let shared = Shared {
+            upstream: upstream_port,
+            lock,
+            forwarded: requests.clone(),
+            throttled: throttled.clone(),
+            throttler: throttle.map(|conf| {
+                Arc::new(std::sync::Mutex::new(Throttler {
+                    conf,
+                    rng: StdRng::seed_from_u64(conf.seed),
+                    in_a_row: HashMap::new(),
+                }))
+            }),
+        };
         let task = tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
                     continue;
                 };
-                let (lock, counter) = (lock.clone(), counter.clone());
+                let shared = shared.clone();
                 tokio::spawn(async move {
-                    let _ = serve(client, upstream_port, lock, counter).await;
+                    let _ = serve(client, shared).await;
                 });
             }
         });
         Self {
             port,
             requests,
+            throttled,
             task,
         }
     }
@@ -63,14 +160,24 @@ impl SerialProxy {
     pub fn requests(&self) -> usize {
         self.requests.load(Ordering::Relaxed)
     }
+
+    /// Requests answered with `RequestLimitExceeded` so far.
+    pub fn throttled(&self) -> usize {
+        self.throttled.load(Ordering::Relaxed)
+    }
 }
 
-async fn serve(
-    client: TcpStream,
+/// What every connection's task shares.
+#[derive(Clone, Debug)]
+struct Shared {
     upstream: u16,
     lock: Arc<Mutex<()>>,
-    counter: Arc<AtomicUsize>,
-) -> std::io::Result<()> {
+    forwarded: Arc<AtomicUsize>,
+    throttled: Arc<AtomicUsize>,
+    throttler: Option<Arc<std::sync::Mutex<Throttler>>>,
+}
+
+async fn serve(client: TcpStream, shared: Shared) -> std::io::Result<()> {
     client.set_nodelay(true)?;
     let (read, mut write) = client.into_split();
     let mut reader = BufReader::new(read);
@@ -100,10 +207,20 @@ async fn serve(
     }
     let mut body = vec![0; len];
     reader.read_exact(&mut body).await?;
+    let refuse = shared.throttler.as_ref().is_some_and(|t| {
+        t.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .refuse(&head, &body)
+    });
+    if refuse {
+        let n = shared.throttled.fetch_add(1, Ordering::Relaxed);
+        write.write_all(&request_limit_exceeded(n)).await?;
+        return Ok(());
+    }
     let response = {
-        let _one_at_a_time = lock.lock().await;
-        counter.fetch_add(1, Ordering::Relaxed);
-        let mut up = TcpStream::connect(("127.0.0.1", upstream)).await?;
+        let _one_at_a_time = shared.lock.lock().await;
+        shared.forwarded.fetch_add(1, Ordering::Relaxed);
+        let mut up = TcpStream::connect(("127.0.0.1", shared.upstream)).await?;
         up.write_all(&head).await?;
         up.write_all(&body).await?;
         let mut response = Vec::new();

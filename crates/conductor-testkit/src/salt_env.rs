@@ -31,16 +31,23 @@ fn default_dir() -> PathBuf {
 }
 
 impl SaltEnv {
-    /// The shared Salt virtualenv, installed on first use.
+    /// The shared Salt virtualenv, installed on first use. Panics with the
+    /// reason (pip's last lines) when Salt cannot be installed; later calls in
+    /// the same process fail with the same reason without retrying.
     pub fn get() -> &'static SaltEnv {
-        static ENV: OnceLock<SaltEnv> = OnceLock::new();
-        ENV.get_or_init(|| Self::install(&default_dir()))
+        static ENV: OnceLock<Result<SaltEnv, String>> = OnceLock::new();
+        match ENV.get_or_init(|| Self::install(&default_dir())) {
+            Ok(env) => env,
+            Err(reason) => panic!("{reason}"),
+        }
     }
 
-    fn install(venv: &Path) -> SaltEnv {
-        let parent = venv.parent().expect("the venv has a parent directory");
+    fn install(venv: &Path) -> Result<SaltEnv, String> {
+        let parent = venv
+            .parent()
+            .ok_or_else(|| format!("{} has no parent directory", venv.display()))?;
         std::fs::create_dir_all(parent)
-            .unwrap_or_else(|e| panic!("cannot create {}: {e}", parent.display()));
+            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
         let marker = venv.join(format!(".conductor-salt-{SALT_VERSION}"));
         let lock_path = parent.join("salt-venv.lock");
         let lock = OpenOptions::new()
@@ -48,27 +55,45 @@ impl SaltEnv {
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .expect("lock file");
+            .map_err(|e| format!("cannot open the lock {}: {e}", lock_path.display()))?;
         // SAFETY: flock on a descriptor we own; released when `lock` is dropped.
-        unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
-        if !marker.exists() {
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(format!(
+                "cannot lock {}: {}",
+                lock_path.display(),
+                std::io::Error::last_os_error()
+            ));
+        }
+        let env = SaltEnv {
+            venv: venv.to_path_buf(),
+        };
+        let intact = marker.exists() && env.salt_call().exists() && env.salt_cloud().exists();
+        if !intact {
+            let started = std::time::Instant::now();
             let _ = std::fs::remove_dir_all(venv);
             run(
                 Command::new("python3").arg("-m").arg("venv").arg(venv),
-                "create the Salt virtualenv",
-            );
+                "create the Salt virtualenv (python3 -m venv; on Debian/Ubuntu install python3-venv)",
+            )?;
             run(
                 Command::new(venv.join("bin/pip"))
                     .args(["install", "--quiet", "--disable-pip-version-check"])
                     .arg(format!("salt=={SALT_VERSION}")),
-                &format!("install salt=={SALT_VERSION} from PyPI"),
+                &format!(
+                    "install salt=={SALT_VERSION} from PyPI into {} (needs network access to PyPI)",
+                    venv.display()
+                ),
+            )?;
+            std::fs::write(&marker, SALT_VERSION)
+                .map_err(|e| format!("cannot write {}: {e}", marker.display()))?;
+            eprintln!(
+                "salt_env: installed salt=={SALT_VERSION} into {} in {:.1?}",
+                venv.display(),
+                started.elapsed()
             );
-            std::fs::write(&marker, SALT_VERSION).expect("write the venv marker");
         }
         drop(lock);
-        SaltEnv {
-            venv: venv.to_path_buf(),
-        }
+        Ok(env)
     }
 
     /// A program of the virtualenv (`salt-call`, `salt-run`, `python`, ...).
@@ -80,21 +105,40 @@ impl SaltEnv {
     pub fn bin_dir(&self) -> PathBuf {
         self.venv.join("bin")
     }
+
+    /// The virtualenv's `salt-call`.
+    pub fn salt_call(&self) -> PathBuf {
+        self.bin("salt-call")
+    }
+
+    /// The virtualenv's `salt-run`.
+    pub fn salt_run(&self) -> PathBuf {
+        self.bin("salt-run")
+    }
+
+    /// The virtualenv's `salt-cloud`.
+    pub fn salt_cloud(&self) -> PathBuf {
+        self.bin("salt-cloud")
+    }
+
+    /// The virtualenv's `python` (imports `salt`).
+    pub fn python(&self) -> PathBuf {
+        self.bin("python")
+    }
 }
 
-fn run(cmd: &mut Command, what: &str) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot {what}: {e}"));
+fn run(cmd: &mut Command, what: &str) -> Result<(), String> {
+    let out = cmd.output().map_err(|e| format!("cannot {what}: {e}"))?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         let tail: Vec<&str> = err.lines().rev().take(20).collect();
-        panic!(
+        return Err(format!(
             "cannot {what} ({}):\n{}",
             out.status,
             tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-        );
+        ));
     }
+    Ok(())
 }
 
 /// The directory holding the testkit's stand-in `salt-cloud` (a Python script

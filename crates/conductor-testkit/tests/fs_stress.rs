@@ -1,12 +1,22 @@
 //! 64 OS processes race `FsReserver` for overlapping key sets: no key is ever
 //! held by two processes at once, every loser gets a conflict, nothing is
-//! left behind.
+//! left behind. Once on fresh keys (the `link(2)` path), once on keys left by
+//! dead owners (the takeover path under `flock`).
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 
 #[test]
 fn sixty_four_processes_race_for_overlapping_keys() {
+    race(false);
+}
+
+#[test]
+fn sixty_four_processes_race_to_take_over_dead_owners_keys() {
+    race(true);
+}
+
+fn race(dead_owners: bool) {
     let dir = tempfile::tempdir().unwrap();
     let runner = dir.path().join("runner");
     let start = dir.path().join("go");
@@ -14,6 +24,19 @@ fn sixty_four_processes_race_for_overlapping_keys() {
     let keys: Vec<String> = (0..16)
         .map(|i| format!("test_k{i:02}.example.com"))
         .collect();
+    if dead_owners {
+        // Every key is held by a run of this host whose process is gone.
+        let names = runner.join("reserved_names");
+        std::fs::create_dir_all(&names).unwrap();
+        let host = conductor_core::reserve::this_host();
+        for k in &keys {
+            let owner = format!(
+                r#"{{"cpid":"16833830331552303186","host":"{host}","pid":{},"created":1,"expires":99999999999999}}"#,
+                conductor_testkit::conformance::reserver::DEAD_PID
+            );
+            std::fs::write(names.join(k), owner).unwrap();
+        }
+    }
     let children: Vec<_> = (0..procs)
         .map(|p| {
             // Each process wants three keys of 16: neighbours overlap heavily.
@@ -74,11 +97,36 @@ fn sixty_four_processes_race_for_overlapping_keys() {
             );
         }
     }
+    if dead_owners {
+        // Keys no winner took still hold the dead owner (losers leave nothing
+        // of theirs); prune frees them.
+        let layout = conductor_core::Layout::new(&runner, &runner);
+        let r = conductor_core::FsReserver::new(&layout);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            use conductor_core::Reserver;
+            for left in r.list().await.unwrap() {
+                assert_eq!(
+                    left.owner.pid,
+                    conductor_testkit::conformance::reserver::DEAD_PID,
+                    "{}: only the dead owner may be left",
+                    left.key
+                );
+            }
+            r.prune(conductor_core::reserve::now_ms(), None)
+                .await
+                .unwrap();
+        });
+    }
     for d in ["reserved_names", "reserved_ids"] {
         let left: Vec<_> = std::fs::read_dir(runner.join(d))
             .map(|e| e.flatten().map(|e| e.file_name()).collect())
             .unwrap_or_default();
         assert!(left.is_empty(), "{d} not empty: {left:?}");
     }
-    eprintln!("64 processes: {granted} granted, {conflicts} conflicts");
+    eprintln!(
+        "64 processes (dead owners: {dead_owners}): {granted} granted, {conflicts} conflicts"
+    );
 }

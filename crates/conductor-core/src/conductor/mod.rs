@@ -54,6 +54,13 @@ pub struct Options {
     pub visible_timeout: Duration,
     /// Longest wait for a provisioning slot (pillar `throttle.max_provisioning_runs`).
     pub slot_wait: Duration,
+    /// The master's `autosign_grains_dir` (absolute). When set, native
+    /// launches carry a per-run token grain that the run lists there while
+    /// its minions bootstrap, so the master accepts exactly those keys.
+    pub autosign_grains_dir: Option<PathBuf>,
+    /// How long a native run waits for its minions' keys to be accepted and
+    /// the minions to answer before it reports them as not ready.
+    pub minion_timeout: Duration,
     /// Re-read the inventory after reserving (DESIGN step 5). Only tests that
     /// show why it exists turn it off.
     #[doc(hidden)]
@@ -71,6 +78,8 @@ impl Default for Options {
             backoff_max: Duration::from_secs(5),
             visible_timeout: Duration::from_secs(300),
             slot_wait: Duration::from_secs(3600),
+            autosign_grains_dir: None,
+            minion_timeout: Duration::from_secs(900),
             check_after_reserve: true,
         }
     }
@@ -170,6 +179,9 @@ pub struct CreateReport {
     /// Instances launched but not yet visible when the wait ended; their keys
     /// stay reserved until the lease expires.
     pub not_visible: Vec<String>,
+    /// Native launches whose minion was not accepted or did not answer in
+    /// time, with the reason; the instances are kept, their states not run.
+    pub minions_not_ready: Vec<(String, String)>,
     /// Failed states of hooks and startup states.
     pub state_failures: Vec<StateFailure>,
     /// Steps skipped, and why (e.g. no Salt executor).
@@ -179,12 +191,16 @@ pub struct CreateReport {
 }
 
 impl CreateReport {
-    /// True when every instance launched and every state succeeded.
+    /// True when every instance launched, its minion joined, and every state succeeded.
     pub fn success(&self) -> bool {
-        self.failed.is_empty() && self.state_failures.is_empty() && self.not_visible.is_empty()
+        self.failed.is_empty()
+            && self.state_failures.is_empty()
+            && self.not_visible.is_empty()
+            && self.minions_not_ready.is_empty()
     }
 }
 
+pub mod autosign;
 mod query;
 mod renew;
 mod steps;
@@ -416,7 +432,7 @@ impl Conductor {
         renewer: &renew::Renewer,
     ) -> Result<CreateReport, Error> {
         let (plan, lease, attempts) = self.reserve_plan(cpid, req, pillar, scopes).await?;
-        renewer.add(lease.clone());
+        renewer.add(lease.clone()).await;
         fault_point("after_reserve");
         info!(instances = plan.instances.len(), attempts, "reserved");
         let group = pillar.group(&req.group)?;
@@ -427,6 +443,7 @@ impl Conductor {
             launched: vec![],
             failed: vec![],
             not_visible: vec![],
+            minions_not_ready: vec![],
             state_failures: vec![],
             skipped: vec![],
             logs: vec![],
@@ -471,7 +488,7 @@ impl Conductor {
         let slot = match pillar.throttle.max_provisioning_runs {
             Some(k) => match self.take_slot(cpid, &report.plan.region, k).await {
                 Ok(slot) => {
-                    renewer.add(slot.clone());
+                    renewer.add(slot.clone()).await;
                     Some(slot)
                 }
                 Err(e) => {
@@ -481,16 +498,25 @@ impl Conductor {
             },
             None => None,
         };
+        // Native minions join by a per-run token listed only while they bootstrap.
+        let autosign = match self.open_autosign(cpid).await {
+            Ok(a) => a,
+            Err(e) => {
+                self.release(&lease, Duration::ZERO).await;
+                return Err(e);
+            }
+        };
         let provisioned = self
             .provision(
                 &report.plan,
                 group,
                 pillar.throttle.max_inflight_calls,
+                autosign.as_ref().map(|a| a.token.as_str()),
                 &mut report.logs,
             )
             .await;
         if let Some(slot) = slot {
-            renewer.forget(&slot.keys);
+            renewer.forget(&slot.keys).await;
             self.release(&slot, Duration::ZERO).await;
         }
         let results = match provisioned {
@@ -546,7 +572,7 @@ impl Conductor {
             .collect();
         let settled = |name: &str| visible.contains(name) || definitely_gone.contains(name);
         let done: Vec<Key> = releasable(&report.plan, settled);
-        renewer.forget(&done);
+        renewer.forget(&done).await;
         self.release(&lease.subset(&done), self.opts.release_grace)
             .await;
         fault_point("after_release");
@@ -557,6 +583,27 @@ impl Conductor {
             .iter()
             .filter(|i| visible.contains(&i.name) && report.launched.contains(&i.name))
             .map(|i| (i.name.clone(), render::role_spec(group, i)))
+            .collect();
+        // Native minions must join the master (their token is listed only
+        // until then); any new minion must answer before its states run.
+        // salt-cloud has deployed and keyed its minions itself.
+        if self.opts.provisioner == Provisioner::Ec2
+            || !steps::startup_plan(group, &ready).is_empty()
+        {
+            let names: Vec<String> = ready.iter().map(|(n, _)| n.clone()).collect();
+            report.minions_not_ready = self.wait_minions(&names, &mut report.skipped).await?;
+        }
+        if let Some(a) = autosign {
+            a.close().await?;
+        }
+        let late: BTreeSet<&str> = report
+            .minions_not_ready
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect();
+        let ready: Vec<_> = ready
+            .into_iter()
+            .filter(|(n, _)| !late.contains(n.as_str()))
             .collect();
         let (plan_group, saltenv) = (report.plan.group.clone(), report.plan.saltenv.clone());
         let failures = self
@@ -613,22 +660,38 @@ impl Conductor {
         plan: &Plan,
         group: &GroupSpec,
         max_inflight: Option<u32>,
+        autosign_token: Option<&str>,
         logs: &mut Vec<PathBuf>,
     ) -> Result<Vec<LaunchResult>, Error> {
         let (results, raw) = match self.opts.provisioner {
             Provisioner::Ec2 => {
-                let specs: Vec<LaunchSpec> = plan
+                let specs = plan
                     .instances
                     .iter()
-                    .map(|i| LaunchSpec {
-                        name: i.name.clone(),
-                        zone: plan.zone.clone(),
-                        client_token: client_token(plan.cpid, &i.name),
-                        tags: i.tags.clone(),
-                        settings: render::launch_settings(plan, group, i),
-                        user_data: None,
+                    .map(|i| {
+                        let mut spec = LaunchSpec {
+                            name: i.name.clone(),
+                            zone: plan.zone.clone(),
+                            client_token: client_token(plan.cpid, &i.name),
+                            tags: i.tags.clone(),
+                            settings: render::launch_settings(plan, group, i),
+                            user_data: None,
+                        };
+                        if let Some(token) = autosign_token {
+                            autosign::add_to_settings(&mut spec.settings, token);
+                        }
+                        spec.user_data = Some(crate::user_data::render(&spec).map_err(|e| {
+                            Error::backend(
+                                "rendering the user data",
+                                crate::error::BackendError::new(
+                                    BackendErrorKind::Rejected,
+                                    format!("{}: {e}; fix it in the group's pillar", i.name),
+                                ),
+                            )
+                        })?);
+                        Ok(spec)
                     })
-                    .collect();
+                    .collect::<Result<Vec<LaunchSpec>, Error>>()?;
                 info!(instances = specs.len(), "launching with EC2 RunInstances");
                 let chunk = max_inflight.map_or(specs.len(), |m| m as usize).max(1);
                 let mut results = Vec::with_capacity(specs.len());

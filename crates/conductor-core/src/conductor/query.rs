@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::json;
-use tracing::{info_span, Instrument};
+use tracing::{info_span, warn, Instrument};
 
 use super::{write_json_log, Conductor, Provisioner};
 use crate::cloud::{
@@ -343,6 +343,24 @@ impl Conductor {
                         .map_err(|e| Error::backend("terminating instances", e))?;
                 }
                 report.destroyed = targets.iter().map(label).collect();
+                // salt-cloud -d deletes the keys itself; here the run does.
+                if let Some(salt) = &self.salt {
+                    let names: Vec<String> =
+                        targets.iter().filter_map(|t| t.name.clone()).collect();
+                    if let Err(e) = salt
+                        .delete_keys(&names)
+                        .instrument(info_span!("salt.delete_keys", minions = names.len()))
+                        .await
+                    {
+                        warn!(error = %e, "deleting the minion keys failed");
+                        report.failed.extend(names.into_iter().map(|n| {
+                            (
+                                n,
+                                format!("terminated, but its minion key was not deleted: {e}"),
+                            )
+                        }));
+                    }
+                }
                 json!({ "terminated": targets })
             }
         };

@@ -1,13 +1,15 @@
 //! The Salt steps of a run: orchestration hooks and startup states, each
 //! logged under the run's CPID.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde_json::json;
 use tracing::{info, info_span, warn, Instrument};
 
-use super::{write_json_log, Conductor};
+use super::autosign::Autosign;
+use super::{write_json_log, Conductor, Provisioner};
 use crate::cpid::Cpid;
 use crate::error::{BackendError, BackendErrorKind, Error};
 use crate::layout::log_rand;
@@ -15,7 +17,119 @@ use crate::names::{Env, Group};
 use crate::pillar::{GroupSpec, RoleSpec};
 use crate::salt::{StateFailure, StateRunResult};
 
+/// The targets grouped by the startup states they get: their role's, or the
+/// group profile's; targets with none are left out.
+pub(super) fn startup_plan(
+    group: &GroupSpec,
+    targets: &[(String, &RoleSpec)],
+) -> BTreeMap<Vec<String>, Vec<String>> {
+    let default_sls: Vec<String> = group
+        .profile
+        .get("startup_states")
+        .and_then(|v| serde_yaml::from_value(v.clone()).ok())
+        .unwrap_or_default();
+    let mut by_sls: BTreeMap<Vec<String>, Vec<String>> = BTreeMap::new();
+    for (name, spec) in targets {
+        let sls = spec
+            .startup_states
+            .clone()
+            .unwrap_or_else(|| default_sls.clone());
+        if !sls.is_empty() {
+            by_sls.entry(sls).or_default().push(name.clone());
+        }
+    }
+    by_sls
+}
+
+/// Time allowed on top of the waits for launching, in an autosign token's lifetime.
+const LAUNCH_ALLOWANCE: Duration = Duration::from_secs(600);
+
 impl Conductor {
+    /// Lists a fresh autosign token for a native run with Salt and an
+    /// `autosign_grains_dir`; `None` otherwise.
+    pub(super) async fn open_autosign(&self, cpid: Cpid) -> Result<Option<Autosign>, Error> {
+        match (
+            &self.opts.autosign_grains_dir,
+            &self.salt,
+            self.opts.provisioner,
+        ) {
+            (Some(dir), Some(_), Provisioner::Ec2) => {
+                // Listed for at most the longest the run can take to bootstrap.
+                let ttl = self.opts.visible_timeout + self.opts.minion_timeout + LAUNCH_ALLOWANCE;
+                let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+                Ok(Some(Autosign::open(dir, cpid, ttl_ms).await?))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Waits until every new minion answers `test.ping` (its key accepted and
+    /// it connected), up to `minion_timeout`; returns the ones that did not,
+    /// each with the reason the master's keys give.
+    pub(super) async fn wait_minions(
+        &self,
+        names: &[String],
+        skipped: &mut Vec<String>,
+    ) -> Result<Vec<(String, String)>, Error> {
+        if names.is_empty() {
+            return Ok(vec![]);
+        }
+        let Some(salt) = &self.salt else {
+            skipped.push("waiting for the new minions: no Salt executor configured".into());
+            return Ok(vec![]);
+        };
+        let timeout = self.opts.minion_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut waiting: BTreeSet<String> = names.iter().cloned().collect();
+        let mut delay = Duration::from_millis(500);
+        info!(
+            minions = names.len(),
+            "waiting for the new minions to join the master"
+        );
+        loop {
+            let targets: Vec<String> = waiting.iter().cloned().collect();
+            let answered = salt
+                .ping(&targets)
+                .instrument(info_span!("salt.ping", targets = targets.len()))
+                .await
+                .map_err(|e| Error::backend("pinging the new minions", e))?;
+            for a in &answered {
+                waiting.remove(a);
+            }
+            let now = tokio::time::Instant::now();
+            if waiting.is_empty() || now >= deadline {
+                break;
+            }
+            tokio::time::sleep(delay.min(deadline - now)).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+        if waiting.is_empty() {
+            return Ok(vec![]);
+        }
+        let keys = salt
+            .minion_keys()
+            .instrument(info_span!("salt.minion_keys"))
+            .await
+            .map_err(|e| Error::backend("listing the master's minion keys", e))?;
+        let has = |list: &[String], n: &str| list.iter().any(|k| k == n);
+        Ok(waiting
+            .into_iter()
+            .map(|n| {
+                let why = if has(&keys.pending, &n) {
+                    "its key is still pending: the master did not accept it (a wrong or expired autosign token, or no autosign_grains_dir on the master)"
+                } else if has(&keys.rejected, &n) || has(&keys.denied, &n) {
+                    "its key was rejected or denied by the master"
+                } else if has(&keys.accepted, &n) {
+                    "its key is accepted but it did not answer test.ping"
+                } else {
+                    "no key from it reached the master (the minion did not start, or cannot reach the master)"
+                };
+                warn!(minion = %n, "minion not ready: {why}");
+                (n, format!("{why}; waited {}s", timeout.as_secs()))
+            })
+            .collect())
+    }
+
     /// Applies each target's startup states (its role's, or the group
     /// profile's), one `state.apply` per distinct list, logged per call.
     #[allow(clippy::too_many_arguments)]
@@ -29,21 +143,7 @@ impl Conductor {
         logs: &mut Vec<PathBuf>,
         skipped: &mut Vec<String>,
     ) -> Result<Vec<StateFailure>, Error> {
-        let default_sls: Vec<String> = group
-            .profile
-            .get("startup_states")
-            .and_then(|v| serde_yaml::from_value(v.clone()).ok())
-            .unwrap_or_default();
-        let mut by_sls: BTreeMap<Vec<String>, Vec<String>> = BTreeMap::new();
-        for (name, spec) in targets {
-            let sls = spec
-                .startup_states
-                .clone()
-                .unwrap_or_else(|| default_sls.clone());
-            if !sls.is_empty() {
-                by_sls.entry(sls).or_default().push(name.clone());
-            }
-        }
+        let by_sls = startup_plan(group, targets);
         if by_sls.is_empty() {
             return Ok(vec![]);
         }

@@ -21,6 +21,9 @@ pub async fn run_all(r: &dyn Reserver) {
     release_with_grace_holds(r).await;
     expired_lease_is_free(r).await;
     dead_local_owner_is_free(r).await;
+    reused_pid_owner_is_free(r).await;
+    owner_round_trips(r).await;
+    duplicate_keys_in_one_request(r).await;
     set_expiry_only_touches_own_keys(r).await;
     renew_extends(r).await;
     list_shows_kind_and_owner(r).await;
@@ -153,6 +156,52 @@ pub async fn dead_local_owner_is_free(r: &dyn Reserver) {
     r.try_reserve(&k, &b)
         .await
         .expect("keys of a dead local owner are taken over");
+}
+
+/// A key whose owner's pid now belongs to another process (same pid, other
+/// start time) is free: pid reuse does not keep a dead run's keys.
+pub async fn reused_pid_owner_is_free(r: &dyn Reserver) {
+    let k = fresh_keys("reused", 2);
+    let mut gone = live_owner();
+    let Some(started) = gone.started else {
+        return; // no /proc: start times are unknown here
+    };
+    gone.started = Some(started + 1);
+    r.try_reserve(&k, &gone).await.unwrap();
+    let b = live_owner();
+    r.try_reserve(&k, &b)
+        .await
+        .expect("keys of an owner whose pid was reused are taken over");
+}
+
+/// `list` returns the owner as granted: cpid, host, pid, start time,
+/// creation and expiry.
+pub async fn owner_round_trips(r: &dyn Reserver) {
+    let k = fresh_keys("roundtrip", 1);
+    let a = live_owner();
+    r.try_reserve(&k, &a).await.unwrap();
+    let got = r
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|x| x.key == k[0])
+        .expect("listed")
+        .owner;
+    assert_eq!(got, a, "the stored owner is the granted one");
+}
+
+/// A request naming a key twice is granted once, and released fully.
+pub async fn duplicate_keys_in_one_request(r: &dyn Reserver) {
+    let k = fresh_keys("dup", 2);
+    let a = live_owner();
+    let lease = r
+        .try_reserve(&[k[0].clone(), k[1].clone(), k[0].clone()], &a)
+        .await
+        .expect("a repeated key is not a conflict with itself");
+    r.release(&lease, Duration::ZERO).await.unwrap();
+    let list = r.list().await.unwrap();
+    assert!(k.iter().all(|key| held_by(&list, key).is_none()));
 }
 
 /// Changing the expiry of keys held by another run does nothing.

@@ -1,0 +1,153 @@
+//! How `SaltCli` runs programs: timeouts kill the whole process group, output
+//! capture is bounded without blocking the child, and a missing program is
+//! `Unreachable` naming the command. Small shell scripts stand in for the
+//! programs here because what is tested is process handling, not Salt.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use conductor_core::BackendErrorKind;
+use conductor_salt::SaltCli;
+
+fn script(dir: &Path, name: &str, body: &str) {
+    let p = dir.join(name);
+    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn alive(pid: i32) -> bool {
+    // A killed orphan may linger as a zombie until reaped: that is not alive.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+#[tokio::test]
+async fn a_timeout_kills_the_program_and_its_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let pids = dir.path().join("pids");
+    // Like salt-cloud -P: the program forks workers, then waits.
+    script(
+        dir.path(),
+        "salt-cloud",
+        &format!(
+            "sleep 300 & echo $! > {0}\nsleep 300 & echo $! >> {0}\nwait",
+            pids.display()
+        ),
+    );
+    let cli = SaltCli::new()
+        .bin_dir(dir.path())
+        .timeout(Duration::from_millis(1500));
+    let started = Instant::now();
+    let e = cli
+        .run("salt-cloud", &["-m".into(), "x.map".into()])
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(e.kind, BackendErrorKind::Unreachable);
+    assert!(e.message.contains("salt-cloud -m x.map"), "{e}");
+    assert!(e.message.contains("did not finish within"), "{e}");
+    let workers: Vec<i32> = std::fs::read_to_string(&pids)
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    assert_eq!(workers.len(), 2);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while workers.iter().any(|&p| alive(p)) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for p in workers {
+        assert!(!alive(p), "worker {p} survived the timeout");
+    }
+}
+
+#[tokio::test]
+async fn dropping_the_run_kills_the_process_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let pids = dir.path().join("pids");
+    script(
+        dir.path(),
+        "salt-run",
+        &format!("sleep 300 & echo $! > {}\nwait", pids.display()),
+    );
+    let cli = SaltCli::new().bin_dir(dir.path());
+    let run = cli.run("salt-run", &[]);
+    // Give up on the run (as a cancelled Conductor future would) once the worker exists.
+    let _ = tokio::time::timeout(Duration::from_millis(1000), run).await;
+    let worker: i32 = std::fs::read_to_string(&pids)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(worker) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!alive(worker), "worker {worker} survived the drop");
+}
+
+#[tokio::test]
+async fn output_beyond_the_limit_is_dropped_without_blocking_the_program() {
+    let dir = tempfile::tempdir().unwrap();
+    // 4 MiB on each stream: far past the pipe buffer and the 1000-byte limit.
+    script(
+        dir.path(),
+        "salt-call",
+        "head -c 4194304 /dev/zero | tr '\\0' a\nhead -c 4194304 /dev/zero | tr '\\0' b >&2\nexit 3",
+    );
+    let cli = SaltCli::new()
+        .bin_dir(dir.path())
+        .max_output(1000)
+        .timeout(Duration::from_secs(30));
+    let c = cli.run("salt-call", &[]).await.unwrap();
+    assert_eq!(c.code, Some(3));
+    assert_eq!(c.stdout.len(), 1000);
+    assert_eq!(c.stderr.len(), 1000);
+    assert!(c.truncated);
+    assert!(c.stdout.iter().all(|&b| b == b'a'));
+
+    // A JSON document cut by the limit is reported as such.
+    script(
+        dir.path(),
+        "salt-run",
+        "printf '{\"data\": {\"master\": \"%04000d\"}}' 0",
+    );
+    let e = SaltCli::new()
+        .bin_dir(dir.path())
+        .max_output(1000)
+        .orchestrate(
+            "orch.x",
+            &conductor_core::Env::new("test").unwrap(),
+            &conductor_core::Env::new("test").unwrap(),
+        )
+        .await
+        .unwrap_err();
+    use conductor_core::salt::SaltExecutor;
+    assert!(e.message.contains("raise the output limit"), "{e}");
+}
+
+#[tokio::test]
+async fn a_missing_program_is_unreachable_and_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = SaltCli::new()
+        .bin_dir(dir.path())
+        .config_dir("/etc/salt-test")
+        .run("salt-cloud", &["-d".into(), "devops-mq01".into()])
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, BackendErrorKind::Unreachable);
+    assert!(
+        e.message.contains(&format!(
+            "{}/salt-cloud -c /etc/salt-test -d devops-mq01",
+            dir.path().display()
+        )),
+        "{e}"
+    );
+    assert!(e.message.contains("--salt-bin-dir"), "{e}");
+}

@@ -1,0 +1,82 @@
+//! The Salt lab: a real master on loopback accepts a minion by its autosign
+//! grain and leaves one with a wrong grain pending; every process it started
+//! is gone after drop, also when the test panics.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use conductor_testkit::salt_lab::SaltLab;
+use serde_json::{json, Map, Value};
+
+/// Pids of live processes whose command line mentions `root`.
+fn processes_under(root: &Path) -> Vec<u32> {
+    let root = root.display().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&root))
+        })
+        .collect()
+}
+
+fn minion(id: &str, token: &str) -> Map<String, Value> {
+    json!({
+        "id": id,
+        "autosign_grains": ["conductor_autosign"],
+        "grains": {"conductor_autosign": token, "cpid": "42"},
+    })
+    .as_object()
+    .unwrap()
+    .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_minion_with_the_listed_grain_is_accepted_and_all_processes_stop_on_drop() {
+    let lab = SaltLab::start(&SaltLab::fixture_file_roots()).await;
+    std::fs::write(
+        lab.autosign_grains_dir().join("conductor_autosign"),
+        "right-token\n",
+    )
+    .unwrap();
+    lab.start_minion(&minion("good.example", "right-token"));
+    lab.start_minion(&minion("bad.example", "wrong-token"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !lab.accepted().await.contains(&"good.example".to_string()) {
+        assert!(Instant::now() < deadline, "good.example not accepted");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    while !lab.pending().await.contains(&"bad.example".to_string()) {
+        assert!(Instant::now() < deadline, "bad.example never asked");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(!lab.accepted().await.contains(&"bad.example".to_string()));
+    let root = lab.root().to_path_buf();
+    assert!(
+        processes_under(&root).len() >= 3,
+        "master and two minions run"
+    );
+    drop(lab);
+    assert_eq!(processes_under(&root), Vec::<u32>::new(), "all stopped");
+    assert!(!root.exists(), "root removed");
+}
+
+#[test]
+fn the_lab_stops_when_the_test_panics() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let r = std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let lab = SaltLab::start(&SaltLab::fixture_file_roots()).await;
+            lab.start_minion(&minion("m.example", "t"));
+            tx.send(lab.root().to_path_buf()).unwrap();
+            panic!("a failing test");
+        })
+    })
+    .join();
+    assert!(r.is_err());
+    let root = rx.recv().unwrap();
+    assert_eq!(processes_under(&root), Vec::<u32>::new());
+}
