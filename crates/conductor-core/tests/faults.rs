@@ -164,8 +164,8 @@ fn read_json(path: &std::path::Path) -> serde_json::Value {
 /// salt-cloud reports an error for one VM of the system's map and the
 /// startup state fails on another: the run reports both (not a success: exit
 /// 1 in the CLI), the logs hold salt's output, the other instances are kept
-/// and reported, only the failed VM's keys stay held and only until their
-/// lease expires.
+/// and reported, and every key is released (the failed VM's too: salt-cloud
+/// answered for it).
 #[tokio::test]
 async fn a_salt_cloud_error_and_a_failed_state_are_reported_and_logged() {
     let w = World::new(FakeCloud::new());
@@ -247,20 +247,15 @@ async fn a_salt_cloud_error_and_a_failed_state_are_reported_and_logged() {
         "startup states ran on every launched instance"
     );
 
-    // salt-cloud cannot say whether a failed VM exists: its name (and the ids
-    // it shares) stay held until the lease expires; every other key is free.
+    // salt-cloud answered with an error for the failed VM, so its keys are
+    // released with the grace (0 here) like those of the visible instances.
     let held = w.reserver.list().await.unwrap();
-    let names: Vec<&str> = held
-        .iter()
-        .filter(|r| r.kind == conductor_core::KeyKind::Name)
-        .map(|r| r.key.as_str())
-        .collect();
-    assert_eq!(names, vec![format!("test_{BAD_VM}")]);
-    let expiry = now_ms() + conductor_core::reserve::ms(LEASE_TTL);
-    for r in &held {
-        assert!(r.owner.expires <= expiry, "{r:?} outlives its lease");
-    }
-    w.reserver.prune(expiry + 1, None).await.unwrap();
+    let now = now_ms();
+    assert!(
+        held.iter().all(|r| r.owner.expires <= now),
+        "every key released: {held:?}"
+    );
+    w.reserver.prune(now, None).await.unwrap();
     assert!(w.reserver.list().await.unwrap().is_empty());
 
     // A new run afterwards succeeds and uses no name twice.

@@ -570,7 +570,26 @@ impl Conductor {
             .filter(|r| r.outcome.as_ref().err().is_some_and(|f| f.definite))
             .map(|r| r.name.as_str())
             .collect();
-        let settled = |name: &str| visible.contains(name) || definitely_gone.contains(name);
+        // salt-cloud answered with an error for these VMs: it either never
+        // created them, or created them before a later step failed — then they
+        // exist and show within the release grace like any launched instance.
+        // A VM salt-cloud did not report at all stays held until its lease ends.
+        let refused_by_salt_cloud: BTreeSet<&str> = results
+            .iter()
+            .filter(|r| {
+                self.opts.provisioner == Provisioner::SaltCloud
+                    && r.outcome
+                        .as_ref()
+                        .err()
+                        .is_some_and(|f| f.message != NOT_REPORTED)
+            })
+            .map(|r| r.name.as_str())
+            .collect();
+        let settled = |name: &str| {
+            visible.contains(name)
+                || definitely_gone.contains(name)
+                || refused_by_salt_cloud.contains(name)
+        };
         let done: Vec<Key> = releasable(&report.plan, settled);
         renewer.forget(&done).await;
         self.release(&lease.subset(&done), self.opts.release_grace)
@@ -743,7 +762,7 @@ impl Conductor {
                             .iter()
                             .find(|(n, _)| *n == name)
                             .map(|(_, m)| m.clone())
-                            .unwrap_or_else(|| "salt-cloud did not report this instance".into());
+                            .unwrap_or_else(|| NOT_REPORTED.into());
                         Err(crate::cloud::LaunchFailure {
                             message,
                             definite: false,
@@ -760,6 +779,9 @@ impl Conductor {
         Ok(results)
     }
 }
+
+/// The failure of a VM missing from salt-cloud's return.
+const NOT_REPORTED: &str = "salt-cloud did not report this instance";
 
 /// Environment variable naming a lifecycle point at which the process kills
 /// itself with SIGKILL: `after_cpid`, `after_reserve`, `after_files`,
