@@ -241,8 +241,11 @@ pub struct Launched {
 pub struct LaunchFailure {
     /// What went wrong, naming the input when it is at fault.
     pub message: String,
-    /// True when the instance certainly does not exist (its keys may be freed);
-    /// false when it may exist (keys are kept until their lease expires).
+    /// True when the launch failed for sure: the instance does not exist, or
+    /// (a salt-cloud error after its create call) it exists and shows in the
+    /// inventory within the release grace. Its keys are then freed after the
+    /// grace, like a visible instance's; false when it may still come up
+    /// (keys are kept until their lease expires).
     pub definite: bool,
 }
 

@@ -125,14 +125,6 @@ impl Autosign {
     /// Lists a new token for `cpid` in `<dir>/conductor_autosign` until
     /// `ttl_ms` from now.
     pub async fn open(dir: &Path, cpid: Cpid, ttl_ms: u64) -> Result<Autosign, Error> {
-        if !dir.is_dir() {
-            return Err(crate::error::InputError::invalid(
-                "autosign_grains_dir",
-                &dir.display().to_string(),
-                "is not a directory: create it, set the same path as autosign_grains_dir in the master's config, and point --autosign-grains-dir at it",
-            )
-            .into());
-        }
         let token = new_token();
         let entry = Entry {
             cpid: cpid.to_string(),
@@ -141,6 +133,14 @@ impl Autosign {
         };
         let d = dir.to_path_buf();
         blocking(move || {
+            if !d.is_dir() {
+                return Err(crate::error::InputError::invalid(
+                    "autosign_grains_dir",
+                    &d.display().to_string(),
+                    "is not a directory: create it, set the same path as autosign_grains_dir in the master's config, and point --autosign-grains-dir at it",
+                )
+                .into());
+            }
             edit(&d, |entries| {
                 entries.retain(|e| e.cpid != entry.cpid);
                 entries.push(entry);

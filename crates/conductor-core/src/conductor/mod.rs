@@ -565,31 +565,12 @@ impl Conductor {
             .cloned()
             .collect();
         fault_point("after_visible");
-        let definitely_gone: BTreeSet<&str> = results
+        let definitely_failed: BTreeSet<&str> = results
             .iter()
             .filter(|r| r.outcome.as_ref().err().is_some_and(|f| f.definite))
             .map(|r| r.name.as_str())
             .collect();
-        // salt-cloud answered with an error for these VMs: it either never
-        // created them, or created them before a later step failed — then they
-        // exist and show within the release grace like any launched instance.
-        // A VM salt-cloud did not report at all stays held until its lease ends.
-        let refused_by_salt_cloud: BTreeSet<&str> = results
-            .iter()
-            .filter(|r| {
-                self.opts.provisioner == Provisioner::SaltCloud
-                    && r.outcome
-                        .as_ref()
-                        .err()
-                        .is_some_and(|f| f.message != NOT_REPORTED)
-            })
-            .map(|r| r.name.as_str())
-            .collect();
-        let settled = |name: &str| {
-            visible.contains(name)
-                || definitely_gone.contains(name)
-                || refused_by_salt_cloud.contains(name)
-        };
+        let settled = |name: &str| visible.contains(name) || definitely_failed.contains(name);
         let done: Vec<Key> = releasable(&report.plan, settled);
         renewer.forget(&done).await;
         self.release(&lease.subset(&done), self.opts.release_grace)
@@ -757,15 +738,17 @@ impl Conductor {
                             detail: json!(null),
                         })
                     } else {
-                        let message = run
-                            .failed
-                            .iter()
-                            .find(|(n, _)| *n == name)
-                            .map(|(_, m)| m.clone())
-                            .unwrap_or_else(|| NOT_REPORTED.into());
+                        // salt-cloud's error for a VM is definite: it either
+                        // never created it, or created it before a later step
+                        // failed, and then it shows within the release grace.
+                        // A VM missing from its return may still come up.
+                        let reported = run.failed.iter().find(|(n, _)| *n == name);
                         Err(crate::cloud::LaunchFailure {
-                            message,
-                            definite: false,
+                            message: reported.map_or_else(
+                                || "salt-cloud did not report this instance".into(),
+                                |(_, m)| m.clone(),
+                            ),
+                            definite: reported.is_some(),
                         })
                     };
                     results.push(LaunchResult { name, outcome });
@@ -779,9 +762,6 @@ impl Conductor {
         Ok(results)
     }
 }
-
-/// The failure of a VM missing from salt-cloud's return.
-const NOT_REPORTED: &str = "salt-cloud did not report this instance";
 
 /// Environment variable naming a lifecycle point at which the process kills
 /// itself with SIGKILL: `after_cpid`, `after_reserve`, `after_files`,
