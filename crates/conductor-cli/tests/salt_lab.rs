@@ -20,7 +20,7 @@ use conductor_salt::SaltCli;
 use conductor_testkit::fixtures::{self, StaticPillar};
 use conductor_testkit::minion_cloud::MinionCloud;
 use conductor_testkit::moto::{MotoServer, ACCESS_KEY_ID, SECRET_ACCESS_KEY};
-use conductor_testkit::salt_lab::SaltLab;
+use conductor_testkit::salt_lab::{processes_under, SaltLab};
 use serde_json::{json, Value};
 
 /// The grains the seed checks on the master.
@@ -193,18 +193,10 @@ fn rss_mb(lab: &SaltLab) -> (u64, u64) {
             .unwrap_or(0)
     };
     let me = status_kb("self", "VmHWM:");
-    let root = lab.root().display().to_string();
-    let mut salt = 0;
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let pid = entry.file_name().to_string_lossy().to_string();
-        if !pid.chars().all(|c| c.is_ascii_digit()) {
-            continue;
-        }
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if String::from_utf8_lossy(&cmdline).contains(&root) {
-            salt += status_kb(&pid, "VmRSS:");
-        }
-    }
+    let salt: u64 = processes_under(lab.root())
+        .iter()
+        .map(|pid| status_kb(&pid.to_string(), "VmRSS:"))
+        .sum();
     (me / 1024, salt / 1024)
 }
 

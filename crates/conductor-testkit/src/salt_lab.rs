@@ -256,7 +256,7 @@ impl SaltLab {
     /// programs: of each `<root>/v*/var/run/salt-minion.pid` whose process
     /// runs from this lab (a stale pid file of a dead minion is ignored).
     pub fn detached_minions(&self) -> Vec<i32> {
-        let root = self.root.path().display().to_string();
+        let ours = processes_under(self.root.path());
         let Ok(dirs) = std::fs::read_dir(self.root.path()) else {
             return vec![];
         };
@@ -268,10 +268,7 @@ impl SaltLab {
             // SAFETY: getpgid only reads the process table.
             .map(|pid| unsafe { libc::getpgid(pid) })
             .filter(|pgid| *pgid > 0)
-            .filter(|pid| {
-                std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&root))
-            })
+            .filter(|pgid| u32::try_from(*pgid).is_ok_and(|p| ours.contains(&p)))
             .collect()
     }
 
@@ -357,6 +354,23 @@ impl Drop for SaltLab {
             );
         }
     }
+}
+
+/// Pids of the live processes whose command line mentions `root` (a lab's
+/// processes: each is started with a config under the lab's root).
+pub fn processes_under(root: &Path) -> Vec<u32> {
+    let root = root.display().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&root))
+        })
+        .collect()
 }
 
 /// Kills a child's process group (the program and everything it forked) and reaps it.

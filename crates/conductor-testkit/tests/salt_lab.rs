@@ -2,25 +2,10 @@
 //! grain and leaves one with a wrong grain pending; every process it started
 //! is gone after drop, also when the test panics.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use conductor_testkit::salt_lab::SaltLab;
+use conductor_testkit::salt_lab::{processes_under, SaltLab};
 use serde_json::{json, Map, Value};
-
-/// Pids of live processes whose command line mentions `root`.
-fn processes_under(root: &Path) -> Vec<u32> {
-    let root = root.display().to_string();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&root))
-        })
-        .collect()
-}
 
 fn minion(id: &str, token: &str) -> Map<String, Value> {
     json!({
