@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn example_pillar() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/pillar")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/pillar")
 }
 
 struct Roots {

@@ -21,7 +21,7 @@ struct Case {
 }
 
 fn corpus() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/bad-input")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/bad-input")
 }
 
 fn unhex(s: &str) -> Vec<u8> {
@@ -70,7 +70,7 @@ fn every_bad_input_exits_2_names_the_input_and_writes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let (etc, runner) = (dir.path().join("etc"), dir.path().join("runner"));
         let pillar_dir = match (&case.pillar, &case.pillar_hex) {
-            (None, None) => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/pillar"),
+            (None, None) => Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/pillar"),
             (text, hex) => {
                 let p = dir.path().join("pillar");
                 std::fs::create_dir_all(p.join("test")).unwrap();

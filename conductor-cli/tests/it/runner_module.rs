@@ -8,7 +8,7 @@ use conductor_testkit::salt_env::SaltEnv;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
+        .join("..")
         .canonicalize()
         .unwrap()
 }

@@ -3,7 +3,7 @@
 //! moto), and salt-cloud failing one VM of a map (the testkit's stand-in with
 //! `CONDUCTOR_STANDIN_FAIL`).
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 

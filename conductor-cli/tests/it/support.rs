@@ -29,7 +29,7 @@ impl Lab {
     /// checks), changed by `edit`, under `dir`.
     pub fn new(endpoint: String, dir: &Path, edit: impl Fn(String) -> String) -> Self {
         let pillar = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/pillar/test/conductor.sls"),
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/pillar/test/conductor.sls"),
         )
         .unwrap()
         .replace(", subnet_id: subnet-1", "");

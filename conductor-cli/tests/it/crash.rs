@@ -3,7 +3,7 @@
 //! once pruned, no name is ever used twice, and every instance they launched
 //! is found by its cpid tag.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::os::unix::process::ExitStatusExt;

@@ -19,7 +19,7 @@ impl Env {
         };
         // The example pillar without its placeholder subnet (moto checks subnets).
         let pillar = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/pillar/test/conductor.sls"),
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/pillar/test/conductor.sls"),
         )
         .unwrap()
         .replace(", subnet_id: subnet-1", "");

@@ -1,0 +1,12 @@
+//! The integration tests of `conductor-aws`, one test binary (a module per topic),
+//! so the crate graph is linked once. Run one topic with
+//! `cargo test -p conductor-aws --test it <module>::`.
+
+mod dynamo;
+mod dynamo_crash;
+mod ec2_errors;
+mod ec2_moto;
+mod ec2_native_moto;
+mod endpoint_env;
+mod moto_helper;
+mod replay;

@@ -1,0 +1,12 @@
+//! The integration tests of `conductor-cli`, one test binary (a module per topic),
+//! so the crate graph is linked once. Run one topic with
+//! `cargo test -p conductor-cli --test it <module>::`.
+
+mod bad_input;
+mod cli;
+mod crash;
+mod faults;
+mod moto;
+mod runner_module;
+mod salt_lab;
+mod support;

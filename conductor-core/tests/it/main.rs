@@ -1,0 +1,11 @@
+//! The integration tests of `conductor-core`, one test binary (a module per topic),
+//! so the crate graph is linked once. Run one topic with
+//! `cargo test -p conductor-core --test it <module>::`.
+
+mod conformance;
+mod faults;
+mod lifecycle_errors;
+mod races;
+mod reservation_protocol;
+mod seed;
+mod update_status_throttle;

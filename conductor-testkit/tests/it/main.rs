@@ -1,0 +1,6 @@
+//! The integration tests of `conductor-testkit`, one test binary (a module per topic),
+//! so the crate graph is linked once. Run one topic with
+//! `cargo test -p conductor-testkit --test it <module>::`.
+
+mod fs_stress;
+mod salt_lab;
