@@ -3,22 +3,25 @@
 //!
 //! One item per key: `pk` (the key text, after an optional prefix), `kind`
 //! (`name` or `id`), the owner (`cpid`, `host`, `pid`, `started`, `created`,
-//! and `expires` in epoch milliseconds) and `expires_at` (epoch seconds, the
+//! `expires` in epoch milliseconds, and the run's `phase`: `planning`,
+//! `launching` or `released`) and `expires_at` (epoch seconds, the
 //! attribute DynamoDB's TTL deletes expired items by; TTL is only a janitor,
 //! correctness never depends on it). A run's keys are written in one
 //! `TransactWriteItems` whose every put is conditioned on
 //! `attribute_not_exists(pk) OR expires <= :now`, so the grant is
 //! all-or-nothing and expired keys are taken over. The puts ask for the old
 //! item on a failed condition, so one cancelled transaction tells which keys
-//! are held and by whom; keys of an owner that died on this host (dead pid, or
-//! a pid reused by a process with another start time) are taken over in a
-//! second transaction conditioned on exactly that owner. More than 100 keys
+//! are held and by whom; keys of an owner that died on this host while
+//! planning (dead pid, or a pid reused by a process with another start
+//! time) are taken over in a second transaction conditioned on exactly the
+//! owner record found (its run and its expiry: a holder that renewed
+//! meanwhile keeps its key). More than 100 keys
 //! go in chunks, and a failed later chunk rolls back the earlier ones.
 //!
-//! Expiry changes (renewal, release) are one transaction per 100 keys of
+//! Updates (renewal, fencing, release) are one transaction per 100 keys of
 //! updates or deletes conditioned on the owner; if one condition fails (a key
 //! already taken over after its expiry), the chunk falls back to one
-//! conditional call per key. Every call is in a `tracing` span and counted
+//! conditional call per key, and the keys that failed are reported lost. Every call is in a `tracing` span and counted
 //! ([`DynamoReserver::calls`]).
 
 use std::collections::HashMap;
@@ -34,11 +37,9 @@ use aws_sdk_dynamodb::types::{
     TimeToLiveSpecification, TransactWriteItem, Update,
 };
 use aws_sdk_dynamodb::Client;
-use conductor_core::error::{BackendError, BackendErrorKind, ReserveError};
-use conductor_core::reserve::{
-    is_free, is_prunable, now_ms, Key, KeyKind, Lease, Owner, Reservation, Reserver,
-};
 use conductor_core::Cpid;
+use conductor_core::{now_ms, Holder, Key, KeyKind, Lease, Owner, Phase, Reservation, Reserver};
+use conductor_core::{BackendError, BackendErrorKind, ReserveError};
 use tracing::{info_span, Instrument};
 
 use crate::errors::classify;
@@ -181,13 +182,31 @@ fn owner_of(item: &Item) -> Option<Owner> {
         created: get_n(item, "created")?,
         expires: get_n(item, "expires")?,
         started: get_n(item, "started"),
+        phase: get_s(item, "phase").and_then(phase_of).unwrap_or_default(),
     })
+}
+
+fn phase_name(p: Phase) -> &'static str {
+    match p {
+        Phase::Planning => "planning",
+        Phase::Launching => "launching",
+        Phase::Released => "released",
+    }
+}
+
+fn phase_of(s: &str) -> Option<Phase> {
+    [Phase::Planning, Phase::Launching, Phase::Released]
+        .into_iter()
+        .find(|p| phase_name(*p) == s)
 }
 
 /// Epoch seconds for DynamoDB's TTL: the first second at or after `expires_ms`.
 fn ttl_seconds(expires_ms: u64) -> u64 {
     expires_ms.div_ceil(1000)
 }
+
+/// The update of a key's expiry, TTL attribute and phase.
+const SET_EXPIRY: &str = "SET expires = :e, #ttl = :t, phase = :ph";
 
 /// The condition that `owner` (cpid, host, pid) holds the item.
 const OWNED_BY: &str = "cpid = :cpid AND host = :host AND pid = :pid";
@@ -210,11 +229,11 @@ fn build_err(e: aws_sdk_dynamodb::error::BuildError) -> BackendError {
 /// The keys of a cancelled transaction, each with its cancellation reason.
 type Cancelled = Vec<(Key, Option<CancellationReason>)>;
 
-/// A conditional write of one key: a new expiry, or removal.
+/// A conditional write of one key: a new expiry and phase, or removal.
 #[derive(Clone, Debug)]
 enum Change {
-    /// Set `expires` (and the TTL attribute) if the owner still holds the key.
-    Expire(u64),
+    /// Set `expires` (and the TTL attribute) and `phase` if the owner still holds the key.
+    Set(u64, Phase),
     /// Delete the key if the condition (on the owner) holds.
     Remove,
 }
@@ -262,7 +281,7 @@ impl DynamoReserver {
         Some(Reservation {
             key,
             kind,
-            owner: owner_of(item)?,
+            holder: Holder::Run(owner_of(item)?),
         })
     }
 
@@ -283,6 +302,7 @@ impl DynamoReserver {
             ("created".to_string(), n(owner.created)),
             ("expires".to_string(), n(owner.expires)),
             (TTL_ATTRIBUTE.to_string(), n(ttl_seconds(owner.expires))),
+            ("phase".to_string(), s(phase_name(owner.phase))),
         ]);
         if let Some(started) = owner.started {
             item.insert("started".to_string(), n(started));
@@ -401,8 +421,10 @@ impl DynamoReserver {
     }
 
     /// A conditional put of `key` for `owner`: the key is absent or expired, or
-    /// (for a takeover) held by exactly `replacing`. On a failed condition the
-    /// cancellation reason carries the item it found.
+    /// (for a takeover) still holds exactly the record `replacing` that was
+    /// found free — same run and same expiry, so a holder that renewed
+    /// meanwhile keeps its key. On a failed condition the cancellation
+    /// reason carries the item it found.
     fn put(
         &self,
         key: &Key,
@@ -413,10 +435,13 @@ impl DynamoReserver {
         let mut values = HashMap::from([(":now".to_string(), n(now))]);
         let mut condition = "attribute_not_exists(pk) OR expires <= :now".to_string();
         if let Some(old) = replacing {
-            condition.push_str(" OR (cpid = :ocpid AND host = :ohost AND pid = :opid)");
+            condition.push_str(
+                " OR (cpid = :ocpid AND host = :ohost AND pid = :opid AND expires = :oexp)",
+            );
             values.insert(":ocpid".into(), s(old.cpid.to_string()));
             values.insert(":ohost".into(), s(old.host.clone()));
             values.insert(":opid".into(), n(u64::from(old.pid)));
+            values.insert(":oexp".into(), n(old.expires));
         }
         let put = Put::builder()
             .table_name(&self.table)
@@ -457,15 +482,16 @@ impl DynamoReserver {
                         .map_err(build_err)?,
                 )
                 .build(),
-            Change::Expire(e) => {
+            Change::Set(e, phase) => {
                 values.insert(":e".into(), n(*e));
                 values.insert(":t".into(), n(ttl_seconds(*e)));
+                values.insert(":ph".into(), s(phase_name(*phase)));
                 TransactWriteItem::builder()
                     .update(
                         Update::builder()
                             .table_name(&self.table)
                             .set_key(Some(pk))
-                            .update_expression("SET expires = :e, #ttl = :t")
+                            .update_expression(SET_EXPIRY)
                             .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
                             .condition_expression(condition)
                             .set_expression_attribute_values(Some(values))
@@ -584,12 +610,12 @@ impl DynamoReserver {
             }
             let found = match reason.as_ref().and_then(|r| r.item()) {
                 Some(item) => Some(owner_of(item)),
-                None => self.get(&k).await?.map(|r| Some(r.owner)),
+                None => self.get(&k).await?.map(|r| r.holder.owner().cloned()),
             };
             match found {
                 // Gone since: the next attempt may have it.
                 None => contended.push(k),
-                Some(Some(o)) if is_free(&o, now) => {
+                Some(Some(o)) if o.is_free(now) => {
                     free.insert(k, o);
                 }
                 // Held by a live owner, or by an item we cannot read: refused.
@@ -697,15 +723,16 @@ impl DynamoReserver {
                     Err(e) => Err(classify("DeleteItem", &context, e)),
                 }
             }
-            Change::Expire(e) => {
+            Change::Set(e, phase) => {
                 values.insert(":e".into(), n(*e));
                 values.insert(":t".into(), n(ttl_seconds(*e)));
+                values.insert(":ph".into(), s(phase_name(*phase)));
                 let r = self
                     .client
                     .update_item()
                     .table_name(&self.table)
                     .key("pk", s(self.pk(key)))
-                    .update_expression("SET expires = :e, #ttl = :t")
+                    .update_expression(SET_EXPIRY)
                     .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
                     .condition_expression(condition)
                     .set_expression_attribute_values(Some(values))
@@ -751,7 +778,7 @@ impl Reserver for DynamoReserver {
                         keys: done,
                         owner: owner.clone(),
                     };
-                    if let Err(e) = self.set_expiry(&lease, 0).await {
+                    if let Err(e) = self.update(&lease, 0, Phase::Planning).await {
                         tracing::error!(error = %e, "rolling back a partial reservation failed; its keys expire with the lease");
                     }
                 }
@@ -766,7 +793,7 @@ impl Reserver for DynamoReserver {
         .await
     }
 
-    async fn set_expiry(&self, lease: &Lease, expires: u64) -> Result<(), BackendError> {
+    async fn update(&self, lease: &Lease, expires: u64, phase: Phase) -> Result<(), ReserveError> {
         let keys: Vec<(Key, Owner, Option<u64>)> = lease
             .keys
             .iter()
@@ -775,12 +802,23 @@ impl Reserver for DynamoReserver {
         let (change, what) = if expires <= now_ms() {
             (Change::Remove, "releasing")
         } else {
-            (Change::Expire(expires), "changing the expiry of")
+            (Change::Set(expires, phase), "changing the expiry of")
         };
-        self.change(&keys, change, what)
-            .instrument(info_span!("dynamodb.set_expiry", table = %self.table, keys = keys.len()))
-            .await
-            .map(drop)
+        let applied = self
+            .change(&keys, change, what)
+            .instrument(info_span!("dynamodb.update", table = %self.table, keys = keys.len()))
+            .await?;
+        let lost: Vec<Key> = lease
+            .keys
+            .iter()
+            .filter(|k| !applied.contains(k))
+            .cloned()
+            .collect();
+        if lost.is_empty() {
+            Ok(())
+        } else {
+            Err(ReserveError::Lost(lost))
+        }
     }
 
     async fn list(&self) -> Result<Vec<Reservation>, BackendError> {
@@ -825,10 +863,11 @@ impl Reserver for DynamoReserver {
                 .list()
                 .await?
                 .into_iter()
-                .filter(|r| is_prunable(&r.owner, now, older_than))
-                .map(|r| {
-                    let e = r.owner.expires;
-                    (r.key, r.owner, Some(e))
+                .filter(|r| r.holder.is_prunable(now, older_than))
+                .filter_map(|r| {
+                    let owner = r.holder.owner()?.clone();
+                    let e = owner.expires;
+                    Some((r.key, owner, Some(e)))
                 })
                 .collect();
             // Conditioned on the owner and expiry read: a key renewed or taken

@@ -1,7 +1,7 @@
 //! SDK errors (EC2, DynamoDB) mapped to [`BackendError`] kinds.
 
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
-use conductor_core::error::{BackendError, BackendErrorKind};
+use conductor_core::{BackendError, BackendErrorKind};
 
 /// Error codes AWS uses for rate limiting.
 const THROTTLING: &[&str] = &[

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use aws_sdk_s3::primitives::ByteStream;
-use conductor_core::error::{BackendError, BackendErrorKind};
+use conductor_core::{BackendError, BackendErrorKind};
 use tracing::{info_span, Instrument};
 
 use crate::errors::classify;

@@ -12,6 +12,8 @@ pub const BAD_INPUT: u8 = 2;
 pub const EXHAUSTED: u8 = 3;
 /// Cloud or Salt unreachable.
 pub const UNREACHABLE: u8 = 4;
+/// Interrupted by SIGINT (SIGTERM gives 143, SIGHUP 129: 128 + the signal).
+pub const INTERRUPTED: u8 = 130;
 
 /// An error with its exit code.
 #[derive(Debug)]
@@ -47,6 +49,7 @@ pub fn code(class: ErrorClass) -> u8 {
         ErrorClass::BadInput => BAD_INPUT,
         ErrorClass::Exhausted => EXHAUSTED,
         ErrorClass::Unreachable => UNREACHABLE,
+        ErrorClass::Interrupted => INTERRUPTED,
     }
 }
 
@@ -74,8 +77,9 @@ impl From<conductor_core::InputError> for Failure {
     }
 }
 
-impl From<conductor_core::BackendError> for Failure {
-    fn from(e: conductor_core::BackendError) -> Self {
-        Error::backend("reservations", e).into()
+impl Failure {
+    /// A backend's error while doing `during` (names what failed).
+    pub fn backend(during: &str, e: conductor_core::BackendError) -> Self {
+        Error::backend(during, e).into()
     }
 }

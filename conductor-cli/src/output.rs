@@ -169,7 +169,7 @@ pub fn update_text(r: &UpdateReport) -> String {
 
 /// Failures, skipped steps and logs, one line each.
 fn tail(
-    failures: &[conductor_core::salt::StateFailure],
+    failures: &[conductor_core::StateFailure],
     skipped: &[String],
     logs: &[std::path::PathBuf],
 ) -> String {

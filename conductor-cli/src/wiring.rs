@@ -2,13 +2,11 @@
 
 use std::sync::Arc;
 
-use conductor_core::conductor::Options;
 use conductor_core::{
-    CloudBackend, Conductor, FsReserver, Layout, PillarSource, Provisioner, Reserver, RetryCloud,
-    SaltExecutor,
+    CancellationToken, CloudBackend, Conductor, FsReserver, Layout, MemCloud, Observer, Options,
+    PillarSource, Provisioner, Reserver, RetryCloud, SaltExecutor,
 };
 use conductor_salt::FilePillar;
-use conductor_testkit::FakeCloud;
 
 use crate::args::{CloudKind, Global, ProvisionerArg, ReserverKind};
 use crate::exit::Failure;
@@ -28,7 +26,11 @@ pub async fn reserver(g: &Global) -> Result<Arc<dyn Reserver>, Failure> {
             if let Some(url) = &g.endpoint_url {
                 b = b.endpoint_url(url);
             }
-            Ok(Arc::new(b.build().await.map_err(Failure::from)?))
+            let table = b
+                .build()
+                .await
+                .map_err(|e| Failure::backend("opening the DynamoDB reservation table", e))?;
+            Ok(Arc::new(table))
         }
     }
 }
@@ -38,7 +40,7 @@ pub async fn reserver(g: &Global) -> Result<Arc<dyn Reserver>, Failure> {
 /// the SDK's own retries of each request).
 pub async fn cloud(g: &Global) -> Result<Arc<dyn CloudBackend>, Failure> {
     match g.cloud {
-        CloudKind::Fake => Ok(Arc::new(RetryCloud::new(FakeCloud::new()))),
+        CloudKind::Fake => Ok(Arc::new(RetryCloud::new(MemCloud::new()))),
         CloudKind::Aws => {
             let mut b = conductor_aws::ec2::Ec2Backend::builder();
             if let Some(url) = &g.endpoint_url {
@@ -88,16 +90,25 @@ pub fn provisioner(p: ProvisionerArg) -> Provisioner {
     }
 }
 
-/// A conductor with every backend wired.
-pub async fn conductor(g: &Global, opts: Options) -> Result<Conductor, Failure> {
+/// A conductor with every backend wired, stopped cleanly by `cancel`.
+pub async fn conductor(
+    g: &Global,
+    opts: Options,
+    cancel: CancellationToken,
+    observer: Option<Arc<dyn Observer>>,
+) -> Result<Conductor, Failure> {
     let mut b = Conductor::builder()
         .cloud(cloud(g).await?)
         .reserver(reserver(g).await?)
         .pillar(pillar(g)?)
         .layout(layout(g))
-        .options(opts);
+        .options(opts)
+        .cancel_on(cancel);
     if let Some(s) = salt(g)? {
         b = b.salt(s);
+    }
+    if let Some(o) = observer {
+        b = b.observer(o);
     }
     b.build().map_err(Failure::from)
 }

@@ -11,13 +11,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use conductor_core::cloud::{InstanceRef, LaunchResult, Launched};
-use conductor_core::conductor::Options;
-use conductor_core::error::{BackendError, Error};
+use conductor_core::Options;
+use conductor_core::{BackendError, Error};
 use conductor_core::{
     CloudBackend, Conductor, CreateRequest, Env, FsReserver, Group, Instance, InstanceState,
     Inventory, LaunchSpec, Layout, Pillar, PillarSource, Provisioner, Role, Scope, Target, Zone,
 };
+use conductor_core::{InstanceRef, LaunchResult, Launched};
 
 /// A cloud that keeps its machines in a vector.
 #[derive(Debug, Default)]

@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::InputError;
+use crate::input::InputError;
 use crate::names::{check_label, Env, Zone};
 
 /// Largest index width: indexes are `u32` and 9 digits always fit.
@@ -103,6 +103,12 @@ impl Basename {
     /// start with it, so it serves as a server-side filter (`devops-mq*`).
     pub fn prefix(&self) -> &str {
         &self.prefix
+    }
+
+    /// Whether names of this basename hold the region (`REGION`); names of
+    /// one without it are the same in every region.
+    pub fn has_region(&self) -> bool {
+        self.rest.contains(&Part::Region)
     }
 
     /// Digits of the index (the number of X's).

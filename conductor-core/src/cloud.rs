@@ -7,8 +7,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::backend::BackendError;
+use crate::backoff::Backoff;
 use crate::cpid::Cpid;
-use crate::error::BackendError;
 use crate::names::{Region, Zone};
 
 /// Tag holding the instance name (and minion id).
@@ -302,7 +303,8 @@ pub async fn poll_visible<C: CloudBackend + ?Sized>(
     timeout: Duration,
 ) -> Result<BTreeSet<String>, BackendError> {
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut delay = Duration::from_millis(100);
+    let backoff = Backoff::exact(Duration::from_millis(100), Duration::from_secs(2));
+    let mut attempt = 0;
     let wanted: BTreeSet<String> = names.iter().cloned().collect();
     loop {
         let scope = Scope {
@@ -325,8 +327,13 @@ pub async fn poll_visible<C: CloudBackend + ?Sized>(
         if seen.len() == wanted.len() || tokio::time::Instant::now() >= deadline {
             return Ok(seen);
         }
-        tokio::time::sleep(delay.min(deadline - tokio::time::Instant::now())).await;
-        delay = (delay * 2).min(Duration::from_secs(2));
+        attempt += 1;
+        tokio::time::sleep(
+            backoff
+                .delay(attempt)
+                .min(deadline - tokio::time::Instant::now()),
+        )
+        .await;
     }
 }
 

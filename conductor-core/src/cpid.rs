@@ -5,7 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::InputError;
+use crate::input::InputError;
 
 /// A cloud provision id: the decimal of a 32-bit random value followed by the
 /// Unix epoch seconds (`1683383033` ++ `1552303186` = `16833830331552303186`).

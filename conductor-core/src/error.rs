@@ -1,147 +1,78 @@
-//! The error type of `conductor-core` and the errors backends return.
+//! The error type of `conductor-core`: the umbrella over the leaf errors
+//! ([`InputError`], [`PillarError`], [`BackendError`], [`ReserveError`]) and
+//! what only a run can hit. Nothing below it in the crate depends on it.
 
 use std::path::PathBuf;
 
+use serde::Serialize;
 use thiserror::Error;
 
-use crate::reserve::Key;
+use crate::backend::{BackendError, BackendErrorKind};
+use crate::ids::IdScope;
+use crate::input::{InputError, PillarError};
+use crate::names::Role;
+use crate::reserve::{keys_text, Key};
 
-/// A value given by the user (argument, name, pillar value) that is not valid.
+/// Why the naming engine cannot give a request its names and ids.
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
-#[error("invalid {what} {value:?}: {reason}")]
-pub struct InputError {
-    /// What the value is (`group`, `region`, `count`, ...).
-    pub what: String,
-    /// The value as given (control characters escaped by `Debug`).
-    pub value: String,
-    /// Why it is refused and how to fix it.
-    pub reason: String,
-}
-
-impl InputError {
-    /// Builds an error for `what` = `value` refused because of `reason`.
-    pub fn invalid(what: &str, value: &str, reason: &str) -> Self {
-        Self {
-            what: what.into(),
-            value: value.into(),
-            reason: reason.into(),
-        }
-    }
-}
-
-/// Pillar data that does not have the expected shape; `path` is the key path.
-#[derive(Debug, Clone, Error, PartialEq, Eq)]
-#[error("pillar key `{path}`: {message}")]
-pub struct PillarError {
-    /// Dotted key path from the pillar root, e.g. `conductor.groups.devops.roles.mq.nodes`.
-    pub path: String,
-    /// What is wrong and what is expected.
-    pub message: String,
-}
-
-impl PillarError {
-    /// Builds an error at `path`.
-    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            path: path.into(),
-            message: message.into(),
-        }
-    }
-}
-
-/// What kind of failure a backend hit; decides retries and the exit code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BackendErrorKind {
-    /// The service could not be reached or did not answer (network, timeout, 5xx).
-    Unreachable,
-    /// The service refused the call because of rate limits; worth retrying.
-    Throttled,
-    /// The service refused the request as invalid (bad AMI, unknown subnet, auth).
-    Rejected,
-    /// The operation ran and failed (a failed state, a failed launch).
-    Failed,
-    /// Local I/O on the machine running Conductor failed.
-    Io,
-}
-
-/// An error returned by a backend (cloud, reserver, pillar source, Salt).
-#[derive(Debug, Error)]
-#[error("{message}")]
-pub struct BackendError {
-    /// The kind of failure.
-    pub kind: BackendErrorKind,
-    /// A message for the operator that names the input or resource involved.
-    pub message: String,
-    /// The underlying error, if any.
-    #[source]
-    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
-}
-
-impl BackendError {
-    /// Builds an error of `kind` with `message`.
-    pub fn new(kind: BackendErrorKind, message: impl Into<String>) -> Self {
-        Self {
-            kind,
-            message: message.into(),
-            source: None,
-        }
-    }
-
-    /// Attaches the underlying cause.
-    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
-        self.source = Some(Box::new(source));
-        self
-    }
-
-    /// Appends what the operator can do about it.
-    pub fn with_hint(mut self, hint: &str) -> Self {
-        self.message = format!("{}; {hint}", self.message);
-        self
-    }
-
-    /// An I/O error on `path`.
-    pub fn io(path: &std::path::Path, source: std::io::Error) -> Self {
-        Self::new(
-            BackendErrorKind::Io,
-            format!("{}: {source}", path.display()),
-        )
-        .with_source(source)
-    }
-}
-
-/// The error of `Reserver::try_reserve`.
-#[derive(Debug, Error)]
-pub enum ReserveError {
-    /// Some keys are held by another live owner; nothing was reserved.
-    #[error("keys already reserved by another run: {}", keys_text(.0))]
-    Conflict(Vec<Key>),
-    /// The reserver itself failed.
-    #[error(transparent)]
-    Backend(#[from] BackendError),
-}
-
-fn keys_text(keys: &[Key]) -> String {
-    keys.iter()
-        .map(|k| k.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
+#[non_exhaustive]
+pub enum PlanError {
+    /// Every index the role's basename can hold is taken.
+    #[error(
+        "role {role}: basename {basename} has no free index left (it holds 1 to {max}); \
+         add an X to the pattern or remove unused instances"
+    )]
+    NoFreeIndex {
+        /// The role (or cluster member).
+        role: Role,
+        /// Its basename.
+        basename: String,
+        /// The largest index the basename holds.
+        max: u32,
+    },
+    /// Every id of a scope is taken.
+    #[error("no free id left in scope {scope}")]
+    NoFreeId {
+        /// The scope.
+        scope: IdScope,
+    },
+    /// The request asks for more instances than one run builds.
+    #[error("the run asks for more than {max} instances; split it into smaller runs")]
+    TooManyInstances {
+        /// The limit.
+        max: usize,
+    },
+    /// A name whose index and ids were free is in use anyway.
+    #[error(
+        "name {name} is already in use although its index and ids were free; \
+         check for instances with conductor tags that do not match their names"
+    )]
+    NameInUse {
+        /// The name.
+        name: String,
+    },
 }
 
 /// How an error should be reported; maps to the CLI's exit codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Deliberately exhaustive: a new class must be given an exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ErrorClass {
-    /// Provisioning or a state failed (exit 1).
+    /// The run did something and something failed (exit 1).
     Failed,
-    /// Bad input: arguments or pillar (exit 2).
+    /// Bad input: arguments, flags, paths or pillar; nothing done (exit 2).
     BadInput,
-    /// Reservation retries exhausted (exit 3).
+    /// Reservations: retries exhausted or a lease lost; nothing launched (exit 3).
     Exhausted,
-    /// Cloud or Salt unreachable (exit 4).
+    /// Cloud or Salt unreachable; nothing launched (exit 4).
     Unreachable,
+    /// Stopped by the caller's cancellation (a signal); nothing launched.
+    Interrupted,
 }
 
 /// The error type of `conductor-core`.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A bad argument or name.
     #[error(transparent)]
@@ -150,8 +81,8 @@ pub enum Error {
     #[error(transparent)]
     Pillar(#[from] PillarError),
     /// The naming engine cannot satisfy the request.
-    #[error("{0}")]
-    Naming(String),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
     /// Reservations kept conflicting with other runs.
     #[error(
         "gave up after {attempts} attempts to reserve names and ids; still held by other runs: {}. \
@@ -163,6 +94,19 @@ pub enum Error {
         attempts: u32,
         /// Keys that conflicted on the last attempt.
         keys: Vec<Key>,
+    },
+    /// The run no longer holds some of its reservations (not renewed in
+    /// time, or taken over); it stopped before launching anything.
+    #[error(
+        "this run lost its reservations of {} ({reason}); nothing was launched. \
+         Run it again; check that the reserver is reachable and the clocks agree",
+        keys_text(keys)
+    )]
+    LeaseLost {
+        /// The keys lost (empty when the renewal failed as a whole).
+        keys: Vec<Key>,
+        /// What happened.
+        reason: String,
     },
     /// A backend failed while doing `during`.
     #[error("{during}: {source}")]
@@ -182,9 +126,25 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// The run finished but some instances or states failed; the report holds details.
-    #[error("{0}")]
-    RunFailed(String),
+    /// A `pre_*` orchestration hook failed; nothing was launched or destroyed.
+    #[error("the {hook} hook failed; nothing was launched{}", log.as_ref().map(|p| format!(". See {}", p.display())).unwrap_or_default())]
+    HookFailed {
+        /// The hook (`pre_create orch.conductor_common`).
+        hook: String,
+        /// The log of the failed run.
+        log: Option<PathBuf>,
+    },
+    /// The caller cancelled the run before anything was launched.
+    #[error("interrupted; nothing was launched")]
+    Interrupted,
+    /// A task of the run panicked or was aborted (a bug: please report it).
+    #[error("{during}: a task of the run failed: {message}")]
+    Task {
+        /// What the task did.
+        during: String,
+        /// The panic or abort, as text.
+        message: String,
+    },
 }
 
 impl Error {
@@ -204,20 +164,32 @@ impl Error {
         }
     }
 
+    /// A task that did not finish (`JoinError`).
+    pub fn task(during: impl Into<String>, e: tokio::task::JoinError) -> Self {
+        Self::Task {
+            during: during.into(),
+            message: e.to_string(),
+        }
+    }
+
     /// How this error should be reported (exit code class).
     pub fn class(&self) -> ErrorClass {
         match self {
-            Error::Input(_) | Error::Pillar(_) | Error::Naming(_) => ErrorClass::BadInput,
-            Error::RetriesExhausted { .. } => ErrorClass::Exhausted,
-            Error::Backend { source, .. } => match source.kind {
-                BackendErrorKind::Unreachable | BackendErrorKind::Throttled => {
-                    ErrorClass::Unreachable
-                }
-                BackendErrorKind::Rejected => ErrorClass::BadInput,
-                BackendErrorKind::Failed | BackendErrorKind::Io => ErrorClass::Failed,
-            },
-            Error::Io { .. } | Error::RunFailed(_) => ErrorClass::Failed,
+            Error::Input(_) | Error::Pillar(_) | Error::Plan(_) => ErrorClass::BadInput,
+            Error::RetriesExhausted { .. } | Error::LeaseLost { .. } => ErrorClass::Exhausted,
+            Error::Backend { source, .. } => backend_class(source.kind),
+            Error::Interrupted => ErrorClass::Interrupted,
+            Error::Io { .. } | Error::HookFailed { .. } | Error::Task { .. } => ErrorClass::Failed,
         }
+    }
+}
+
+/// The class of a backend failure.
+pub fn backend_class(kind: BackendErrorKind) -> ErrorClass {
+    match kind {
+        BackendErrorKind::Unreachable | BackendErrorKind::Throttled => ErrorClass::Unreachable,
+        BackendErrorKind::Rejected => ErrorClass::BadInput,
+        _ => ErrorClass::Failed,
     }
 }
 

@@ -3,40 +3,63 @@
 //!
 //! Core never talks to AWS or Salt itself: it drives a [`CloudBackend`], a
 //! [`Reserver`], a [`PillarSource`] and a [`SaltExecutor`] given by the caller.
+//! It ships an in-memory cloud ([`MemCloud`]) and two reservers
+//! ([`FsReserver`], [`MemReserver`]); conductor-aws and conductor-salt hold
+//! the real backends.
 #![warn(missing_docs)]
 
-pub mod basename;
-pub mod cloud;
-pub mod conductor;
-pub mod cpid;
-pub mod error;
-pub mod fs_reserver;
-pub mod layout;
-pub mod names;
-pub mod pillar;
-pub mod plan;
-pub mod render;
-pub mod request;
-pub mod reserve;
-pub mod retry;
-pub mod salt;
+mod backend;
+mod backoff;
+mod basename;
+mod cloud;
+mod conductor;
+mod cpid;
+mod error;
+mod ids;
+mod input;
+mod layout;
+mod lifecycle;
+mod mem_cloud;
+mod names;
+mod pillar;
+mod plan;
+mod render;
+mod request;
+mod reserve;
+mod retry;
+mod salt;
 pub mod user_data;
 
-pub use cloud::{CloudBackend, Instance, InstanceState, Inventory, LaunchSpec, Scope, Selector};
-pub use conductor::{
-    Conductor, ConductorBuilder, CreateReport, DestroyReport, InstanceQuery, InstanceStatus,
-    Provisioner, Selection, UpdateReport,
+pub use backend::{BackendError, BackendErrorKind};
+pub use backoff::Backoff;
+pub use basename::{Basename, NameMatch};
+pub use cloud::{
+    conductor_tag, poll_visible, CloudBackend, Instance, InstanceRef, InstanceState, Inventory,
+    LaunchFailure, LaunchResult, LaunchSpec, Launched, Scope, Selector, NAME_TAG, TAG_PREFIX,
 };
+pub use conductor::{Conductor, ConductorBuilder, Options, Provisioner};
 pub use cpid::Cpid;
-pub use error::{
-    BackendError, BackendErrorKind, Error, ErrorClass, InputError, PillarError, ReserveError,
-};
-pub use fs_reserver::FsReserver;
+pub use error::{backend_class, Error, ErrorClass, PlanError, Result};
+pub use ids::IdScope;
+pub use input::{InputError, PillarError};
 pub use layout::Layout;
+pub use lifecycle::{
+    client_token, slot_key, CreateReport, DestroyReport, InstanceQuery, InstanceStatus, Observer,
+    ReportError, Selection, Step, UpdateReport,
+};
+pub use mem_cloud::MemCloud;
 pub use names::{Env, Group, Region, Role, SystemName, Zone};
-pub use pillar::Pillar;
-pub use plan::{plan, Plan};
+pub use pillar::{EnvironmentSpec, GroupSpec, Hooks, Pillar, RoleSpec, SystemEntry, Throttle};
+pub use plan::{plan, ClusterIds, Plan, PlanFiles, PlanKeys, PlannedInstance, SystemIds};
+pub use render::{map_vms, read_map_file};
 pub use request::{CreateRequest, Target};
-pub use reserve::{Key, KeyKind, Lease, Owner, Reservation, Reserver};
+pub use reserve::{
+    ms, now_ms, this_host, FsReserver, Holder, Key, KeyKind, Lease, MemReserver, Owner, Phase,
+    Reservation, ReserveError, Reserver,
+};
 pub use retry::{RetryCloud, RetryPolicy};
-pub use salt::{PillarSource, SaltExecutor};
+pub use salt::{
+    CloudRunResult, MinionKeys, PillarSource, SaltExecutor, StateFailure, StateRunResult,
+    StaticPillar,
+};
+pub use tokio_util::sync::CancellationToken;

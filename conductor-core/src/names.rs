@@ -8,7 +8,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::InputError;
+use crate::input::InputError;
 
 /// Checks `value` as a lowercase DNS label (`[a-z0-9-]`, 1..=63, no leading or
 /// trailing `-`); `what` names the input in the error.

@@ -4,7 +4,7 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
 use crate::basename::Basename;
-use crate::error::PillarError;
+use crate::input::PillarError;
 use crate::names::{check_domain, Env, Group, Region, Role, SystemName};
 
 /// Most instances one role may ask for (`nodes` or `count`).
@@ -163,6 +163,14 @@ impl Pillar {
             PillarError::new("conductor", "missing: the pillar has no `conductor` key")
         })?;
         Self::from_tree(tree)
+    }
+
+    /// Reads a whole pillar document as YAML text (with its `conductor:` key)
+    /// and validates it.
+    pub fn from_yaml_str(text: &str) -> Result<Self, PillarError> {
+        let value: serde_yaml::Value = serde_yaml::from_str(text)
+            .map_err(|e| PillarError::new("<root>", format!("not YAML: {e}")))?;
+        Self::from_pillar(value)
     }
 
     /// Reads the contents of the `conductor:` key and validates it.

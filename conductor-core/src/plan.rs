@@ -10,11 +10,12 @@ use serde_json::{json, Value};
 use crate::basename::Basename;
 use crate::cloud::{conductor_tag, Instance, Inventory, Scope, Selector, NAME_TAG};
 use crate::cpid::Cpid;
-use crate::error::Error;
+use crate::error::{Error, PlanError};
+use crate::ids::IdScope;
 use crate::names::{Env, Group, Region, Role, SystemName, Zone};
 use crate::pillar::{GroupSpec, Pillar, RoleSpec};
 use crate::request::{resolve, Build, BuildItem, CreateRequest};
-use crate::reserve::{Key, KeyKind};
+use crate::reserve::Key;
 
 /// Most instances one run may build.
 pub const MAX_INSTANCES_PER_RUN: usize = 1000;
@@ -117,9 +118,10 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The reservation key of one planned name.
+    /// The reservation key of one planned name (keyed by the env written
+    /// into the name: the saltenv).
     pub fn name_key(&self, name: &str) -> Key {
-        Key::name(&self.env, name).expect("planned names are valid keys")
+        Key::name(&self.saltenv, name).expect("planned names are valid keys")
     }
 
     /// Names of the planned instances.
@@ -128,21 +130,11 @@ impl Plan {
     }
 }
 
-/// Scope strings of the four id kinds (`<scope>.id` is the grain).
-fn group_cluster_scope(group: &Group, role: &Role) -> String {
-    format!("{group}.{role}.cluster")
-}
-fn cloud_cluster_scope(role: &Role) -> String {
-    format!("cloud.{role}.cluster")
-}
-fn group_system_scope(group: &Group) -> String {
-    format!("{group}.system")
-}
-const CLOUD_SYSTEM_SCOPE: &str = "cloud.system";
-
-/// The inventory reads a plan needs: in the run's region, instances whose Name
-/// starts with a basename prefix or that carry an id tag in play; in the other
-/// regions of the environment, instances carrying an id tag.
+/// The inventory reads a plan needs: in the run's region, instances whose
+/// Name starts with a basename prefix or that carry an id tag in play; in
+/// the other regions of the environment, instances carrying an id tag, and
+/// those whose Name starts with the prefix of a basename without `REGION`
+/// (its names are the same in every region, so every region must be free).
 pub fn inventory_scopes(
     pillar: &Pillar,
     req: &CreateRequest,
@@ -151,46 +143,61 @@ pub fn inventory_scopes(
     let group = pillar.group(&req.group)?;
     let env = pillar.environment(&req.pillarenv)?;
     let mut names = BTreeSet::new();
+    let mut everywhere = BTreeSet::new();
     let mut tags = BTreeSet::new();
+    let mut name = |b: &Basename| {
+        names.insert(b.prefix().to_string());
+        if !b.has_region() {
+            everywhere.insert(b.prefix().to_string());
+        }
+    };
     for item in &build.items {
         match item {
-            BuildItem::Single { role, .. } => {
-                names.insert(basename_of(&group.roles[role]).prefix().to_string());
-            }
+            BuildItem::Single { role, .. } => name(basename_of(&group.roles[role])),
             BuildItem::Cluster { role, .. } => {
                 for m in group.roles[role].cluster.iter().flat_map(|c| c.values()) {
-                    names.insert(basename_of(m).prefix().to_string());
+                    name(basename_of(m));
                 }
-                tags.insert(conductor_tag(&format!(
-                    "{}.id",
-                    group_cluster_scope(&req.group, role)
-                )));
-                tags.insert(conductor_tag(&format!("{}.id", cloud_cluster_scope(role))));
+                tags.insert(
+                    IdScope::GroupCluster {
+                        group: req.group.clone(),
+                        role: role.clone(),
+                    }
+                    .tag(),
+                );
+                tags.insert(IdScope::CloudCluster { role: role.clone() }.tag());
             }
         }
     }
     if build.system.is_some() {
-        tags.insert(conductor_tag(&format!(
-            "{}.id",
-            group_system_scope(&req.group)
-        )));
-        tags.insert(conductor_tag(&format!("{CLOUD_SYSTEM_SCOPE}.id")));
+        tags.insert(
+            IdScope::GroupSystem {
+                group: req.group.clone(),
+            }
+            .tag(),
+        );
+        tags.insert(IdScope::CloudSystem.tag());
     }
     let home = req.zone.region();
     let tag_selectors: Vec<Selector> = tags.into_iter().map(Selector::TagKey).collect();
+    let elsewhere: Vec<Selector> = everywhere
+        .into_iter()
+        .map(Selector::NamePrefix)
+        .chain(tag_selectors.iter().cloned())
+        .collect();
     let mut scopes = vec![Scope {
         region: home.clone(),
         select: names
             .into_iter()
             .map(Selector::NamePrefix)
-            .chain(tag_selectors.iter().cloned())
+            .chain(tag_selectors)
             .collect(),
     }];
-    if !tag_selectors.is_empty() {
+    if !elsewhere.is_empty() {
         for r in env.regions.iter().filter(|r| **r != home) {
             scopes.push(Scope {
                 region: r.clone(),
-                select: tag_selectors.clone(),
+                select: elsewhere.clone(),
             });
         }
     }
@@ -209,8 +216,8 @@ struct Used<'a> {
     domain: &'a str,
     /// Live names in AWS plus reserved names (without the `<env>_` prefix).
     names: BTreeSet<String>,
-    /// Ids per scope string (`devops.nifi.cluster`), from tags and reservations.
-    ids: BTreeMap<String, BTreeSet<u32>>,
+    /// Ids per scope, from tags and reservations.
+    ids: BTreeMap<IdScope, BTreeSet<u32>>,
 }
 
 impl<'a> Used<'a> {
@@ -222,7 +229,7 @@ impl<'a> Used<'a> {
     ) -> Self {
         let env = req.pillarenv.as_str();
         let mut names = BTreeSet::new();
-        let mut ids: BTreeMap<String, BTreeSet<u32>> = BTreeMap::new();
+        let mut ids: BTreeMap<IdScope, BTreeSet<u32>> = BTreeMap::new();
         for i in inventory.live() {
             if let Some(n) = i.name() {
                 names.insert(n.to_string());
@@ -231,22 +238,11 @@ impl<'a> Used<'a> {
                 collect_id_tags(i, &mut ids);
             }
         }
-        let prefix = format!("{env}_");
         for k in reserved {
-            let Some(rest) = k.as_str().strip_prefix(&prefix) else {
-                continue;
-            };
-            match k.kind() {
-                KeyKind::Name => {
-                    names.insert(rest.to_string());
-                }
-                KeyKind::Id => {
-                    if let Some((scope, n)) = rest.rsplit_once(".id.") {
-                        if let Ok(n) = n.parse() {
-                            ids.entry(scope.to_string()).or_default().insert(n);
-                        }
-                    }
-                }
+            if let Some(name) = k.name_in(&req.saltenv) {
+                names.insert(name.to_string());
+            } else if let Some((scope, n)) = IdScope::parse_key(k, &req.pillarenv) {
+                ids.entry(scope).or_default().insert(n);
             }
         }
         Self {
@@ -278,21 +274,15 @@ impl<'a> Used<'a> {
             .collect()
     }
 
-    fn ids(&mut self, scope: &str) -> &mut BTreeSet<u32> {
-        self.ids.entry(scope.to_string()).or_default()
+    fn ids(&mut self, scope: &IdScope) -> &mut BTreeSet<u32> {
+        self.ids.entry(scope.clone()).or_default()
     }
 }
 
-fn collect_id_tags(i: &Instance, ids: &mut BTreeMap<String, BTreeSet<u32>>) {
+fn collect_id_tags(i: &Instance, ids: &mut BTreeMap<IdScope, BTreeSet<u32>>) {
     for (k, v) in &i.tags {
-        let Some(grain) = k.strip_prefix(crate::cloud::TAG_PREFIX) else {
-            continue;
-        };
-        let Some(scope) = grain.strip_suffix(".id") else {
-            continue;
-        };
-        if let Ok(n) = v.trim().parse::<u32>() {
-            ids.entry(scope.to_string()).or_default().insert(n);
+        if let Some((scope, n)) = IdScope::parse_tag(k, v) {
+            ids.entry(scope).or_default().insert(n);
         }
     }
 }
@@ -335,9 +325,10 @@ pub fn plan(
 
     let system = match &build.system {
         Some(name) => {
-            let gs = group_system_scope(&req.group);
-            let group_id = planner.take_id(&gs, "system id")?;
-            let cloud_id = planner.take_id(CLOUD_SYSTEM_SCOPE, "system id")?;
+            let group_id = planner.take_id(&IdScope::GroupSystem {
+                group: req.group.clone(),
+            })?;
+            let cloud_id = planner.take_id(&IdScope::CloudSystem)?;
             Some(SystemIds {
                 name: name.clone(),
                 group_id,
@@ -357,9 +348,10 @@ pub fn plan(
             }
         }
         if planner.instances.len() > MAX_INSTANCES_PER_RUN {
-            return Err(Error::Naming(format!(
-                "the run asks for more than {MAX_INSTANCES_PER_RUN} instances; split it into smaller runs"
-            )));
+            return Err(PlanError::TooManyInstances {
+                max: MAX_INSTANCES_PER_RUN,
+            }
+            .into());
         }
     }
     let Planner {
@@ -390,12 +382,13 @@ struct Planner<'a, 'u> {
 }
 
 impl Planner<'_, '_> {
-    fn take_id(&mut self, scope: &str, what: &str) -> Result<u32, Error> {
+    fn take_id(&mut self, scope: &IdScope) -> Result<u32, Error> {
         let ids = self.used.ids(scope);
-        let n = lowest_free(ids, u32::MAX - 1)
-            .ok_or_else(|| Error::Naming(format!("no free {what} left in scope {scope}")))?;
+        let n = lowest_free(ids, u32::MAX - 1).ok_or_else(|| PlanError::NoFreeId {
+            scope: scope.clone(),
+        })?;
         ids.insert(n);
-        self.keys.ids.push(Key::id(&self.req.pillarenv, scope, n)?);
+        self.keys.ids.push(scope.key(&self.req.pillarenv, n));
         Ok(n)
     }
 
@@ -421,15 +414,18 @@ impl Planner<'_, '_> {
             .cluster
             .as_ref()
             .expect("cluster role");
-        let gscope = group_cluster_scope(&self.req.group, role);
+        let gscope = IdScope::GroupCluster {
+            group: self.req.group.clone(),
+            role: role.clone(),
+        };
         // Names carrying `.clid-N` mark N as used even on instances without tags.
         let from_names: BTreeSet<u32> = members
             .values()
             .flat_map(|m| self.used.clids(basename_of(m)))
             .collect();
         self.used.ids(&gscope).extend(from_names);
-        let group_id = self.take_id(&gscope, "cluster id")?;
-        let cloud_id = self.take_id(&cloud_cluster_scope(role), "cluster id")?;
+        let group_id = self.take_id(&gscope)?;
+        let cloud_id = self.take_id(&IdScope::CloudCluster { role: role.clone() })?;
         let ids = ClusterIds {
             role: role.clone(),
             group_id,
@@ -467,13 +463,10 @@ impl Planner<'_, '_> {
             self.used.domain,
         );
         if self.used.names.contains(&name) {
-            return Err(Error::Naming(format!(
-                "name {name} is already in use although its index and ids were free; \
-                 check for instances with conductor tags that do not match their names"
-            )));
+            return Err(PlanError::NameInUse { name }.into());
         }
         self.used.names.insert(name.clone());
-        self.keys.names.push(Key::name(&req.pillarenv, &name)?);
+        self.keys.names.push(Key::name(&req.saltenv, &name)?);
 
         let mut grains: BTreeMap<String, Value> = BTreeMap::new();
         for (k, v) in &spec.grains {
@@ -491,17 +484,25 @@ impl Planner<'_, '_> {
             }
         }
         grains.insert("cpid".into(), json!(self.cpid.to_string()));
-        let mut id_grains: Vec<(String, u32)> = Vec::new();
+        let mut id_grains: Vec<(IdScope, u32)> = Vec::new();
         if let Some(c) = cluster {
-            id_grains.push((format!("{}.id", cloud_cluster_scope(role)), c.cloud_id));
+            id_grains.push((IdScope::CloudCluster { role: role.clone() }, c.cloud_id));
             id_grains.push((
-                format!("{}.id", group_cluster_scope(&req.group, role)),
+                IdScope::GroupCluster {
+                    group: req.group.clone(),
+                    role: role.clone(),
+                },
                 c.group_id,
             ));
         }
         if let Some(s) = system {
-            id_grains.push((format!("{CLOUD_SYSTEM_SCOPE}.id"), s.cloud_id));
-            id_grains.push((format!("{}.id", group_system_scope(&req.group)), s.group_id));
+            id_grains.push((IdScope::CloudSystem, s.cloud_id));
+            id_grains.push((
+                IdScope::GroupSystem {
+                    group: req.group.clone(),
+                },
+                s.group_id,
+            ));
         }
         tags.insert(NAME_TAG.into(), name.clone());
         tags.insert(conductor_tag("cpid"), self.cpid.to_string());
@@ -511,9 +512,9 @@ impl Planner<'_, '_> {
         if let Some(m) = member {
             tags.insert(conductor_tag("member"), m.to_string());
         }
-        for (g, n) in id_grains {
-            grains.insert(g.clone(), json!(n));
-            tags.insert(conductor_tag(&g), n.to_string());
+        for (scope, n) in id_grains {
+            grains.insert(scope.grain(), json!(n));
+            tags.insert(scope.tag(), n.to_string());
         }
         self.instances.push(PlannedInstance {
             name,
@@ -538,11 +539,12 @@ fn yaml_scalar(v: &serde_yaml::Value) -> Option<String> {
 }
 
 fn exhausted(b: &Basename, role: &Role) -> Error {
-    Error::Naming(format!(
-        "role {role}: basename {b} has no free index left (it holds 1 to {}); \
-         add an X to the pattern or remove unused instances",
-        b.max_index()
-    ))
+    PlanError::NoFreeIndex {
+        role: role.clone(),
+        basename: b.to_string(),
+        max: b.max_index(),
+    }
+    .into()
 }
 
 #[cfg(test)]

@@ -120,8 +120,8 @@ pub fn launch_settings(plan: &Plan, group: &GroupSpec, i: &PlannedInstance) -> s
 /// Reads a salt-cloud map file into its VMs (see [`map_vms`]).
 pub fn read_map_file(
     path: &std::path::Path,
-) -> Result<Vec<(String, Value)>, crate::error::BackendError> {
-    use crate::error::{BackendError, BackendErrorKind};
+) -> Result<Vec<(String, Value)>, crate::backend::BackendError> {
+    use crate::backend::{BackendError, BackendErrorKind};
     let text = std::fs::read_to_string(path).map_err(|e| BackendError::io(path, e))?;
     let doc: Value = serde_yaml::from_str(&text).map_err(|e| {
         BackendError::new(

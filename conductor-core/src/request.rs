@@ -3,7 +3,8 @@
 use serde::Serialize;
 
 use crate::cpid::Cpid;
-use crate::error::{Error, InputError};
+use crate::error::Error;
+use crate::input::InputError;
 use crate::names::{Env, Group, Role, SystemName, Zone};
 use crate::pillar::{check_count, keys, Pillar, RoleSpec};
 

@@ -27,8 +27,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tracing::{debug, warn};
 
+use crate::backend::{BackendError, BackendErrorKind};
+use crate::backoff::Backoff;
 use crate::cloud::{CloudBackend, InstanceRef, Inventory, LaunchResult, LaunchSpec, Scope};
-use crate::error::{BackendError, BackendErrorKind};
 use crate::names::Region;
 
 /// How often and how long [`RetryCloud`] retries.
@@ -36,23 +37,19 @@ use crate::names::Region;
 pub struct RetryPolicy {
     /// Attempts per call, the first included (at least 1).
     pub max_attempts: u32,
-    /// Delay before the second attempt; doubles with each further one.
-    pub base: Duration,
-    /// Largest delay between two attempts.
-    pub max_delay: Duration,
-    /// Fraction (0.0..=1.0) of each delay drawn at random: 0.5 waits between
-    /// half and all of it, so parallel runs that were throttled together do
-    /// not come back together.
-    pub jitter: f64,
+    /// Delays between attempts (jittered, so parallel runs that were
+    /// throttled together do not come back together).
+    pub backoff: Backoff,
+    /// No attempt starts later than this after the call's first one.
+    pub deadline: Duration,
 }
 
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
             max_attempts: 5,
-            base: Duration::from_millis(200),
-            max_delay: Duration::from_secs(5),
-            jitter: 0.5,
+            backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(5)),
+            deadline: Duration::from_secs(60),
         }
     }
 }
@@ -60,12 +57,7 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// The delay after failed attempt `attempt` (1-based), jitter applied.
     pub fn delay(&self, attempt: u32) -> Duration {
-        let exp = self
-            .base
-            .saturating_mul(1u32 << attempt.clamp(1, 17).saturating_sub(1));
-        let jitter = self.jitter.clamp(0.0, 1.0);
-        exp.min(self.max_delay)
-            .mul_f64(1.0 - jitter * rand::random::<f64>())
+        self.backoff.delay(attempt)
     }
 
     /// Whether an error of `kind` is worth another attempt.
@@ -108,14 +100,20 @@ impl<C: CloudBackend> RetryCloud<C> {
 
     /// First delay and the cap of the exponential backoff.
     pub fn backoff(mut self, base: Duration, max_delay: Duration) -> Self {
-        self.policy.base = base;
-        self.policy.max_delay = max_delay;
+        self.policy.backoff.base = base;
+        self.policy.backoff.max = max_delay;
         self
     }
 
     /// Random fraction of each delay (0.0..=1.0).
     pub fn jitter(mut self, jitter: f64) -> Self {
-        self.policy.jitter = jitter;
+        self.policy.backoff.jitter = jitter;
+        self
+    }
+
+    /// Longest time after a call's first attempt at which another may start.
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.policy.deadline = deadline;
         self
     }
 
@@ -137,28 +135,30 @@ impl<C: CloudBackend> RetryCloud<C> {
         Fut: Future<Output = Result<T, BackendError>>,
     {
         let max = self.policy.max_attempts.max(1);
+        let deadline = tokio::time::Instant::now() + self.policy.deadline;
         let mut attempt = 1;
         loop {
-            match call().await {
+            let e = match call().await {
                 Ok(v) => {
                     if attempt > 1 {
                         debug!(op, attempt, "cloud call succeeded after retries");
                     }
                     return Ok(v);
                 }
-                Err(e) if attempt < max && retry(e.kind) => {
-                    let delay = self.policy.delay(attempt);
-                    warn!(op, attempt, max, kind = ?e.kind, delay_ms = delay.as_millis() as u64, error = %e, "cloud call failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    attempt += 1;
+                Err(e) => e,
+            };
+            let delay = self.policy.delay(attempt);
+            let again =
+                attempt < max && retry(e.kind) && tokio::time::Instant::now() + delay <= deadline;
+            if !again {
+                if attempt > 1 {
+                    warn!(op, attempt, kind = ?e.kind, error = %e, "cloud call failed; giving up");
                 }
-                Err(e) => {
-                    if attempt > 1 {
-                        warn!(op, attempt, kind = ?e.kind, error = %e, "cloud call failed; giving up");
-                    }
-                    return Err(e);
-                }
+                return Err(e);
             }
+            warn!(op, attempt, max, kind = ?e.kind, delay_ms = delay.as_millis() as u64, error = %e, "cloud call failed; retrying");
+            tokio::time::sleep(delay).await;
+            attempt += 1;
         }
     }
 }
@@ -334,22 +334,14 @@ mod tests {
         assert_eq!(c.inner().calls(), 2, "but a throttled one was retried");
     }
 
-    #[test]
-    fn delays_grow_and_stay_within_jitter_and_cap() {
-        let p = RetryPolicy {
-            max_attempts: 10,
-            base: Duration::from_millis(100),
-            max_delay: Duration::from_millis(700),
-            jitter: 0.5,
-        };
-        for _ in 0..50 {
-            let d1 = p.delay(1);
-            assert!(d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100));
-            let d3 = p.delay(3);
-            assert!(d3 >= Duration::from_millis(200) && d3 <= Duration::from_millis(400));
-            assert!(p.delay(30) <= Duration::from_millis(700));
-        }
-        let fixed = RetryPolicy { jitter: 0.0, ..p };
-        assert_eq!(fixed.delay(2), Duration::from_millis(200));
+    #[tokio::test(start_paused = true)]
+    async fn no_attempt_starts_after_the_deadline() {
+        let c = wrap(&[Throttled; 10], 10).deadline(Duration::from_millis(500));
+        assert_eq!(c.inventory(&scope()).await.unwrap_err().kind, Throttled);
+        assert!(
+            c.inner().calls() < 10,
+            "the deadline ends the retries before the attempts run out: {}",
+            c.inner().calls()
+        );
     }
 }

@@ -6,7 +6,8 @@ use std::path::Path;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{BackendError, Error};
+use crate::backend::BackendError;
+use crate::error::Error;
 use crate::names::Env;
 use crate::pillar::Pillar;
 
@@ -101,4 +102,17 @@ pub trait SaltExecutor: Send + Sync + fmt::Debug {
     async fn ping(&self, targets: &[String]) -> Result<Vec<String>, BackendError>;
     /// `salt-key -y -d <name>` for each name: the master forgets those minions.
     async fn delete_keys(&self, names: &[String]) -> Result<(), BackendError>;
+}
+
+/// A [`PillarSource`] holding one pillar for every environment it defines
+/// (embedders, examples and tests: `StaticPillar(Pillar::from_yaml_str(..)?)`).
+#[derive(Clone, Debug)]
+pub struct StaticPillar(pub Pillar);
+
+#[async_trait]
+impl PillarSource for StaticPillar {
+    async fn load(&self, env: &Env) -> Result<Pillar, Error> {
+        self.0.environment(env)?;
+        Ok(self.0.clone())
+    }
 }

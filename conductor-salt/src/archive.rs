@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use conductor_core::error::{BackendError, Error};
+use conductor_core::{BackendError, Error};
 use conductor_core::{Cpid, Layout};
 
 /// Packs every file of run `cpid` (map, provider, profile, state and cloud
@@ -20,7 +20,7 @@ pub async fn archive(
     let span = tracing::info_span!("conductor.archive", %cpid, to = %to.display(), remove);
     tokio::task::spawn_blocking(move || span.in_scope(|| archive_sync(&layout, cpid, &to, remove)))
         .await
-        .map_err(|e| Error::RunFailed(format!("archive task failed: {e}")))?
+        .map_err(|e| Error::task("archiving the run", e))?
 }
 
 fn archive_sync(layout: &Layout, cpid: Cpid, to: &Path, remove: bool) -> Result<PathBuf, Error> {

@@ -5,9 +5,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use conductor_core::error::{BackendError, BackendErrorKind};
-use conductor_core::salt::{CloudRunResult, MinionKeys, SaltExecutor, StateRunResult};
 use conductor_core::Env;
+use conductor_core::{BackendError, BackendErrorKind};
+use conductor_core::{CloudRunResult, MinionKeys, SaltExecutor, StateRunResult};
 use serde_json::Value;
 use tokio::io::AsyncReadExt;
 use tracing::{info_span, Instrument};
@@ -350,7 +350,7 @@ impl SaltCli {
 fn with_retcode(mut r: StateRunResult, c: &Captured, what: &str) -> StateRunResult {
     let retcode = r.raw.get("retcode").and_then(Value::as_i64).unwrap_or(0);
     if (c.code != Some(0) || retcode != 0) && r.failures.is_empty() {
-        r.failures.push(conductor_core::salt::StateFailure {
+        r.failures.push(conductor_core::StateFailure {
             minion: "<salt>".into(),
             state: "<retcode>".into(),
             comment: format!(
@@ -413,7 +413,7 @@ impl SaltExecutor for SaltCli {
         let mut r = with_retcode(parse::state_run(raw), &c, program);
         if !self.local {
             for t in targets.iter().filter(|t| !r.minions.contains(t)) {
-                r.failures.push(conductor_core::salt::StateFailure {
+                r.failures.push(conductor_core::StateFailure {
                     minion: t.clone(),
                     state: "<return>".into(),
                     comment: "the minion did not return".into(),
@@ -512,7 +512,7 @@ impl SaltExecutor for SaltCli {
 /// the async runtime with core's one map reader.
 pub async fn map_names(map: &Path) -> Result<Vec<String>, BackendError> {
     let path = map.to_path_buf();
-    let vms = tokio::task::spawn_blocking(move || conductor_core::render::read_map_file(&path))
+    let vms = tokio::task::spawn_blocking(move || conductor_core::read_map_file(&path))
         .await
         .map_err(|e| {
             BackendError::new(

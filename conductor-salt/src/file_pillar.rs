@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use conductor_core::error::{BackendError, Error, PillarError};
+use conductor_core::{BackendError, Error, PillarError};
 use conductor_core::{Env, Pillar, PillarSource};
 use serde_yaml::Value;
 
@@ -105,7 +105,7 @@ impl PillarSource for FilePillar {
         let env = env.clone();
         let value = tokio::task::spawn_blocking(move || me.load_value(&env))
             .await
-            .map_err(|e| Error::RunFailed(format!("pillar task failed: {e}")))??;
+            .map_err(|e| Error::task("reading the pillar files", e))??;
         Ok(Pillar::from_pillar(value)?)
     }
 }

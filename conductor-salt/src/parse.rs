@@ -1,6 +1,6 @@
 //! Salt's JSON output, parsed into Conductor's results.
 
-use conductor_core::salt::{CloudRunResult, MinionKeys, StateFailure, StateRunResult};
+use conductor_core::{CloudRunResult, MinionKeys, StateFailure, StateRunResult};
 use serde_json::Value;
 
 /// Whether an object's keys are state ids (`<mod>_|-<id>_|-<name>_|-<fun>`).

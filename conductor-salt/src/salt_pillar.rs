@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use conductor_core::error::{Error, PillarError};
 use conductor_core::{Env, Pillar, PillarSource};
+use conductor_core::{Error, PillarError};
 use serde_json::Value;
 use tracing::{info_span, Instrument};
 

@@ -10,11 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use conductor_core::cloud::{CloudBackend, InstanceRef, LaunchSpec, Scope, Selector, NAME_TAG};
-use conductor_core::error::BackendError;
-use conductor_core::salt::{
-    CloudRunResult, MinionKeys, SaltExecutor, StateFailure, StateRunResult,
-};
+use conductor_core::BackendError;
+use conductor_core::{CloudBackend, InstanceRef, LaunchSpec, Scope, Selector, NAME_TAG};
+use conductor_core::{CloudRunResult, MinionKeys, SaltExecutor, StateFailure, StateRunResult};
 use conductor_core::{Env, Zone};
 use serde_json::{json, Map, Value};
 
@@ -124,7 +122,7 @@ fn state_result(minion: &str, sls: &str, ok: bool) -> (Value, Option<StateFailur
 }
 
 fn read_map(path: &Path) -> Result<Vec<(String, Value)>, BackendError> {
-    Ok(conductor_core::render::read_map_file(path)?
+    Ok(conductor_core::read_map_file(path)?
         .into_iter()
         .map(|(name, overrides)| (name, serde_json::to_value(overrides).unwrap_or(Value::Null)))
         .collect())

@@ -1,10 +1,6 @@
 //! Pillar fixtures and request helpers: the devops example of DESIGN section 8.
 
-use async_trait::async_trait;
-use conductor_core::error::{Error, PillarError};
-use conductor_core::{
-    CreateRequest, Env, Group, Pillar, PillarSource, Role, SystemName, Target, Zone,
-};
+use conductor_core::{CreateRequest, Env, Group, Pillar, Role, SystemName, Target, Zone};
 
 /// The devops pillar of DESIGN section 8 (environment `test`, domain `foobar.com`).
 pub const DEVOPS_PILLAR: &str = r#"conductor:
@@ -32,26 +28,7 @@ pub const DEVOPS_PILLAR: &str = r#"conductor:
 
 /// [`DEVOPS_PILLAR`] parsed.
 pub fn devops_pillar() -> Pillar {
-    pillar_from_yaml(DEVOPS_PILLAR).expect("the fixture pillar is valid")
-}
-
-/// Parses a whole pillar document (with its `conductor:` key).
-pub fn pillar_from_yaml(yaml: &str) -> Result<Pillar, PillarError> {
-    let value =
-        serde_yaml::from_str(yaml).map_err(|e| PillarError::new("<root>", e.to_string()))?;
-    Pillar::from_pillar(value)
-}
-
-/// A [`PillarSource`] that always returns the same pillar.
-#[derive(Clone, Debug)]
-pub struct StaticPillar(pub Pillar);
-
-#[async_trait]
-impl PillarSource for StaticPillar {
-    async fn load(&self, env: &Env) -> Result<Pillar, Error> {
-        self.0.environment(env)?;
-        Ok(self.0.clone())
-    }
+    Pillar::from_yaml_str(DEVOPS_PILLAR).expect("the fixture pillar is valid")
 }
 
 /// The seed's zone, `us-east-1a`.

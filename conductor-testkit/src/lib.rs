@@ -4,11 +4,11 @@
 #![warn(missing_docs)]
 
 pub mod conformance;
+pub mod crash;
 pub mod ec2_replay;
 pub mod fake_cloud;
 pub mod fake_salt;
 pub mod fixtures;
-pub mod mem_reserver;
 pub mod minion_cloud;
 #[cfg(feature = "mock")]
 pub mod mocks;
@@ -16,7 +16,8 @@ pub mod moto;
 pub mod proxy;
 pub mod salt_env;
 pub mod salt_lab;
+pub mod wrappers;
 
 pub use fake_cloud::FakeCloud;
 pub use fake_salt::FakeSalt;
-pub use mem_reserver::MemReserver;
+pub use wrappers::{FaultCloud, LagCloud, LatencyCloud, RecordingCloud};

@@ -9,12 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use conductor_core::cloud::{
-    CloudBackend, InstanceRef, Inventory, LaunchResult, LaunchSpec, Scope,
-};
-use conductor_core::error::{BackendError, BackendErrorKind};
-use conductor_core::names::Region;
 use conductor_core::user_data;
+use conductor_core::Region;
+use conductor_core::{BackendError, BackendErrorKind};
+use conductor_core::{CloudBackend, InstanceRef, Inventory, LaunchResult, LaunchSpec, Scope};
 use serde_json::{Map, Value};
 
 use crate::salt_lab::SaltLab;

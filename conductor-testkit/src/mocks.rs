@@ -5,15 +5,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use conductor_core::cloud::{
-    CloudBackend, InstanceRef, Inventory, LaunchResult, LaunchSpec, Scope,
-};
-use conductor_core::error::{BackendError, Error, ReserveError};
-use conductor_core::reserve::{Key, Lease, Owner, Reservation, Reserver};
-use conductor_core::salt::{
-    CloudRunResult, MinionKeys, PillarSource, SaltExecutor, StateRunResult,
-};
+use conductor_core::{BackendError, Error, ReserveError};
+use conductor_core::{CloudBackend, InstanceRef, Inventory, LaunchResult, LaunchSpec, Scope};
+use conductor_core::{CloudRunResult, MinionKeys, PillarSource, SaltExecutor, StateRunResult};
 use conductor_core::{Env, Pillar, Region};
+use conductor_core::{Key, Lease, Owner, Phase, Reservation, Reserver};
 
 mockall::mock! {
     /// A mock [`CloudBackend`].
@@ -33,7 +29,7 @@ mockall::mock! {
     #[async_trait]
     impl Reserver for Reserver {
         async fn try_reserve(&self, keys: &[Key], owner: &Owner) -> Result<Lease, ReserveError>;
-        async fn set_expiry(&self, lease: &Lease, expires: u64) -> Result<(), BackendError>;
+        async fn update(&self, lease: &Lease, expires: u64, phase: Phase) -> Result<(), ReserveError>;
         async fn list(&self) -> Result<Vec<Reservation>, BackendError>;
         async fn prune(&self, now: u64, older_than: Option<Duration>) -> Result<Vec<Key>, BackendError>;
     }

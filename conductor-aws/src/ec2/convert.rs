@@ -7,8 +7,8 @@ use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, Instance as Ec2Instance,
     InstanceNetworkInterfaceSpecification,
 };
-use conductor_core::cloud::{Instance, InstanceState};
 use conductor_core::Region;
+use conductor_core::{Instance, InstanceState};
 use serde_json::{json, Value};
 
 /// An EC2 instance as the core sees it; `None` without id or known state.

@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use aws_sdk_ec2::types::Filter;
 use aws_sdk_ec2::Client;
-use conductor_core::cloud::{Instance, InstanceState, Inventory, Scope, Selector, NAME_TAG};
-use conductor_core::error::{BackendError, BackendErrorKind};
+use conductor_core::{BackendError, BackendErrorKind};
+use conductor_core::{Instance, InstanceState, Inventory, Scope, Selector, NAME_TAG};
 use tracing::{field, info_span, Instrument, Span};
 
 use super::convert;

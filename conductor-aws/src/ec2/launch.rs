@@ -7,8 +7,8 @@ use aws_sdk_ec2::types::{
     IamInstanceProfileSpecification, Placement, ResourceType, Tag, TagSpecification,
 };
 use aws_sdk_ec2::Client;
-use conductor_core::cloud::{LaunchFailure, LaunchResult, LaunchSpec, Launched};
-use conductor_core::error::BackendErrorKind;
+use conductor_core::BackendErrorKind;
+use conductor_core::{LaunchFailure, LaunchResult, LaunchSpec, Launched};
 use serde_json::Value;
 use tokio::sync::Semaphore;
 use tracing::{info_span, Instrument};

@@ -19,11 +19,9 @@ use async_trait::async_trait;
 use aws_sdk_ec2::config::retry::RetryPartition;
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::Client;
-use conductor_core::cloud::{
-    CloudBackend, InstanceRef, Inventory, LaunchResult, LaunchSpec, Scope,
-};
-use conductor_core::error::{BackendError, BackendErrorKind};
 use conductor_core::Region;
+use conductor_core::{BackendError, BackendErrorKind};
+use conductor_core::{CloudBackend, InstanceRef, Inventory, LaunchResult, LaunchSpec, Scope};
 use tokio::sync::Semaphore;
 use tracing::{info_span, Instrument};
 

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use conductor_aws::dynamo::DynamoReserver;
-use conductor_core::reserve::{Key, KeyKind, Reserver};
 use conductor_core::{BackendErrorKind, ReserveError};
+use conductor_core::{Key, KeyKind, Reserver};
 use conductor_testkit::conformance::reserver::{self, fresh_keys, live_owner};
 use conductor_testkit::moto::{MotoServer, ACCESS_KEY_ID, SECRET_ACCESS_KEY};
 
@@ -109,9 +109,13 @@ async fn twenty_key_run_figures() {
         let lease = r.try_reserve(&keys, &live_owner()).await.unwrap();
         reserve += t.elapsed();
         let t = Instant::now();
-        r.set_expiry(&lease, conductor_core::reserve::now_ms() + 600_000)
-            .await
-            .unwrap();
+        r.update(
+            &lease,
+            conductor_core::now_ms() + 600_000,
+            conductor_core::Phase::Planning,
+        )
+        .await
+        .unwrap();
         renew += t.elapsed();
         let t = Instant::now();
         r.release(&lease, Duration::ZERO).await.unwrap();
@@ -222,10 +226,13 @@ async fn items_carry_the_ttl_attribute() {
     assert_eq!(num(&i, "expires_at"), owner.expires.div_ceil(1000));
     assert_eq!(num(&i, "started"), owner.started.unwrap());
     let later = owner.expires + 3_600_000;
-    r.set_expiry(&lease, later).await.unwrap();
+    r.update(&lease, later, conductor_core::Phase::Launching)
+        .await
+        .unwrap();
     let i = item(client.clone(), keys[0].to_string()).await;
     assert_eq!(num(&i, "expires"), later);
     assert_eq!(num(&i, "expires_at"), later.div_ceil(1000));
+    assert_eq!(i["phase"].as_s().unwrap(), "launching");
 }
 
 /// An endpoint nothing listens on is `Unreachable`; a bad table name is
@@ -255,9 +262,10 @@ async fn errors_are_classified() {
 /// of one run are counted (a figure for the docs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_runs_through_conductor() {
-    use conductor_core::conductor::Options;
+    use conductor_core::Options;
+    use conductor_core::StaticPillar;
     use conductor_core::{Conductor, Layout, Provisioner};
-    use conductor_testkit::fixtures::{self, StaticPillar};
+    use conductor_testkit::fixtures;
     use conductor_testkit::FakeCloud;
 
     let moto = MotoServer::start();

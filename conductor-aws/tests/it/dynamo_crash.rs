@@ -1,9 +1,10 @@
 //! Crash tests with the DynamoDB reserver: a real run (EC2 and DynamoDB on
 //! moto, so the cloud and the table outlive the process) is SIGKILLed at each
-//! lifecycle point (`CONDUCTOR_FAULT_POINT`). After each kill, `prune` frees
-//! every key of the killed run and never a key of a live run (this test
-//! process holds one the whole time), and the next run succeeds at once
-//! without reusing a name.
+//! lifecycle step (an observer, `conductor_testkit::crash::KillAt`). After
+//! each kill, `prune` frees the keys of a run killed while planning, holds
+//! those of a run that may have launched until they expire, and never
+//! frees a key of a live run (this test process holds one the whole time);
+//! the next run succeeds at once without reusing a name.
 //!
 //! The killed runs are this test executable re-run with
 //! `CONDUCTOR_CRASH_CHILD` set: the `crash_child` test then runs one create.
@@ -15,25 +16,18 @@ use std::time::Duration;
 
 use conductor_aws::dynamo::DynamoReserver;
 use conductor_aws::ec2::Ec2Backend;
-use conductor_core::conductor::Options;
-use conductor_core::reserve::{now_ms, Key, Owner, Reserver};
-use conductor_core::{Conductor, Cpid, Env, Layout, Provisioner};
-use conductor_testkit::fixtures::{self, StaticPillar};
+use conductor_core::Options;
+use conductor_core::StaticPillar;
+use conductor_core::{now_ms, Key, Owner, Reserver};
+use conductor_core::{Conductor, Cpid, Env, Layout, Provisioner, Step};
+use conductor_testkit::crash::{KillAt, CRASH_AT_ENV};
+use conductor_testkit::fixtures;
 use conductor_testkit::moto::{MotoServer, ACCESS_KEY_ID, SECRET_ACCESS_KEY};
 
 const CHILD: &str = "CONDUCTOR_CRASH_CHILD";
 const ENDPOINT: &str = "CONDUCTOR_CRASH_ENDPOINT";
 const RUNNER: &str = "CONDUCTOR_CRASH_RUNNER";
 const TABLE: &str = "conductor-crash";
-
-const POINTS: [&str; 6] = [
-    "after_cpid",
-    "after_reserve",
-    "after_files",
-    "after_launch",
-    "after_visible",
-    "after_release",
-];
 
 async fn dynamo(endpoint: &str) -> DynamoReserver {
     DynamoReserver::builder(TABLE)
@@ -46,7 +40,7 @@ async fn dynamo(endpoint: &str) -> DynamoReserver {
         .unwrap()
 }
 
-async fn conductor(endpoint: &str, runner: &str) -> Conductor {
+async fn conductor(endpoint: &str, runner: &str, kill: Option<KillAt>) -> Conductor {
     let ec2 = Ec2Backend::builder()
         .endpoint_url(endpoint)
         .static_credentials(ACCESS_KEY_ID, SECRET_ACCESS_KEY)
@@ -54,9 +48,10 @@ async fn conductor(endpoint: &str, runner: &str) -> Conductor {
         .build()
         .await;
     // moto launches into its default subnet.
-    let pillar =
-        fixtures::pillar_from_yaml(&fixtures::DEVOPS_PILLAR.replace(", subnet_id: subnet-1", ""))
-            .unwrap();
+    let pillar = conductor_core::Pillar::from_yaml_str(
+        &fixtures::DEVOPS_PILLAR.replace(", subnet_id: subnet-1", ""),
+    )
+    .unwrap();
     Conductor::builder()
         .cloud(Arc::new(ec2))
         .reserver(Arc::new(dynamo(endpoint).await))
@@ -71,8 +66,21 @@ async fn conductor(endpoint: &str, runner: &str) -> Conductor {
             visible_timeout: Duration::from_secs(10),
             ..Options::default()
         })
+        .observer(Arc::new(KillAtOrNot(kill)))
         .build()
         .unwrap()
+}
+
+/// The child's observer: [`KillAt`] when the parent named a step.
+#[derive(Debug)]
+struct KillAtOrNot(Option<KillAt>);
+
+impl conductor_core::Observer for KillAtOrNot {
+    fn step(&self, cpid: Cpid, step: Step) {
+        if let Some(k) = &self.0 {
+            conductor_core::Observer::step(k, cpid, step);
+        }
+    }
 }
 
 /// The killed run (only when re-run by the parent test; a no-op otherwise).
@@ -83,7 +91,8 @@ async fn crash_child() {
     }
     let endpoint = std::env::var(ENDPOINT).unwrap();
     let runner = std::env::var(RUNNER).unwrap();
-    let c = conductor(&endpoint, &runner).await;
+    let kill = KillAt::from_env().expect("the parent names the step");
+    let c = conductor(&endpoint, &runner, Some(kill)).await;
     let r = c.create(&fixtures::role_request("activemq", None)).await;
     // Reached only when the fault point did not fire.
     panic!("the run was not killed: {r:?}");
@@ -138,14 +147,20 @@ async fn sigkill_at_every_lifecycle_point_with_dynamodb() {
         .await
         .unwrap();
 
-    for point in POINTS {
+    for step in Step::ALL {
+        let point = step.as_str();
         let before: BTreeSet<String> = instances(&ec2).await.into_iter().map(|i| i.1).collect();
         let status = tokio::process::Command::new(std::env::current_exe().unwrap())
-            .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
+            .args([
+                "dynamo_crash::crash_child",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD, "1")
             .env(ENDPOINT, moto.endpoint())
             .env(RUNNER, &runner)
-            .env("CONDUCTOR_FAULT_POINT", point)
+            .env(CRASH_AT_ENV, point)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .status()
@@ -153,30 +168,43 @@ async fn sigkill_at_every_lifecycle_point_with_dynamodb() {
             .unwrap();
         assert_eq!(status.signal(), Some(9), "{point}: killed ({status:?})");
 
-        // The killed run's keys: its pid is dead on this host, so prune frees
-        // them; the live run's key survives every prune.
+        // The killed run's keys: its pid is dead on this host. While it was
+        // planning, prune frees them; once it may have launched, they stay
+        // held until they expire (released ones have a grace of 0 here).
+        // The live run's key survives every prune.
         let left = table.list().await.unwrap();
         let killed: Vec<&Key> = left
             .iter()
-            .filter(|r| r.owner.cpid != live.cpid)
+            .filter(|r| r.holder.owner().is_some_and(|o| o.cpid != live.cpid))
             .map(|r| &r.key)
             .collect();
-        assert!(
-            point == "after_release" || !killed.is_empty(),
-            "{point}: the killed run held keys"
-        );
+        assert!(!killed.is_empty(), "{point}: the killed run held keys");
         let pruned = table.prune(now_ms(), None).await.unwrap();
         assert!(
             !pruned.contains(&held_name),
             "{point}: prune freed a live run's key"
         );
-        let after: Vec<_> = table.list().await.unwrap();
-        assert_eq!(
-            after.iter().map(|r| &r.key).collect::<Vec<_>>(),
-            vec![&held_name],
-            "{point}: only the live run's key is left"
-        );
-        // Even `--older-than 0` keeps a live owner's key.
+        let after: Vec<Key> = table
+            .list()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.key)
+            .collect();
+        let may_have_launched = matches!(step, Step::Launching | Step::Launched | Step::Visible);
+        if may_have_launched {
+            assert!(
+                after.len() > 1 && after.iter().all(|k| !k.as_str().starts_with("cpid.")),
+                "{point}: the killed run's names and ids stay held, its cpid is freed: {after:?}"
+            );
+        } else {
+            assert_eq!(
+                after,
+                vec![held_name.clone()],
+                "{point}: only the live run's key is left"
+            );
+        }
+        // `--older-than 0` frees a dead run's keys, and keeps a live owner's key.
         table.prune(now_ms(), Some(Duration::ZERO)).await.unwrap();
         assert_eq!(table.list().await.unwrap().len(), 1, "{point}");
 
@@ -187,11 +215,11 @@ async fn sigkill_at_every_lifecycle_point_with_dynamodb() {
             .map(|i| &i.1)
             .filter(|c| !before.contains(*c))
             .collect();
-        let launched = matches!(point, "after_launch" | "after_visible" | "after_release");
+        let launched = matches!(step, Step::Launched | Step::Visible | Step::Released);
         assert_eq!(new_cpids.len(), usize::from(launched), "{point}: {now:?}");
 
         // The next run succeeds at once and never reuses a name.
-        let report = conductor(&moto.endpoint(), &runner)
+        let report = conductor(&moto.endpoint(), &runner, None)
             .await
             .create(&fixtures::role_request("activemq", None))
             .await

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use conductor_aws::ec2::Ec2Backend;
-use conductor_core::cloud::{CloudBackend, Scope};
 use conductor_core::{BackendErrorKind, Region};
+use conductor_core::{CloudBackend, Scope};
 use conductor_testkit::conformance::cloud::{specs, CloudFixture};
 use conductor_testkit::ec2_replay::{Ec2Replay, ReplayInstance};
 use conductor_testkit::fixtures;

@@ -6,13 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use conductor_aws::ec2::Ec2Backend;
-use conductor_core::cloud::{CloudBackend, Scope};
-use conductor_core::conductor::Options;
+use conductor_core::Options;
+use conductor_core::StaticPillar;
+use conductor_core::{CloudBackend, Scope};
 use conductor_core::{
     Conductor, Env, FsReserver, Group, InstanceQuery, Layout, Provisioner, Selection,
 };
 use conductor_testkit::conformance::cloud::{run_all, CloudFixture};
-use conductor_testkit::fixtures::{self, StaticPillar};
+use conductor_testkit::fixtures;
 use conductor_testkit::moto::{MotoServer, ACCESS_KEY_ID, SECRET_ACCESS_KEY};
 
 async fn backend(moto: &MotoServer) -> Ec2Backend {
@@ -50,7 +51,7 @@ async fn pillar_with_subnet(ec2: &Ec2Backend, nodes: u32) -> conductor_core::Pil
             "nodes: 2, size: t3.medium",
             &format!("nodes: {nodes}, size: t3.medium"),
         );
-    fixtures::pillar_from_yaml(&yaml).unwrap()
+    conductor_core::Pillar::from_yaml_str(&yaml).unwrap()
 }
 
 fn conductor(ec2: &Ec2Backend, pillar: conductor_core::Pillar, layout: &Layout) -> Conductor {
@@ -97,7 +98,7 @@ async fn moto_instances(ec2: &Ec2Backend) -> Vec<conductor_core::Instance> {
                         .and_then(|p| p.availability_zone())
                         .unwrap()
                         .to_string(),
-                    state: conductor_core::cloud::InstanceState::parse(state).unwrap(),
+                    state: conductor_core::InstanceState::parse(state).unwrap(),
                     launch_time: None,
                     tags: i
                         .tags()

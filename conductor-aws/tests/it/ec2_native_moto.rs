@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use conductor_aws::ec2::{user_data, Ec2Backend};
-use conductor_core::cloud::{CloudBackend, InstanceRef, LaunchSpec, Scope};
+use conductor_core::{CloudBackend, InstanceRef, LaunchSpec, Scope};
 use conductor_testkit::fixtures;
 use conductor_testkit::moto::{MotoServer, ACCESS_KEY_ID, SECRET_ACCESS_KEY};
 use serde_json::json;

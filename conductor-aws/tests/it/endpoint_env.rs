@@ -3,8 +3,8 @@
 //! thread (the runtime's included) exists.
 
 use conductor_aws::ec2::Ec2Backend;
-use conductor_core::cloud::{CloudBackend, Scope};
 use conductor_core::Region;
+use conductor_core::{CloudBackend, Scope};
 use conductor_testkit::moto::{MotoServer, ACCESS_KEY_ID, SECRET_ACCESS_KEY};
 
 #[test]

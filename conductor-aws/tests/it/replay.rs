@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use conductor_aws::ec2::Ec2Backend;
-use conductor_core::cloud::{CloudBackend, Scope, Selector};
 use conductor_core::Region;
+use conductor_core::{CloudBackend, Scope, Selector};
 use conductor_testkit::ec2_replay::{Ec2Replay, ReplayInstance};
 
 async fn backend(replay: &Ec2Replay, page: Option<i32>) -> Ec2Backend {
@@ -280,7 +280,7 @@ async fn client_tokens_are_idempotent_and_unknown_ids_are_dropped() {
     let specs = conductor_testkit::conformance::cloud::specs(&f, "tok", 2);
     let first = ec2.launch(&specs).await.unwrap();
     let again = ec2.launch(&specs).await.unwrap();
-    let ids = |r: &[conductor_core::cloud::LaunchResult]| -> Vec<String> {
+    let ids = |r: &[conductor_core::LaunchResult]| -> Vec<String> {
         r.iter()
             .map(|l| l.outcome.as_ref().unwrap().instance_id.clone())
             .collect()
@@ -291,10 +291,10 @@ async fn client_tokens_are_idempotent_and_unknown_ids_are_dropped() {
     assert_eq!(detail["ImageId"], "ami-0abc");
     assert_eq!(detail["Tags"]["Name"], specs[0].name.as_str());
 
-    let refs: Vec<conductor_core::cloud::InstanceRef> = ids(&first)
+    let refs: Vec<conductor_core::InstanceRef> = ids(&first)
         .into_iter()
         .chain(["i-0000000000000dead".to_string()])
-        .map(|id| conductor_core::cloud::InstanceRef {
+        .map(|id| conductor_core::InstanceRef {
             id,
             region: region(),
             name: None,

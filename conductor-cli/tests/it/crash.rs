@@ -1,7 +1,9 @@
-//! Crash tests: runs SIGKILLed at each lifecycle point (env
-//! `CONDUCTOR_FAULT_POINT`) against moto leave no key that blocks later runs
-//! once pruned, no name is ever used twice, and every instance they launched
-//! is found by its cpid tag.
+//! Crash tests: runs SIGKILLed at each lifecycle step (an observer, see
+//! `support::crash_child`) against moto. A run killed while planning leaves
+//! nothing `reservations prune` does not free; one killed once it may have
+//! launched keeps its names and ids held (until they expire, or an operator
+//! prunes them by age), so no later run reuses them. No name is ever used
+//! twice, and every instance the killed runs launched is found by its cpid.
 
 use crate::support;
 
@@ -9,34 +11,39 @@ use std::collections::BTreeSet;
 use std::os::unix::process::ExitStatusExt;
 use std::time::Instant;
 
+use conductor_core::Step;
 use conductor_testkit::moto::MotoServer;
 use support::{assert_unique, stderr, Lab, SEED};
 
-const POINTS: [&str; 6] = [
-    "after_cpid",
-    "after_reserve",
-    "after_files",
-    "after_launch",
-    "after_visible",
-    "after_release",
-];
-
-/// Whether a run killed at `point` has launched its instances.
-fn launched_at(point: &str) -> bool {
-    matches!(point, "after_launch" | "after_visible" | "after_release")
+/// Whether a run killed at `step` has launched its instances.
+fn launched_at(step: Step) -> bool {
+    matches!(step, Step::Launched | Step::Visible | Step::Released)
 }
 
-/// Prunes the killed runs' keys and checks none is left.
-fn prune_all(lab: &Lab, point: &str) {
+/// Whether a run killed at `step` may have launched (its keys are launching).
+fn may_have_launched(step: Step) -> bool {
+    matches!(step, Step::Launching | Step::Launched | Step::Visible)
+}
+
+/// `reservations prune` frees what the killed runs held while planning and
+/// keeps what they held once they may have launched; `prune --older-than 0s`
+/// then frees those too (their owners are gone). Leaves no key behind.
+fn prune_all(lab: &Lab, step: Step) {
     lab.json(&["reservations", "prune", "--json"]);
     let left = lab.json(&["reservations", "list", "--json"]);
-    assert!(
-        left.as_array().unwrap().is_empty(),
-        "{point}: keys left after prune: {left}"
-    );
+    let left = left.as_array().unwrap();
+    if may_have_launched(step) {
+        assert!(
+            !left.is_empty() && left.iter().all(|r| r["owner"]["phase"] == "launching"),
+            "{step}: the killed runs' names and ids stay held: {left:?}"
+        );
+    } else {
+        assert!(left.is_empty(), "{step}: keys left after prune: {left:?}");
+    }
+    lab.json(&["reservations", "prune", "--older-than", "0s", "--json"]);
     assert!(
         lab.reservation_files().is_empty(),
-        "{point}: {:?}",
+        "{step}: {:?}",
         lab.reservation_files()
     );
 }
@@ -48,7 +55,7 @@ fn cpids(lab: &Lab) -> BTreeSet<String> {
 
 /// Whatever the runs killed at `point` launched is there, found by its cpid
 /// tag: returns the instance count of each new run, sorted.
-fn new_runs(lab: &Lab, before: &BTreeSet<String>, point: &str) -> Vec<usize> {
+fn new_runs(lab: &Lab, before: &BTreeSet<String>, point: Step) -> Vec<usize> {
     let mut counts = Vec::new();
     for (cpid, mut names) in lab.by_cpid() {
         if before.contains(&cpid) {
@@ -67,11 +74,11 @@ fn new_runs(lab: &Lab, before: &BTreeSet<String>, point: &str) -> Vec<usize> {
 }
 
 /// A new run succeeds at once and no name is used twice.
-fn new_run_succeeds(lab: &Lab, words: &[&str], point: &str) {
+fn new_run_succeeds(lab: &Lab, words: &[&str], point: Step) {
     let o = lab.create(words, None);
     assert!(o.status.success(), "{point}: {}", stderr(&o));
     let names: Vec<String> = lab.instances(&[]).into_iter().map(|(n, _)| n).collect();
-    assert_unique(&names, point);
+    assert_unique(&names, point.as_str());
 }
 
 #[test]
@@ -80,7 +87,7 @@ fn sigkill_at_every_lifecycle_point() {
     let dir = tempfile::tempdir().unwrap();
     let lab = Lab::new(moto.endpoint(), dir.path(), |p| p);
     let mut launched_by_killed = 0;
-    for point in POINTS {
+    for point in Step::ALL {
         let before = cpids(&lab);
         let o = lab.create(&["role=activemq"], Some(point));
         assert_eq!(
@@ -89,11 +96,14 @@ fn sigkill_at_every_lifecycle_point() {
             "{point}: the run was killed ({:?})",
             o.status
         );
-        // Keys the killed run held are reported and pruned (its pid is gone).
-        prune_all(&lab, point);
         let counts = new_runs(&lab, &before, point);
         let expected: Vec<usize> = if launched_at(point) { vec![2] } else { vec![] };
         assert_eq!(counts, expected, "{point}: instances of the killed run");
+        // A new run while the killed run's keys are held never reuses them.
+        if may_have_launched(point) {
+            new_run_succeeds(&lab, &["role=activemq"], point);
+        }
+        prune_all(&lab, point);
         launched_by_killed += counts.iter().sum::<usize>();
         new_run_succeeds(&lab, &["role=activemq"], point);
     }
@@ -109,7 +119,7 @@ fn three_parallel_runs_sigkilled_at_every_lifecycle_point() {
     let dir = tempfile::tempdir().unwrap();
     let lab = Lab::new(moto.endpoint(), dir.path(), |p| p);
     let mut launched_by_killed = 0;
-    for point in POINTS {
+    for point in Step::ALL {
         let before = cpids(&lab);
         for (o, words) in lab.create_seed_in_parallel(Some(point)).iter().zip(SEED) {
             assert_eq!(
@@ -120,8 +130,8 @@ fn three_parallel_runs_sigkilled_at_every_lifecycle_point() {
                 stderr(o)
             );
         }
-        prune_all(&lab, point);
         let counts = new_runs(&lab, &before, point);
+        prune_all(&lab, point);
         // role=activemq count=2, role=nifi (one cluster of 4), small_test (6).
         let expected: Vec<usize> = if launched_at(point) {
             vec![2, 4, 6]
@@ -134,7 +144,8 @@ fn three_parallel_runs_sigkilled_at_every_lifecycle_point() {
     }
     assert_eq!(launched_by_killed, 36);
     eprintln!(
-        "crash matrix: 6 points x 3 parallel runs in {:.1?}",
+        "crash matrix: {} steps x 3 parallel runs in {:.1?}",
+        Step::ALL.len(),
         started.elapsed()
     );
 }

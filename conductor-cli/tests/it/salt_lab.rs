@@ -12,12 +12,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use conductor_aws::ec2::Ec2Backend;
-use conductor_core::conductor::{Options, Provisioner};
+use conductor_core::StaticPillar;
 use conductor_core::{
     CloudBackend, Conductor, CreateReport, Env, FsReserver, Group, InstanceQuery, Layout, Selection,
 };
+use conductor_core::{Options, Provisioner};
 use conductor_salt::SaltCli;
-use conductor_testkit::fixtures::{self, StaticPillar};
+use conductor_testkit::fixtures;
 use conductor_testkit::minion_cloud::MinionCloud;
 use conductor_testkit::moto::{MotoServer, ACCESS_KEY_ID, SECRET_ACCESS_KEY};
 use conductor_testkit::salt_lab::{processes_under, SaltLab};
@@ -70,7 +71,7 @@ impl World {
         let subnet_id = subnet.subnet().unwrap().subnet_id().unwrap();
         let yaml = fixtures::DEVOPS_PILLAR
             .replace("subnet_id: subnet-1", &format!("subnet_id: {subnet_id}"));
-        let pillar = fixtures::pillar_from_yaml(&yaml).unwrap();
+        let pillar = conductor_core::Pillar::from_yaml_str(&yaml).unwrap();
         let lab = Arc::new(SaltLab::start(&SaltLab::fixture_file_roots()).await);
         let cloud = Arc::new(MinionCloud::new(Arc::new(ec2.clone()), lab.clone()));
         World {

@@ -1,11 +1,38 @@
 //! Shared by the binary's fault tests (`crash.rs`, `faults.rs`): a directory
 //! with the example pillar, and the `conductor` binary run against one EC2
-//! endpoint (moto, or a proxy in front of it).
-#![allow(dead_code)]
+//! endpoint (moto, or a proxy in front of it). A run to be killed at a
+//! lifecycle step is this test binary re-run as [`crash_child`]: the
+//! `conductor` command (`conductor_cli::main_with`) with an observer that
+//! SIGKILLs the process at the step.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::Arc;
+
+use conductor_core::Step;
+use conductor_testkit::crash::{KillAt, CRASH_AT_ENV};
+
+/// The arguments of a crash child's `conductor` command (a JSON list).
+const CRASH_ARGS_ENV: &str = "CONDUCTOR_CRASH_ARGS";
+
+/// The child side of a killed run: `conductor <args>` killed at the step
+/// named by `CONDUCTOR_CRASH_AT` (a no-op test otherwise).
+#[test]
+fn crash_child() {
+    let Ok(args) = std::env::var(CRASH_ARGS_ENV) else {
+        return;
+    };
+    let args: Vec<String> = serde_json::from_str(&args).unwrap();
+    let kill = KillAt::from_env().expect("the parent names the step");
+    let code = conductor_cli::main_with(
+        std::iter::once("conductor".to_string())
+            .chain(args)
+            .map(Into::into),
+        Some(Arc::new(kill)),
+    );
+    panic!("the run was not killed at {:?}: it exited {code:?}", kill.0);
+}
 
 /// The seed's three commands (DESIGN section 9), as the words after `group=devops`.
 pub const SEED: [&[&str]; 3] = [
@@ -47,26 +74,44 @@ impl Lab {
         self.dir.join("runner")
     }
 
-    /// Runs `conductor <args>`, killed at `fault` (CONDUCTOR_FAULT_POINT) when given.
-    pub fn run(&self, args: &[&str], fault: Option<&str>) -> Output {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_conductor"));
-        c.args(args)
-            .arg("--pillar-dir")
-            .arg(self.dir.join("pillar"))
-            .arg("--config-dir")
-            .arg(self.dir.join("etc"))
-            .arg("--runner-dir")
-            .arg(self.runner())
-            .args(["--endpoint-url", &self.endpoint])
-            .env("AWS_ACCESS_KEY_ID", "testing")
+    /// Runs `conductor <args>`, killed at step `fault` when given.
+    pub fn run(&self, args: &[&str], fault: Option<Step>) -> Output {
+        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let runner = self.runner();
+        let pillar = self.dir.join("pillar");
+        let etc = self.dir.join("etc");
+        for (flag, value) in [
+            ("--pillar-dir", pillar.to_str().unwrap()),
+            ("--config-dir", etc.to_str().unwrap()),
+            ("--runner-dir", runner.to_str().unwrap()),
+            ("--endpoint-url", &self.endpoint),
+        ] {
+            all.extend([flag.to_string(), value.to_string()]);
+        }
+        let mut c = match fault {
+            None => {
+                let mut c = Command::new(env!("CARGO_BIN_EXE_conductor"));
+                c.args(&all);
+                c
+            }
+            Some(step) => {
+                let mut c = Command::new(std::env::current_exe().unwrap());
+                c.args([
+                    "support::crash_child",
+                    "--exact",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(CRASH_ARGS_ENV, serde_json::to_string(&all).unwrap())
+                .env(CRASH_AT_ENV, step.as_str());
+                c
+            }
+        };
+        c.env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")
             .env("AWS_REGION", "us-east-1")
             .env_remove("RUST_LOG")
-            .env_remove("CONDUCTOR_FAULT_POINT")
             .envs(self.env.iter().map(|(k, v)| (k, v)));
-        if let Some(f) = fault {
-            c.env("CONDUCTOR_FAULT_POINT", f);
-        }
         c.output().unwrap()
     }
 
@@ -79,7 +124,7 @@ impl Lab {
 
     /// `group create group=devops <words> ...` with the native provisioner and
     /// no Salt, killed at `fault` when given.
-    pub fn create(&self, words: &[&str], fault: Option<&str>) -> Output {
+    pub fn create(&self, words: &[&str], fault: Option<Step>) -> Output {
         let mut args = vec!["group", "create", "group=devops"];
         args.extend(words);
         args.extend([
@@ -96,7 +141,7 @@ impl Lab {
     }
 
     /// Runs the seed's three commands at once, each killed at `fault` when given.
-    pub fn create_seed_in_parallel(&self, fault: Option<&str>) -> Vec<Output> {
+    pub fn create_seed_in_parallel(&self, fault: Option<Step>) -> Vec<Output> {
         std::thread::scope(|s| {
             let runs: Vec<_> = SEED
                 .iter()

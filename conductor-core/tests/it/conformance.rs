@@ -3,10 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use conductor_core::MemReserver;
 use conductor_core::{FsReserver, Layout, Reserver, Zone};
 use conductor_testkit::conformance::{cloud, reserver};
 use conductor_testkit::fake_cloud::Lag;
-use conductor_testkit::{FakeCloud, MemReserver};
+use conductor_testkit::FakeCloud;
 
 #[tokio::test]
 async fn mem_reserver_conforms() {
@@ -100,6 +101,6 @@ async fn fs_reserver_twenty_key_figures() {
 
 #[tokio::test]
 async fn static_pillar_conforms() {
-    let p = conductor_testkit::fixtures::StaticPillar(conductor_testkit::fixtures::devops_pillar());
+    let p = conductor_core::StaticPillar(conductor_testkit::fixtures::devops_pillar());
     conductor_testkit::conformance::pillar::run_all(&p).await;
 }

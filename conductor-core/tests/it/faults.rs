@@ -6,17 +6,19 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use conductor_core::cloud::CloudBackend;
-use conductor_core::conductor::Options;
-use conductor_core::error::BackendErrorKind;
-use conductor_core::reserve::now_ms;
+use conductor_core::now_ms;
+use conductor_core::BackendErrorKind;
+use conductor_core::CloudBackend;
+use conductor_core::MemReserver;
+use conductor_core::Options;
+use conductor_core::StaticPillar;
 use conductor_core::{
     Conductor, CreateReport, Error, ErrorClass, Layout, Provisioner, Reserver, RetryCloud,
 };
 use conductor_testkit::fake_cloud::Op;
 use conductor_testkit::fake_salt::SaltCall;
-use conductor_testkit::fixtures::{self, StaticPillar};
-use conductor_testkit::{FakeCloud, FakeSalt, MemReserver};
+use conductor_testkit::fixtures;
+use conductor_testkit::{FakeCloud, FakeSalt};
 
 const LEASE_TTL: Duration = Duration::from_secs(60);
 
@@ -252,7 +254,8 @@ async fn a_salt_cloud_error_and_a_failed_state_are_reported_and_logged() {
     let held = w.reserver.list().await.unwrap();
     let now = now_ms();
     assert!(
-        held.iter().all(|r| r.owner.expires <= now),
+        held.iter()
+            .all(|r| r.holder.owner().is_some_and(|o| o.expires <= now)),
         "every key released: {held:?}"
     );
     w.reserver.prune(now, None).await.unwrap();

@@ -5,13 +5,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use conductor_core::cloud::{CloudBackend, Inventory, LaunchFailure, LaunchResult};
-use conductor_core::conductor::Options;
-use conductor_core::error::{BackendError, BackendErrorKind as K, ErrorClass, PillarError};
+use conductor_core::MemReserver;
+use conductor_core::Options;
+use conductor_core::StaticPillar;
+use conductor_core::{BackendError, BackendErrorKind as K, ErrorClass, PillarError};
+use conductor_core::{CloudBackend, Inventory, LaunchFailure, LaunchResult};
 use conductor_core::{Conductor, Layout, Provisioner, Reserver};
-use conductor_testkit::fixtures::{self, StaticPillar};
+use conductor_testkit::fixtures;
 use conductor_testkit::mocks::{MockCloud, MockPillar, MockReserver, MockSalt};
-use conductor_testkit::{FakeCloud, FakeSalt, MemReserver};
+use conductor_testkit::{FakeCloud, FakeSalt};
 
 fn opts() -> Options {
     Options {
@@ -121,7 +123,7 @@ async fn persistent_conflicts_exhaust_retries_with_exit_class_3() {
         }
     });
     reserver.expect_list().returning(|| Ok(vec![]));
-    reserver.expect_set_expiry().returning(|_, _| Ok(()));
+    reserver.expect_update().returning(|_, _, _| Ok(()));
     let e = conductor(Arc::new(FakeCloud::new()), Arc::new(reserver), &dir)
         .create(&fixtures::role_request("activemq", None))
         .await

@@ -12,14 +12,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use conductor_core::conductor::Options;
-use conductor_core::reserve::{Key, KeyKind};
+use conductor_core::MemReserver;
+use conductor_core::Options;
+use conductor_core::StaticPillar;
 use conductor_core::{
     plan, Conductor, Cpid, CreateRequest, FsReserver, Inventory, Layout, Provisioner, Reserver,
 };
+use conductor_core::{Key, KeyKind};
 use conductor_testkit::fake_cloud::Lag;
-use conductor_testkit::fixtures::{self, StaticPillar};
-use conductor_testkit::{FakeCloud, MemReserver};
+use conductor_testkit::fixtures;
+use conductor_testkit::FakeCloud;
 use proptest::prelude::*;
 
 /// Every cloud call takes this long; reads see the state at their start.
@@ -155,7 +157,7 @@ fn run_case(case: &Case) -> Outcome {
         // Released keys expire after the grace; then prune empties the store.
         tokio::time::sleep(GRACE + Duration::from_millis(1)).await;
         reserver
-            .prune(conductor_core::reserve::now_ms(), None)
+            .prune(conductor_core::now_ms(), None)
             .await
             .unwrap();
         let leftover_keys = reserver.list().await.unwrap().len();

@@ -6,16 +6,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use conductor_core::cloud::{
-    CloudBackend, InstanceRef, Inventory, LaunchResult, LaunchSpec, Scope,
-};
-use conductor_core::conductor::Options;
-use conductor_core::error::BackendError;
-use conductor_core::reserve::now_ms;
+use conductor_core::now_ms;
+use conductor_core::BackendError;
+use conductor_core::MemReserver;
+use conductor_core::Options;
+use conductor_core::StaticPillar;
+use conductor_core::{CloudBackend, InstanceRef, Inventory, LaunchResult, LaunchSpec, Scope};
 use conductor_core::{Conductor, Layout, Provisioner, Region, Reserver};
 use conductor_testkit::fake_cloud::Lag;
-use conductor_testkit::fixtures::{self, StaticPillar};
-use conductor_testkit::{FakeCloud, MemReserver};
+use conductor_testkit::fixtures;
+use conductor_testkit::FakeCloud;
 
 /// The seed's cloud handling: a launched instance counts as done at once
 /// (no wait for it to show in the inventory).
@@ -235,8 +235,8 @@ fn renewal_stops_when_a_run_is_cancelled() {
 mod fs_hardening {
     use std::time::{Duration, SystemTime};
 
-    use conductor_core::reserve::{Key, KeyKind, Owner, Reserver};
     use conductor_core::{BackendErrorKind, Cpid, FsReserver, Layout, ReserveError};
+    use conductor_core::{Key, KeyKind, Owner, Reserver};
 
     fn owner() -> Owner {
         Owner::this_process(Cpid::generate(), Duration::from_secs(600))
@@ -304,10 +304,7 @@ mod fs_hardening {
         }
         age(&stale, Duration::from_secs(3600));
         age(&stale_atomic, Duration::from_secs(3600));
-        let pruned = r
-            .prune(conductor_core::reserve::now_ms(), None)
-            .await
-            .unwrap();
+        let pruned = r.prune(conductor_core::now_ms(), None).await.unwrap();
         assert!(pruned.is_empty(), "temp files are not keys: {pruned:?}");
         assert!(!stale.exists() && !stale_atomic.exists());
         assert!(fresh.exists(), "a fresh temp file may be a writer at work");
@@ -330,7 +327,7 @@ mod fs_hardening {
             r.try_reserve(std::slice::from_ref(&k), &owner()).await,
             Err(ReserveError::Conflict(_))
         ));
-        let now = conductor_core::reserve::now_ms();
+        let now = conductor_core::now_ms();
         assert!(r.prune(now, None).await.unwrap().is_empty());
         assert!(r
             .prune(now, Some(Duration::from_secs(3600)))
@@ -347,25 +344,40 @@ mod fs_hardening {
             .expect("free after prune");
     }
 
-    /// An owner file from before `started` existed still reads (backward
-    /// compatible JSON), and its dead pid frees the key.
+    /// An owner file from before `started` and `phase` existed still reads
+    /// (backward compatible JSON). It names no phase, so its run may have
+    /// launched: its dead owner holds the key until it expires (the safe
+    /// side); the same record saying `planning` frees it at once.
     #[tokio::test]
     async fn owner_files_without_a_start_time_still_read() {
         let d = tempfile::tempdir().unwrap();
         let layout = Layout::new(d.path(), d.path());
         let r = FsReserver::new(&layout);
         std::fs::create_dir_all(layout.reserved_names_dir()).unwrap();
-        let host = conductor_core::reserve::this_host();
+        let host = conductor_core::this_host();
         let old = format!(
             r#"{{"cpid":"16833830331552303186","host":"{host}","pid":2000000000,"created":1,"expires":99999999999999}}"#
         );
         let k = key("test_old.example.com");
-        std::fs::write(layout.reserved_names_dir().join(k.as_str()), old).unwrap();
+        let path = layout.reserved_names_dir().join(k.as_str());
+        std::fs::write(&path, &old).unwrap();
         let listed = r.list().await.unwrap();
         assert_eq!(listed.len(), 1);
-        assert_eq!(listed[0].owner.started, None);
+        let o = listed[0].holder.owner().expect("Conductor's record");
+        assert_eq!(
+            (o.started, o.phase),
+            (None, conductor_core::Phase::Launching)
+        );
+        assert!(
+            matches!(
+                r.try_reserve(std::slice::from_ref(&k), &owner()).await,
+                Err(conductor_core::ReserveError::Conflict(_))
+            ),
+            "no phase recorded: held until it expires"
+        );
+        std::fs::write(&path, old.replace("}", r#","phase":"planning"}"#)).unwrap();
         r.try_reserve(std::slice::from_ref(&k), &owner())
             .await
-            .expect("a dead owner's key is taken over");
+            .expect("a dead planning owner's key is taken over");
     }
 }

@@ -6,11 +6,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use conductor_core::conductor::Options;
+use conductor_core::MemReserver;
+use conductor_core::Options;
+use conductor_core::StaticPillar;
 use conductor_core::{Conductor, FsReserver, Layout, Provisioner, Reserver};
 use conductor_testkit::fake_salt::SaltCall;
-use conductor_testkit::fixtures::{self, StaticPillar};
-use conductor_testkit::{FakeCloud, FakeSalt, MemReserver};
+use conductor_testkit::fixtures;
+use conductor_testkit::{FakeCloud, FakeSalt};
 
 struct World {
     cloud: Arc<FakeCloud>,
@@ -83,7 +85,7 @@ impl World {
 }
 
 fn three_nodes() -> conductor_core::Pillar {
-    fixtures::pillar_from_yaml(
+    conductor_core::Pillar::from_yaml_str(
         &fixtures::DEVOPS_PILLAR.replace("nodes: 2, size: t3.medium", "nodes: 3, size: t3.medium"),
     )
     .unwrap()
@@ -404,7 +406,7 @@ async fn client_tokens_make_launch_idempotent() {
         3,
         "and launches nothing twice"
     );
-    let token = conductor_core::conductor::client_token(
+    let token = conductor_core::client_token(
         conductor_core::Cpid::from_parts(1, 1552303186),
         "a.example.com",
     );

@@ -4,21 +4,23 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use conductor_core::conductor::{slot_key, Options};
-use conductor_core::reserve::{now_ms, Owner};
+use conductor_core::MemReserver;
+use conductor_core::StaticPillar;
+use conductor_core::{now_ms, Owner};
+use conductor_core::{slot_key, Options};
 use conductor_core::{
     Conductor, Cpid, Env, Group, InstanceQuery, Layout, Provisioner, Reserver, Selection,
 };
 use conductor_testkit::fake_salt::SaltCall;
-use conductor_testkit::fixtures::{self, StaticPillar};
-use conductor_testkit::{FakeCloud, FakeSalt, MemReserver};
+use conductor_testkit::fixtures;
+use conductor_testkit::{FakeCloud, FakeSalt};
 
 fn pillar(extra: &str) -> conductor_core::Pillar {
     let yaml = fixtures::DEVOPS_PILLAR.replace(
         "hooks: {pre_create: [orch.conductor_common], post_create: [orch.conductor_common]}",
         "hooks: {pre_create: [orch.conductor_common], post_create: [orch.conductor_common], pre_update: [orch.pre_update], post_update: [orch.post_update]}",
     );
-    fixtures::pillar_from_yaml(&format!("{yaml}{extra}")).unwrap()
+    conductor_core::Pillar::from_yaml_str(&format!("{yaml}{extra}")).unwrap()
 }
 
 fn conductor(

@@ -128,7 +128,7 @@ async fn output_beyond_the_limit_is_dropped_without_blocking_the_program() {
         )
         .await
         .unwrap_err();
-    use conductor_core::salt::SaltExecutor;
+    use conductor_core::SaltExecutor;
     assert!(e.message.contains("raise the output limit"), "{e}");
 }
 

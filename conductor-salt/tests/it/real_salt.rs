@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use conductor_core::conductor::Options;
-use conductor_core::salt::SaltExecutor;
+use conductor_core::Options;
+use conductor_core::SaltExecutor;
 use conductor_core::{Conductor, CreateReport, Env, FsReserver, Layout, PillarSource, Provisioner};
 use conductor_salt::{FilePillar, SaltCli, SaltPillar};
 use conductor_testkit::fixtures;
@@ -387,8 +387,8 @@ async fn update_logs_real_salt_output() {
     let c = Conductor::builder()
         .cloud(cloud)
         .reserver(Arc::new(FsReserver::new(&layout)))
-        .pillar(Arc::new(fixtures::StaticPillar(
-            fixtures::pillar_from_yaml(&yaml).unwrap(),
+        .pillar(Arc::new(conductor_core::StaticPillar(
+            conductor_core::Pillar::from_yaml_str(&yaml).unwrap(),
         )))
         .salt(Arc::new(cli))
         .layout(layout.clone())

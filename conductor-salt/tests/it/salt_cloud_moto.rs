@@ -8,13 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use conductor_aws::ec2::Ec2Backend;
-use conductor_core::cloud::{CloudBackend, Scope};
-use conductor_core::conductor::Options;
+use conductor_core::Options;
+use conductor_core::StaticPillar;
+use conductor_core::{CloudBackend, Scope};
 use conductor_core::{
     Conductor, Env, FsReserver, Group, InstanceQuery, Layout, Provisioner, Selection,
 };
 use conductor_salt::SaltCli;
-use conductor_testkit::fixtures::{self, StaticPillar};
+use conductor_testkit::fixtures;
 use conductor_testkit::moto::{MotoServer, ACCESS_KEY_ID, SECRET_ACCESS_KEY};
 use conductor_testkit::salt_env::stand_in_bin_dir;
 
@@ -42,7 +43,7 @@ async fn salt_cloud_path_on_moto() {
         .cloud(Arc::new(ec2.clone()))
         .reserver(Arc::new(FsReserver::new(&layout)))
         .pillar(Arc::new(StaticPillar(
-            fixtures::pillar_from_yaml(&yaml).unwrap(),
+            conductor_core::Pillar::from_yaml_str(&yaml).unwrap(),
         )))
         .salt(Arc::new(salt))
         .layout(layout.clone())

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use conductor_core::reserve::{now_ms, Key, KeyKind, Owner, Reserver};
+use conductor_core::{now_ms, Key, KeyKind, Owner, Reserver};
 use conductor_core::{Cpid, FsReserver, Layout, ReserveError};
 
 #[tokio::main(flavor = "current_thread")]

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use conductor_core::cloud::{
+use conductor_core::{
     conductor_tag, CloudBackend, Inventory, LaunchSpec, Scope, Selector, NAME_TAG,
 };
 use conductor_core::{Region, Zone};

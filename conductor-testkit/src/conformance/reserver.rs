@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use conductor_core::reserve::{now_ms, this_host, Key, KeyKind, Owner, Reserver};
+use conductor_core::{now_ms, this_host, Key, KeyKind, Lease, Owner, Phase, Reservation, Reserver};
 use conductor_core::{Cpid, ReserveError};
 
 /// A pid no process can have (above Linux's largest `pid_max`): an owner that is dead.
@@ -20,12 +20,16 @@ pub async fn run_all(r: &dyn Reserver) {
     release_frees(r).await;
     release_with_grace_holds(r).await;
     expired_lease_is_free(r).await;
-    dead_local_owner_is_free(r).await;
+    dead_planning_owner_is_free(r).await;
+    dead_launching_owner_holds_until_expiry(r).await;
+    released_keys_hold_for_the_grace_whoever_is_alive(r).await;
     reused_pid_owner_is_free(r).await;
     owner_round_trips(r).await;
     duplicate_keys_in_one_request(r).await;
-    set_expiry_only_touches_own_keys(r).await;
+    update_only_touches_own_keys(r).await;
     renew_extends(r).await;
+    update_sets_the_phase(r).await;
+    a_renewed_expired_lease_is_kept(r).await;
     list_shows_kind_and_owner(r).await;
     prune_respects_live_owners(r).await;
 }
@@ -50,8 +54,29 @@ pub fn live_owner() -> Owner {
     Owner::this_process(Cpid::generate(), Duration::from_secs(3600))
 }
 
-fn held_by(list: &[conductor_core::Reservation], key: &Key) -> Option<Cpid> {
-    list.iter().find(|r| &r.key == key).map(|r| r.owner.cpid)
+fn held_by(list: &[Reservation], key: &Key) -> Option<Cpid> {
+    list.iter()
+        .find(|r| &r.key == key)
+        .and_then(|r| r.holder.owner())
+        .map(|o| o.cpid)
+}
+
+/// The owner record `r` lists for `key`.
+fn owner_of(list: &[Reservation], key: &Key) -> Owner {
+    list.iter()
+        .find(|x| &x.key == key)
+        .and_then(|x| x.holder.owner())
+        .unwrap_or_else(|| panic!("{key} is listed with an owner record"))
+        .clone()
+}
+
+/// An owner on this host that is gone (a pid no process can have).
+fn dead_owner(phase: Phase) -> Owner {
+    Owner {
+        pid: DEAD_PID,
+        phase,
+        ..live_owner()
+    }
 }
 
 /// A key held by a live owner is refused to another, naming the key.
@@ -119,17 +144,13 @@ pub async fn release_with_grace_holds(r: &dyn Reserver) {
         matches!(r.try_reserve(&k, &b).await, Err(ReserveError::Conflict(_))),
         "still held during grace"
     );
-    let list = r.list().await.unwrap();
-    let e = list
-        .iter()
-        .find(|x| x.key == k[0])
-        .expect("listed")
-        .owner
-        .expires;
+    let got = owner_of(&r.list().await.unwrap(), &k[0]);
     assert!(
-        e > now_ms() && e <= now_ms() + 601_000,
-        "expiry moved to now + grace, got {e}"
+        got.expires > now_ms() && got.expires <= now_ms() + 601_000,
+        "expiry moved to now + grace, got {}",
+        got.expires
     );
+    assert_eq!(got.phase, Phase::Released, "a released key says so");
 }
 
 /// A lease whose expiry has passed is free for anyone.
@@ -146,16 +167,56 @@ pub async fn expired_lease_is_free(r: &dyn Reserver) {
     assert_eq!(held_by(&r.list().await.unwrap(), &k[0]), Some(b.cpid));
 }
 
-/// A key whose owner ran on this host and is gone is free.
-pub async fn dead_local_owner_is_free(r: &dyn Reserver) {
+/// A key whose owner ran on this host, is gone, and was still planning
+/// (nothing of its run can exist) is free.
+pub async fn dead_planning_owner_is_free(r: &dyn Reserver) {
     let k = fresh_keys("dead", 2);
-    let mut dead = live_owner();
-    dead.pid = DEAD_PID;
-    r.try_reserve(&k, &dead).await.unwrap();
+    r.try_reserve(&k, &dead_owner(Phase::Planning))
+        .await
+        .unwrap();
     let b = live_owner();
     r.try_reserve(&k, &b)
         .await
-        .expect("keys of a dead local owner are taken over");
+        .expect("keys of a dead local owner that was planning are taken over");
+}
+
+/// A key whose gone owner was launching (instances may exist) stays held
+/// until its lease expires.
+pub async fn dead_launching_owner_holds_until_expiry(r: &dyn Reserver) {
+    let k = fresh_keys("deadlaunch", 2);
+    r.try_reserve(&k, &dead_owner(Phase::Launching))
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            r.try_reserve(&k, &live_owner()).await,
+            Err(ReserveError::Conflict(_))
+        ),
+        "a launching owner's keys are held although it is gone"
+    );
+    let k2 = fresh_keys("deadlaunch-exp", 1);
+    let expired = Owner {
+        expires: now_ms() - 1_000,
+        ..dead_owner(Phase::Launching)
+    };
+    r.try_reserve(&k2, &expired).await.unwrap();
+    r.try_reserve(&k2, &live_owner())
+        .await
+        .expect("held until expiry, then free");
+}
+
+/// Released keys stay held for their grace even when their owner is gone.
+pub async fn released_keys_hold_for_the_grace_whoever_is_alive(r: &dyn Reserver) {
+    let k = fresh_keys("deadgrace", 2);
+    let a = dead_owner(Phase::Released);
+    r.try_reserve(&k, &a).await.unwrap();
+    assert!(
+        matches!(
+            r.try_reserve(&k, &live_owner()).await,
+            Err(ReserveError::Conflict(_))
+        ),
+        "released keys are held for the grace after the run exited"
+    );
 }
 
 /// A key whose owner's pid now belongs to another process (same pid, other
@@ -180,14 +241,7 @@ pub async fn owner_round_trips(r: &dyn Reserver) {
     let k = fresh_keys("roundtrip", 1);
     let a = live_owner();
     r.try_reserve(&k, &a).await.unwrap();
-    let got = r
-        .list()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|x| x.key == k[0])
-        .expect("listed")
-        .owner;
+    let got = owner_of(&r.list().await.unwrap(), &k[0]);
     assert_eq!(got, a, "the stored owner is the granted one");
 }
 
@@ -204,17 +258,49 @@ pub async fn duplicate_keys_in_one_request(r: &dyn Reserver) {
     assert!(k.iter().all(|key| held_by(&list, key).is_none()));
 }
 
-/// Changing the expiry of keys held by another run does nothing.
-pub async fn set_expiry_only_touches_own_keys(r: &dyn Reserver) {
-    let k = fresh_keys("own", 2);
+/// Updating keys held by another run (or by nobody) changes nothing and
+/// names them as lost; the run's own keys in the same call are updated.
+pub async fn update_only_touches_own_keys(r: &dyn Reserver) {
+    let k = fresh_keys("own", 3);
     let (a, b) = (live_owner(), live_owner());
-    let lease = r.try_reserve(&k, &a).await.unwrap();
-    let forged = conductor_core::Lease {
+    let lease = r.try_reserve(&k[..2], &a).await.unwrap();
+    r.try_reserve(&k[2..], &b).await.unwrap();
+    let forged = Lease {
         keys: lease.keys.clone(),
         owner: b.clone(),
     };
-    r.release(&forged, Duration::ZERO).await.unwrap();
+    match r.release(&forged, Duration::ZERO).await {
+        Err(ReserveError::Lost(lost)) => assert_eq!(lost, lease.keys, "both keys named as lost"),
+        other => panic!("updating another run's keys must report them lost, got {other:?}"),
+    }
+    let mixed = Lease {
+        keys: k.clone(),
+        owner: b.clone(),
+    };
+    match r
+        .update(&mixed, now_ms() + 3_600_000, Phase::Launching)
+        .await
+    {
+        Err(ReserveError::Lost(lost)) => assert_eq!(lost, k[..2].to_vec()),
+        other => panic!("expected the two keys of the other run as lost, got {other:?}"),
+    }
     let list = r.list().await.unwrap();
+    assert_eq!(
+        owner_of(&list, &k[2]).phase,
+        Phase::Launching,
+        "its own key was updated"
+    );
+    let gone = Lease {
+        keys: fresh_keys("own-none", 1),
+        owner: a.clone(),
+    };
+    assert!(
+        matches!(
+            r.update(&gone, now_ms() + 60_000, Phase::Planning).await,
+            Err(ReserveError::Lost(_))
+        ),
+        "a key nobody holds is lost too"
+    );
     assert_eq!(
         held_by(&list, &k[0]),
         Some(a.cpid),
@@ -228,17 +314,47 @@ pub async fn renew_extends(r: &dyn Reserver) {
     let mut a = live_owner();
     a.expires = now_ms() + 30_000;
     let lease = r.try_reserve(&k, &a).await.unwrap();
-    r.set_expiry(&lease, now_ms() + 7_200_000).await.unwrap();
-    let e = r
-        .list()
+    r.update(&lease, now_ms() + 7_200_000, Phase::Planning)
         .await
-        .unwrap()
-        .into_iter()
-        .find(|x| x.key == k[0])
-        .unwrap()
-        .owner
-        .expires;
+        .unwrap();
+    let e = owner_of(&r.list().await.unwrap(), &k[0]).expires;
     assert!(e >= now_ms() + 7_000_000, "renewed expiry, got {e}");
+}
+
+/// `update` records the phase with the expiry.
+pub async fn update_sets_the_phase(r: &dyn Reserver) {
+    let k = fresh_keys("phase", 2);
+    let a = live_owner();
+    let lease = r.try_reserve(&k, &a).await.unwrap();
+    assert_eq!(
+        owner_of(&r.list().await.unwrap(), &k[0]).phase,
+        Phase::Planning
+    );
+    let until = now_ms() + 900_000;
+    r.update(&lease, until, Phase::Launching).await.unwrap();
+    let got = owner_of(&r.list().await.unwrap(), &k[1]);
+    assert_eq!((got.phase, got.expires), (Phase::Launching, until));
+}
+
+/// A lease that expired but was renewed before anyone took it over is
+/// held again: a takeover needs the expired record it saw.
+pub async fn a_renewed_expired_lease_is_kept(r: &dyn Reserver) {
+    let k = fresh_keys("renewexp", 1);
+    let a = Owner {
+        expires: now_ms() - 1_000,
+        ..live_owner()
+    };
+    let lease = r.try_reserve(&k, &a).await.unwrap();
+    r.update(&lease, now_ms() + 600_000, Phase::Launching)
+        .await
+        .expect("renewing an expired key nobody took is allowed");
+    assert!(
+        matches!(
+            r.try_reserve(&k, &live_owner()).await,
+            Err(ReserveError::Conflict(_))
+        ),
+        "renewed: held again"
+    );
 }
 
 /// `list` shows each key with its kind and owner.
@@ -250,9 +366,8 @@ pub async fn list_shows_kind_and_owner(r: &dyn Reserver) {
     for key in &k {
         let e = list.iter().find(|x| &x.key == key).expect("listed");
         assert_eq!(e.kind, key.kind());
-        assert_eq!(e.owner.cpid, a.cpid);
-        assert_eq!(e.owner.host, a.host);
-        assert_eq!(e.owner.pid, a.pid);
+        let o = owner_of(&list, key);
+        assert_eq!((o.cpid, o.host, o.pid), (a.cpid, a.host.clone(), a.pid));
     }
 }
 
@@ -264,8 +379,7 @@ pub async fn prune_respects_live_owners(r: &dyn Reserver) {
     let live = live_owner();
     let mut expired = live_owner();
     expired.expires = now - 1_000;
-    let mut dead = live_owner();
-    dead.pid = DEAD_PID;
+    let dead = dead_owner(Phase::Planning);
     let mut remote_old = live_owner();
     remote_old.host = format!("elsewhere-{}.invalid", rand::random::<u32>());
     remote_old.created = now - 1_000_000;
@@ -336,5 +450,35 @@ pub async fn race(r: Arc<dyn Reserver>, tasks: usize) -> usize {
     }
     let held: Vec<_> = list.iter().filter(|x| k.contains(&x.key)).collect();
     assert_eq!(held.len(), 3, "losers leave nothing behind: {held:?}");
+    winners.len()
+}
+
+/// `tasks` concurrent runs race to take over one expired key: exactly one
+/// wins (a takeover is conditioned on the record it replaces).
+pub async fn race_takeover(r: Arc<dyn Reserver>, tasks: usize) -> usize {
+    let k = fresh_keys("takeover", 1);
+    let expired = Owner {
+        expires: now_ms() - 1_000,
+        ..live_owner()
+    };
+    r.try_reserve(&k, &expired).await.unwrap();
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..tasks {
+        let (r, k) = (r.clone(), k.clone());
+        set.spawn(async move {
+            let owner = live_owner();
+            (owner.cpid, r.try_reserve(&k, &owner).await)
+        });
+    }
+    let mut winners = Vec::new();
+    while let Some(j) = set.join_next().await {
+        match j.unwrap() {
+            (cpid, Ok(_)) => winners.push(cpid),
+            (_, Err(ReserveError::Conflict(_))) => {}
+            (_, Err(e)) => panic!("backend error in takeover race: {e}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "one takeover wins: {winners:?}");
+    assert_eq!(held_by(&r.list().await.unwrap(), &k[0]), Some(winners[0]));
     winners.len()
 }

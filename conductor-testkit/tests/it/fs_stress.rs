@@ -25,13 +25,14 @@ fn race(dead_owners: bool) {
         .map(|i| format!("test_k{i:02}.example.com"))
         .collect();
     if dead_owners {
-        // Every key is held by a run of this host whose process is gone.
+        // Every key is held by a run of this host whose process is gone
+        // while it was still planning (nothing of it can exist).
         let names = runner.join("reserved_names");
         std::fs::create_dir_all(&names).unwrap();
-        let host = conductor_core::reserve::this_host();
+        let host = conductor_core::this_host();
         for k in &keys {
             let owner = format!(
-                r#"{{"cpid":"16833830331552303186","host":"{host}","pid":{},"created":1,"expires":99999999999999}}"#,
+                r#"{{"cpid":"16833830331552303186","host":"{host}","pid":{},"created":1,"expires":99999999999999,"phase":"planning"}}"#,
                 conductor_testkit::conformance::reserver::DEAD_PID
             );
             std::fs::write(names.join(k), owner).unwrap();
@@ -109,15 +110,13 @@ fn race(dead_owners: bool) {
             use conductor_core::Reserver;
             for left in r.list().await.unwrap() {
                 assert_eq!(
-                    left.owner.pid,
-                    conductor_testkit::conformance::reserver::DEAD_PID,
+                    left.holder.owner().map(|o| o.pid),
+                    Some(conductor_testkit::conformance::reserver::DEAD_PID),
                     "{}: only the dead owner may be left",
                     left.key
                 );
             }
-            r.prune(conductor_core::reserve::now_ms(), None)
-                .await
-                .unwrap();
+            r.prune(conductor_core::now_ms(), None).await.unwrap();
         });
     }
     for d in ["reserved_names", "reserved_ids"] {

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use conductor_core::reserve::{Key, KeyKind, Owner, Reserver};
 use conductor_core::Cpid;
+use conductor_core::{Key, KeyKind, Owner, Reserver};
 
 use crate::util::{ms, percentile};
 

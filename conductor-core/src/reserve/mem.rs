@@ -1,14 +1,14 @@
-//! `MemReserver`: an in-memory [`Reserver`] for tests and single-process embedders.
+//! `MemReserver`: an in-memory [`Reserver`] for one process (tests,
+//! `--cloud fake`, embedders that run every run in one process).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use conductor_core::error::{BackendError, ReserveError};
-use conductor_core::reserve::{
-    is_free, is_prunable, now_ms, Key, Lease, Owner, Reservation, Reserver,
-};
+
+use super::{now_ms, Holder, Key, Lease, Owner, Phase, Reservation, ReserveError, Reserver};
+use crate::backend::BackendError;
 
 /// Keys in a mutex-guarded map; all-or-nothing by holding the lock.
 #[derive(Debug, Default)]
@@ -34,7 +34,7 @@ impl Reserver for MemReserver {
         let mut map = self.map();
         let conflicts: Vec<Key> = keys
             .iter()
-            .filter(|k| map.get(*k).is_some_and(|h| !is_free(h, now)))
+            .filter(|k| map.get(*k).is_some_and(|h| !h.is_free(now)))
             .cloned()
             .collect();
         if !conflicts.is_empty() {
@@ -49,21 +49,28 @@ impl Reserver for MemReserver {
         })
     }
 
-    async fn set_expiry(&self, lease: &Lease, expires: u64) -> Result<(), BackendError> {
+    async fn update(&self, lease: &Lease, expires: u64, phase: Phase) -> Result<(), ReserveError> {
         let now = now_ms();
         let mut map = self.map();
+        let mut lost = Vec::new();
         for k in &lease.keys {
-            let Some(h) = map.get_mut(k) else { continue };
-            if !h.same_run(&lease.owner) {
-                continue;
-            }
-            if expires <= now {
-                map.remove(k);
-            } else {
-                h.expires = expires;
+            match map.get_mut(k) {
+                Some(h) if h.same_run(&lease.owner) => {
+                    if expires <= now {
+                        map.remove(k);
+                    } else {
+                        h.expires = expires;
+                        h.phase = phase;
+                    }
+                }
+                _ => lost.push(k.clone()),
             }
         }
-        Ok(())
+        if lost.is_empty() {
+            Ok(())
+        } else {
+            Err(ReserveError::Lost(lost))
+        }
     }
 
     async fn list(&self) -> Result<Vec<Reservation>, BackendError> {
@@ -73,7 +80,7 @@ impl Reserver for MemReserver {
             .map(|(k, o)| Reservation {
                 key: k.clone(),
                 kind: k.kind(),
-                owner: o.clone(),
+                holder: Holder::Run(o.clone()),
             })
             .collect())
     }
@@ -86,7 +93,7 @@ impl Reserver for MemReserver {
         let mut map = self.map();
         let gone: Vec<Key> = map
             .iter()
-            .filter(|(_, o)| is_prunable(o, now, older_than))
+            .filter(|(_, o)| o.is_prunable(now, older_than))
             .map(|(k, _)| k.clone())
             .collect();
         for k in &gone {

@@ -1,5 +1,6 @@
-//! The Salt steps of a run: orchestration hooks and startup states, each
-//! logged under the run's CPID.
+//! The Salt steps of a run: the configure phase of create (new minions
+//! join, startup states, `post_create` hooks), and the orchestration hooks
+//! and startup states every action runs, each logged under the run's CPID.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -9,17 +10,31 @@ use serde_json::json;
 use tracing::{info, info_span, warn, Instrument};
 
 use super::autosign::Autosign;
-use super::{write_json_log, Conductor, Provisioner};
+use super::create::CreateReport;
+use super::run::Run;
+use super::write_json_log;
+use crate::backend::{BackendError, BackendErrorKind};
+use crate::backoff::Backoff;
+use crate::conductor::{Conductor, Provisioner};
 use crate::cpid::Cpid;
-use crate::error::{BackendError, BackendErrorKind, Error};
+use crate::error::Error;
 use crate::layout::log_rand;
 use crate::names::{Env, Group};
 use crate::pillar::{GroupSpec, RoleSpec};
+use crate::render;
 use crate::salt::{StateFailure, StateRunResult};
+
+/// Where a step records the files it wrote and what it skipped.
+pub(crate) struct Journal<'a> {
+    /// Files written by the run.
+    pub(crate) logs: &'a mut Vec<PathBuf>,
+    /// Steps skipped, and why.
+    pub(crate) skipped: &'a mut Vec<String>,
+}
 
 /// The targets grouped by the startup states they get: their role's, or the
 /// group profile's; targets with none are left out.
-pub(super) fn startup_plan(
+fn startup_plan(
     group: &GroupSpec,
     targets: &[(String, &RoleSpec)],
 ) -> BTreeMap<Vec<String>, Vec<String>> {
@@ -45,6 +60,70 @@ pub(super) fn startup_plan(
 const LAUNCH_ALLOWANCE: Duration = Duration::from_secs(600);
 
 impl Conductor {
+    /// The configure phase of create: the new minions join (native
+    /// minions always; any new minion before its startup states run), the
+    /// autosign token is withdrawn, startup states and `post_create` hooks run.
+    pub(super) async fn configure(
+        &self,
+        run: &Run,
+        report: &mut CreateReport,
+        group: &GroupSpec,
+        visible: &BTreeSet<String>,
+        autosign: Option<Autosign>,
+    ) -> Result<(), Error> {
+        let ready: Vec<(String, &RoleSpec)> = report
+            .plan
+            .instances
+            .iter()
+            .filter(|i| visible.contains(&i.name) && report.launched.contains(&i.name))
+            .map(|i| (i.name.clone(), render::role_spec(group, i)))
+            .collect();
+        // salt-cloud has deployed and keyed its minions itself.
+        if self.opts.provisioner == Provisioner::Ec2 || !startup_plan(group, &ready).is_empty() {
+            let names: Vec<String> = ready.iter().map(|(n, _)| n.clone()).collect();
+            let wait = self.wait_minions(&names, &mut report.skipped);
+            report.minions_not_ready = run.step_in(wait).await??;
+        }
+        if let Some(a) = autosign {
+            a.close().await?;
+        }
+        let late: BTreeSet<String> = report
+            .minions_not_ready
+            .iter()
+            .map(|(n, _)| n.clone())
+            .collect();
+        let ready: Vec<_> = ready
+            .into_iter()
+            .filter(|(n, _)| !late.contains(n))
+            .collect();
+        let (plan_group, saltenv, env) = (
+            report.plan.group.clone(),
+            report.plan.saltenv.clone(),
+            report.plan.env.clone(),
+        );
+        let states = self.startup_states(
+            run.cpid,
+            &plan_group,
+            group,
+            &ready,
+            &saltenv,
+            report.journal(),
+        );
+        let failures = run.step_in(states).await??;
+        report.state_failures.extend(failures);
+        let hooks = self.hooks(
+            "post_create",
+            &group.hooks.post_create,
+            &saltenv,
+            &env,
+            run.cpid,
+            report.journal(),
+        );
+        let failures = run.step_in(hooks).await??;
+        report.state_failures.extend(failures);
+        Ok(())
+    }
+
     /// Lists a fresh autosign token for a native run with Salt and an
     /// `autosign_grains_dir`; `None` otherwise.
     pub(super) async fn open_autosign(&self, cpid: Cpid) -> Result<Option<Autosign>, Error> {
@@ -81,7 +160,8 @@ impl Conductor {
         let timeout = self.opts.minion_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
         let mut waiting: BTreeSet<String> = names.iter().cloned().collect();
-        let mut delay = Duration::from_millis(500);
+        let backoff = Backoff::exact(Duration::from_millis(500), Duration::from_secs(5));
+        let mut attempt = 0;
         info!(
             minions = names.len(),
             "waiting for the new minions to join the master"
@@ -100,8 +180,8 @@ impl Conductor {
             if waiting.is_empty() || now >= deadline {
                 break;
             }
-            tokio::time::sleep(delay.min(deadline - now)).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
+            attempt += 1;
+            tokio::time::sleep(backoff.delay(attempt).min(deadline - now)).await;
         }
         if waiting.is_empty() {
             return Ok(vec![]);
@@ -132,7 +212,6 @@ impl Conductor {
 
     /// Applies each target's startup states (its role's, or the group
     /// profile's), one `state.apply` per distinct list, logged per call.
-    #[allow(clippy::too_many_arguments)]
     pub(super) async fn startup_states(
         &self,
         cpid: Cpid,
@@ -140,9 +219,9 @@ impl Conductor {
         group: &GroupSpec,
         targets: &[(String, &RoleSpec)],
         saltenv: &Env,
-        logs: &mut Vec<PathBuf>,
-        skipped: &mut Vec<String>,
+        journal: Journal<'_>,
     ) -> Result<Vec<StateFailure>, Error> {
+        let Journal { logs, skipped } = journal;
         let by_sls = startup_plan(group, targets);
         if by_sls.is_empty() {
             return Ok(vec![]);
@@ -172,37 +251,38 @@ impl Conductor {
         Ok(failures)
     }
 
-    /// Runs orchestration hooks in order, stopping at the first failure.
-    #[allow(clippy::too_many_arguments)]
+    /// Runs the orchestration hooks of `which` (`pre_create`, ...) in
+    /// order, stopping at the first failure.
     pub(super) async fn hooks(
         &self,
+        which: &str,
         hooks: &[String],
         saltenv: &Env,
         pillarenv: &Env,
         cpid: Cpid,
-        logs: &mut Vec<PathBuf>,
-        skipped: &mut Vec<String>,
+        journal: Journal<'_>,
     ) -> Result<Vec<StateFailure>, Error> {
+        let Journal { logs, skipped } = journal;
         if hooks.is_empty() {
             return Ok(vec![]);
         }
         let Some(salt) = &self.salt else {
             skipped.push(format!(
-                "orchestration hooks {}: no Salt executor configured",
+                "{which} orchestration hooks {}: no Salt executor configured",
                 hooks.join(", ")
             ));
             return Ok(vec![]);
         };
         let mut failures = Vec::new();
         for sls in hooks {
-            info!(%sls, "running orchestration hook");
+            info!(%sls, which, "running orchestration hook");
             let run = salt
                 .orchestrate(sls, saltenv, pillarenv)
                 .instrument(info_span!("salt.orchestrate", %sls))
                 .await;
             let path = self.layout.orch_log(cpid, sls, log_rand());
             failures.extend(
-                self.log_state_run(run, path, logs, &format!("orchestration {sls}"))
+                self.log_state_run(run, path, logs, &format!("{which} orchestration {sls}"))
                     .await?,
             );
             if !failures.is_empty() {

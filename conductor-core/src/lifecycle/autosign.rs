@@ -134,7 +134,7 @@ impl Autosign {
         let d = dir.to_path_buf();
         blocking(move || {
             if !d.is_dir() {
-                return Err(crate::error::InputError::invalid(
+                return Err(crate::input::InputError::invalid(
                     "autosign_grains_dir",
                     &d.display().to_string(),
                     "is not a directory: create it, set the same path as autosign_grains_dir in the master's config, and point --autosign-grains-dir at it",

@@ -3,12 +3,16 @@
 //! A key is granted by publishing a fully written, fsynced temp file with
 //! `link(2)`, which, like `open(O_CREAT|O_EXCL)`, fails when the name exists:
 //! readers never see a half-written owner, and the directory is fsynced before
-//! the grant is reported. Taking over a free key (expired, or its owner ran on
-//! this host and is gone: dead pid, or a pid reused by a process with another
-//! start time), changing an expiry and pruning hold an exclusive `flock` on
-//! `<runner-dir>/.reserved.lock` and re-read the owner under it, so two runs
-//! cannot both take over the same key and `prune` never frees a key whose
-//! owner is alive.
+//! the grant is reported. Taking over a free key, changing an expiry or phase
+//! and pruning hold an exclusive `flock` on `<runner-dir>/.reserved.lock` and
+//! re-read the owner under it, so two runs cannot both take over the same
+//! key, a holder that renewed meanwhile keeps its key, and `prune` never
+//! frees a key whose owner is alive.
+//!
+//! A file in those directories that does not hold Conductor's owner JSON
+//! (the Python `conduct.group` runner writes its own files there, under the
+//! same key names) is a [`Holder::Foreign`]: held by an unknown owner, never
+//! taken over, listed with its age, removed only by `prune` with an age.
 //!
 //! **Scope.** This is sound on one host, or on a shared filesystem whose
 //! `link` is atomic and whose `flock` is coherent between clients (not every
@@ -17,7 +21,7 @@
 //! or CI runners, use the DynamoDB reserver instead.
 //!
 //! An unreadable directory, a read-only filesystem or a runner directory
-//! that is a file are reported as [`BackendErrorKind::Io`] errors naming the
+//! that is a file are reported as [`BackendErrorKind::Io`](crate::BackendErrorKind::Io) errors naming the
 //! path and the fix. Temp files left by a killed writer are removed by
 //! `prune`.
 
@@ -26,15 +30,15 @@ use std::io::{ErrorKind, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
-use crate::error::{BackendError, BackendErrorKind, ReserveError};
-use crate::layout::Layout;
-use crate::reserve::{
-    is_free, is_prunable, now_ms, Key, KeyKind, Lease, Owner, Reservation, Reserver,
+use super::{
+    ms, now_ms, Holder, Key, KeyKind, Lease, Owner, Phase, Reservation, ReserveError, Reserver,
 };
+use crate::backend::BackendError;
+use crate::layout::{write_atomic, Layout};
 
 /// A [`Reserver`] on the local filesystem (see the module docs for guarantees).
 #[derive(Clone, Debug)]
@@ -43,6 +47,13 @@ pub struct FsReserver {
     ids: PathBuf,
     lock: PathBuf,
 }
+
+/// Name prefix of the temp files a grant writes before linking them.
+const TMP_PREFIX: &str = ".tmp.";
+
+/// Age after which a temp file in a reservation directory is a leftover of
+/// a killed writer (a live one keeps it for milliseconds).
+const TMP_STALE: Duration = Duration::from_secs(60);
 
 impl FsReserver {
     /// A reserver under `layout.runner_dir`.
@@ -79,16 +90,11 @@ impl FsReserver {
         let me = self.clone();
         tokio::task::spawn_blocking(move || f(&me))
             .await
-            .map_err(|e| {
-                BackendError::new(
-                    BackendErrorKind::Io,
-                    format!("reservation task failed: {e}"),
-                )
-            })
+            .map_err(|e| BackendError::task("a reservation", e))
     }
 
     /// Holds the takeover lock until dropped.
-    fn lock(&self) -> Result<LockGuard, BackendError> {
+    fn lock(&self) -> Result<File, BackendError> {
         if let Some(root) = self.lock.parent() {
             fs::create_dir_all(root).map_err(|e| io_err(root, e))?;
         }
@@ -100,9 +106,9 @@ impl FsReserver {
             .open(&self.lock)
             .map_err(|e| io_err(&self.lock, e))?;
         loop {
-            // SAFETY: flock on an fd we own.
+            // SAFETY: flock on an fd we own; released when the file is closed.
             if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
-                return Ok(LockGuard(f));
+                return Ok(f);
             }
             let e = std::io::Error::last_os_error();
             match e.raw_os_error() {
@@ -149,9 +155,15 @@ impl FsReserver {
         }
     }
 
-    fn read_owner(path: &Path) -> Result<Option<Owner>, BackendError> {
+    /// Who holds the key file at `path`; `None` when there is none.
+    fn read_holder(path: &Path) -> Result<Option<Holder>, BackendError> {
         match fs::read(path) {
-            Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
+            Ok(bytes) => Ok(Some(match serde_json::from_slice::<Owner>(&bytes) {
+                Ok(owner) => Holder::Run(owner),
+                Err(_) => Holder::Foreign {
+                    modified: modified_ms(path),
+                },
+            })),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_err(path, e)),
         }
@@ -163,13 +175,13 @@ impl FsReserver {
         if self.publish(&path, owner)? {
             return Ok(true);
         }
-        if Self::read_owner(&path)?.is_some_and(|h| !is_free(&h, now)) {
+        if Self::read_holder(&path)?.is_some_and(|h| !h.is_free(now)) {
             return Ok(false);
         }
         let _guard = self.lock()?;
-        // Re-read under the lock: only a free holder may be replaced.
-        match Self::read_owner(&path)? {
-            Some(h) if is_free(&h, now) => {
+        // Re-read under the lock: only a holder still free may be replaced.
+        match Self::read_holder(&path)? {
+            Some(h) if h.is_free(now) => {
                 remove(&path)?;
                 self.publish(&path, owner)
             }
@@ -182,29 +194,28 @@ impl FsReserver {
         self.ensure_dirs()?;
         let mut unique = std::collections::BTreeSet::new();
         let keys: Vec<Key> = keys.iter().filter(|k| unique.insert(*k)).cloned().collect();
-        let keys = keys.as_slice();
         let now = now_ms();
-        let mut granted: Vec<&Key> = Vec::new();
+        let mut granted: Vec<Key> = Vec::new();
         let mut conflicts = Vec::new();
-        for key in keys {
+        for key in &keys {
             if !conflicts.is_empty() {
                 // Already failing: only find out which other keys are held.
-                if Self::read_owner(&self.path(key))?.is_some_and(|h| !is_free(&h, now)) {
+                if Self::read_holder(&self.path(key))?.is_some_and(|h| !h.is_free(now)) {
                     conflicts.push(key.clone());
                 }
                 continue;
             }
             match self.grant(key, owner, now) {
-                Ok(true) => granted.push(key),
+                Ok(true) => granted.push(key.clone()),
                 Ok(false) => conflicts.push(key.clone()),
                 Err(e) => {
-                    self.rollback(&granted, owner);
+                    self.rollback(granted, owner);
                     return Err(e.into());
                 }
             }
         }
         if !conflicts.is_empty() {
-            self.rollback(&granted, owner);
+            self.rollback(granted, owner);
             return Err(ReserveError::Conflict(conflicts));
         }
         for d in [&self.names, &self.ids] {
@@ -213,62 +224,77 @@ impl FsReserver {
                 .map_err(|e| io_err(d, e))?;
         }
         Ok(Lease {
-            keys: keys.to_vec(),
+            keys,
             owner: owner.clone(),
         })
     }
 
-    fn rollback(&self, granted: &[&Key], owner: &Owner) {
+    fn rollback(&self, granted: Vec<Key>, owner: &Owner) {
         let lease = Lease {
-            keys: granted.iter().map(|k| (*k).clone()).collect(),
+            keys: granted,
             owner: owner.clone(),
         };
-        if let Err(e) = self.set_expiry_sync(&lease, 0) {
+        if let Err(e) = self.update_sync(&lease, 0, Phase::Planning) {
             tracing::error!(error = %e, "rolling back a partial reservation failed; its keys expire with the lease");
         }
     }
 
-    fn set_expiry_sync(&self, lease: &Lease, expires: u64) -> Result<(), BackendError> {
+    fn update_sync(&self, lease: &Lease, expires: u64, phase: Phase) -> Result<(), ReserveError> {
         let _guard = self.lock()?;
         let now = now_ms();
+        let mut lost = Vec::new();
         for key in &lease.keys {
             let path = self.path(key);
-            let Some(mut holder) = Self::read_owner(&path)? else {
-                continue;
+            let mut holder = match Self::read_holder(&path)? {
+                Some(Holder::Run(o)) if o.same_run(&lease.owner) => o,
+                _ => {
+                    lost.push(key.clone());
+                    continue;
+                }
             };
-            if !holder.same_run(&lease.owner) {
-                continue;
-            }
             if expires <= now {
                 remove(&path)?;
             } else {
                 holder.expires = expires;
-                crate::layout::write_atomic(&path, &owner_json(&holder), 0o644)
-                    .map_err(|e| io_err(&path, e))?;
+                holder.phase = phase;
+                write_atomic(&path, &owner_json(&holder), 0o644).map_err(|e| io_err(&path, e))?;
             }
         }
-        Ok(())
+        if lost.is_empty() {
+            Ok(())
+        } else {
+            Err(ReserveError::Lost(lost))
+        }
+    }
+
+    /// Every key file of `kind` with its path, skipping temp files and names
+    /// that are not keys.
+    fn entries(&self, kind: KeyKind) -> Result<Vec<(Key, PathBuf)>, BackendError> {
+        let dir = self.dir(kind);
+        let entries = match fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(vec![]),
+            Err(e) => return Err(io_err(dir, e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| io_err(dir, e))?;
+            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            if let Ok(key) = Key::new(kind, name) {
+                out.push((key, entry.path()));
+            }
+        }
+        Ok(out)
     }
 
     fn list_sync(&self) -> Result<Vec<Reservation>, BackendError> {
         let mut out = Vec::new();
         for kind in [KeyKind::Name, KeyKind::Id] {
-            let dir = self.dir(kind);
-            let entries = match fs::read_dir(dir) {
-                Ok(e) => e,
-                Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                Err(e) => return Err(io_err(dir, e)),
-            };
-            for entry in entries {
-                let entry = entry.map_err(|e| io_err(dir, e))?;
-                let Some(name) = entry.file_name().to_str().map(str::to_string) else {
-                    continue;
-                };
-                let Ok(key) = Key::new(kind, name) else {
-                    continue;
-                };
-                if let Some(owner) = Self::read_owner(&entry.path())? {
-                    out.push(Reservation { key, kind, owner });
+            for (key, path) in self.entries(kind)? {
+                if let Some(holder) = Self::read_holder(&path)? {
+                    out.push(Reservation { key, kind, holder });
                 }
             }
         }
@@ -280,27 +306,22 @@ impl FsReserver {
         let _guard = self.lock()?;
         let mut pruned = Vec::new();
         for r in self.list_sync()? {
-            if is_prunable(&r.owner, now, older_than) {
+            if r.holder.is_prunable(now, older_than) {
+                if matches!(r.holder, Holder::Foreign { .. }) {
+                    tracing::warn!(key = %r.key, "removing a reservation file of an unknown owner (older than --older-than)");
+                }
                 remove(&self.path(&r.key))?;
                 pruned.push(r.key);
             }
         }
         for kind in [KeyKind::Name, KeyKind::Id] {
-            self.sweep(kind, older_than, &mut pruned)?;
+            self.sweep_temps(kind)?;
         }
         Ok(pruned)
     }
 
-    /// Removes temp files a killed writer left (older than [`TMP_STALE`]),
-    /// and, with `older_than`, key files holding no readable owner that are
-    /// older than that (they can only come from outside tampering or a
-    /// damaged disk; a grant always publishes a complete owner).
-    fn sweep(
-        &self,
-        kind: KeyKind,
-        older_than: Option<Duration>,
-        pruned: &mut Vec<Key>,
-    ) -> Result<(), BackendError> {
+    /// Removes temp files a killed writer left (older than [`TMP_STALE`]).
+    fn sweep_temps(&self, kind: KeyKind) -> Result<(), BackendError> {
         let dir = self.dir(kind);
         let entries = match fs::read_dir(dir) {
             Ok(e) => e,
@@ -315,32 +336,23 @@ impl FsReserver {
                 .ok()
                 .and_then(|t| t.elapsed().ok())
                 .unwrap_or_default();
-            if name.starts_with('.') && name.contains(".tmp.") {
-                if age >= TMP_STALE {
-                    remove(&entry.path())?;
-                }
-                continue;
-            }
-            let Some(limit) = older_than else { continue };
-            let Ok(key) = Key::new(kind, name) else {
-                continue;
-            };
-            if age >= limit && Self::read_owner(&entry.path())?.is_none() && entry.path().exists() {
-                tracing::warn!(key = %key, "removing a reservation file with no readable owner");
+            if name.starts_with(TMP_PREFIX) && age >= TMP_STALE {
                 remove(&entry.path())?;
-                pruned.push(key);
             }
         }
         Ok(())
     }
 }
 
-/// Name prefix of the temp files a grant writes before linking them.
-const TMP_PREFIX: &str = ".tmp.";
-
-/// Age after which a temp file in a reservation directory is a leftover of
-/// a killed writer (a live one keeps it for milliseconds).
-const TMP_STALE: Duration = Duration::from_secs(60);
+/// When `path` was last written, epoch milliseconds (0 when unknown).
+fn modified_ms(path: &Path) -> u64 {
+    fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(ms)
+        .unwrap_or(0)
+}
 
 fn owner_json(owner: &Owner) -> Vec<u8> {
     // An `Owner` is strings and integers: serializing cannot fail.
@@ -367,8 +379,6 @@ fn io_err(path: &Path, e: std::io::Error) -> BackendError {
     }
 }
 
-struct LockGuard(#[allow(dead_code)] File);
-
 fn remove(path: &Path) -> Result<(), BackendError> {
     match fs::remove_file(path) {
         Ok(()) => Ok(()),
@@ -385,9 +395,9 @@ impl Reserver for FsReserver {
             .await?
     }
 
-    async fn set_expiry(&self, lease: &Lease, expires: u64) -> Result<(), BackendError> {
+    async fn update(&self, lease: &Lease, expires: u64, phase: Phase) -> Result<(), ReserveError> {
         let lease = lease.clone();
-        self.blocking(move |me| me.set_expiry_sync(&lease, expires))
+        self.blocking(move |me| me.update_sync(&lease, expires, phase))
             .await?
     }
 

@@ -1,15 +1,14 @@
 //! Provisioning slots: at most K runs of a region launch at once, across
 //! processes and hosts, through the configured reserver.
 
-use std::time::Duration;
-
 use tracing::{info, info_span, Instrument};
 
-use super::Conductor;
-use crate::cpid::Cpid;
-use crate::error::{Error, ReserveError};
+use super::run::Run;
+use crate::backoff::Backoff;
+use crate::conductor::Conductor;
+use crate::error::Error;
 use crate::names::Region;
-use crate::reserve::{Key, KeyKind, Lease, Owner};
+use crate::reserve::{Key, KeyKind, ReserveError};
 
 /// The key of provisioning slot `i` of `region`: `slot.<region>.<i>`.
 pub fn slot_key(region: &Region, i: u32) -> Key {
@@ -18,21 +17,23 @@ pub fn slot_key(region: &Region, i: u32) -> Key {
 }
 
 impl Conductor {
-    /// Takes one of `slots` provisioning slots of `region`, waiting (with a
-    /// progress message) while all are taken. A crashed holder's slot frees
-    /// itself when its lease expires.
+    /// Takes one of `slots` provisioning slots of `region` for `run` (held
+    /// in its holdings; returns the slot's key), waiting (with a progress
+    /// message) while all are taken. A crashed holder's slot frees itself
+    /// when its owner is gone or its lease expires.
     pub(super) async fn take_slot(
         &self,
-        cpid: Cpid,
+        run: &Run,
         region: &Region,
         slots: u32,
-    ) -> Result<Lease, Error> {
+    ) -> Result<Vec<Key>, Error> {
         let keys: Vec<Key> = (1..=slots).map(|i| slot_key(region, i)).collect();
         let deadline = tokio::time::Instant::now() + self.opts.slot_wait;
-        let mut delay = self.opts.backoff_base;
+        let backoff = Backoff::new(self.opts.backoff_base, self.opts.backoff_max);
+        let mut attempt = 0;
         let mut announced = false;
         loop {
-            let owner = Owner::this_process(cpid, self.opts.lease_ttl);
+            let owner = run.owner();
             for key in &keys {
                 match self
                     .reserver
@@ -44,12 +45,12 @@ impl Conductor {
                         if announced {
                             info!(%key, "got a provisioning slot");
                         }
-                        return Ok(lease);
+                        let keys = lease.keys.clone();
+                        run.holdings.hold(lease).await;
+                        return Ok(keys);
                     }
                     Err(ReserveError::Conflict(_)) => {}
-                    Err(ReserveError::Backend(e)) => {
-                        return Err(Error::backend("taking a provisioning slot", e))
-                    }
+                    Err(e) => return Err(super::reserve_failed("taking a provisioning slot", e)),
                 }
             }
             if !announced {
@@ -59,8 +60,8 @@ impl Conductor {
             if tokio::time::Instant::now() >= deadline {
                 return Err(Error::RetriesExhausted { attempts: 0, keys });
             }
-            tokio::time::sleep(delay.mul_f64(0.5 + rand::random::<f64>() * 0.5)).await;
-            delay = (delay * 2).min(self.opts.backoff_max.max(Duration::from_millis(1)));
+            attempt += 1;
+            tokio::time::sleep(backoff.delay(attempt)).await;
         }
     }
 }

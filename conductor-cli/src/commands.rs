@@ -1,0 +1,359 @@
+//! One function per command; `run` dispatches.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::CommandFactory;
+use conductor_core::{now_ms, Conductor, Cpid, Holder, Observer, Options, Provisioner};
+use serde_json::json;
+
+use crate::args::{self, Cli, Command, GroupCommand, ReservationsCommand, RunsCommand};
+use crate::exit::{self, Failure};
+use crate::signals::Interrupt;
+use crate::words::{Words, CREATE_WORDS, SELECT_WORDS};
+use crate::{output, runs, wiring};
+
+/// What every command runs with.
+pub struct Ctx<'a> {
+    /// The global options.
+    pub g: &'a args::Global,
+    /// The signal handlers' cancellation.
+    pub interrupt: &'a Interrupt,
+    /// Told of each lifecycle step (tests).
+    pub observer: Option<Arc<dyn Observer>>,
+}
+
+impl Ctx<'_> {
+    /// A conductor with every backend wired, cancelled by the signals.
+    async fn conductor(&self, opts: Options) -> Result<Conductor, Failure> {
+        wiring::conductor(
+            self.g,
+            opts,
+            self.interrupt.token.clone(),
+            self.observer.clone(),
+        )
+        .await
+    }
+
+    /// The exit code of a report: 0 success, 1 failure, 128+signal interrupted.
+    fn code(&self, success: bool, interrupted: bool) -> u8 {
+        if interrupted || self.interrupt.token.is_cancelled() {
+            self.interrupt.exit_code()
+        } else if success {
+            exit::OK
+        } else {
+            exit::FAILED
+        }
+    }
+
+    /// The failure for an error, with the signal's code when interrupted.
+    fn failure(&self, e: conductor_core::Error) -> Failure {
+        let mut f = Failure::from(e);
+        if f.code == exit::INTERRUPTED {
+            f.code = self.interrupt.exit_code();
+        }
+        f
+    }
+}
+
+/// Whether the command writes under the runner root (and so gets the admin log).
+pub fn writes_files(c: &Command) -> bool {
+    matches!(
+        c,
+        Command::Group(GroupCommand::Create { dry_run: false, .. })
+            | Command::Group(GroupCommand::Destroy { .. })
+            | Command::Group(GroupCommand::Update { dry_run: false, .. })
+            | Command::Reservations(ReservationsCommand::Prune { .. })
+            | Command::Runs(RunsCommand::Archive { .. })
+    )
+}
+
+/// Options for the commands that create nothing (destroy, update).
+fn options(provisioner: Provisioner) -> Options {
+    Options {
+        provisioner,
+        release_grace: Duration::ZERO,
+        ..Options::default()
+    }
+}
+
+/// Runs one command; its exit code, or the failure to report.
+pub async fn run(ctx: &Ctx<'_>, command: Command) -> Result<u8, Failure> {
+    let g = ctx.g;
+    match command {
+        Command::Group(GroupCommand::Plan { words })
+        | Command::Group(GroupCommand::Create {
+            words,
+            dry_run: true,
+            ..
+        }) => plan(ctx, &words).await,
+        Command::Group(GroupCommand::Create {
+            words,
+            provisioner,
+            release_grace,
+            autosign_grains_dir,
+            minion_timeout,
+            ..
+        }) => {
+            let opts = Options {
+                provisioner: wiring::provisioner(provisioner),
+                release_grace,
+                autosign_grains_dir: Some(autosign_grains_dir),
+                minion_timeout,
+                ..Options::default()
+            };
+            create(ctx, &words, opts).await
+        }
+        Command::Group(GroupCommand::Destroy { words, provisioner }) => {
+            destroy(ctx, &words, wiring::provisioner(provisioner)).await
+        }
+        Command::Group(GroupCommand::Update { words, dry_run }) => {
+            update(ctx, &words, dry_run).await
+        }
+        Command::Group(GroupCommand::Status { words }) => status(ctx, &words).await,
+        Command::Reservations(ReservationsCommand::List) => reservations_list(g).await,
+        Command::Reservations(ReservationsCommand::Prune { older_than }) => {
+            reservations_prune(g, older_than).await
+        }
+        Command::Runs(cmd) => runs_command(g, cmd).await,
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "conductor",
+                &mut std::io::stdout(),
+            );
+            Ok(exit::OK)
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut std::io::stdout())
+                .map_err(|e| Failure::new(exit::FAILED, format!("writing the man page: {e}")))?;
+            Ok(exit::OK)
+        }
+    }
+}
+
+async fn plan(ctx: &Ctx<'_>, words: &[std::ffi::OsString]) -> Result<u8, Failure> {
+    let req = Words::parse(words, "conductor group plan", CREATE_WORDS)?.create_request()?;
+    let c = wiring::conductor_for_plan(ctx.g).await?;
+    let plan = c.plan(&req).await.map_err(|e| ctx.failure(e))?;
+    if ctx.g.json {
+        output::print_json(&output::plan_json(&plan));
+    } else {
+        print!("{}", output::plan_text(&plan, |_| None));
+    }
+    Ok(exit::OK)
+}
+
+async fn create(ctx: &Ctx<'_>, words: &[std::ffi::OsString], opts: Options) -> Result<u8, Failure> {
+    let req = Words::parse(words, "conductor group create", CREATE_WORDS)?.create_request()?;
+    let c = ctx.conductor(opts).await?;
+    progress(
+        ctx.g,
+        &format!("creating for group {} in {} ...", req.group, req.zone),
+    );
+    let report = c.create(&req).await.map_err(|e| ctx.failure(e))?;
+    if report.interrupted {
+        tracing::warn!(cpid = %report.plan.cpid, "interrupted: the report lists what was launched; keys of instances that may exist stay reserved until they expire");
+    }
+    if ctx.g.json {
+        output::print_json(&output::create_json(&report));
+    } else {
+        print!("{}", output::create_text(&report));
+    }
+    Ok(ctx.code(report.success(), report.interrupted))
+}
+
+async fn destroy(
+    ctx: &Ctx<'_>,
+    words: &[std::ffi::OsString],
+    provisioner: Provisioner,
+) -> Result<u8, Failure> {
+    let req = Words::parse(words, "conductor group destroy", SELECT_WORDS)?.query(false)?;
+    let c = ctx.conductor(options(provisioner)).await?;
+    progress(ctx.g, &format!("destroying for group {} ...", req.group));
+    let report = c.destroy(&req).await.map_err(|e| ctx.failure(e))?;
+    if ctx.g.json {
+        output::print_json(&output::destroy_json(&report));
+    } else {
+        print!("{}", output::destroy_text(&report));
+    }
+    Ok(ctx.code(report.success(), false))
+}
+
+async fn update(ctx: &Ctx<'_>, words: &[std::ffi::OsString], dry_run: bool) -> Result<u8, Failure> {
+    let q = Words::parse(words, "conductor group update", SELECT_WORDS)?.query(false)?;
+    let c = ctx.conductor(options(Provisioner::Ec2)).await?;
+    if dry_run {
+        let targets = c.update_targets(&q).await.map_err(|e| ctx.failure(e))?;
+        if ctx.g.json {
+            output::print_json(&json!({ "targets": targets }));
+        } else {
+            for t in &targets {
+                println!("would update {t}");
+            }
+        }
+        return Ok(exit::OK);
+    }
+    let report = c.update(&q).await.map_err(|e| ctx.failure(e))?;
+    if ctx.g.json {
+        output::print_json(&json!(report));
+    } else {
+        print!("{}", output::update_text(&report));
+    }
+    Ok(ctx.code(report.success(), false))
+}
+
+async fn status(ctx: &Ctx<'_>, words: &[std::ffi::OsString]) -> Result<u8, Failure> {
+    let q = Words::parse(words, "conductor group status", SELECT_WORDS)?.query(true)?;
+    let c = wiring::conductor_for_plan(ctx.g).await?;
+    let rows = c.status(&q).await.map_err(|e| ctx.failure(e))?;
+    if ctx.g.json {
+        output::print_json(&json!(rows));
+    } else {
+        print!("{}", output::status_text(&rows));
+    }
+    Ok(exit::OK)
+}
+
+async fn reservations_list(g: &args::Global) -> Result<u8, Failure> {
+    let r = wiring::reserver(g).await?;
+    let list = r
+        .list()
+        .await
+        .map_err(|e| Failure::backend("reservations", e))?;
+    if g.json {
+        output::print_json(&json!(list));
+        return Ok(exit::OK);
+    }
+    if list.is_empty() {
+        println!("no reservations");
+    }
+    let now = now_ms();
+    for e in &list {
+        let kind = format!("{:?}", e.kind).to_lowercase();
+        match &e.holder {
+            Holder::Run(o) => {
+                let left = o.expires as i64 - now as i64;
+                let state = if left <= 0 {
+                    "expired".to_string()
+                } else {
+                    format!("expires in {}s", left / 1000)
+                };
+                let phase = format!("{:?}", o.phase).to_lowercase();
+                println!(
+                    "{kind:<4} {}  cpid {} on {} pid {}  {phase}, {state}",
+                    e.key, o.cpid, o.host, o.pid
+                );
+            }
+            Holder::Foreign { modified } => {
+                let age = now.saturating_sub(*modified) / 1000;
+                println!(
+                    "{kind:<4} {}  foreign (not Conductor's; written {age}s ago): held until `reservations prune --older-than` removes it",
+                    e.key
+                );
+            }
+        }
+    }
+    Ok(exit::OK)
+}
+
+async fn reservations_prune(g: &args::Global, older_than: Option<Duration>) -> Result<u8, Failure> {
+    let r = wiring::reserver(g).await?;
+    let pruned = r
+        .prune(now_ms(), older_than)
+        .await
+        .map_err(|e| Failure::backend("reservations", e))?;
+    if g.json {
+        output::print_json(&json!({ "pruned": pruned }));
+    } else {
+        println!("pruned {} reservation(s)", pruned.len());
+        for k in &pruned {
+            println!("  {k}");
+        }
+    }
+    Ok(exit::OK)
+}
+
+async fn runs_command(g: &args::Global, cmd: RunsCommand) -> Result<u8, Failure> {
+    let layout = wiring::layout(g);
+    match cmd {
+        RunsCommand::List => {
+            let all = runs::list(&layout);
+            if g.json {
+                output::print_json(&json!(all));
+            } else if all.is_empty() {
+                println!("no runs under {}", layout.runner_dir.display());
+            } else {
+                for r in &all {
+                    println!("{}  started {}  {} files", r.cpid, r.started, r.files.len());
+                }
+            }
+            Ok(exit::OK)
+        }
+        RunsCommand::Show { cpid } => {
+            let cpid = Cpid::parse(&cpid)?;
+            let files = layout.run_files(cpid);
+            if files.is_empty() {
+                return Err(Failure::input(format!(
+                    "no files of run {cpid} under {} or {}; see `conductor runs list`",
+                    layout.runner_dir.display(),
+                    layout.config_dir.display()
+                )));
+            }
+            if g.json {
+                output::print_json(&json!({ "cpid": cpid, "files": files }));
+            } else {
+                for f in files {
+                    println!("{}", f.display());
+                }
+            }
+            Ok(exit::OK)
+        }
+        RunsCommand::Archive { cpid, to, remove } => archive(g, &layout, &cpid, to, remove).await,
+    }
+}
+
+async fn archive(
+    g: &args::Global,
+    layout: &conductor_core::Layout,
+    cpid: &str,
+    to: Option<String>,
+    remove: bool,
+) -> Result<u8, Failure> {
+    let cpid = Cpid::parse(cpid)?;
+    let to = to.unwrap_or_else(|| layout.runner_dir.join("archives").display().to_string());
+    let location = if to.starts_with("s3://") {
+        let url = conductor_aws::s3::S3Url::parse(&to)?;
+        let tmp = tempfile::tempdir()
+            .map_err(|e| Failure::new(exit::FAILED, format!("a temporary directory: {e}")))?;
+        let file = conductor_salt::archive::archive(layout, cpid, tmp.path(), false).await?;
+        let at = conductor_aws::s3::upload(&file, &url, g.endpoint_url.as_deref())
+            .await
+            .map_err(|e| Failure::backend("uploading the archive to S3", e))?;
+        if remove {
+            conductor_salt::archive::archive(layout, cpid, tmp.path(), true).await?;
+        }
+        at
+    } else {
+        let path =
+            conductor_salt::archive::archive(layout, cpid, std::path::Path::new(&to), remove)
+                .await?;
+        path.display().to_string()
+    };
+    if g.json {
+        output::print_json(&json!({ "cpid": cpid, "archive": location }));
+    } else {
+        println!("{location}");
+    }
+    Ok(exit::OK)
+}
+
+/// A progress line on stderr when it is a terminal and output is for humans.
+fn progress(g: &args::Global, msg: &str) {
+    if !g.json && !g.quiet && std::io::stderr().is_terminal() {
+        eprintln!("{msg}");
+    }
+}

@@ -1,0 +1,70 @@
+//! The `conductor` command as a library: argument parsing, wiring of the
+//! backends, output and exit codes over conductor-core, conductor-aws and
+//! conductor-salt. `src/main.rs` calls [`main_with`]; tests call it with an
+//! [`Observer`] of the lifecycle (the crash tests kill the process at a step).
+// Doc comments of the arguments are the --help text, where <placeholders> read right.
+#![allow(rustdoc::invalid_html_tags)]
+
+mod args;
+mod commands;
+mod exit;
+mod logging;
+mod output;
+mod runs;
+mod signals;
+mod wiring;
+mod words;
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use conductor_core::Observer;
+
+use args::Cli;
+
+/// Runs `conductor` with `args` (the first is the program name); `observer`,
+/// when given, is told of every lifecycle step of a create.
+pub fn main_with(
+    args: impl IntoIterator<Item = OsString>,
+    observer: Option<Arc<dyn Observer>>,
+) -> ExitCode {
+    let cli = Cli::parse_from(args);
+    let _guard = logging::init(&cli.global, commands::writes_files(&cli.command));
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::FAILED);
+        }
+    };
+    let code = rt.block_on(async {
+        let interrupt = match signals::Interrupt::install() {
+            Ok(i) => i,
+            Err(e) => {
+                eprintln!("error: cannot install the signal handlers: {e}");
+                return exit::FAILED;
+            }
+        };
+        let ctx = commands::Ctx {
+            g: &cli.global,
+            interrupt: &interrupt,
+            observer,
+        };
+        match commands::run(&ctx, cli.command).await {
+            Ok(code) => code,
+            Err(f) => {
+                if f.code != exit::BAD_INPUT {
+                    tracing::error!(code = f.code, "{}", f.message);
+                }
+                eprintln!("error: {}", f.message);
+                f.code
+            }
+        }
+    });
+    ExitCode::from(code)
+}

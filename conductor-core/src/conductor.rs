@@ -1,0 +1,216 @@
+//! `Conductor`: the four backends, the file layout and the tunables one
+//! process runs its create, destroy, update and status commands with.
+//! The commands themselves are in `lifecycle`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use tracing::{info_span, Instrument};
+
+use crate::cloud::CloudBackend;
+use crate::error::Error;
+use crate::input::InputError;
+use crate::layout::Layout;
+use crate::lifecycle::Observer;
+use crate::names::Env;
+use crate::pillar::Pillar;
+use crate::reserve::Reserver;
+use crate::salt::{PillarSource, SaltExecutor};
+
+/// How instances are created.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Provisioner {
+    /// `salt-cloud -m <map>` (needs a Salt with the EC2 cloud driver, i.e. 3007.x).
+    #[default]
+    SaltCloud,
+    /// Native EC2 RunInstances with a Salt-bootstrap user-data.
+    Ec2,
+}
+
+/// Tunables of the lifecycle; the defaults suit real AWS.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// How instances are created.
+    pub provisioner: Provisioner,
+    /// How long a released key stays held (EC2 reads are eventually consistent).
+    pub release_grace: Duration,
+    /// Lease lifetime; a live run renews its leases every third of it, so the
+    /// keys of a run that died on another host free themselves at most this
+    /// long after its last renewal.
+    pub lease_ttl: Duration,
+    /// Attempts to plan and reserve before giving up.
+    pub max_attempts: u32,
+    /// First backoff between attempts (doubles, jittered, capped by `backoff_max`).
+    pub backoff_base: Duration,
+    /// Largest backoff between attempts.
+    pub backoff_max: Duration,
+    /// How long to wait for launched instances to show in the inventory.
+    pub visible_timeout: Duration,
+    /// Longest wait for a provisioning slot (pillar `throttle.max_provisioning_runs`).
+    pub slot_wait: Duration,
+    /// The master's `autosign_grains_dir` (absolute). When set, native
+    /// launches carry a per-run token grain that the run lists there while
+    /// its minions bootstrap, so the master accepts exactly those keys.
+    pub autosign_grains_dir: Option<PathBuf>,
+    /// How long a run waits for its new minions' keys to be accepted and
+    /// the minions to answer before it reports them as not ready.
+    pub minion_timeout: Duration,
+    /// Re-read the inventory after reserving (DESIGN step 5). Turning it off
+    /// saves one inventory read per run and is safe only against a cloud
+    /// whose reads are immediately consistent (moto, [`crate::MemCloud`]):
+    /// against EC2 a run that read before another run's instances showed
+    /// could then choose the same names.
+    pub check_after_reserve: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            provisioner: Provisioner::SaltCloud,
+            release_grace: Duration::from_secs(120),
+            lease_ttl: Duration::from_secs(600),
+            max_attempts: 8,
+            backoff_base: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(5),
+            visible_timeout: Duration::from_secs(300),
+            slot_wait: Duration::from_secs(3600),
+            autosign_grains_dir: None,
+            minion_timeout: Duration::from_secs(900),
+            check_after_reserve: true,
+        }
+    }
+}
+
+/// Runs create, plan, destroy, update and status against its backends;
+/// cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Conductor {
+    pub(crate) cloud: Arc<dyn CloudBackend>,
+    pub(crate) reserver: Arc<dyn Reserver>,
+    pub(crate) pillar: Arc<dyn PillarSource>,
+    pub(crate) salt: Option<Arc<dyn SaltExecutor>>,
+    pub(crate) layout: Layout,
+    pub(crate) opts: Options,
+    pub(crate) observer: Option<Arc<dyn Observer>>,
+    pub(crate) cancel: CancellationToken,
+}
+
+/// Builds a [`Conductor`]; cloud, reserver and pillar are required.
+#[derive(Default)]
+pub struct ConductorBuilder {
+    cloud: Option<Arc<dyn CloudBackend>>,
+    reserver: Option<Arc<dyn Reserver>>,
+    pillar: Option<Arc<dyn PillarSource>>,
+    salt: Option<Arc<dyn SaltExecutor>>,
+    layout: Layout,
+    opts: Options,
+    observer: Option<Arc<dyn Observer>>,
+    cancel: Option<CancellationToken>,
+}
+
+impl ConductorBuilder {
+    /// The cloud backend.
+    pub fn cloud(mut self, cloud: Arc<dyn CloudBackend>) -> Self {
+        self.cloud = Some(cloud);
+        self
+    }
+    /// The reserver.
+    pub fn reserver(mut self, reserver: Arc<dyn Reserver>) -> Self {
+        self.reserver = Some(reserver);
+        self
+    }
+    /// The pillar source.
+    pub fn pillar(mut self, pillar: Arc<dyn PillarSource>) -> Self {
+        self.pillar = Some(pillar);
+        self
+    }
+    /// The Salt executor; without one, hooks and startup states are skipped
+    /// (and reported as skipped), and only the `ec2` provisioner works.
+    pub fn salt(mut self, salt: Arc<dyn SaltExecutor>) -> Self {
+        self.salt = Some(salt);
+        self
+    }
+    /// File roots.
+    pub fn layout(mut self, layout: Layout) -> Self {
+        self.layout = layout;
+        self
+    }
+    /// Lifecycle tunables.
+    pub fn options(mut self, opts: Options) -> Self {
+        self.opts = opts;
+        self
+    }
+    /// Told of each lifecycle step a run passes.
+    pub fn observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+    /// Cancelling `token` stops every run of this conductor cleanly: no new
+    /// work starts, Salt commands are killed with their process groups,
+    /// reservations of what surely was not launched are freed, the rest are
+    /// held until they expire, and the run returns what it did
+    /// ([`Error::Interrupted`] before anything was launched, else a report
+    /// marked interrupted). The `conductor` binary cancels on SIGINT,
+    /// SIGTERM and SIGHUP.
+    pub fn cancel_on(mut self, token: CancellationToken) -> Self {
+        self.cancel = Some(token);
+        self
+    }
+    /// Checks that the required backends are set.
+    pub fn build(self) -> Result<Conductor, Error> {
+        let missing = |what: &str| {
+            InputError::invalid("conductor", what, "is required: set it on the builder")
+        };
+        if self.opts.provisioner == Provisioner::SaltCloud && self.salt.is_none() {
+            return Err(InputError::invalid(
+                "provisioner",
+                "salt-cloud",
+                "needs Salt: give Salt (leave out --no-salt), or use the ec2 provisioner",
+            )
+            .into());
+        }
+        Ok(Conductor {
+            cloud: self.cloud.ok_or_else(|| missing("cloud"))?,
+            reserver: self.reserver.ok_or_else(|| missing("reserver"))?,
+            pillar: self.pillar.ok_or_else(|| missing("pillar"))?,
+            salt: self.salt,
+            layout: self.layout,
+            opts: self.opts,
+            observer: self.observer,
+            cancel: self.cancel.unwrap_or_default(),
+        })
+    }
+}
+
+impl Conductor {
+    /// Starts a builder.
+    pub fn builder() -> ConductorBuilder {
+        ConductorBuilder::default()
+    }
+
+    /// The file layout.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The reserver (for `reservations list|prune`).
+    pub fn reserver(&self) -> &Arc<dyn Reserver> {
+        &self.reserver
+    }
+
+    /// The lifecycle tunables.
+    pub fn options(&self) -> &Options {
+        &self.opts
+    }
+
+    pub(crate) async fn load_pillar(&self, env: &Env) -> Result<Pillar, Error> {
+        self.pillar
+            .load(env)
+            .instrument(info_span!("pillar.load", %env))
+            .await
+    }
+}

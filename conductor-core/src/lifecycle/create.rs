@@ -1,0 +1,402 @@
+//! `create`: plan and reserve → prepare files and `pre_create` hooks →
+//! provision → settle (wait until visible, release with the grace) →
+//! configure (minions, startup states, `post_create` hooks).
+//!
+//! Before the launch, any failure ends the run with an error and frees
+//! every key at once (nothing can exist). From the launch on, the run
+//! always returns its report: a later failure is the report's `error`, a
+//! cancellation its `interrupted` flag, and keys of instances that may
+//! exist are held until they expire.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+use tracing::{info, info_span, warn, Instrument};
+
+use super::autosign::Autosign;
+use super::configure::Journal;
+use super::observe::Step;
+use super::provision::{Job, ProvisionFailed, Provisioned};
+use super::run::Run;
+use super::write_file;
+use crate::cloud::Scope;
+use crate::conductor::{Conductor, Provisioner};
+use crate::error::{Error, ErrorClass};
+use crate::ids::IdScope;
+use crate::pillar::{GroupSpec, Pillar};
+use crate::plan::Plan;
+use crate::render;
+use crate::request::CreateRequest;
+use crate::reserve::{now_ms, Key};
+use crate::salt::StateFailure;
+
+/// What a create run did.
+#[derive(Clone, Debug, Serialize)]
+pub struct CreateReport {
+    /// The plan that was reserved and built.
+    pub plan: Plan,
+    /// The provisioner used.
+    pub provisioner: Provisioner,
+    /// Plan-and-reserve attempts it took.
+    pub attempts: u32,
+    /// Instances created.
+    pub launched: Vec<String>,
+    /// Instances that failed to launch, with the reason.
+    pub failed: Vec<(String, String)>,
+    /// Instances launched but not yet visible when the wait ended; their keys
+    /// stay reserved until the lease expires.
+    pub not_visible: Vec<String>,
+    /// New minions that were not accepted or did not answer in time, with
+    /// the reason; the instances are kept, their states not run.
+    pub minions_not_ready: Vec<(String, String)>,
+    /// Failed states of hooks and startup states.
+    pub state_failures: Vec<StateFailure>,
+    /// Steps skipped, and why (e.g. no Salt executor).
+    pub skipped: Vec<String>,
+    /// Files written by the run.
+    pub logs: Vec<PathBuf>,
+    /// A failure after the launch (the run stopped there; what it launched
+    /// is above).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ReportError>,
+    /// The caller cancelled the run after the launch began.
+    pub interrupted: bool,
+}
+
+/// A failure a report carries: the message and how it is classed.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReportError {
+    /// What failed, for the operator.
+    pub message: String,
+    /// Its class (exit code class of the same error before a launch).
+    pub class: ErrorClass,
+}
+
+impl From<&Error> for ReportError {
+    fn from(e: &Error) -> Self {
+        Self {
+            message: e.to_string(),
+            class: e.class(),
+        }
+    }
+}
+
+impl CreateReport {
+    fn new(plan: Plan, provisioner: Provisioner, attempts: u32) -> Self {
+        Self {
+            plan,
+            provisioner,
+            attempts,
+            launched: vec![],
+            failed: vec![],
+            not_visible: vec![],
+            minions_not_ready: vec![],
+            state_failures: vec![],
+            skipped: vec![],
+            logs: vec![],
+            error: None,
+            interrupted: false,
+        }
+    }
+
+    /// True when every instance launched, its minion joined, and every state succeeded.
+    pub fn success(&self) -> bool {
+        self.failed.is_empty()
+            && self.state_failures.is_empty()
+            && self.not_visible.is_empty()
+            && self.minions_not_ready.is_empty()
+            && self.error.is_none()
+            && !self.interrupted
+    }
+
+    /// Marks every planned instance failed with `why`.
+    fn fail_all(&mut self, why: &str) {
+        self.failed = self
+            .plan
+            .names()
+            .into_iter()
+            .map(|n| (n, why.to_string()))
+            .collect();
+    }
+
+    pub(super) fn journal(&mut self) -> Journal<'_> {
+        Journal {
+            logs: &mut self.logs,
+            skipped: &mut self.skipped,
+        }
+    }
+}
+
+impl Conductor {
+    /// Runs one create: plan, reserve, write files, hooks, provision, release,
+    /// startup states. Instance failures, and any failure after the launch,
+    /// are in the report; an error means nothing was launched.
+    pub async fn create(&self, req: &CreateRequest) -> Result<CreateReport, Error> {
+        let pillar = self.load_pillar(&req.pillarenv).await?;
+        let scopes = self.scopes(&pillar, req)?;
+        let group = pillar.group(&req.group)?;
+        let run = Run::start(self, req.cpid, |cpid| {
+            info_span!("create", %cpid, group = %req.group, env = %req.pillarenv, zone = %req.zone)
+        })
+        .await?;
+        let result = self.create_run(&run, req, &pillar, group, &scopes).await;
+        run.finish().await;
+        result
+    }
+
+    async fn create_run(
+        &self,
+        run: &Run,
+        req: &CreateRequest,
+        pillar: &Pillar,
+        group: &GroupSpec,
+        scopes: &[Scope],
+    ) -> Result<CreateReport, Error> {
+        let (plan, attempts) = run
+            .step_in(self.plan_and_reserve(run, req, pillar, scopes))
+            .await??;
+        run.step(Step::Reserved);
+        info!(parent: &run.span, instances = plan.instances.len(), attempts, "reserved");
+        let mut report = CreateReport::new(plan, self.opts.provisioner, attempts);
+        run.step_in(self.prepare(run, &mut report, group)).await??;
+        let Some((provisioned, autosign)) = self
+            .provision_phase(run, &mut report, pillar, group)
+            .await?
+        else {
+            return Ok(report);
+        };
+        let after = async {
+            let visible = self.settle(run, &mut report, provisioned).await?;
+            self.configure(run, &mut report, group, &visible, autosign)
+                .await
+        };
+        if let Err(e) = after.await {
+            warn!(parent: &run.span, error = %e, "the run failed after launching");
+            report.interrupted |= matches!(e, Error::Interrupted);
+            if !matches!(e, Error::Interrupted) {
+                report.error = Some((&e).into());
+            }
+        }
+        // Expired leftovers of other runs are removed here rather than waiting for `prune`.
+        if let Err(e) = self.reserver.prune(now_ms(), None).await {
+            warn!(error = %e, "pruning expired reservations failed");
+        }
+        Ok(report)
+    }
+
+    /// Writes the provider, profile and map files and runs the `pre_create`
+    /// hooks; a failed hook ends the run (nothing launched).
+    async fn prepare(
+        &self,
+        run: &Run,
+        report: &mut CreateReport,
+        group: &GroupSpec,
+    ) -> Result<(), Error> {
+        let written = self.write_files(&report.plan, group).await?;
+        report.logs.extend(written);
+        run.step(Step::FilesWritten);
+        let (saltenv, env) = (report.plan.saltenv.clone(), report.plan.env.clone());
+        let hooks = &group.hooks.pre_create;
+        let failures = self
+            .hooks(
+                "pre_create",
+                hooks,
+                &saltenv,
+                &env,
+                run.cpid,
+                report.journal(),
+            )
+            .await?;
+        if failures.is_empty() {
+            return Ok(());
+        }
+        let log = failures.iter().find_map(|f| f.log.clone());
+        report.state_failures = failures;
+        Err(Error::HookFailed {
+            hook: "pre_create".into(),
+            log,
+        })
+    }
+
+    async fn write_files(&self, plan: &Plan, group: &GroupSpec) -> Result<Vec<PathBuf>, Error> {
+        let files = plan
+            .files
+            .clone()
+            .expect("plans made by Conductor name their files");
+        let docs = [
+            (files.provider, render::provider(plan, group), 0o600),
+            (files.profile, render::profile(plan, group), 0o644),
+            (files.map, render::map(plan, group), 0o644),
+        ];
+        let mut written = Vec::new();
+        for (path, doc, mode) in docs {
+            let text = serde_yaml::to_string(&doc).expect("yaml values serialize");
+            write_file(path.clone(), text.into_bytes(), mode).await?;
+            written.push(path);
+        }
+        Ok(written)
+    }
+
+    /// Takes a provisioning slot, lists the autosign token, fences the keys
+    /// and provisions. `Ok(None)`: the launch was cancelled, or failed as a
+    /// whole after it may have created instances (every key kept, the
+    /// report says which).
+    async fn provision_phase(
+        &self,
+        run: &Run,
+        report: &mut CreateReport,
+        pillar: &Pillar,
+        group: &GroupSpec,
+    ) -> Result<Option<(Provisioned, Option<Autosign>)>, Error> {
+        let slot = match pillar.throttle.max_provisioning_runs {
+            Some(k) => Some(
+                run.step_in(self.take_slot(run, &report.plan.region, k))
+                    .await??,
+            ),
+            None => None,
+        };
+        // Native minions join by a per-run token listed only while they bootstrap.
+        let autosign = self.open_autosign(run.cpid).await?;
+        let keys = report.plan.reservations.all();
+        run.holdings.fence(&keys).await?;
+        run.step(Step::Launching);
+        let job = Job {
+            run,
+            plan: &report.plan,
+            group,
+            max_inflight: pillar.throttle.max_inflight_calls,
+            autosign_token: autosign.as_ref().map(|a| a.token.as_str()),
+        };
+        let provisioner = self.provisioner();
+        let outcome = run.step_in(provisioner.provision(&job)).await;
+        if let Some(slot) = slot {
+            run.holdings.release(&slot, Duration::ZERO).await;
+        }
+        let provisioned = match outcome {
+            Err(_cancelled) => {
+                run.holdings.keep(&keys).await;
+                report.interrupted = true;
+                report.fail_all("interrupted during the launch; it may exist");
+                return Ok(None);
+            }
+            Ok(Err(ProvisionFailed {
+                error,
+                maybe_launched: false,
+            })) => return Err(error),
+            Ok(Err(ProvisionFailed {
+                error,
+                maybe_launched: true,
+            })) => {
+                run.holdings.keep(&keys).await;
+                report.fail_all(&format!(
+                    "the launch failed as a whole and may have created it: {error}"
+                ));
+                report.error = Some((&error).into());
+                return Ok(None);
+            }
+            Ok(Ok(p)) => p,
+        };
+        run.step(Step::Launched);
+        let path = self
+            .layout
+            .cloud_log(run.cpid, "create", crate::layout::log_rand());
+        super::write_json_log(&path, &provisioned.raw).await?;
+        report.logs.push(path);
+        Ok(Some((provisioned, autosign)))
+    }
+}
+
+/// Keys whose instances have all settled (visible, or certainly not launched).
+pub(super) fn releasable(plan: &Plan, settled: impl Fn(&str) -> bool) -> Vec<Key> {
+    let mut keys: Vec<Key> = plan
+        .instances
+        .iter()
+        .filter(|i| settled(&i.name))
+        .map(|i| plan.name_key(&i.name))
+        .collect();
+    for key in &plan.reservations.ids {
+        let Some((scope, n)) = IdScope::parse_key(key, &plan.env) else {
+            continue;
+        };
+        let grain = scope.grain();
+        let holders = plan
+            .instances
+            .iter()
+            .filter(|i| i.grains.get(&grain).and_then(|v| v.as_u64()) == Some(u64::from(n)));
+        if holders.clone().all(|i| settled(&i.name)) {
+            keys.push(key.clone());
+        }
+    }
+    keys
+}
+
+impl Conductor {
+    /// Records what launched, waits until it shows in the inventory,
+    /// releases the keys of settled instances with the grace (visible, or
+    /// surely not launched) and keeps the rest; returns the visible names.
+    async fn settle(
+        &self,
+        run: &Run,
+        report: &mut CreateReport,
+        provisioned: Provisioned,
+    ) -> Result<BTreeSet<String>, Error> {
+        let results = provisioned.results;
+        for r in &results {
+            match &r.outcome {
+                Ok(_) => report.launched.push(r.name.clone()),
+                Err(f) => report.failed.push((r.name.clone(), f.message.clone())),
+            }
+        }
+        let wait = self.wait_visible(report);
+        let visible = match run.step_in(wait).await {
+            Ok(v) => v?,
+            Err(cancelled) => {
+                run.holdings.keep(&report.plan.reservations.all()).await;
+                return Err(cancelled.into());
+            }
+        };
+        report.not_visible = report
+            .launched
+            .iter()
+            .filter(|n| !visible.contains(*n))
+            .cloned()
+            .collect();
+        run.step(Step::Visible);
+        let definitely_failed: BTreeSet<&str> = results
+            .iter()
+            .filter(|r| r.outcome.as_ref().err().is_some_and(|f| f.definite))
+            .map(|r| r.name.as_str())
+            .collect();
+        let settled = |name: &str| visible.contains(name) || definitely_failed.contains(name);
+        let done = releasable(&report.plan, settled);
+        // The rest stay held (renewed while the run lives, then until they
+        // expire): their instances may still come up.
+        run.holdings.release(&done, self.opts.release_grace).await;
+        run.step(Step::Released);
+        Ok(visible)
+    }
+
+    async fn wait_visible(&self, report: &CreateReport) -> Result<BTreeSet<String>, Error> {
+        if report.launched.is_empty() {
+            return Ok(BTreeSet::new());
+        }
+        info!(
+            instances = report.launched.len(),
+            "waiting for the instances to show in the inventory"
+        );
+        self.cloud
+            .wait_visible(
+                &report.plan.region,
+                &report.launched,
+                self.opts.visible_timeout,
+            )
+            .instrument(info_span!(
+                "cloud.wait_visible",
+                names = report.launched.len()
+            ))
+            .await
+            .map_err(|e| Error::backend("waiting for instances to show", e))
+    }
+}

@@ -1,0 +1,70 @@
+//! `Observer`: the lifecycle points a run passes, for callers that want to
+//! follow a run (progress, metrics) or act at a point (crash tests).
+
+use std::fmt;
+
+use crate::cpid::Cpid;
+
+/// A point of a run's lifecycle, reported as the run passes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Step {
+    /// The run's CPID is reserved.
+    CpidClaimed,
+    /// Its names and ids are reserved and checked against the cloud.
+    Reserved,
+    /// Its provider, profile and map files are written.
+    FilesWritten,
+    /// Its keys are fenced and marked launching; the first launch call follows.
+    Launching,
+    /// The provisioner returned.
+    Launched,
+    /// The launched instances showed in the inventory (or the wait ended).
+    Visible,
+    /// The keys of settled instances are released with the grace.
+    Released,
+}
+
+impl Step {
+    /// Every step, in lifecycle order.
+    pub const ALL: [Step; 7] = [
+        Step::CpidClaimed,
+        Step::Reserved,
+        Step::FilesWritten,
+        Step::Launching,
+        Step::Launched,
+        Step::Visible,
+        Step::Released,
+    ];
+
+    /// A stable name (`cpid_claimed`, `reserved`, ...).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Step::CpidClaimed => "cpid_claimed",
+            Step::Reserved => "reserved",
+            Step::FilesWritten => "files_written",
+            Step::Launching => "launching",
+            Step::Launched => "launched",
+            Step::Visible => "visible",
+            Step::Released => "released",
+        }
+    }
+
+    /// The step named `name` (see [`Step::as_str`]).
+    pub fn parse(name: &str) -> Option<Step> {
+        Step::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Told of each [`Step`] a create run passes; set with
+/// `ConductorBuilder::observer`. Called inline: keep it quick.
+pub trait Observer: Send + Sync + fmt::Debug {
+    /// Run `cpid` passed `step`.
+    fn step(&self, cpid: Cpid, step: Step);
+}

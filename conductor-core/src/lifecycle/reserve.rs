@@ -1,0 +1,168 @@
+//! Planning and reserving: read what the cloud and the reserver show,
+//! compute the lowest free names and ids, reserve them all at once, check
+//! the cloud again, retry with backoff on conflict (DESIGN §3, steps 3–5).
+
+use std::collections::BTreeSet;
+
+use tracing::{info, info_span, Instrument};
+
+use super::run::Run;
+use crate::backoff::Backoff;
+use crate::cloud::{Inventory, Scope};
+use crate::conductor::Conductor;
+use crate::cpid::Cpid;
+use crate::error::Error;
+use crate::ids::IdScope;
+use crate::pillar::Pillar;
+use crate::plan::{inventory_scopes, plan as compute, Plan, PlanFiles};
+use crate::request::{resolve, CreateRequest};
+use crate::reserve::{now_ms, Key, Owner, ReserveError};
+
+impl Conductor {
+    /// Computes what `create` would build now; reserves and writes nothing.
+    pub async fn plan(&self, req: &CreateRequest) -> Result<Plan, Error> {
+        let pillar = self.load_pillar(&req.pillarenv).await?;
+        let cpid = req.cpid.unwrap_or_else(Cpid::generate);
+        let scopes = self.scopes(&pillar, req)?;
+        self.compute_plan(cpid, req, &pillar, &scopes, None).await
+    }
+
+    /// The inventory reads `req` needs (validates the request against pillar).
+    pub(crate) fn scopes(&self, pillar: &Pillar, req: &CreateRequest) -> Result<Vec<Scope>, Error> {
+        let build = resolve(pillar, req)?;
+        inventory_scopes(pillar, req, &build)
+    }
+
+    async fn compute_plan(
+        &self,
+        cpid: Cpid,
+        req: &CreateRequest,
+        pillar: &Pillar,
+        scopes: &[Scope],
+        own: Option<&Owner>,
+    ) -> Result<Plan, Error> {
+        let inventory = self.read_inventory(scopes).await?;
+        let held: BTreeSet<Key> = self
+            .reserver
+            .held(now_ms(), own)
+            .instrument(info_span!("reserver.list"))
+            .await
+            .map_err(|e| Error::backend("listing reservations", e))?
+            .into_iter()
+            .collect();
+        let mut plan = compute(cpid, req, pillar, &inventory, &held)?;
+        plan.files = Some(PlanFiles {
+            provider: self.layout.provider_file(&req.group, cpid),
+            profile: self.layout.profile_file(&req.group, cpid),
+            map: self
+                .layout
+                .map_file(cpid, &req.group, &req.zone, &req.saltenv),
+        });
+        Ok(plan)
+    }
+
+    /// Reads every scope (in parallel) into one inventory.
+    pub(crate) async fn read_inventory(&self, scopes: &[Scope]) -> Result<Inventory, Error> {
+        let mut set = tokio::task::JoinSet::new();
+        for scope in scopes.iter().cloned() {
+            let cloud = self.cloud.clone();
+            let span = info_span!("cloud.inventory", region = %scope.region, selectors = scope.select.len());
+            set.spawn(async move { cloud.inventory(&scope).await }.instrument(span));
+        }
+        let mut inv = Inventory::default();
+        while let Some(joined) = set.join_next().await {
+            let part = joined
+                .map_err(|e| Error::task("reading the inventory", e))?
+                .map_err(|e| Error::backend("reading the inventory", e))?;
+            inv.merge(part);
+        }
+        Ok(inv)
+    }
+
+    /// Plans and reserves for `run` (the lease joins its holdings), with
+    /// check-after-reserve and bounded, jittered retries; returns the plan
+    /// and the attempts it took.
+    pub(crate) async fn plan_and_reserve(
+        &self,
+        run: &Run,
+        req: &CreateRequest,
+        pillar: &Pillar,
+        scopes: &[Scope],
+    ) -> Result<(Plan, u32), Error> {
+        let backoff = Backoff::new(self.opts.backoff_base, self.opts.backoff_max);
+        let mut last = Vec::new();
+        for attempt in 1..=self.opts.max_attempts {
+            let owner = run.owner();
+            let plan = self
+                .compute_plan(run.cpid, req, pillar, scopes, Some(&owner))
+                .await?;
+            let keys = plan.reservations.all();
+            match self
+                .reserver
+                .try_reserve(&keys, &owner)
+                .instrument(info_span!("reserver.reserve", keys = keys.len()))
+                .await
+            {
+                Ok(lease) => {
+                    run.holdings.hold(lease).await;
+                    if !self.opts.check_after_reserve {
+                        return Ok((plan, attempt));
+                    }
+                    let now = self.read_inventory(scopes).await?;
+                    let clashes = taken_in(&plan, &now);
+                    if clashes.is_empty() {
+                        return Ok((plan, attempt));
+                    }
+                    info!(
+                        attempt,
+                        clashes = clashes.len(),
+                        "reserved keys are already used in the cloud; planning again"
+                    );
+                    run.holdings.release(&keys, std::time::Duration::ZERO).await;
+                    last = clashes;
+                }
+                Err(ReserveError::Conflict(keys)) => {
+                    info!(
+                        attempt,
+                        conflicts = keys.len(),
+                        "reservation conflict; planning again"
+                    );
+                    last = keys;
+                }
+                Err(e) => return Err(super::reserve_failed("reserving names and ids", e)),
+            }
+            if attempt < self.opts.max_attempts {
+                tokio::time::sleep(backoff.delay(attempt)).await;
+            }
+        }
+        Err(Error::RetriesExhausted {
+            attempts: self.opts.max_attempts,
+            keys: last,
+        })
+    }
+}
+
+/// Keys of `plan` that are in use in `inventory` (checked after reserving).
+fn taken_in(plan: &Plan, inventory: &Inventory) -> Vec<Key> {
+    let names = inventory.live_names();
+    let mut clashes: Vec<Key> = plan
+        .instances
+        .iter()
+        .filter(|i| names.contains(i.name.as_str()))
+        .map(|i| plan.name_key(&i.name))
+        .collect();
+    for key in &plan.reservations.ids {
+        let Some((scope, n)) = IdScope::parse_key(key, &plan.env) else {
+            continue;
+        };
+        let tag = scope.tag();
+        let used = inventory.live().any(|i| {
+            i.conductor_tag("env") == Some(plan.env.as_str())
+                && i.tag(&tag).and_then(|v| v.trim().parse().ok()) == Some(n)
+        });
+        if used {
+            clashes.push(key.clone());
+        }
+    }
+    clashes
+}

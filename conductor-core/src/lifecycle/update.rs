@@ -1,0 +1,130 @@
+//! `update`: `pre_update` hooks, the startup states of the selected
+//! instances again, `post_update` hooks, logged under a new CPID.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+use tracing::info_span;
+
+use super::configure::Journal;
+use super::run::Run;
+use super::select::{spec_of, InstanceQuery};
+use crate::cloud::Instance;
+use crate::conductor::Conductor;
+use crate::cpid::Cpid;
+use crate::error::Error;
+use crate::pillar::{GroupSpec, RoleSpec};
+use crate::salt::StateFailure;
+
+/// What an update run did.
+#[derive(Clone, Debug, Serialize)]
+pub struct UpdateReport {
+    /// The update run's own CPID.
+    pub cpid: Cpid,
+    /// Minions whose startup states were re-applied.
+    pub targets: Vec<String>,
+    /// Failed states.
+    pub state_failures: Vec<StateFailure>,
+    /// Steps skipped, and why.
+    pub skipped: Vec<String>,
+    /// Files written by the run.
+    pub logs: Vec<PathBuf>,
+}
+
+impl UpdateReport {
+    /// True when every state succeeded.
+    pub fn success(&self) -> bool {
+        self.state_failures.is_empty()
+    }
+
+    fn journal(&mut self) -> Journal<'_> {
+        Journal {
+            logs: &mut self.logs,
+            skipped: &mut self.skipped,
+        }
+    }
+}
+
+impl Conductor {
+    /// The minions an update would re-apply states to (what `--dry-run` lists).
+    pub async fn update_targets(&self, q: &InstanceQuery) -> Result<Vec<String>, Error> {
+        Ok(self
+            .find_some(q)
+            .await?
+            .1
+            .iter()
+            .filter_map(|i| i.name().map(str::to_string))
+            .collect())
+    }
+
+    /// Runs one update: `pre_update` hooks, the startup states of the selected
+    /// instances again, `post_update` hooks, logged under a new CPID.
+    pub async fn update(&self, q: &InstanceQuery) -> Result<UpdateReport, Error> {
+        let (pillar, found) = self.find_some(q).await?;
+        let group = pillar.group(&q.group)?;
+        let run = Run::start(
+            self,
+            None,
+            |cpid| info_span!("update", %cpid, group = %q.group, env = %q.env),
+        )
+        .await?;
+        let result = run
+            .step_in(self.update_run(run.cpid, q, group, &found))
+            .await
+            .map_err(Error::from)
+            .and_then(|r| r);
+        run.finish().await;
+        result
+    }
+
+    async fn update_run(
+        &self,
+        cpid: Cpid,
+        q: &InstanceQuery,
+        group: &GroupSpec,
+        found: &[Instance],
+    ) -> Result<UpdateReport, Error> {
+        let mut report = UpdateReport {
+            cpid,
+            targets: vec![],
+            state_failures: vec![],
+            skipped: vec![],
+            logs: vec![],
+        };
+        report.state_failures = self
+            .hooks(
+                "pre_update",
+                &group.hooks.pre_update,
+                &q.env,
+                &q.env,
+                cpid,
+                report.journal(),
+            )
+            .await?;
+        if !report.state_failures.is_empty() {
+            return Ok(report);
+        }
+        let default = RoleSpec::default();
+        let targets: Vec<(String, &RoleSpec)> = found
+            .iter()
+            .filter_map(|i| Some((i.name()?.to_string(), spec_of(group, i).unwrap_or(&default))))
+            .collect();
+        report.targets = targets.iter().map(|(n, _)| n.clone()).collect();
+        let failures = self
+            .startup_states(cpid, &q.group, group, &targets, &q.env, report.journal())
+            .await?;
+        report.state_failures.extend(failures);
+        let failures = self
+            .hooks(
+                "post_update",
+                &group.hooks.post_update,
+                &q.env,
+                &q.env,
+                cpid,
+                report.journal(),
+            )
+            .await?;
+        report.state_failures.extend(failures);
+        Ok(report)
+    }
+}
