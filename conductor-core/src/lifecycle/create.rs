@@ -284,7 +284,11 @@ impl Conductor {
             Ok(Err(ProvisionFailed {
                 error,
                 maybe_launched: false,
-            })) => return Err(error),
+            })) => {
+                // Refused before anything ran: nothing can exist.
+                run.holdings.release(&keys, Duration::ZERO).await;
+                return Err(error);
+            }
             Ok(Err(ProvisionFailed {
                 error,
                 maybe_launched: true,

@@ -336,7 +336,8 @@ impl FsReserver {
                 .ok()
                 .and_then(|t| t.elapsed().ok())
                 .unwrap_or_default();
-            if name.starts_with(TMP_PREFIX) && age >= TMP_STALE {
+            // A grant's temp file, or an atomic rewrite's (`.<key>.tmp.<n>`).
+            if name.starts_with('.') && name.contains(".tmp.") && age >= TMP_STALE {
                 remove(&entry.path())?;
             }
         }

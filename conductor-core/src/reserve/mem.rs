@@ -30,6 +30,8 @@ impl MemReserver {
 #[async_trait]
 impl Reserver for MemReserver {
     async fn try_reserve(&self, keys: &[Key], owner: &Owner) -> Result<Lease, ReserveError> {
+        let mut unique = std::collections::BTreeSet::new();
+        let keys: Vec<Key> = keys.iter().filter(|k| unique.insert(*k)).cloned().collect();
         let now = now_ms();
         let mut map = self.map();
         let conflicts: Vec<Key> = keys
@@ -40,11 +42,11 @@ impl Reserver for MemReserver {
         if !conflicts.is_empty() {
             return Err(ReserveError::Conflict(conflicts));
         }
-        for k in keys {
+        for k in &keys {
             map.insert(k.clone(), owner.clone());
         }
         Ok(Lease {
-            keys: keys.to_vec(),
+            keys,
             owner: owner.clone(),
         })
     }
