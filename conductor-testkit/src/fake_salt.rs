@@ -53,6 +53,7 @@ pub struct FakeSalt {
     failing_orchestrations: Mutex<BTreeSet<String>>,
     pending_minions: Mutex<BTreeSet<String>>,
     failing_vms: Mutex<BTreeMap<String, String>>,
+    orchestration_delay: Mutex<std::time::Duration>,
     cloud: Option<(Arc<FakeCloud>, Zone)>,
 }
 
@@ -68,6 +69,12 @@ impl FakeSalt {
             cloud: Some((cloud, zone)),
             ..Self::default()
         }
+    }
+
+    /// Makes each orchestration take `d` (a slow hook, for schedules on a
+    /// paused clock).
+    pub fn slow_orchestration(&self, d: std::time::Duration) {
+        *self.orchestration_delay.lock().unwrap() = d;
     }
 
     /// Makes every state on `minion` fail.
@@ -245,6 +252,10 @@ impl SaltExecutor for FakeSalt {
             sls: sls.into(),
             saltenv: saltenv.to_string(),
         });
+        let delay = *self.orchestration_delay.lock().unwrap();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         let ok = !self.failing_orchestrations.lock().unwrap().contains(sls);
         let (r, f) = state_result("master", sls, ok);
         Ok(StateRunResult {

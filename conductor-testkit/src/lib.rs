@@ -9,6 +9,7 @@ pub mod ec2_replay;
 pub mod fake_cloud;
 pub mod fake_salt;
 pub mod fixtures;
+pub mod harness;
 pub mod minion_cloud;
 #[cfg(feature = "mock")]
 pub mod mocks;

@@ -164,7 +164,10 @@ async fn launch_unreachable_keeps_keys_until_expiry() {
         .expect("a report once the launch may have happened");
     let error = report.error.as_ref().expect("the launch failure");
     assert_eq!(error.class, ErrorClass::Unreachable);
-    assert!(error.message.contains("RunInstances timed out"), "{report:?}");
+    assert!(
+        error.message.contains("RunInstances timed out"),
+        "{report:?}"
+    );
     assert_eq!(report.failed.len(), 2, "{report:?}");
     assert!(!report.success());
     let held: Vec<String> = reserver

@@ -4,6 +4,7 @@
 
 mod conformance;
 mod faults;
+mod guarantee;
 mod lifecycle_errors;
 mod races;
 mod reservation_protocol;

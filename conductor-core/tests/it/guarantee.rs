@@ -1,0 +1,233 @@
+//! The no-duplicate guarantee under ordinary faults, on the fakes and a
+//! paused clock: a lease not renewed in time or taken over stops the run
+//! before it launches (fencing); a cancelled run frees what surely was not
+//! launched and holds the rest; name keys carry the env written into the
+//! name; a basename without REGION is free only if free in every region.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use conductor_core::{
+    BackendError, BackendErrorKind, CancellationToken, Env, Error, ErrorClass, Key, Lease,
+    MemReserver, Owner, Phase, Reservation, ReserveError, Reserver,
+};
+use conductor_core::{Cpid, Pillar};
+use conductor_testkit::fake_cloud::Op;
+use conductor_testkit::harness::{paused_runtime, Harness};
+use conductor_testkit::{fixtures, FakeSalt};
+
+/// A reserver whose updates (renewals, fences, releases) fail while told to.
+#[derive(Debug, Default)]
+struct Flaky {
+    inner: MemReserver,
+    failing: AtomicBool,
+}
+
+impl Flaky {
+    fn fail_updates(&self, yes: bool) {
+        self.failing.store(yes, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl Reserver for Flaky {
+    async fn try_reserve(&self, keys: &[Key], owner: &Owner) -> Result<Lease, ReserveError> {
+        self.inner.try_reserve(keys, owner).await
+    }
+    async fn update(&self, lease: &Lease, expires: u64, phase: Phase) -> Result<(), ReserveError> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(BackendError::new(
+                BackendErrorKind::Unreachable,
+                "the reserver does not answer",
+            )
+            .into());
+        }
+        self.inner.update(lease, expires, phase).await
+    }
+    async fn list(&self) -> Result<Vec<Reservation>, BackendError> {
+        self.inner.list().await
+    }
+    async fn prune(
+        &self,
+        now: u64,
+        older_than: Option<Duration>,
+    ) -> Result<Vec<Key>, BackendError> {
+        self.inner.prune(now, older_than).await
+    }
+}
+
+/// A harness whose `pre_create` hook takes a minute (virtual time), with
+/// a 3 s lease TTL: the run's leases need renewing during the hook.
+fn slow_hook_harness(reserver: Arc<dyn Reserver>) -> Harness {
+    let salt = FakeSalt::new();
+    salt.slow_orchestration(Duration::from_secs(60));
+    Harness::new()
+        .with_reserver(reserver)
+        .with_salt(Arc::new(salt))
+        .with_options(|o| o.lease_ttl = Duration::from_secs(3))
+}
+
+fn mq01() -> Key {
+    Key::name(
+        &Env::new("test").unwrap(),
+        "devops-mq01.us-east-1a.test.foobar.com",
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_lease_not_renewed_before_it_expired_stops_the_run_before_it_launches() {
+    paused_runtime().block_on(async {
+        let flaky = Arc::new(Flaky::default());
+        let h = slow_hook_harness(flaky.clone());
+        let c = h.conductor();
+        let run =
+            tokio::spawn(async move { c.create(&fixtures::role_request("activemq", None)).await });
+        // Renewals start failing once the run holds its keys, and never recover.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        flaky.fail_updates(true);
+        let e = run.await.unwrap().unwrap_err();
+        assert!(matches!(e, Error::LeaseLost { .. }), "{e}");
+        assert_eq!(e.class(), ErrorClass::Exhausted, "exit 3: nothing launched");
+        assert!(e.to_string().contains("could not be renewed"), "{e}");
+        assert_eq!(h.cloud.calls(Op::Launch), 0, "fenced: no launch call");
+        assert!(h.cloud.live_instances().is_empty());
+    });
+}
+
+#[test]
+fn a_key_taken_over_by_another_run_stops_the_run_before_it_launches() {
+    paused_runtime().block_on(async {
+        let flaky = Arc::new(Flaky::default());
+        let h = slow_hook_harness(flaky.clone());
+        let c = h.conductor();
+        let run =
+            tokio::spawn(async move { c.create(&fixtures::role_request("activemq", None)).await });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        flaky.fail_updates(true);
+        // The lease expires unrenewed; another run takes mq01 over, then the
+        // reserver answers again and the next renewal finds the key gone.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let other = Owner::this_process(Cpid::generate(), Duration::from_secs(600));
+        flaky
+            .try_reserve(&[mq01()], &other)
+            .await
+            .expect("the expired key is free");
+        flaky.fail_updates(false);
+        let e = run.await.unwrap().unwrap_err();
+        match &e {
+            Error::LeaseLost { keys, .. } => assert!(keys.contains(&mq01()), "{e}"),
+            other => panic!("expected a lost lease, got {other}"),
+        }
+        assert_eq!(h.cloud.calls(Op::Launch), 0, "fenced: no launch call");
+        let held = flaky.list().await.unwrap();
+        let mq01_owner = held
+            .iter()
+            .find(|r| r.key == mq01())
+            .and_then(|r| r.holder.owner().cloned());
+        assert_eq!(
+            mq01_owner.map(|o| o.cpid),
+            Some(other.cpid),
+            "the other run keeps its key"
+        );
+    });
+}
+
+#[test]
+fn cancelled_before_the_launch_frees_every_key_and_launches_nothing() {
+    paused_runtime().block_on(async {
+        let h = slow_hook_harness(Arc::new(MemReserver::new()));
+        let cancel = CancellationToken::new();
+        let c = h.builder().cancel_on(cancel.clone()).build().unwrap();
+        let run =
+            tokio::spawn(async move { c.create(&fixtures::role_request("activemq", None)).await });
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        cancel.cancel();
+        let e = run.await.unwrap().unwrap_err();
+        assert!(matches!(e, Error::Interrupted), "{e}");
+        assert_eq!(e.class(), ErrorClass::Interrupted);
+        assert_eq!(h.cloud.calls(Op::Launch), 0);
+        assert!(
+            h.reserver.list().await.unwrap().is_empty(),
+            "nothing launched: every key freed"
+        );
+    });
+}
+
+#[test]
+fn cancelled_during_the_launch_keeps_its_names_held_and_reports() {
+    paused_runtime().block_on(async {
+        let h = Harness::new().with_cloud(Arc::new(
+            conductor_testkit::FakeCloud::new().with_latency(Duration::from_secs(20)),
+        ));
+        let cancel = CancellationToken::new();
+        let c = h.builder().cancel_on(cancel.clone()).build().unwrap();
+        let run =
+            tokio::spawn(async move { c.create(&fixtures::role_request("activemq", None)).await });
+        // Reads take 20 s each: plan read, check-after-reserve read, then the launch.
+        tokio::time::sleep(Duration::from_secs(50)).await;
+        cancel.cancel();
+        let report = run.await.unwrap().expect("a report once the launch began");
+        assert!(report.interrupted && !report.success(), "{report:?}");
+        assert_eq!(report.failed.len(), 2, "both may exist: {report:?}");
+        let held: Vec<Reservation> = h.reserver.list().await.unwrap();
+        let names: Vec<&Reservation> = held
+            .iter()
+            .filter(|r| r.key.as_str().starts_with("test_devops-mq"))
+            .collect();
+        assert_eq!(names.len(), 2, "{held:?}");
+        assert!(names.iter().all(|r| r
+            .holder
+            .owner()
+            .is_some_and(|o| o.phase == Phase::Launching)));
+        // The next plan does not choose them.
+        let plan = h
+            .conductor()
+            .plan(&fixtures::role_request("activemq", None))
+            .await
+            .unwrap();
+        let got: Vec<u32> = plan.instances.iter().map(|i| i.index).collect();
+        assert_eq!(got, [3, 4], "held names are not planned again");
+    });
+}
+
+#[test]
+fn name_keys_carry_the_saltenv_written_into_the_name() {
+    paused_runtime().block_on(async {
+        let yaml = fixtures::DEVOPS_PILLAR.replace(
+            "test: {domain: foobar.com, regions: [us-east-1, us-west-2]}",
+            "test: {domain: foobar.com, regions: [us-east-1, us-west-2]}\n    prod: {domain: foobar.com}",
+        );
+        let h = Harness::new().with_pillar(Pillar::from_yaml_str(&yaml).unwrap());
+        let prod = Env::new("prod").unwrap();
+        let held = Key::name(&prod, "devops-mq01.us-east-1a.prod.foobar.com").unwrap();
+        let other = Owner::this_process(Cpid::generate(), Duration::from_secs(600));
+        h.reserver.try_reserve(&[held], &other).await.unwrap();
+        let mut req = fixtures::role_request("activemq", Some(1));
+        req.saltenv = prod.clone();
+        let plan = h.conductor().plan(&req).await.unwrap();
+        assert_eq!(plan.instances[0].name, "devops-mq02.us-east-1a.prod.foobar.com");
+        assert_eq!(
+            plan.reservations.names[0].as_str(),
+            "prod_devops-mq02.us-east-1a.prod.foobar.com",
+            "keyed by the env in the name"
+        );
+    });
+}
+
+#[test]
+fn a_basename_without_region_is_checked_in_every_region_of_the_env() {
+    paused_runtime().block_on(async {
+        let yaml = fixtures::DEVOPS_PILLAR.replace(
+            "        activemq: {basename: devops-mqXX.REGION.ENV, nodes: 2, size: t3.medium}",
+            "        activemq: {basename: devops-mqXX.REGION.ENV, nodes: 2, size: t3.medium}\n        nr: {basename: devops-nrXX.ENV, nodes: 1}",
+        );
+        let h = Harness::new().with_pillar(Pillar::from_yaml_str(&yaml).unwrap());
+        let west = conductor_core::Zone::new("us-west-2b").unwrap();
+        h.cloud.add_instance("devops-nr01.test.foobar.com", &west, &[]);
+        let plan = h.conductor().plan(&fixtures::role_request("nr", None)).await.unwrap();
+        assert_eq!(plan.instances[0].name, "devops-nr02.test.foobar.com", "nr01 is used in us-west-2");
+    });
+}
