@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use conductor_core::{CreateReport, DestroyReport, InstanceStatus, Plan, UpdateReport};
+use conductor_core::{CreateReport, DestroyReport, IdScope, InstanceStatus, Plan, UpdateReport};
 use serde_json::{json, Value};
 
 /// Writes `value` as one pretty JSON document on stdout.
@@ -31,6 +31,8 @@ pub fn create_json(report: &CreateReport) -> Value {
         "state_failures": report.state_failures,
         "skipped": report.skipped,
         "logs": report.logs,
+        "interrupted": report.interrupted,
+        "error": report.error,
     });
     v
 }
@@ -81,15 +83,33 @@ pub fn plan_text(plan: &Plan, status: impl Fn(&str) -> Option<&'static str>) -> 
         ));
     }
     for c in &plan.clusters {
+        let group = IdScope::GroupCluster {
+            group: plan.group.clone(),
+            role: c.role.clone(),
+        };
+        let cloud = IdScope::CloudCluster {
+            role: c.role.clone(),
+        };
         s.push_str(&format!(
-            "cluster {}: {}.{}.cluster.id={} cloud.{}.cluster.id={}\n",
-            c.role, plan.group, c.role, c.group_id, c.role, c.cloud_id
+            "cluster {}: {}={} {}={}\n",
+            c.role,
+            group.grain(),
+            c.group_id,
+            cloud.grain(),
+            c.cloud_id
         ));
     }
     if let Some(sys) = &plan.system {
+        let group = IdScope::GroupSystem {
+            group: plan.group.clone(),
+        };
         s.push_str(&format!(
-            "system {}: {}.system.id={} cloud.system.id={}\n",
-            sys.name, plan.group, sys.group_id, sys.cloud_id
+            "system {}: {}={} {}={}\n",
+            sys.name,
+            group.grain(),
+            sys.group_id,
+            IdScope::CloudSystem.grain(),
+            sys.cloud_id
         ));
     }
     s.push_str(&format!(
@@ -132,7 +152,12 @@ pub fn create_text(r: &CreateReport) -> String {
         s.push_str(&format!("error: {n}: {m}\n"));
     }
     s.push_str(&tail(&r.state_failures, &r.skipped, &r.logs));
-    s.push_str(if r.success() {
+    if let Some(e) = &r.error {
+        s.push_str(&format!("error after the launch: {}\n", e.message));
+    }
+    s.push_str(if r.interrupted {
+        "result: INTERRUPTED (names that may exist stay reserved until they expire)\n"
+    } else if r.success() {
         "result: success\n"
     } else {
         "result: FAILED (exit 1)\n"

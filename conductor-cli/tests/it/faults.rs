@@ -42,7 +42,7 @@ fn parallel_runs_complete_through_a_proxy_that_throttles_30_percent() {
     });
     // Checks read moto directly.
     let direct = Lab {
-        endpoint: moto.endpoint(),
+        endpoint: Some(moto.endpoint()),
         dir: lab.dir.clone(),
         env: vec![],
     };

@@ -6,6 +6,7 @@ mod bad_input;
 mod cli;
 mod crash;
 mod faults;
+mod guarantee;
 mod moto;
 mod runner_module;
 mod salt_lab;

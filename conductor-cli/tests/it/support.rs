@@ -41,10 +41,11 @@ pub const SEED: [&[&str]; 3] = [
     &["system=small_test"],
 ];
 
-/// A pillar, config and runner directory, and the endpoint every run uses.
+/// A pillar, config and runner directory, and the cloud every run uses.
 pub struct Lab {
-    /// EC2 endpoint (`--endpoint-url`).
-    pub endpoint: String,
+    /// EC2 endpoint (`--endpoint-url`), or `None` for `--cloud fake` (an
+    /// empty in-memory cloud in each process).
+    pub endpoint: Option<String>,
     /// Root of pillar/, etc/ and runner/.
     pub dir: PathBuf,
     /// Extra environment of every run.
@@ -63,9 +64,17 @@ impl Lab {
         std::fs::create_dir_all(dir.join("pillar/test")).unwrap();
         std::fs::write(dir.join("pillar/test/conductor.sls"), edit(pillar)).unwrap();
         Self {
-            endpoint,
+            endpoint: Some(endpoint),
             dir: dir.to_path_buf(),
             env: Vec::new(),
+        }
+    }
+
+    /// Like [`Lab::new`], every run on `--cloud fake`.
+    pub fn fake(dir: &Path, edit: impl Fn(String) -> String) -> Self {
+        Self {
+            endpoint: None,
+            ..Self::new(String::new(), dir, edit)
         }
     }
 
@@ -76,6 +85,12 @@ impl Lab {
 
     /// Runs `conductor <args>`, killed at step `fault` when given.
     pub fn run(&self, args: &[&str], fault: Option<Step>) -> Output {
+        self.command(args, fault).output().unwrap()
+    }
+
+    /// The command `conductor <args>` with the lab's roots, cloud and
+    /// environment (to spawn it); killed at step `fault` when given.
+    pub fn command(&self, args: &[&str], fault: Option<Step>) -> Command {
         let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let runner = self.runner();
         let pillar = self.dir.join("pillar");
@@ -84,9 +99,12 @@ impl Lab {
             ("--pillar-dir", pillar.to_str().unwrap()),
             ("--config-dir", etc.to_str().unwrap()),
             ("--runner-dir", runner.to_str().unwrap()),
-            ("--endpoint-url", &self.endpoint),
         ] {
             all.extend([flag.to_string(), value.to_string()]);
+        }
+        match &self.endpoint {
+            Some(url) => all.extend(["--endpoint-url".to_string(), url.clone()]),
+            None => all.extend(["--cloud".to_string(), "fake".to_string()]),
         }
         let mut c = match fault {
             None => {
@@ -112,7 +130,7 @@ impl Lab {
             .env("AWS_REGION", "us-east-1")
             .env_remove("RUST_LOG")
             .envs(self.env.iter().map(|(k, v)| (k, v)));
-        c.output().unwrap()
+        c
     }
 
     /// Runs `conductor <args>`, asserts success and parses its JSON.

@@ -102,7 +102,6 @@ impl Conductor {
         if !report.state_failures.is_empty() {
             return Ok(report);
         }
-        let label = |t: &InstanceRef| t.name.clone().unwrap_or_else(|| t.id.clone());
         let raw = match (self.opts.provisioner, &self.salt) {
             (Provisioner::SaltCloud, Some(salt)) => {
                 let names: Vec<String> = targets.iter().map(label).collect();
@@ -115,42 +114,7 @@ impl Conductor {
                 report.failed = run.failed.clone();
                 run.raw
             }
-            _ => {
-                let mut by_region: BTreeMap<Region, Vec<InstanceRef>> = BTreeMap::new();
-                for t in &targets {
-                    by_region
-                        .entry(t.region.clone())
-                        .or_default()
-                        .push(t.clone());
-                }
-                for refs in by_region.values() {
-                    self.cloud
-                        .terminate(refs)
-                        .instrument(info_span!("cloud.terminate", instances = refs.len()))
-                        .await
-                        .map_err(|e| Error::backend("terminating instances", e))?;
-                }
-                report.destroyed = targets.iter().map(label).collect();
-                // salt-cloud -d deletes the keys itself; here the run does.
-                if let Some(salt) = &self.salt {
-                    let names: Vec<String> =
-                        targets.iter().filter_map(|t| t.name.clone()).collect();
-                    if let Err(e) = salt
-                        .delete_keys(&names)
-                        .instrument(info_span!("salt.delete_keys", minions = names.len()))
-                        .await
-                    {
-                        warn!(error = %e, "deleting the minion keys failed");
-                        report.failed.extend(names.into_iter().map(|n| {
-                            (
-                                n,
-                                format!("terminated, but its minion key was not deleted: {e}"),
-                            )
-                        }));
-                    }
-                }
-                json!({ "terminated": targets })
-            }
+            _ => self.terminate(&targets, &mut report).await?,
         };
         let path = self.layout.cloud_log(cpid, "destroy", log_rand());
         write_json_log(&path, &raw).await?;
@@ -168,4 +132,49 @@ impl Conductor {
         report.state_failures.extend(failures);
         Ok(report)
     }
+
+    /// Terminates `targets` through the cloud, region by region, and
+    /// deletes their minion keys (salt-cloud -d does both itself); returns
+    /// the record for the run's log.
+    async fn terminate(
+        &self,
+        targets: &[InstanceRef],
+        report: &mut DestroyReport,
+    ) -> Result<serde_json::Value, Error> {
+        let mut by_region: BTreeMap<Region, Vec<InstanceRef>> = BTreeMap::new();
+        for t in targets {
+            by_region
+                .entry(t.region.clone())
+                .or_default()
+                .push(t.clone());
+        }
+        for refs in by_region.values() {
+            self.cloud
+                .terminate(refs)
+                .instrument(info_span!("cloud.terminate", instances = refs.len()))
+                .await
+                .map_err(|e| Error::backend("terminating instances", e))?;
+        }
+        report.destroyed = targets.iter().map(label).collect();
+        if let Some(salt) = &self.salt {
+            let names: Vec<String> = targets.iter().filter_map(|t| t.name.clone()).collect();
+            if let Err(e) = salt
+                .delete_keys(&names)
+                .instrument(info_span!("salt.delete_keys", minions = names.len()))
+                .await
+            {
+                warn!(error = %e, "deleting the minion keys failed");
+                report.failed.extend(names.into_iter().map(|n| {
+                    let why = format!("terminated, but its minion key was not deleted: {e}");
+                    (n, why)
+                }));
+            }
+        }
+        Ok(json!({ "terminated": targets }))
+    }
+}
+
+/// How an instance is named in reports: its name, else its id.
+fn label(t: &InstanceRef) -> String {
+    t.name.clone().unwrap_or_else(|| t.id.clone())
 }

@@ -9,6 +9,7 @@ use crate::cloud::{conductor_tag, Instance, InstanceState, Scope, Selector, NAME
 use crate::conductor::Conductor;
 use crate::cpid::Cpid;
 use crate::error::Error;
+use crate::ids::IdScope;
 use crate::input::InputError;
 use crate::names::{Env, Group, Region, Role};
 use crate::pillar::{GroupSpec, Pillar, RoleSpec};
@@ -59,15 +60,18 @@ impl InstanceQuery {
                 .map(|n| tag(NAME_TAG.into(), n.clone()))
                 .collect(),
             Selection::Cluster { role, id } => {
-                vec![tag(
-                    conductor_tag(&format!("{}.{role}.cluster.id", self.group)),
-                    id.to_string(),
-                )]
+                let scope = IdScope::GroupCluster {
+                    group: self.group.clone(),
+                    role: role.clone(),
+                };
+                vec![tag(scope.tag(), id.to_string())]
             }
-            Selection::System(id) => vec![tag(
-                conductor_tag(&format!("{}.system.id", self.group)),
-                id.to_string(),
-            )],
+            Selection::System(id) => {
+                let scope = IdScope::GroupSystem {
+                    group: self.group.clone(),
+                };
+                vec![tag(scope.tag(), id.to_string())]
+            }
         }
     }
 
@@ -119,14 +123,16 @@ pub struct InstanceStatus {
 
 impl InstanceStatus {
     fn of(i: &Instance) -> Self {
-        let ids = |kind: &str| -> BTreeMap<String, String> {
+        let ids = |cluster: bool| -> BTreeMap<String, String> {
             i.tags
                 .iter()
                 .filter_map(|(k, v)| {
-                    let grain = k.strip_prefix(crate::cloud::TAG_PREFIX)?;
-                    grain
-                        .ends_with(kind)
-                        .then(|| (grain.to_string(), v.clone()))
+                    let (scope, _) = IdScope::parse_tag(k, v)?;
+                    let is_cluster = matches!(
+                        scope,
+                        IdScope::GroupCluster { .. } | IdScope::CloudCluster { .. }
+                    );
+                    (is_cluster == cluster).then(|| (scope.grain(), v.clone()))
                 })
                 .collect()
         };
@@ -138,8 +144,8 @@ impl InstanceStatus {
             state: i.state,
             zone: i.zone.clone(),
             cpid: i.conductor_tag("cpid").map(str::to_string),
-            cluster_ids: ids(".cluster.id"),
-            system_ids: ids(".system.id"),
+            cluster_ids: ids(true),
+            system_ids: ids(false),
             launch_time: i.launch_time,
         }
     }

@@ -3,11 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use conductor_core::MemReserver;
-use conductor_core::{FsReserver, Layout, Reserver, Zone};
+use conductor_core::{FsReserver, Layout, MemCloud, MemReserver, Reserver, RetryCloud, Zone};
 use conductor_testkit::conformance::{cloud, reserver};
 use conductor_testkit::fake_cloud::Lag;
-use conductor_testkit::FakeCloud;
+use conductor_testkit::{FakeCloud, FaultCloud, LagCloud, LatencyCloud, RecordingCloud};
 
 #[tokio::test]
 async fn mem_reserver_conforms() {
@@ -19,6 +18,23 @@ async fn mem_reserver_races() {
     let r: Arc<dyn Reserver> = Arc::new(MemReserver::new());
     for _ in 0..20 {
         reserver::race(r.clone(), 16).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mem_reserver_takeovers_race() {
+    let r: Arc<dyn Reserver> = Arc::new(MemReserver::new());
+    for _ in 0..20 {
+        reserver::race_takeover(r.clone(), 16).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fs_reserver_takeovers_race() {
+    let d = tempfile::tempdir().unwrap();
+    let r: Arc<dyn Reserver> = Arc::new(FsReserver::new(&Layout::new(d.path(), d.path())));
+    for _ in 0..20 {
+        reserver::race_takeover(r.clone(), 16).await;
     }
 }
 
@@ -67,6 +83,30 @@ fn fixture() -> cloud::CloudFixture {
 #[tokio::test]
 async fn fake_cloud_conforms() {
     cloud::run_all(&FakeCloud::new(), &fixture()).await;
+}
+
+#[tokio::test]
+async fn mem_cloud_conforms() {
+    cloud::run_all(&MemCloud::new(), &fixture()).await;
+}
+
+/// Every wrapper passes the suite around any cloud, as object_store's
+/// wrappers do around any store.
+#[tokio::test]
+async fn wrapped_clouds_conform() {
+    cloud::run_all(&RetryCloud::new(FakeCloud::new()), &fixture()).await;
+    cloud::run_all(&RecordingCloud::new(MemCloud::new()), &fixture()).await;
+    cloud::run_all(&FaultCloud::new(MemCloud::new()), &fixture()).await;
+    cloud::run_all(
+        &LatencyCloud::new(MemCloud::new(), Duration::from_millis(5)),
+        &fixture(),
+    )
+    .await;
+    cloud::run_all(
+        &LagCloud::new(MemCloud::new(), Lag::Fixed(Duration::from_millis(200))),
+        &fixture(),
+    )
+    .await;
 }
 
 #[tokio::test]

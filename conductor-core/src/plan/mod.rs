@@ -1,0 +1,218 @@
+//! The naming and indexing engine: (request, inventory, reservations) -> plan.
+//!
+//! A pure function: the same inputs give the same plan. `scopes` says what
+//! to read from the cloud, `used` gathers the names and ids in use,
+//! `planner` chooses the lowest free ones.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::cloud::Inventory;
+use crate::cpid::Cpid;
+use crate::error::{Error, PlanError};
+use crate::ids::IdScope;
+use crate::names::{Env, Group, Region, Role, SystemName, Zone};
+use crate::pillar::Pillar;
+use crate::request::{resolve, BuildItem, CreateRequest};
+use crate::reserve::Key;
+
+mod planner;
+mod scopes;
+mod used;
+
+use planner::Planner;
+pub use scopes::inventory_scopes;
+use used::Used;
+
+/// Most instances one run may build.
+pub const MAX_INSTANCES_PER_RUN: usize = 1000;
+
+/// The ids of one new cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ClusterIds {
+    /// The cluster role.
+    pub role: Role,
+    /// `<group>.<role>.cluster.id` (also the `.clid-N` of member names).
+    pub group_id: u32,
+    /// `cloud.<role>.cluster.id`.
+    pub cloud_id: u32,
+}
+
+/// The ids of a system run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SystemIds {
+    /// The system built.
+    pub name: SystemName,
+    /// `<group>.system.id`.
+    pub group_id: u32,
+    /// `cloud.system.id`.
+    pub cloud_id: u32,
+}
+
+/// One instance the run will build.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PlannedInstance {
+    /// Fully qualified name (Name tag and minion id).
+    pub name: String,
+    /// The pillar role (for a cluster member, the cluster role).
+    pub role: Role,
+    /// The cluster member, for cluster instances.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub member: Option<Role>,
+    /// The index in the name.
+    pub index: u32,
+    /// The group-scoped cluster id (`.clid-N`), for cluster members.
+    pub cluster_id: Option<u32>,
+    /// Grains the minion gets.
+    pub grains: BTreeMap<String, Value>,
+    /// EC2 tags the instance gets.
+    pub tags: BTreeMap<String, String>,
+}
+
+/// Keys a plan reserves.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PlanKeys {
+    /// Name keys.
+    pub names: Vec<Key>,
+    /// Id keys.
+    pub ids: Vec<Key>,
+}
+
+impl PlanKeys {
+    /// Names then ids.
+    pub fn all(&self) -> Vec<Key> {
+        self.names.iter().chain(&self.ids).cloned().collect()
+    }
+}
+
+/// Files a run writes (set once the layout is known).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PlanFiles {
+    /// Provider file.
+    pub provider: std::path::PathBuf,
+    /// Profile file.
+    pub profile: std::path::PathBuf,
+    /// Map file.
+    pub map: std::path::PathBuf,
+}
+
+/// What one run builds: names, ids, grains and keys.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Plan {
+    /// The run's CPID.
+    pub cpid: Cpid,
+    /// Product group.
+    pub group: Group,
+    /// Pillar environment.
+    pub env: Env,
+    /// Salt environment.
+    pub saltenv: Env,
+    /// Availability zone.
+    pub zone: Zone,
+    /// Region of the zone.
+    pub region: Region,
+    /// System ids, for a system run.
+    pub system: Option<SystemIds>,
+    /// New clusters.
+    pub clusters: Vec<ClusterIds>,
+    /// Instances to build.
+    pub instances: Vec<PlannedInstance>,
+    /// Keys to reserve.
+    pub reservations: PlanKeys,
+    /// Files the run writes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files: Option<PlanFiles>,
+}
+
+impl Plan {
+    /// The reservation key of one planned name (keyed by the env written
+    /// into the name: the saltenv).
+    pub fn name_key(&self, name: &str) -> Key {
+        Key::name(&self.saltenv, name).expect("planned names are valid keys")
+    }
+
+    /// Names of the planned instances.
+    pub fn names(&self) -> Vec<String> {
+        self.instances.iter().map(|i| i.name.clone()).collect()
+    }
+}
+
+/// Computes the plan of `req` for `cpid` given what AWS shows and what other
+/// runs hold (`reserved`: their keys; expired and own keys excluded by the caller).
+pub fn plan(
+    cpid: Cpid,
+    req: &CreateRequest,
+    pillar: &Pillar,
+    inventory: &Inventory,
+    reserved: &BTreeSet<Key>,
+) -> Result<Plan, Error> {
+    let build = resolve(pillar, req)?;
+    let group = pillar.group(&req.group)?;
+    let env_spec = pillar.environment(&req.pillarenv)?;
+    let mut used = Used::gather(req, &env_spec.domain, inventory, reserved);
+    let mut planner = Planner {
+        cpid,
+        req,
+        group,
+        used: &mut used,
+        instances: Vec::new(),
+        keys: PlanKeys::default(),
+    };
+
+    let system = match &build.system {
+        Some(name) => {
+            let group_id = planner.take_id(&IdScope::GroupSystem {
+                group: req.group.clone(),
+            })?;
+            let cloud_id = planner.take_id(&IdScope::CloudSystem)?;
+            Some(SystemIds {
+                name: name.clone(),
+                group_id,
+                cloud_id,
+            })
+        }
+        None => None,
+    };
+    let mut clusters = Vec::new();
+    for item in &build.items {
+        match item {
+            BuildItem::Single { role, count } => planner.singles(role, *count, system.as_ref())?,
+            BuildItem::Cluster { role, clusters: n } => {
+                for _ in 0..*n {
+                    clusters.push(planner.cluster(role, system.as_ref())?);
+                }
+            }
+        }
+        if planner.instances.len() > MAX_INSTANCES_PER_RUN {
+            return Err(PlanError::TooManyInstances {
+                max: MAX_INSTANCES_PER_RUN,
+            }
+            .into());
+        }
+    }
+    let Planner {
+        instances, keys, ..
+    } = planner;
+    Ok(Plan {
+        cpid,
+        group: req.group.clone(),
+        env: req.pillarenv.clone(),
+        saltenv: req.saltenv.clone(),
+        zone: req.zone.clone(),
+        region: req.zone.region(),
+        system,
+        clusters,
+        instances,
+        reservations: keys,
+        files: None,
+    })
+}
+
+/// The basename of a buildable role (validated pillar: every one has one).
+fn basename_of(spec: &crate::pillar::RoleSpec) -> &crate::basename::Basename {
+    spec.basename
+        .as_ref()
+        .expect("validated pillar: every buildable role has a basename")
+}

@@ -1,0 +1,117 @@
+//! The names and ids in use: live instances in the cloud and keys other
+//! runs hold.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::basename::Basename;
+use crate::cloud::{Instance, Inventory};
+use crate::ids::IdScope;
+use crate::request::CreateRequest;
+use crate::reserve::Key;
+
+/// Used indexes and ids, gathered once from inventory and reservations.
+pub(super) struct Used<'a> {
+    req: &'a CreateRequest,
+    /// The environment's domain.
+    pub(super) domain: &'a str,
+    /// Live names in AWS plus reserved names (without the `<env>_` prefix).
+    pub(super) names: BTreeSet<String>,
+    /// Ids per scope, from tags and reservations.
+    ids: BTreeMap<IdScope, BTreeSet<u32>>,
+}
+
+impl<'a> Used<'a> {
+    pub(super) fn gather(
+        req: &'a CreateRequest,
+        domain: &'a str,
+        inventory: &Inventory,
+        reserved: &BTreeSet<Key>,
+    ) -> Self {
+        let env = req.pillarenv.as_str();
+        let mut names = BTreeSet::new();
+        let mut ids: BTreeMap<IdScope, BTreeSet<u32>> = BTreeMap::new();
+        for i in inventory.live() {
+            if let Some(n) = i.name() {
+                names.insert(n.to_string());
+            }
+            if i.conductor_tag("env") == Some(env) {
+                collect_id_tags(i, &mut ids);
+            }
+        }
+        for k in reserved {
+            if let Some(name) = k.name_in(&req.saltenv) {
+                names.insert(name.to_string());
+            } else if let Some((scope, n)) = IdScope::parse_key(k, &req.pillarenv) {
+                ids.entry(scope).or_default().insert(n);
+            }
+        }
+        Self {
+            req,
+            domain,
+            names,
+            ids,
+        }
+    }
+
+    pub(super) fn indexes(&self, b: &Basename) -> BTreeSet<u32> {
+        let (z, e) = (&self.req.zone, &self.req.saltenv);
+        self.names
+            .iter()
+            .filter(|n| n.starts_with(b.prefix()))
+            .filter_map(|n| b.parse_name(n, z, e, self.domain))
+            .filter(|m| m.clid.is_none())
+            .map(|m| m.index)
+            .collect()
+    }
+
+    pub(super) fn clids(&self, b: &Basename) -> BTreeSet<u32> {
+        let (z, e) = (&self.req.zone, &self.req.saltenv);
+        self.names
+            .iter()
+            .filter(|n| n.starts_with(b.prefix()))
+            .filter_map(|n| b.parse_name(n, z, e, self.domain))
+            .filter_map(|m| m.clid)
+            .collect()
+    }
+
+    pub(super) fn ids(&mut self, scope: &IdScope) -> &mut BTreeSet<u32> {
+        self.ids.entry(scope.clone()).or_default()
+    }
+}
+
+fn collect_id_tags(i: &Instance, ids: &mut BTreeMap<IdScope, BTreeSet<u32>>) {
+    for (k, v) in &i.tags {
+        if let Some((scope, n)) = IdScope::parse_tag(k, v) {
+            ids.entry(scope).or_default().insert(n);
+        }
+    }
+}
+
+/// The lowest positive integer not in `used` and at most `max`.
+pub(super) fn lowest_free(used: &BTreeSet<u32>, max: u32) -> Option<u32> {
+    let mut n = 1;
+    for &u in used.range(1..) {
+        if u > n {
+            break;
+        }
+        if u == n {
+            n += 1;
+        }
+    }
+    (n <= max).then_some(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lowest_free_fills_gaps() {
+        let s = |v: &[u32]| v.iter().copied().collect::<BTreeSet<u32>>();
+        assert_eq!(lowest_free(&s(&[]), 99), Some(1));
+        assert_eq!(lowest_free(&s(&[1, 2]), 99), Some(3));
+        assert_eq!(lowest_free(&s(&[1, 3]), 99), Some(2));
+        assert_eq!(lowest_free(&s(&[0, 2]), 99), Some(1));
+        assert_eq!(lowest_free(&s(&[1, 2]), 2), None);
+    }
+}
