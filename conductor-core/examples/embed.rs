@@ -52,7 +52,7 @@ impl CloudBackend for ListCloud {
                     launch_time: None,
                     tags: spec.tags.clone(),
                 });
-                let detail = serde_json::json!({ "id": id, "size": spec.settings["size"] });
+                let detail = serde_json::json!({ "id": id, "size": spec.settings.size });
                 LaunchResult {
                     name: spec.name.clone(),
                     outcome: Ok(Launched {

@@ -11,6 +11,7 @@ use crate::backend::BackendError;
 use crate::backoff::Backoff;
 use crate::cpid::Cpid;
 use crate::names::{Region, Zone};
+use crate::settings::LaunchSettings;
 
 /// Tag holding the instance name (and minion id).
 pub const NAME_TAG: &str = "Name";
@@ -220,8 +221,8 @@ pub struct LaunchSpec {
     pub client_token: String,
     /// Tags for the instance and its volumes.
     pub tags: BTreeMap<String, String>,
-    /// Merged provider, profile and role settings (image, size, subnet_id, ...).
-    pub settings: serde_json::Value,
+    /// Merged provider, profile and role settings, typed (checked while planning).
+    pub settings: LaunchSettings,
     /// Cloud-init user data, when the provisioner bootstraps a minion.
     pub user_data: Option<String>,
 }

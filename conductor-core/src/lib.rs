@@ -28,6 +28,7 @@ mod request;
 mod reserve;
 mod retry;
 mod salt;
+mod settings;
 pub mod user_data;
 
 pub use backend::{BackendError, BackendErrorKind};
@@ -62,4 +63,5 @@ pub use salt::{
     CloudRunResult, MinionKeys, PillarSource, SaltExecutor, StateFailure, StateRunResult,
     StaticPillar,
 };
+pub use settings::{LaunchSettings, NetworkInterface, Volume, DEFAULT_SIZE};
 pub use tokio_util::sync::CancellationToken;

@@ -62,9 +62,8 @@ pub fn role_spec<'a>(group: &'a GroupSpec, i: &PlannedInstance) -> &'a RoleSpec 
     }
 }
 
-/// Per-instance overrides: size, image, grains, tags, minion, volumes, interfaces.
-fn vm_overrides(group: &GroupSpec, i: &PlannedInstance) -> Mapping {
-    let spec = role_spec(group, i);
+/// A role's overrides: size, image, minion, volumes, interfaces.
+fn role_overrides(spec: &RoleSpec) -> Mapping {
     let mut m = Mapping::new();
     if let Some(size) = &spec.size {
         m.insert(s("size"), s(size));
@@ -72,14 +71,6 @@ fn vm_overrides(group: &GroupSpec, i: &PlannedInstance) -> Mapping {
     if let Some(image) = &spec.image {
         m.insert(s("image"), s(image));
     }
-    m.insert(
-        s("grains"),
-        serde_yaml::to_value(&i.grains).expect("grains serialize"),
-    );
-    m.insert(
-        s("tag"),
-        serde_yaml::to_value(&i.tags).expect("tags serialize"),
-    );
     if !spec.minion.is_empty() {
         m.insert(s("minion"), Value::Mapping(spec.minion.clone()));
     }
@@ -89,6 +80,20 @@ fn vm_overrides(group: &GroupSpec, i: &PlannedInstance) -> Mapping {
     if let Some(v) = &spec.network_interfaces {
         m.insert(s("network_interfaces"), v.clone());
     }
+    m
+}
+
+/// Per-instance overrides: the role's, plus grains and tags.
+fn vm_overrides(group: &GroupSpec, i: &PlannedInstance) -> Mapping {
+    let mut m = role_overrides(role_spec(group, i));
+    m.insert(
+        s("grains"),
+        serde_yaml::to_value(&i.grains).expect("grains serialize"),
+    );
+    m.insert(
+        s("tag"),
+        serde_yaml::to_value(&i.tags).expect("tags serialize"),
+    );
     m
 }
 
@@ -105,16 +110,29 @@ pub fn map(plan: &Plan, group: &GroupSpec) -> Value {
     )
 }
 
-/// Provider, then profile, then role settings merged for one native launch.
-pub fn launch_settings(plan: &Plan, group: &GroupSpec, i: &PlannedInstance) -> serde_json::Value {
+/// Provider, then profile, then `layer` settings merged.
+fn merged(group: &GroupSpec, layer: &Mapping) -> Mapping {
     let mut m = Mapping::new();
-    for layer in [&group.provider, &group.profile, &vm_overrides(group, i)] {
-        for (k, v) in layer {
+    for l in [&group.provider, &group.profile, layer] {
+        for (k, v) in l {
             m.insert(k.clone(), v.clone());
         }
     }
+    m
+}
+
+/// Provider, then profile, then role settings merged for one native launch.
+pub fn launch_settings(plan: &Plan, group: &GroupSpec, i: &PlannedInstance) -> serde_json::Value {
+    let mut m = merged(group, &vm_overrides(group, i));
     m.insert(s("zone"), s(plan.zone.as_str()));
     serde_json::to_value(Value::Mapping(m)).unwrap_or(serde_json::Value::Null)
+}
+
+/// Provider, then profile, then the role's settings merged: what every
+/// instance of `spec` launches with (checked while planning).
+pub fn role_settings(group: &GroupSpec, spec: &RoleSpec) -> serde_json::Value {
+    serde_json::to_value(Value::Mapping(merged(group, &role_overrides(spec))))
+        .unwrap_or(serde_json::Value::Null)
 }
 
 /// Reads a salt-cloud map file into its VMs (see [`map_vms`]).

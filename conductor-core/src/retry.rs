@@ -284,7 +284,7 @@ mod tests {
             zone: Zone::new("us-east-1a").unwrap(),
             client_token: token.into(),
             tags: Default::default(),
-            settings: serde_json::Value::Null,
+            settings: crate::settings::LaunchSettings::with_image("ami-1"),
             user_data: None,
         }
     }

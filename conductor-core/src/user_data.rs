@@ -319,7 +319,14 @@ mod tests {
     use crate::Zone;
     use serde_json::json;
 
-    fn spec(settings: Value) -> LaunchSpec {
+    fn spec(mut settings: Value) -> LaunchSpec {
+        if settings.is_null() {
+            settings = json!({});
+        }
+        if let Value::Object(m) = &mut settings {
+            m.entry("image").or_insert(json!("ami-1"));
+        }
+        let settings = crate::settings::LaunchSettings::parse(&settings).unwrap();
         LaunchSpec {
             name: "devops-mq03.us-east-1a.test.foobar.com".into(),
             zone: Zone::new("us-east-1a").unwrap(),

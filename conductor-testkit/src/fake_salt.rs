@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use conductor_core::BackendError;
-use conductor_core::{CloudBackend, InstanceRef, LaunchSpec, Scope, Selector, NAME_TAG};
+use conductor_core::{
+    CloudBackend, InstanceRef, LaunchSettings, LaunchSpec, Scope, Selector, NAME_TAG,
+};
 use conductor_core::{CloudRunResult, MinionKeys, SaltExecutor, StateFailure, StateRunResult};
 use conductor_core::{Env, Zone};
 use serde_json::{json, Map, Value};
@@ -162,7 +164,10 @@ impl SaltExecutor for FakeSalt {
                 client_token: format!("salt-cloud-{name}"),
                 tags: serde_json::from_value(o.get("tag").cloned().unwrap_or(json!({})))
                     .unwrap_or_default(),
-                settings: o.clone(),
+                // The map's overrides; salt-cloud takes the image from the
+                // profile, which this fake does not read.
+                settings: LaunchSettings::parse(o)
+                    .unwrap_or_else(|_| LaunchSettings::with_image("ami-fake")),
                 user_data: None,
             })
             .collect();

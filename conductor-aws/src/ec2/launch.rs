@@ -9,7 +9,6 @@ use aws_sdk_ec2::types::{
 use aws_sdk_ec2::Client;
 use conductor_core::BackendErrorKind;
 use conductor_core::{LaunchFailure, LaunchResult, LaunchSpec, Launched};
-use serde_json::Value;
 use tokio::sync::Semaphore;
 use tracing::{info_span, Instrument};
 
@@ -18,9 +17,6 @@ use crate::errors::classify;
 
 /// Most bytes of user data EC2 takes (before base64).
 pub const USER_DATA_LIMIT: usize = 16 * 1024;
-
-/// Instance type when the settings give none.
-pub const DEFAULT_SIZE: &str = "t3.small";
 
 /// Launches `spec` once a slot of `inflight` is free.
 pub(super) async fn launch_one(
@@ -57,20 +53,6 @@ pub(super) fn request(
     spec: &LaunchSpec,
 ) -> Result<RunInstancesFluentBuilder, LaunchFailure> {
     let s = &spec.settings;
-    if !s.is_object() && !s.is_null() {
-        return Err(refused(
-            spec,
-            format!("launch settings must be a mapping, not {s}"),
-        ));
-    }
-    let image = convert::str_setting(s, &["image", "image_id"]).ok_or_else(|| {
-        refused(
-            spec,
-            "no image: set profile.image (or the role's image) in pillar".into(),
-        )
-    })?;
-    let size =
-        convert::str_setting(s, &["size", "instance_type"]).unwrap_or_else(|| DEFAULT_SIZE.into());
     let tags: Vec<Tag> = spec
         .tags
         .iter()
@@ -100,8 +82,8 @@ pub(super) fn request(
     }
     let mut req = client
         .run_instances()
-        .image_id(&image)
-        .instance_type(size.as_str().into())
+        .image_id(&s.image)
+        .instance_type(s.size.as_str().into())
         .min_count(1)
         .max_count(1)
         .client_token(&spec.client_token)
@@ -112,26 +94,26 @@ pub(super) fn request(
         )
         .set_tag_specifications(Some(tag_specs))
         .user_data(convert::base64(user_data.as_bytes()));
-    let subnet = convert::str_setting(s, &["subnet_id", "subnetid"]);
-    let groups = convert::list_setting(s, &["securitygroupid", "security_group_ids"]);
-    match convert::network_interfaces(s.get("network_interfaces"), subnet.as_deref(), &groups)
-        .map_err(|e| refused(spec, e))?
-    {
+    let nics = convert::network_interfaces(
+        &s.network_interfaces,
+        s.subnet_id.as_deref(),
+        &s.security_group_ids,
+    );
+    match nics {
         // Subnet and groups belong to the interfaces then (EC2 refuses both).
         Some(nics) => req = req.set_network_interfaces(Some(nics)),
         None => {
-            if let Some(subnet) = subnet {
-                req = req.subnet_id(subnet);
-            }
-            if !groups.is_empty() {
-                req = req.set_security_group_ids(Some(groups));
-            }
+            req = req
+                .set_subnet_id(s.subnet_id.clone())
+                .set_security_group_ids(
+                    (!s.security_group_ids.is_empty()).then(|| s.security_group_ids.clone()),
+                );
         }
     }
-    if let Some(key) = convert::str_setting(s, &["keyname", "key_name"]) {
+    if let Some(key) = &s.key_name {
         req = req.key_name(key);
     }
-    if let Some(profile) = convert::str_setting(s, &["iam_profile", "iam_instance_profile"]) {
+    if let Some(profile) = &s.iam_profile {
         let p = IamInstanceProfileSpecification::builder();
         req = req.iam_instance_profile(
             if profile.starts_with("arn:") {
@@ -142,11 +124,10 @@ pub(super) fn request(
             .build(),
         );
     }
-    if let Some(b) = s.get("ebs_optimized").and_then(Value::as_bool) {
-        req = req.ebs_optimized(b);
-    }
-    let devices = convert::block_devices(s.get("volumes")).map_err(|e| refused(spec, e))?;
-    Ok(req.set_block_device_mappings(devices))
+    let devices = convert::block_devices(&s.volumes);
+    Ok(req
+        .set_ebs_optimized(s.ebs_optimized)
+        .set_block_device_mappings(devices))
 }
 
 /// Runs one instance. A failure is `definite` only when AWS refused the
@@ -155,11 +136,11 @@ pub(super) fn request(
 async fn run_instance(client: &Client, spec: &LaunchSpec) -> Result<Launched, LaunchFailure> {
     let req = request(client, spec)?;
     let out = req.send().await.map_err(|e| {
-        let image =
-            convert::str_setting(&spec.settings, &["image", "image_id"]).unwrap_or_default();
-        let size = convert::str_setting(&spec.settings, &["size", "instance_type"])
-            .unwrap_or_else(|| DEFAULT_SIZE.into());
-        let subnet = convert::str_setting(&spec.settings, &["subnet_id", "subnetid"])
+        let s = &spec.settings;
+        let (image, size) = (&s.image, &s.size);
+        let subnet = s
+            .subnet_id
+            .as_ref()
             .map(|s| format!(", subnet {s}"))
             .unwrap_or_default();
         let err = classify(

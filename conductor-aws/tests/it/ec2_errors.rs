@@ -34,7 +34,7 @@ fn all() -> Scope {
 fn fixture(settings: serde_json::Value) -> CloudFixture {
     CloudFixture {
         zone: fixtures::zone(),
-        settings,
+        settings: conductor_core::LaunchSettings::parse(&settings).unwrap(),
         visible_timeout: Duration::from_secs(1),
     }
 }

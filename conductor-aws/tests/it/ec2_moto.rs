@@ -118,7 +118,10 @@ async fn ec2_backend_conforms_on_moto() {
     let ec2 = backend(&moto).await;
     let fixture = CloudFixture {
         zone: fixtures::zone(),
-        settings: serde_json::json!({"image": "ami-0abc", "size": "t3.small"}),
+        settings: conductor_core::LaunchSettings::parse(
+            &serde_json::json!({"image": "ami-0abc", "size": "t3.small"}),
+        )
+        .unwrap(),
         visible_timeout: Duration::from_secs(20),
     };
     run_all(&ec2, &fixture).await;
@@ -135,7 +138,8 @@ async fn seed_mq01_mq02_then_three_nodes_launch_mq03_to_mq05_with_all_tags() {
     // The two existing instances carry only a Name tag, as if built by hand.
     let f = CloudFixture {
         zone: fixtures::zone(),
-        settings: serde_json::json!({"image": "ami-0abc"}),
+        settings: conductor_core::LaunchSettings::parse(&serde_json::json!({"image": "ami-0abc"}))
+            .unwrap(),
         visible_timeout: Duration::from_secs(5),
     };
     let mut existing = conductor_testkit::conformance::cloud::specs(&f, "devops-mq", 2);
@@ -287,7 +291,10 @@ async fn client_errors_name_the_input() {
     let ec2 = backend(&moto).await;
     let f = CloudFixture {
         zone: fixtures::zone(),
-        settings: serde_json::json!({"image": "ami-0abc", "subnet_id": "subnet-nope"}),
+        settings: conductor_core::LaunchSettings::parse(
+            &serde_json::json!({"image": "ami-0abc", "subnet_id": "subnet-nope"}),
+        )
+        .unwrap(),
         visible_timeout: Duration::from_secs(5),
     };
     let specs = conductor_testkit::conformance::cloud::specs(&f, "bad", 1);

@@ -84,7 +84,7 @@ fn spec(name: &str, settings: serde_json::Value) -> LaunchSpec {
             ("conductor:role".into(), "activemq".into()),
             ("conductor:devops.system.id".into(), "2".into()),
         ]),
-        settings,
+        settings: conductor_core::LaunchSettings::parse(&settings).unwrap(),
         user_data: None,
     }
 }

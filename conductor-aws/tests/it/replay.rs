@@ -247,7 +247,10 @@ async fn launches_and_terminates_pass_the_conformance_suite() {
     let ec2 = backend(&replay, None).await;
     let f = conductor_testkit::conformance::cloud::CloudFixture {
         zone: conductor_testkit::fixtures::zone(),
-        settings: serde_json::json!({"image": "ami-0abc", "size": "t3.medium"}),
+        settings: conductor_core::LaunchSettings::parse(
+            &serde_json::json!({"image": "ami-0abc", "size": "t3.medium"}),
+        )
+        .unwrap(),
         visible_timeout: Duration::from_secs(2),
     };
     conductor_testkit::conformance::cloud::run_all(&ec2, &f).await;
@@ -274,7 +277,8 @@ async fn client_tokens_are_idempotent_and_unknown_ids_are_dropped() {
     let ec2 = backend(&replay, None).await;
     let f = conductor_testkit::conformance::cloud::CloudFixture {
         zone: conductor_testkit::fixtures::zone(),
-        settings: serde_json::json!({"image": "ami-0abc"}),
+        settings: conductor_core::LaunchSettings::parse(&serde_json::json!({"image": "ami-0abc"}))
+            .unwrap(),
         visible_timeout: Duration::from_secs(1),
     };
     let specs = conductor_testkit::conformance::cloud::specs(&f, "tok", 2);

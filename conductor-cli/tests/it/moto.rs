@@ -227,14 +227,22 @@ fn dynamodb_reserver_from_the_command_line() {
                 .count()
                 == 0
     );
-    // prune leaves unexpired keys of a live owner... whose process has ended: on this host, a dead pid frees them.
+    // Released keys are held for their grace although the run's process has
+    // ended (EC2's read lag outlives it): prune leaves them; an operator's
+    // `--older-than` frees them (their owner is gone).
     let mut prune = vec!["reservations", "prune", "--json"];
     prune.extend(dyn_args);
+    let pruned = e.json(&prune);
+    assert!(
+        pruned["pruned"].as_array().unwrap().is_empty(),
+        "released keys are held for the grace: {pruned}"
+    );
+    prune.extend(["--older-than", "0s"]);
     let pruned = e.json(&prune);
     assert_eq!(
         pruned["pruned"].as_array().unwrap().len(),
         keys.len(),
-        "the run's process is gone: its keys are free"
+        "the run's process is gone: --older-than frees its keys"
     );
     let held = e.json(&list);
     assert!(held.as_array().unwrap().is_empty());

@@ -22,6 +22,7 @@ use crate::cpid::Cpid;
 use crate::error::Error;
 use crate::layout::write_atomic;
 use crate::reserve::now_ms;
+use crate::settings::LaunchSettings;
 
 /// The grain (and the file name in `autosign_grains_dir`) holding a run's token.
 pub const AUTOSIGN_GRAIN: &str = "conductor_autosign";
@@ -34,11 +35,9 @@ pub fn new_token() -> String {
 /// Gives a launch's minion the token: grain [`AUTOSIGN_GRAIN`] in
 /// `settings.grains` (grains that are not tags) and the grain's name in the
 /// minion config's `autosign_grains`.
-pub fn add_to_settings(settings: &mut serde_json::Value, token: &str) {
+pub fn add_to_settings(settings: &mut LaunchSettings, token: &str) {
     use serde_json::{Map, Value};
-    let Value::Object(s) = settings else {
-        return;
-    };
+    let s = &mut settings.other;
     fn object<'a>(s: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<String, Value> {
         let v = s
             .entry(key.to_string())
@@ -267,9 +266,13 @@ mod tests {
 
     #[test]
     fn settings_carry_the_token_grain_and_the_autosign_list() {
-        let mut s = serde_json::json!({"minion": {"master": "m", "autosign_grains": ["x"]}});
-        add_to_settings(&mut s, "tok");
-        add_to_settings(&mut s, "tok");
+        let mut settings = LaunchSettings::parse(&serde_json::json!(
+            {"image": "ami-1", "minion": {"master": "m", "autosign_grains": ["x"]}}
+        ))
+        .unwrap();
+        add_to_settings(&mut settings, "tok");
+        add_to_settings(&mut settings, "tok");
+        let s = serde_json::Value::Object(settings.other);
         assert_eq!(s["grains"][AUTOSIGN_GRAIN], "tok");
         assert_eq!(
             s["minion"]["autosign_grains"],

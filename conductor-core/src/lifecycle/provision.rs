@@ -18,6 +18,7 @@ use crate::pillar::GroupSpec;
 use crate::plan::Plan;
 use crate::render;
 use crate::salt::SaltExecutor;
+use crate::settings::LaunchSettings;
 
 /// What one create asks its provisioner for.
 pub(crate) struct Job<'a> {
@@ -87,26 +88,23 @@ impl Native {
         plan.instances
             .iter()
             .map(|i| {
+                let settings = render::launch_settings(plan, job.group, i);
+                let settings = LaunchSettings::parse(&settings)
+                    .map_err(|e| rejected("reading the launch settings", &i.name, &e))?;
                 let mut spec = LaunchSpec {
                     name: i.name.clone(),
                     zone: plan.zone.clone(),
                     client_token: client_token(plan.cpid, &i.name),
                     tags: i.tags.clone(),
-                    settings: render::launch_settings(plan, job.group, i),
+                    settings,
                     user_data: None,
                 };
                 if let Some(token) = job.autosign_token {
                     autosign::add_to_settings(&mut spec.settings, token);
                 }
-                spec.user_data = Some(crate::user_data::render(&spec).map_err(|e| {
-                    Error::backend(
-                        "rendering the user data",
-                        BackendError::new(
-                            BackendErrorKind::Rejected,
-                            format!("{}: {e}; fix it in the group's pillar", i.name),
-                        ),
-                    )
-                })?);
+                let user_data = crate::user_data::render(&spec)
+                    .map_err(|e| rejected("rendering the user data", &i.name, &e.to_string()))?;
+                spec.user_data = Some(user_data);
                 Ok(spec)
             })
             .collect()
@@ -162,6 +160,16 @@ impl Provision for Native {
         let raw = json!(results);
         Ok(Provisioned { results, raw })
     }
+}
+
+/// Settings of `name` the pillar got wrong (checked while planning, so
+/// only an embedder's own provisioning path can meet it here).
+fn rejected(during: &str, name: &str, why: &str) -> Error {
+    let e = BackendError::new(
+        BackendErrorKind::Rejected,
+        format!("{name}: {why}; fix it in the group's pillar"),
+    );
+    Error::backend(during, e)
 }
 
 /// A launch that was not attempted because the run lost its keys.

@@ -13,10 +13,13 @@ use crate::conductor::Conductor;
 use crate::cpid::Cpid;
 use crate::error::Error;
 use crate::ids::IdScope;
-use crate::pillar::Pillar;
+use crate::input::PillarError;
+use crate::pillar::{Pillar, RoleSpec};
 use crate::plan::{inventory_scopes, plan as compute, Plan, PlanFiles};
-use crate::request::{resolve, CreateRequest};
+use crate::render;
+use crate::request::{resolve, Build, BuildItem, CreateRequest};
 use crate::reserve::{now_ms, Key, Owner, ReserveError};
+use crate::settings::LaunchSettings;
 
 impl Conductor {
     /// Computes what `create` would build now; reserves and writes nothing.
@@ -27,9 +30,11 @@ impl Conductor {
         self.compute_plan(cpid, req, &pillar, &scopes, None).await
     }
 
-    /// The inventory reads `req` needs (validates the request against pillar).
+    /// The inventory reads `req` needs; validates the request against
+    /// pillar, and the launch settings of every role it builds.
     pub(crate) fn scopes(&self, pillar: &Pillar, req: &CreateRequest) -> Result<Vec<Scope>, Error> {
         let build = resolve(pillar, req)?;
+        check_launch_settings(pillar, req, &build)?;
         inventory_scopes(pillar, req, &build)
     }
 
@@ -140,6 +145,30 @@ impl Conductor {
             keys: last,
         })
     }
+}
+
+/// The launch settings of every role (or cluster member) `build` makes,
+/// merged from provider, profile and role, must read as [`LaunchSettings`]:
+/// a missing image is bad input before anything is reserved or written.
+fn check_launch_settings(pillar: &Pillar, req: &CreateRequest, build: &Build) -> Result<(), Error> {
+    let group = pillar.group(&req.group)?;
+    for item in &build.items {
+        let (BuildItem::Single { role, .. } | BuildItem::Cluster { role, .. }) = item;
+        let spec = &group.roles[role];
+        let path = format!("conductor.groups.{}.roles.{role}", req.group);
+        let specs: Vec<(String, &RoleSpec)> = match &spec.cluster {
+            None => vec![(path, spec)],
+            Some(members) => members
+                .iter()
+                .map(|(m, s)| (format!("{path}.cluster.{m}"), s))
+                .collect(),
+        };
+        for (path, spec) in specs {
+            LaunchSettings::parse(&render::role_settings(group, spec))
+                .map_err(|e| PillarError::new(path, e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Keys of `plan` that are in use in `inventory` (checked after reserving).

@@ -75,7 +75,10 @@ async fn fs_reserver_reports_an_unwritable_root() {
 fn fixture() -> cloud::CloudFixture {
     cloud::CloudFixture {
         zone: Zone::new("us-east-1a").unwrap(),
-        settings: serde_json::json!({"image": "ami-0abc", "size": "t3.small"}),
+        settings: conductor_core::LaunchSettings::parse(
+            &serde_json::json!({"image": "ami-0abc", "size": "t3.small"}),
+        )
+        .unwrap(),
         visible_timeout: Duration::from_secs(5),
     }
 }

@@ -6,8 +6,7 @@ use std::time::Duration;
 use conductor_core::{
     conductor_tag, CloudBackend, Inventory, LaunchSpec, Scope, Selector, NAME_TAG,
 };
-use conductor_core::{Region, Zone};
-use serde_json::Value;
+use conductor_core::{LaunchSettings, Region, Zone};
 
 /// What a backend needs to launch test instances.
 #[derive(Clone, Debug)]
@@ -15,7 +14,7 @@ pub struct CloudFixture {
     /// Zone to launch in.
     pub zone: Zone,
     /// Launch settings the backend accepts (image, size, ...).
-    pub settings: Value,
+    pub settings: LaunchSettings,
     /// How long launched instances may take to show.
     pub visible_timeout: Duration,
 }
