@@ -266,3 +266,21 @@ fn a_salt_failure_after_the_launch_prints_the_report_and_exits_1() {
     );
     assert_eq!(lab.instances(&[]).len(), 2);
 }
+
+#[test]
+fn a_missing_image_is_bad_input_before_anything_is_reserved_or_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = Lab::fake(dir.path(), |p| p.replace("        image: ami-0abc\n", ""));
+    let out = lab.run(
+        &words(&["group", "create"], &["--provisioner", "ec2", "--no-salt"]),
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("conductor.groups.devops.roles.activemq") && err.contains("no image"),
+        "{err}"
+    );
+    assert!(lab.reservation_files().is_empty());
+    assert!(!dir.path().join("etc").exists(), "no file written");
+}
