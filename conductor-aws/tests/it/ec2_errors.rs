@@ -142,7 +142,21 @@ async fn bad_settings_fail_for_sure_before_any_call() {
             "user data",
         ),
     ] {
-        let s = specs(&fixture(settings), "bad", 1);
+        // Settings that do not read as typed launch settings are refused
+        // while planning, before a spec exists; the rest by the backend.
+        let typed = match conductor_core::LaunchSettings::parse(&settings) {
+            Ok(t) => t,
+            Err(e) => {
+                assert!(e.contains(needle), "{needle}: {e}");
+                continue;
+            }
+        };
+        let f = CloudFixture {
+            zone: fixtures::zone(),
+            settings: typed,
+            visible_timeout: Duration::from_secs(1),
+        };
+        let s = specs(&f, "bad", 1);
         let r = ec2.launch(&s).await.unwrap();
         let fail = r[0].outcome.as_ref().unwrap_err();
         assert!(fail.definite, "{}", fail.message);

@@ -148,6 +148,8 @@ fn interrupt_create(signal: i32, expected: i32) {
     let moto = MotoServer::start();
     let dir = tempfile::tempdir().unwrap();
     let lab = hanging_salt_cloud_lab(&moto, dir.path(), 120);
+    // salt-cloud reads the provider and profile Conductor writes (--config-dir).
+    let etc = dir.path().join("etc");
     let args = words(
         &["group", "create"],
         &[
@@ -156,9 +158,11 @@ fn interrupt_create(signal: i32, expected: i32) {
             "--release-grace",
             "0s",
             "--json",
+            "--salt-config-dir",
+            etc.to_str().unwrap(),
         ],
     );
-    let child = lab
+    let mut child = lab
         .command(&args, None)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -167,7 +171,16 @@ fn interrupt_create(signal: i32, expected: i32) {
     // Wait until the stand-in has launched both instances and hangs.
     let deadline = Instant::now() + Duration::from_secs(60);
     while lab.instances(&[]).len() < 2 {
-        assert!(Instant::now() < deadline, "salt-cloud did not launch");
+        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "salt-cloud did not launch ({:?}); stdout: {}\nstderr: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                stderr(&out)
+            );
+        }
         std::thread::sleep(Duration::from_millis(300));
     }
     assert!(!salt_clouds_under(dir.path()).is_empty(), "salt-cloud runs");

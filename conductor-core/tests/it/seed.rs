@@ -393,7 +393,7 @@ async fn client_tokens_make_launch_idempotent() {
     let cloud = FakeCloud::new();
     let f = conductor_testkit::conformance::cloud::CloudFixture {
         zone: fixtures::zone(),
-        settings: conductor_core::LaunchSettings::parse(&serde_json::json!({})).unwrap(),
+        settings: conductor_core::LaunchSettings::with_image("ami-0abc"),
         visible_timeout: Duration::from_secs(1),
     };
     let specs = conductor_testkit::conformance::cloud::specs(&f, "idem", 3);

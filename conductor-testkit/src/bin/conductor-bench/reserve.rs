@@ -122,7 +122,7 @@ pub fn dynamo_row(line: &str) -> Option<String> {
     };
     let (reserve, release) = (after("reserve")?, after("+ release")?);
     Some(format!(
-        "| `DynamoReserver` on moto (mean of 20 runs, from `cargo test -p conductor-aws --test dynamo twenty_key_run_figures`) | {} (mean) | {} (mean) | | {:.0} | |\n",
+        "| `DynamoReserver` on moto (mean of 20 runs, from `cargo test -p conductor-aws --test it dynamo::twenty_key_run_figures`) | {} (mean) | {} (mean) | | {:.0} | |\n",
         ms(reserve),
         ms(release),
         1.0 / (reserve + release).as_secs_f64(),
