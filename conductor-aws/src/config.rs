@@ -1,57 +1,182 @@
-//! The shared AWS configuration of the backends: credentials chain (or
-//! static credentials for tests), standard retries, optional endpoint.
+//! The shared AWS connection of the backends ([`AwsConfig`]): region,
+//! endpoint, credentials chain (or static credentials for tests), standard
+//! retries. `Ec2Backend::builder()`, `DynamoReserver::builder()` and the S3
+//! upload all load their SDK configuration through it.
 
 use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use tracing::{info_span, Instrument};
 
-/// Loads the AWS configuration: the default credential chain unless
-/// `credentials` (key id, secret) are given, the SDK's standard retry mode
-/// with `max_attempts`, and `endpoint` (else `AWS_ENDPOINT_URL`, else AWS).
+/// Attempts per call unless set: the SDK's standard mode retries throttling and 5xx.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+
+/// How to reach AWS: one builder for every backend of this crate.
 ///
-/// Standard, not adaptive: adaptive mode's client-side rate limiter drops to
-/// 0.5 requests/s after one throttle in a new process, so a short-lived CLI
-/// run slept about 20 s per throttled retry (measured through a proxy that
-/// throttles 30% of calls: 118 s for one create). Core's `RetryCloud` retries
-/// whole calls on top with its own jittered backoff.
-pub async fn load(
-    endpoint: Option<&str>,
-    credentials: Option<&(String, String)>,
-    max_attempts: u32,
-) -> SdkConfig {
-    load_in(None, endpoint, credentials, max_attempts).await
+/// Standard retries, not adaptive: adaptive mode's client-side rate limiter
+/// drops to 0.5 requests/s after one throttle in a new process, so a
+/// short-lived CLI run slept about 20 s per throttled retry (measured
+/// through a proxy that throttles 30% of calls: 118 s for one create).
+/// Core's `RetryCloud` retries whole calls on top with its own jittered
+/// backoff.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AwsConfig {
+    pub(crate) region: Option<String>,
+    pub(crate) endpoint_url: Option<String>,
+    pub(crate) credentials: Option<(String, String)>,
+    pub(crate) max_attempts: u32,
 }
 
-/// [`load`] with a default `region`; given, the SDK's region chain (which
-/// may ask the instance metadata service) is not consulted.
-pub async fn load_in(
-    region: Option<&str>,
-    endpoint: Option<&str>,
-    credentials: Option<&(String, String)>,
-    max_attempts: u32,
-) -> SdkConfig {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .retry_config(RetryConfig::standard().with_max_attempts(max_attempts.max(1)));
-    if let Some(r) = region {
-        loader = loader.region(Region::new(r.to_string()));
+impl Default for AwsConfig {
+    fn default() -> Self {
+        Self {
+            region: None,
+            endpoint_url: None,
+            credentials: None,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+        }
     }
-    if let Some(url) = endpoint {
-        loader = loader.endpoint_url(url);
+}
+
+/// Never shows the secret key.
+impl std::fmt::Debug for AwsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsConfig")
+            .field("region", &self.region)
+            .field("endpoint_url", &self.endpoint_url)
+            .field("key_id", &self.credentials.as_ref().map(|(id, _)| id))
+            .field("max_attempts", &self.max_attempts)
+            .finish_non_exhaustive()
     }
-    if let Some((id, secret)) = credentials {
-        loader = loader.credentials_provider(aws_sdk_ec2::config::Credentials::new(
-            id.clone(),
-            secret.clone(),
-            None,
-            None,
-            "conductor-static",
-        ));
+}
+
+/// The connection setters (`region`, `endpoint_url`, `static_credentials`,
+/// `max_attempts`) of [`AwsConfig`] and of the backend builders, written
+/// once: on [`AwsConfig`] itself, or, given the name of a builder's
+/// `AwsConfig` field, on that field (with an `aws` setter of the whole
+/// configuration). The first argument is the doc line of `region`, whose
+/// meaning differs between backends.
+macro_rules! aws_setters {
+    ($region_doc:literal $(, $field:ident)?) => {
+        $(
+            /// The whole connection configuration at once (replaces what the
+            /// connection setters called before set).
+            pub fn aws(mut self, aws: $crate::config::AwsConfig) -> Self {
+                self.$field = aws;
+                self
+            }
+        )?
+
+        #[doc = $region_doc]
+        pub fn region(mut self, region: impl Into<String>) -> Self {
+            self$(.$field)?.region = Some(region.into());
+            self
+        }
+
+        /// An explicit endpoint (moto, LocalStack); otherwise `AWS_ENDPOINT_URL` or AWS.
+        pub fn endpoint_url(mut self, url: impl Into<String>) -> Self {
+            self$(.$field)?.endpoint_url = Some(url.into());
+            self
+        }
+
+        /// Static credentials instead of the default chain (tests against moto).
+        pub fn static_credentials(
+            mut self,
+            key_id: impl Into<String>,
+            secret: impl Into<String>,
+        ) -> Self {
+            self$(.$field)?.credentials = Some((key_id.into(), secret.into()));
+            self
+        }
+
+        /// Attempts per call in the SDK's standard retry mode (throttling and 5xx are retried).
+        pub fn max_attempts(mut self, n: u32) -> Self {
+            self$(.$field)?.max_attempts = n.max(1);
+            self
+        }
+    };
+}
+pub(crate) use aws_setters;
+
+impl AwsConfig {
+    /// The default configuration: the SDK's region and credential chains,
+    /// `AWS_ENDPOINT_URL` or AWS, [`DEFAULT_MAX_ATTEMPTS`].
+    pub fn new() -> Self {
+        Self::default()
     }
-    loader
-        .load()
-        .instrument(info_span!(
-            "aws.config.load",
-            endpoint = endpoint.unwrap_or("")
-        ))
-        .await
+
+    aws_setters!(
+        "The default region; given, the SDK's region chain (which may ask the instance metadata service) is not consulted."
+    );
+
+    /// The region set with [`AwsConfig::region`], if any.
+    pub fn region_name(&self) -> Option<&str> {
+        self.region.as_deref()
+    }
+
+    /// The endpoint set with [`AwsConfig::endpoint_url`], if any.
+    pub fn endpoint(&self) -> Option<&str> {
+        self.endpoint_url.as_deref()
+    }
+
+    /// Loads the SDK configuration: the default credential chain (environment,
+    /// profile, SSO, process, instance role) unless static credentials are
+    /// given, standard retries, and the endpoint and region if set.
+    pub async fn load(&self) -> SdkConfig {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .retry_config(RetryConfig::standard().with_max_attempts(self.max_attempts.max(1)));
+        if let Some(r) = &self.region {
+            loader = loader.region(Region::new(r.clone()));
+        }
+        if let Some(url) = &self.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        if let Some((id, secret)) = &self.credentials {
+            loader = loader.credentials_provider(aws_sdk_ec2::config::Credentials::new(
+                id.clone(),
+                secret.clone(),
+                None,
+                None,
+                "conductor-static",
+            ));
+        }
+        loader
+            .load()
+            .instrument(info_span!(
+                "aws.config.load",
+                endpoint = self.endpoint().unwrap_or("")
+            ))
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn setters_record_the_connection() {
+        let c = AwsConfig::new()
+            .region("eu-west-1")
+            .endpoint_url("http://127.0.0.1:5000")
+            .static_credentials("id", "secret")
+            .max_attempts(0);
+        assert_eq!(c.region_name(), Some("eu-west-1"));
+        assert_eq!(c.endpoint(), Some("http://127.0.0.1:5000"));
+        assert_eq!(c.credentials, Some(("id".into(), "secret".into())));
+        assert_eq!(c.max_attempts, 1, "at least one attempt");
+        assert_eq!(AwsConfig::new().max_attempts, DEFAULT_MAX_ATTEMPTS);
+        assert!(!format!("{c:?}").contains("secret"), "{c:?}");
+    }
+
+    #[tokio::test]
+    async fn load_applies_region_and_endpoint() {
+        let sdk = AwsConfig::new()
+            .region("eu-west-1")
+            .endpoint_url("http://127.0.0.1:1")
+            .static_credentials("id", "secret")
+            .load()
+            .await;
+        assert_eq!(sdk.region().map(|r| r.as_ref()), Some("eu-west-1"));
+        assert_eq!(sdk.endpoint_url(), Some("http://127.0.0.1:1"));
+    }
 }

@@ -6,6 +6,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use conductor_core::{BackendError, BackendErrorKind};
 use tracing::{info_span, Instrument};
 
+use crate::config::AwsConfig;
 use crate::errors::classify;
 
 /// An `s3://bucket/prefix` destination.
@@ -52,13 +53,23 @@ impl S3Url {
     }
 }
 
-/// Uploads `file` to `to`; returns `s3://bucket/key`.
+/// Uploads `file` to `to` through `endpoint_url` (else `AWS_ENDPOINT_URL`,
+/// else AWS); returns `s3://bucket/key`.
 pub async fn upload(
     file: &Path,
     to: &S3Url,
     endpoint_url: Option<&str>,
 ) -> Result<String, BackendError> {
-    let sdk = crate::config::load(endpoint_url, None, 5).await;
+    let mut aws = AwsConfig::new();
+    if let Some(url) = endpoint_url {
+        aws = aws.endpoint_url(url);
+    }
+    upload_with(file, to, &aws).await
+}
+
+/// Uploads `file` to `to` with the connection `aws`; returns `s3://bucket/key`.
+pub async fn upload_with(file: &Path, to: &S3Url, aws: &AwsConfig) -> Result<String, BackendError> {
+    let sdk = aws.load().await;
     // Path-style addressing works with every endpoint (moto, MinIO, AWS).
     let conf = aws_sdk_s3::config::Builder::from(&sdk)
         .force_path_style(true)

@@ -25,61 +25,41 @@ use conductor_core::{CloudBackend, InstanceRef, Inventory, LaunchResult, LaunchS
 use tokio::sync::Semaphore;
 use tracing::{info_span, Instrument};
 
+use crate::config::AwsConfig;
 pub use crate::errors::classify;
 
 /// Most instance ids in one TerminateInstances call.
 const TERMINATE_BATCH: usize = 1000;
 
-/// Attempts per call unless set: the SDK's standard mode retries throttling and 5xx.
-pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+pub use crate::config::DEFAULT_MAX_ATTEMPTS;
 /// RunInstances calls in flight at once unless set.
 pub const DEFAULT_MAX_INFLIGHT: usize = 16;
 
 /// Builds an [`Ec2Backend`].
 #[derive(Clone, Debug)]
 pub struct Ec2BackendBuilder {
-    region: Option<String>,
-    endpoint_url: Option<String>,
-    max_attempts: u32,
+    aws: AwsConfig,
     max_inflight: usize,
     page_size: Option<i32>,
-    credentials: Option<(String, String)>,
     retry_partition: Option<String>,
 }
 
 impl Default for Ec2BackendBuilder {
     fn default() -> Self {
         Self {
-            region: None,
-            endpoint_url: None,
-            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            aws: AwsConfig::new(),
             max_inflight: DEFAULT_MAX_INFLIGHT,
             page_size: None,
-            credentials: None,
             retry_partition: None,
         }
     }
 }
 
 impl Ec2BackendBuilder {
-    /// The default region (else `AWS_REGION`, the profile, or instance
-    /// metadata). Each call still goes to the region of its scope or zone.
-    pub fn region(mut self, region: impl Into<String>) -> Self {
-        self.region = Some(region.into());
-        self
-    }
-
-    /// An explicit endpoint (moto, LocalStack); otherwise `AWS_ENDPOINT_URL` or AWS.
-    pub fn endpoint_url(mut self, url: impl Into<String>) -> Self {
-        self.endpoint_url = Some(url.into());
-        self
-    }
-
-    /// Attempts per call in the SDK's standard retry mode (throttling and 5xx are retried).
-    pub fn max_attempts(mut self, n: u32) -> Self {
-        self.max_attempts = n.max(1);
-        self
-    }
+    crate::config::aws_setters!(
+        "The default region (else `AWS_REGION`, the profile, or instance metadata). Each call still goes to the region of its scope or zone.",
+        aws
+    );
 
     /// RunInstances calls in flight at once, across every `launch` of this backend.
     pub fn max_inflight(mut self, n: usize) -> Self {
@@ -100,26 +80,10 @@ impl Ec2BackendBuilder {
         self
     }
 
-    /// Static credentials instead of the default chain (tests against moto).
-    pub fn static_credentials(
-        mut self,
-        key_id: impl Into<String>,
-        secret: impl Into<String>,
-    ) -> Self {
-        self.credentials = Some((key_id.into(), secret.into()));
-        self
-    }
-
     /// Loads the shared AWS configuration (credentials chain: environment,
     /// profile, SSO, process, instance role) and builds the backend.
     pub async fn build(self) -> Ec2Backend {
-        let sdk = crate::config::load_in(
-            self.region.as_deref(),
-            self.endpoint_url.as_deref(),
-            self.credentials.as_ref(),
-            self.max_attempts,
-        )
-        .await;
+        let sdk = self.aws.load().await;
         Ec2Backend {
             sdk,
             clients: Arc::new(Mutex::new(HashMap::new())),

@@ -1,26 +1,46 @@
 //! `DynamoReserver` on a real `moto_server`: the Reserver conformance suite,
-//! a 16-task race, transactions over the 100-item limit, key prefixes, the
+//! 16-task races (for keys, and to take over expired and dead owners' keys),
+//! transactions over the 100-item limit, key prefixes, the
 //! TTL attribute, error mapping, whole runs through `Conductor`, and its
 //! figures.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use conductor_aws::dynamo::DynamoReserver;
+use conductor_aws::dynamo::{DynamoReserver, DynamoReserverBuilder};
 use conductor_core::{BackendErrorKind, ReserveError};
 use conductor_core::{Key, KeyKind, Reserver};
 use conductor_testkit::conformance::reserver::{self, fresh_keys, live_owner};
 use conductor_testkit::moto::{MotoServer, ACCESS_KEY_ID, SECRET_ACCESS_KEY};
+use conductor_testkit::proxy::SerialProxy;
 
-async fn reserver(moto: &MotoServer, table: &str) -> DynamoReserver {
+/// A builder of `table` on `endpoint` with moto's credentials.
+fn on(endpoint: impl Into<String>, table: &str) -> DynamoReserverBuilder {
     DynamoReserver::builder(table)
-        .endpoint_url(moto.endpoint())
+        .endpoint_url(endpoint)
         .region("us-east-1")
         .static_credentials(ACCESS_KEY_ID, SECRET_ACCESS_KEY)
+}
+
+async fn reserver(moto: &MotoServer, table: &str) -> DynamoReserver {
+    on(moto.endpoint(), table)
         .create_table_if_missing(true)
         .build()
         .await
         .unwrap()
+}
+
+/// moto, a `SerialProxy` in front of it, and a reserver on `table` through
+/// the proxy (keep the first two alive while the reserver is used).
+async fn serialized(table: &str) -> (MotoServer, SerialProxy, Arc<dyn Reserver>) {
+    let moto = MotoServer::start();
+    let proxy = SerialProxy::start(moto.port()).await;
+    let r = on(proxy.endpoint(), table)
+        .create_table_if_missing(true)
+        .build()
+        .await
+        .unwrap();
+    (moto, proxy, Arc::new(r))
 }
 
 #[tokio::test]
@@ -31,23 +51,35 @@ async fn dynamo_reserver_conforms_on_moto() {
 
 /// moto restores a whole-table snapshot when a transaction fails, so
 /// concurrent requests can undo each other; DynamoDB serializes conflicting
-/// transactions. The race runs through `SerialProxy`, which gives moto that
+/// transactions. The races run through `SerialProxy`, which gives moto that
 /// isolation, so what is tested is the reserver's protocol.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixteen_tasks_race_on_moto() {
-    let moto = MotoServer::start();
-    let proxy = conductor_testkit::proxy::SerialProxy::start(moto.port()).await;
-    let r = DynamoReserver::builder("conductor-race")
-        .endpoint_url(proxy.endpoint())
-        .region("us-east-1")
-        .static_credentials(ACCESS_KEY_ID, SECRET_ACCESS_KEY)
-        .create_table_if_missing(true)
-        .build()
-        .await
-        .unwrap();
-    let r: Arc<dyn Reserver> = Arc::new(r);
+    let (_moto, _proxy, r) = serialized("conductor-race").await;
     for _ in 0..5 {
         reserver::race(r.clone(), 16).await;
+    }
+}
+
+/// Sixteen runs race to take over one expired key: one wins (through
+/// `SerialProxy`, see above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixteen_tasks_race_to_take_over_on_moto() {
+    let (_moto, _proxy, r) = serialized("conductor-takeover").await;
+    for _ in 0..5 {
+        reserver::race_takeover(r.clone(), 16).await;
+    }
+}
+
+/// Sixteen runs race for a key of a dead planning owner that has not
+/// expired: each finds it free and tries the second, takeover transaction
+/// conditioned on that record; one wins (through `SerialProxy`, see above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixteen_tasks_race_to_take_over_a_dead_owner_on_moto() {
+    let (_moto, _proxy, r) = serialized("conductor-dead-takeover").await;
+    for _ in 0..5 {
+        let dead = reserver::dead_owner(conductor_core::Phase::Planning);
+        reserver::race_takeover_of(r.clone(), 16, dead).await;
     }
 }
 
@@ -79,13 +111,7 @@ async fn over_one_hundred_keys_are_all_or_nothing() {
 #[tokio::test]
 async fn a_missing_table_is_a_clear_error() {
     let moto = MotoServer::start();
-    let e = DynamoReserver::builder("nope")
-        .endpoint_url(moto.endpoint())
-        .region("us-east-1")
-        .static_credentials(ACCESS_KEY_ID, SECRET_ACCESS_KEY)
-        .build()
-        .await
-        .unwrap_err();
+    let e = on(moto.endpoint(), "nope").build().await.unwrap_err();
     assert!(
         e.to_string().contains("\"nope\"") && e.to_string().contains("--create-table"),
         "{e}"
@@ -141,10 +167,7 @@ async fn twenty_key_run_figures() {
 async fn key_prefixes_partition_one_table() {
     let moto = MotoServer::start();
     let mk = |prefix: &'static str| {
-        DynamoReserver::builder("conductor-shared")
-            .endpoint_url(moto.endpoint())
-            .region("us-east-1")
-            .static_credentials(ACCESS_KEY_ID, SECRET_ACCESS_KEY)
+        on(moto.endpoint(), "conductor-shared")
             .create_table_if_missing(true)
             .key_prefix(prefix)
             .build()
@@ -240,10 +263,7 @@ async fn items_carry_the_ttl_attribute() {
 #[tokio::test]
 async fn errors_are_classified() {
     let port = conductor_testkit::moto::free_port();
-    let e = DynamoReserver::builder("conductor-nowhere")
-        .endpoint_url(format!("http://127.0.0.1:{port}"))
-        .region("us-east-1")
-        .static_credentials(ACCESS_KEY_ID, SECRET_ACCESS_KEY)
+    let e = on(format!("http://127.0.0.1:{port}"), "conductor-nowhere")
         .build()
         .await
         .unwrap_err();
@@ -269,11 +289,8 @@ async fn parallel_runs_through_conductor() {
     use conductor_testkit::FakeCloud;
 
     let moto = MotoServer::start();
-    let proxy = conductor_testkit::proxy::SerialProxy::start(moto.port()).await;
-    let dynamo = DynamoReserver::builder("conductor-runs")
-        .endpoint_url(proxy.endpoint())
-        .region("us-east-1")
-        .static_credentials(ACCESS_KEY_ID, SECRET_ACCESS_KEY)
+    let proxy = SerialProxy::start(moto.port()).await;
+    let dynamo = on(proxy.endpoint(), "conductor-runs")
         .create_table_if_missing(true)
         .build()
         .await

@@ -71,7 +71,7 @@ fn owner_of(list: &[Reservation], key: &Key) -> Owner {
 }
 
 /// An owner on this host that is gone (a pid no process can have).
-fn dead_owner(phase: Phase) -> Owner {
+pub fn dead_owner(phase: Phase) -> Owner {
     Owner {
         pid: DEAD_PID,
         phase,
@@ -456,12 +456,19 @@ pub async fn race(r: Arc<dyn Reserver>, tasks: usize) -> usize {
 /// `tasks` concurrent runs race to take over one expired key: exactly one
 /// wins (a takeover is conditioned on the record it replaces).
 pub async fn race_takeover(r: Arc<dyn Reserver>, tasks: usize) -> usize {
-    let k = fresh_keys("takeover", 1);
     let expired = Owner {
         expires: now_ms() - 1_000,
         ..live_owner()
     };
-    r.try_reserve(&k, &expired).await.unwrap();
+    race_takeover_of(r, tasks, expired).await
+}
+
+/// `tasks` concurrent runs race to take over a key held by `free` (an
+/// owner whose keys are free: expired, or a dead local planner): exactly
+/// one wins.
+pub async fn race_takeover_of(r: Arc<dyn Reserver>, tasks: usize, free: Owner) -> usize {
+    let k = fresh_keys("takeover", 1);
+    r.try_reserve(&k, &free).await.unwrap();
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..tasks {
         let (r, k) = (r.clone(), k.clone());
