@@ -82,9 +82,20 @@ impl SaltLab {
         let roots = file_roots.display().to_string();
         let pillar = lab.root.path().join("pillar");
         std::fs::create_dir_all(&pillar).expect("pillar dir");
+        // Salt 3007 creates these master cache directories with an unguarded
+        // "isdir, then makedirs" (salt/state.py get_accumulator_dir at the end
+        // of every state run; salt/fileserver/roots.py update at every
+        // salt-run's start): the first salt-runs on a fresh master, run in
+        // parallel (three runs' pre_create hooks), die with FileExistsError
+        // when one loses the race. Created up front, there is no race.
+        let cache = lab.root.path().join("var/cache/salt/master");
+        for d in ["accumulator", "roots", "file_lists/roots"] {
+            std::fs::create_dir_all(cache.join(d)).expect("master cache dir");
+        }
         std::fs::create_dir_all(lab.autosign_grains_dir()).expect("autosign dir");
         let config = serde_json::json!({
             "root_dir": lab.root.path(),
+            "cachedir": cache,
             "interface": "127.0.0.1",
             "ret_port": ret_port,
             "publish_port": publish_port,

@@ -323,3 +323,38 @@ async fn client_errors_name_the_input() {
         .unwrap_err();
     assert_eq!(e.kind, conductor_core::BackendErrorKind::Unreachable, "{e}");
 }
+
+/// A basename without `REGION` makes the same names in every region: a name
+/// used in another region of the env (us-west-2, on moto) is not planned in
+/// this one.
+#[tokio::test]
+async fn a_regionless_name_used_in_another_region_is_not_planned_again() {
+    let moto = MotoServer::start();
+    let ec2 = backend(&moto).await;
+    let west = conductor_core::Zone::new("us-west-2b").unwrap();
+    let spec = conductor_core::LaunchSpec {
+        name: "devops-nr01.test.foobar.com".into(),
+        zone: west.clone(),
+        client_token: "nr01-west".into(),
+        tags: BTreeMap::from([("Name".to_string(), "devops-nr01.test.foobar.com".to_string())]),
+        settings: conductor_core::LaunchSettings::with_image("ami-0abc"),
+        user_data: None,
+    };
+    let launched = ec2.launch(&[spec]).await.unwrap();
+    assert!(launched[0].outcome.is_ok(), "{launched:?}");
+    let yaml = fixtures::DEVOPS_PILLAR.replace(
+        "        activemq: {basename: devops-mqXX.REGION.ENV, nodes: 2, size: t3.medium}",
+        "        activemq: {basename: devops-mqXX.REGION.ENV, nodes: 2, size: t3.medium}\n        nr: {basename: devops-nrXX.ENV, nodes: 1}",
+    );
+    let pillar = conductor_core::Pillar::from_yaml_str(&yaml).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Layout::new(dir.path().join("etc"), dir.path().join("runner"));
+    let plan = conductor(&ec2, pillar, &layout)
+        .plan(&fixtures::role_request("nr", None))
+        .await
+        .unwrap();
+    assert_eq!(
+        plan.instances[0].name, "devops-nr02.test.foobar.com",
+        "nr01 runs in us-west-2"
+    );
+}
