@@ -4,11 +4,13 @@
 #![warn(missing_docs)]
 
 pub mod archive;
-pub mod cli;
 pub mod file_pillar;
 pub mod parse;
+pub mod process;
+pub mod salt_cli;
 pub mod salt_pillar;
 
-pub use cli::SaltCli;
 pub use file_pillar::FilePillar;
+pub use process::Captured;
+pub use salt_cli::SaltCli;
 pub use salt_pillar::SaltPillar;

@@ -4,12 +4,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use conductor_core::{BackendErrorKind, Error, PillarError};
 use conductor_core::{Env, Pillar, PillarSource};
-use conductor_core::{Error, PillarError};
 use serde_json::Value;
 use tracing::{info_span, Instrument};
 
-use crate::cli::SaltCli;
+use crate::salt_cli::{self, SaltCli};
 
 /// Longest `salt-call pillar.items` may take by default: salt-call waits
 /// for an unreachable master without end, so the wait must be bounded.
@@ -71,7 +71,10 @@ impl PillarSource for SaltPillar {
             .instrument(info_span!("salt.pillar_items", %env))
             .await
             .map_err(|mut e| {
-                if e.message.contains("did not finish within") && !self.local {
+                if salt_cli::timed_out(&e) && !self.local {
+                    // salt-call waits without end for a master that does not
+                    // answer: here a timeout means the master is unreachable.
+                    e.kind = BackendErrorKind::Unreachable;
                     e.message.push_str(
                         "; salt-call waits as long as its master does not answer: check the master of its minion config, or give --pillar-dir",
                     );

@@ -2,8 +2,15 @@
 //!
 //! With a [`FakeCloud`] attached, `cloud_map` reads the generated map and
 //! launches its instances there with the map's names and tags, like salt-cloud.
-//! Faults: states failing on given minions, orchestrations failing, and
-//! salt-cloud reporting an error for given VMs of a map.
+//! Faults: states failing on given minions or in given SLS, orchestrations
+//! failing, and salt-cloud reporting an error for given VMs of a map.
+//!
+//! Minions: by default every minion id answers (as if each instance's minion
+//! had joined), except the ones left pending. [`FakeSalt::with_minions`]
+//! makes it a master that knows only the minions it is given (and those its
+//! salt-cloud launched): others do not return, `minion_keys` lists the known
+//! ones as accepted, and `delete_keys` forgets them, as a real master does
+//! (the [`conformance::salt`](crate::conformance::salt) suite checks both).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -52,7 +59,12 @@ pub enum SaltCall {
 pub struct FakeSalt {
     calls: Mutex<Vec<SaltCall>>,
     failing_minions: Mutex<BTreeSet<String>>,
+    failing_sls: Mutex<BTreeSet<String>>,
     failing_orchestrations: Mutex<BTreeSet<String>>,
+    /// Accepted minions it knows of (added, or launched by its salt-cloud).
+    accepted: Mutex<BTreeSet<String>>,
+    /// Only known minions answer (a master's view), not every id.
+    known_only: bool,
     pending_minions: Mutex<BTreeSet<String>>,
     failing_vms: Mutex<BTreeMap<String, String>>,
     orchestration_delay: Mutex<std::time::Duration>,
@@ -73,6 +85,21 @@ impl FakeSalt {
         }
     }
 
+    /// A master that knows only `minions` (accepted, answering) and those it
+    /// launches or is told of later: any other id does not return.
+    pub fn with_minions(minions: &[&str]) -> Self {
+        Self {
+            accepted: Mutex::new(minions.iter().map(|m| m.to_string()).collect()),
+            known_only: true,
+            ..Self::default()
+        }
+    }
+
+    /// Accepts `minion`'s key: it answers and `minion_keys` lists it.
+    pub fn add_minion(&self, minion: &str) {
+        self.accepted.lock().unwrap().insert(minion.into());
+    }
+
     /// Makes each orchestration take `d` (a slow hook, for schedules on a
     /// paused clock).
     pub fn slow_orchestration(&self, d: std::time::Duration) {
@@ -82,6 +109,11 @@ impl FakeSalt {
     /// Makes every state on `minion` fail.
     pub fn fail_states_on(&self, minion: &str) {
         self.failing_minions.lock().unwrap().insert(minion.into());
+    }
+
+    /// Makes the states of `sls` fail on every minion.
+    pub fn fail_sls(&self, sls: &str) {
+        self.failing_sls.lock().unwrap().insert(sls.into());
     }
 
     /// Leaves `minion`'s key pending: it never answers a ping.
@@ -114,20 +146,46 @@ impl FakeSalt {
     fn record(&self, call: SaltCall) {
         self.calls.lock().unwrap().push(call);
     }
+
+    /// Whether `minion` answers: not pending, and known unless every id is.
+    fn answers(&self, minion: &str) -> bool {
+        !self.pending_minions.lock().unwrap().contains(minion)
+            && (!self.known_only || self.accepted.lock().unwrap().contains(minion))
+    }
 }
 
-fn state_result(minion: &str, sls: &str, ok: bool) -> (Value, Option<StateFailure>) {
-    let id = format!("test_|-{sls}_|-{sls}_|-succeed_without_changes");
-    let comment = if ok { "Success!" } else { "Failure!" };
-    let raw =
-        json!({ id.clone(): {"result": ok, "comment": comment, "changes": {}, "__run_num__": 0} });
-    let failure = (!ok).then(|| StateFailure {
-        minion: minion.into(),
-        state: id,
-        comment: comment.into(),
-        log: None,
-    });
-    (raw, failure)
+/// One state per SLS, as `test.succeed_without_changes` (or
+/// `test.fail_without_changes` where `fails(sls)`) would return it.
+fn state_result(
+    minion: &str,
+    sls: &[String],
+    fails: impl Fn(&str) -> bool,
+) -> (Value, Vec<StateFailure>) {
+    let mut raw = Map::new();
+    let mut failures = Vec::new();
+    for (n, s) in sls.iter().enumerate() {
+        let ok = !fails(s);
+        let fun = if ok {
+            "succeed_without_changes"
+        } else {
+            "fail_without_changes"
+        };
+        let id = format!("test_|-{s}_|-{s}_|-{fun}");
+        let comment = if ok { "Success!" } else { "Failure!" };
+        raw.insert(
+            id.clone(),
+            json!({"name": s, "result": ok, "comment": comment, "changes": {}, "__sls__": s, "__run_num__": n}),
+        );
+        if !ok {
+            failures.push(StateFailure {
+                minion: minion.into(),
+                state: id,
+                comment: comment.into(),
+                log: None,
+            });
+        }
+    }
+    (Value::Object(raw), failures)
 }
 
 fn read_map(path: &Path) -> Result<Vec<(String, Value)>, BackendError> {
@@ -175,6 +233,8 @@ impl SaltExecutor for FakeSalt {
         for r in results {
             match r.outcome {
                 Ok(l) => {
+                    // salt-cloud deploys the minion and accepts its key.
+                    self.add_minion(&r.name);
                     raw.insert(r.name.clone(), l.detail);
                     out.ok.push(r.name);
                 }
@@ -233,18 +293,27 @@ impl SaltExecutor for FakeSalt {
             saltenv: saltenv.to_string(),
         });
         let failing = self.failing_minions.lock().unwrap().clone();
+        let failing_sls = self.failing_sls.lock().unwrap().clone();
+        let mut out = StateRunResult::default();
         let mut raw = Map::new();
-        let mut failures = Vec::new();
         for t in targets {
-            let (r, f) = state_result(t, &sls.join(","), !failing.contains(t));
+            if !self.answers(t) {
+                // As SaltCli reports a target missing from salt's return.
+                out.failures.push(StateFailure {
+                    minion: t.clone(),
+                    state: "<return>".into(),
+                    comment: "the minion did not return".into(),
+                    log: None,
+                });
+                continue;
+            }
+            let (r, f) = state_result(t, sls, |s| failing.contains(t) || failing_sls.contains(s));
             raw.insert(t.clone(), r);
-            failures.extend(f);
+            out.minions.push(t.clone());
+            out.failures.extend(f);
         }
-        Ok(StateRunResult {
-            raw: Value::Object(raw),
-            minions: targets.to_vec(),
-            failures,
-        })
+        out.raw = Value::Object(raw);
+        Ok(out)
     }
 
     async fn orchestrate(
@@ -261,39 +330,39 @@ impl SaltExecutor for FakeSalt {
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        let ok = !self.failing_orchestrations.lock().unwrap().contains(sls);
-        let (r, f) = state_result("master", sls, ok);
+        let failing = self.failing_orchestrations.lock().unwrap().contains(sls);
+        let (r, failures) = state_result("master", &[sls.to_string()], |_| failing);
         Ok(StateRunResult {
-            raw: json!({"data": {"master": r}}),
+            raw: json!({"data": {"master": r}, "outputter": "highstate", "retcode": i32::from(failing)}),
             minions: vec!["master".into()],
-            failures: f.into_iter().collect(),
+            failures,
         })
     }
 
     async fn minion_keys(&self) -> Result<MinionKeys, BackendError> {
+        let pending = self.pending_minions.lock().unwrap().clone();
+        let accepted = self.accepted.lock().unwrap().clone();
         Ok(MinionKeys {
-            pending: self
-                .pending_minions
-                .lock()
-                .unwrap()
-                .iter()
-                .cloned()
-                .collect(),
+            accepted: accepted.difference(&pending).cloned().collect(),
+            pending: pending.into_iter().collect(),
             ..MinionKeys::default()
         })
     }
 
     async fn ping(&self, targets: &[String]) -> Result<Vec<String>, BackendError> {
-        let pending = self.pending_minions.lock().unwrap().clone();
         Ok(targets
             .iter()
-            .filter(|t| !pending.contains(*t))
+            .filter(|t| self.answers(t))
             .cloned()
             .collect())
     }
 
     async fn delete_keys(&self, names: &[String]) -> Result<(), BackendError> {
         self.record(SaltCall::DeleteKeys(names.to_vec()));
+        let mut accepted = self.accepted.lock().unwrap();
+        for n in names {
+            accepted.remove(n);
+        }
         Ok(())
     }
 }

@@ -10,6 +10,7 @@ pub mod fake_cloud;
 pub mod fake_salt;
 pub mod fixtures;
 pub mod harness;
+pub mod logs;
 pub mod minion_cloud;
 #[cfg(feature = "mock")]
 pub mod mocks;

@@ -54,8 +54,10 @@ pub struct SaltLab {
 
 impl SaltLab {
     /// The testkit's fixture file roots: `devops/conductor.sls` (the startup
-    /// state; it fails on a minion with grain `lab_fail_startup: true`) and
-    /// `orch/conductor_common.sls` (the pre/post-create hook).
+    /// state; it fails on a minion with grain `lab_fail_startup: true`),
+    /// `orch/conductor_common.sls` (the pre/post-create hook), and
+    /// `devops/failing_startup.sls` and `orch/failing_hook.sls` (a state of
+    /// each always fails).
     pub fn fixture_file_roots() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/salt-lab/states")
     }
@@ -99,7 +101,7 @@ impl SaltLab {
             "interface": "127.0.0.1",
             "ret_port": ret_port,
             "publish_port": publish_port,
-            "log_file": lab.root.path().join("master.log"),
+            "log_file": lab.master_log(),
             "log_level_logfile": "info",
             "worker_threads": 3,
             "auto_accept": false,
@@ -175,11 +177,14 @@ impl SaltLab {
         m.as_mut().and_then(|c| c.try_wait().ok().flatten())
     }
 
-    /// The last lines of a log under the lab root (for failure messages).
+    /// The end of a log under the lab root, bounded (for failure messages).
     pub fn log_tail(&self, rel: &str) -> String {
-        let text = std::fs::read_to_string(self.root.path().join(rel)).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        crate::logs::tail(&self.root.path().join(rel), crate::logs::TAIL_BYTES)
+    }
+
+    /// The master's log file.
+    pub fn master_log(&self) -> PathBuf {
+        self.root.path().join("master.log")
     }
 
     /// The config a minion started from `config` (as read from an instance's
@@ -250,10 +255,12 @@ impl SaltLab {
         std::os::unix::fs::symlink(stand_in, dir.join("salt-cloud")).expect("symlink");
     }
 
-    /// Starts one `salt-minion` with [`SaltLab::minion_config`] of `config`;
-    /// a minion of the same id already running is stopped first.
-    pub fn start_minion(&self, config: &Map<String, Value>) {
+    /// Starts one `salt-minion` with [`SaltLab::minion_config`] of `config`
+    /// and returns the path of its log; a minion of the same id already
+    /// running is stopped first.
+    pub fn start_minion(&self, config: &Map<String, Value>) -> PathBuf {
         let config = self.minion_config(config);
+        let log = PathBuf::from(config["log_file"].as_str().expect("set by minion_config"));
         let id = config["id"].as_str().unwrap_or("minion").to_string();
         self.stop_minion(&id);
         let dir = PathBuf::from(config["root_dir"].as_str().expect("set above"));
@@ -261,6 +268,7 @@ impl SaltLab {
         let conf = dir.join("conf").display().to_string();
         let child = self.spawn("salt-minion", &["-c", &conf, "-l", "quiet"]);
         self.minions.lock().unwrap().insert(id, child);
+        log
     }
 
     /// Process groups of live minions started under this lab by other

@@ -19,6 +19,7 @@ use conductor_core::{
 use conductor_core::{Options, Provisioner};
 use conductor_salt::SaltCli;
 use conductor_testkit::fixtures;
+use conductor_testkit::logs::{state_failures, tail, TAIL_BYTES};
 use conductor_testkit::minion_cloud::MinionCloud;
 use conductor_testkit::moto::{MotoServer, ACCESS_KEY_ID, SECRET_ACCESS_KEY};
 use conductor_testkit::salt_lab::{processes_under, SaltLab};
@@ -179,6 +180,11 @@ fn logs<'a>(report: &'a CreateReport, prefix: &str) -> Vec<&'a Path> {
         .collect()
 }
 
+/// The end of each of `paths`, for a failure message.
+fn tails(paths: &[&Path]) -> String {
+    conductor_testkit::logs::tails(paths.iter().copied(), TAIL_BYTES)
+}
+
 fn read_json(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
@@ -217,10 +223,10 @@ async fn the_seeds_three_parallel_runs_join_a_real_master_and_destroy_removes_on
         let r = r.unwrap().unwrap();
         assert!(
             r.success(),
-            "run failed: {:?} {:?} {:?}\nmaster log:\n{}",
+            "run failed: {:?} {:?}\n{}\nmaster log:\n{}",
             r.minions_not_ready,
-            r.state_failures,
             r.failed,
+            state_failures(&r.state_failures),
             w.lab.log_tail("master.log")
         );
         reports.push(r);
@@ -245,7 +251,7 @@ async fn the_seeds_three_parallel_runs_join_a_real_master_and_destroy_removes_on
     for r in &reports {
         // The startup state ran on each minion of the run: Salt's JSON in its log.
         let state_logs = logs(r, "state_run-DEVOPS_conductor");
-        assert_eq!(state_logs.len(), 1, "{:?}", r.logs);
+        assert_eq!(state_logs.len(), 1, "{:?}\n{}", r.logs, tails(&state_logs));
         let out = read_json(state_logs[0]);
         for n in &r.launched {
             let states = out[n].as_object().unwrap_or_else(|| panic!("{n} in {out}"));
@@ -259,9 +265,13 @@ async fn the_seeds_three_parallel_runs_join_a_real_master_and_destroy_removes_on
         }
         // The orchestration hooks ran on the master (pre and post create).
         let orch = logs(r, "orch_state_run-orch.conductor_common");
-        assert_eq!(orch.len(), 2, "{:?}", r.logs);
+        assert_eq!(orch.len(), 2, "{:?}\n{}", r.logs, tails(&orch));
         for o in orch {
-            assert!(read_json(o).to_string().contains("conductor_common"));
+            assert!(
+                read_json(o).to_string().contains("conductor_common"),
+                "{}",
+                tail(o, TAIL_BYTES)
+            );
         }
     }
 
@@ -344,7 +354,12 @@ async fn the_seeds_three_parallel_runs_join_a_real_master_and_destroy_removes_on
         .destroy(&q)
         .await
         .unwrap();
-    assert!(d.success(), "{d:?}");
+    assert!(
+        d.success(),
+        "{d:?}\n{}\n{}",
+        state_failures(&d.state_failures),
+        w.lab.log_tail("master.log")
+    );
     let gone: BTreeSet<String> = victim.launched.iter().cloned().collect();
     assert_eq!(d.destroyed.iter().cloned().collect::<BTreeSet<_>>(), gone);
     let live = w.live_names().await;
@@ -406,7 +421,11 @@ async fn a_wrong_token_stays_pending_and_a_failing_startup_state_fails_the_run()
             .collect::<Vec<_>>(),
         [intruder]
     );
-    assert!(r.minions_not_ready[0].1.contains("pending"), "{r:?}");
+    assert!(
+        r.minions_not_ready[0].1.contains("pending"),
+        "{r:?}\n{}",
+        state_failures(&r.state_failures)
+    );
     assert_eq!(w.lab.pending().await, std::slice::from_ref(intruder));
     let accepted = w.lab.accepted().await;
     assert!(!accepted.contains(intruder));
@@ -414,13 +433,24 @@ async fn a_wrong_token_stays_pending_and_a_failing_startup_state_fails_the_run()
     assert!(w.listed_tokens().is_empty(), "the token is gone");
 
     // The failing startup state is named with its minion and log.
-    assert!(!r.state_failures.is_empty());
+    assert!(
+        !r.state_failures.is_empty(),
+        "{r:?}\nmaster log:\n{}",
+        w.lab.log_tail("master.log")
+    );
+    let shown = state_failures(&r.state_failures);
     for f in &r.state_failures {
-        assert_eq!(&f.minion, failing, "{f:?}");
+        assert_eq!(&f.minion, failing, "{shown}");
         let log = f.log.as_ref().expect("the failure names its log");
         let out = read_json(log);
-        assert!(out[failing].to_string().contains("lab_fail_startup"));
-        assert!(out[fine].is_object(), "the fine minion ran its state too");
+        assert!(
+            out[failing].to_string().contains("lab_fail_startup"),
+            "{shown}"
+        );
+        assert!(
+            out[fine].is_object(),
+            "the fine minion ran its state too: {shown}"
+        );
     }
     // Every instance is kept.
     let live = w.live_names().await;
@@ -438,7 +468,12 @@ async fn the_salt_cloud_path_starts_minions_and_destroy_removes_them() {
         .create(&fixtures::role_request("activemq", Some(2)))
         .await
         .unwrap();
-    assert!(r.success(), "{r:?}\n{}", w.lab.log_tail("master.log"));
+    assert!(
+        r.success(),
+        "{r:?}\n{}\n{}",
+        state_failures(&r.state_failures),
+        w.lab.log_tail("master.log")
+    );
     assert_eq!(r.launched.len(), 2);
     // salt-cloud put the keys on the master: no token was listed for them.
     let accepted = w.lab.accepted().await;
@@ -450,7 +485,7 @@ async fn the_salt_cloud_path_starts_minions_and_destroy_removes_them() {
         assert_eq!(text(table[&i.name].get("cpid")), r.plan.cpid.to_string());
     }
     let state_logs = logs(&r, "state_run-DEVOPS_conductor");
-    assert_eq!(state_logs.len(), 1);
+    assert_eq!(state_logs.len(), 1, "{:?}\n{}", r.logs, tails(&state_logs));
     let out = read_json(state_logs[0]);
     for n in &r.launched {
         assert!(out[n].is_object(), "startup state ran on {n}: {out}");
@@ -467,7 +502,12 @@ async fn the_salt_cloud_path_starts_minions_and_destroy_removes_them() {
         .destroy(&q)
         .await
         .unwrap();
-    assert!(d.success(), "{d:?}");
+    assert!(
+        d.success(),
+        "{d:?}\n{}\n{}",
+        state_failures(&d.state_failures),
+        w.lab.log_tail("master.log")
+    );
     let gone: BTreeSet<String> = r.launched.iter().cloned().collect();
     assert!(w.live_names().await.is_disjoint(&gone));
     let keys: BTreeSet<String> = w.lab.accepted().await.into_iter().collect();

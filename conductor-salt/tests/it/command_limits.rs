@@ -1,7 +1,8 @@
-//! How `SaltCli` runs programs: timeouts kill the whole process group, output
-//! capture is bounded without blocking the child, and a missing program is
-//! `Unreachable` naming the command. Small shell scripts stand in for the
-//! programs here because what is tested is process handling, not Salt.
+//! How `SaltCli` runs programs: timeouts kill the whole process group and are
+//! `Failed` (the program ran), output capture is bounded without blocking the
+//! child, and a missing program is `Unreachable` naming the command. Small
+//! shell scripts stand in for the programs here because what is tested is
+//! process handling, not Salt.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -49,9 +50,13 @@ async fn a_timeout_kills_the_program_and_its_workers() {
         .await
         .unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(10));
-    assert_eq!(e.kind, BackendErrorKind::Unreachable);
+    // It ran and did not finish: Failed, not Unreachable (which would tell
+    // core that salt-cloud never started and launched nothing).
+    assert_eq!(e.kind, BackendErrorKind::Failed, "{e}");
+    assert!(conductor_salt::salt_cli::timed_out(&e), "{e}");
     assert!(e.message.contains("salt-cloud -m x.map"), "{e}");
     assert!(e.message.contains("did not finish within"), "{e}");
+    assert!(e.message.contains("may have done part of its work"), "{e}");
     let workers: Vec<i32> = std::fs::read_to_string(&pids)
         .unwrap()
         .lines()

@@ -5,3 +5,4 @@
 mod command_limits;
 mod real_salt;
 mod salt_cloud_moto;
+mod salt_conformance;

@@ -12,6 +12,7 @@ use conductor_core::SaltExecutor;
 use conductor_core::{Conductor, CreateReport, Env, FsReserver, Layout, PillarSource, Provisioner};
 use conductor_salt::{FilePillar, SaltCli, SaltPillar};
 use conductor_testkit::fixtures;
+use conductor_testkit::logs;
 use conductor_testkit::salt_env::SaltEnv;
 use conductor_testkit::{FakeCloud, FakeSalt};
 
@@ -405,13 +406,17 @@ async fn update_logs_real_salt_output() {
         selection: conductor_core::Selection::Cpid(reports[1].plan.cpid),
     };
     let report = c.update(&q).await.unwrap();
-    assert!(report.success(), "{:?}", report.state_failures);
+    assert!(
+        report.success(),
+        "{}",
+        logs::state_failures(&report.state_failures)
+    );
     assert_eq!(report.targets.len(), 2, "only the selected run's instances");
     let log = report
         .logs
         .iter()
         .find(|l| l.to_string_lossy().contains("state_run-DEVOPS_conductor._"))
-        .unwrap();
+        .unwrap_or_else(|| panic!("no startup state log: {:?}", report.logs));
     assert!(log.starts_with(layout.state_runs_dir(report.cpid)));
     let logged: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(log).unwrap()).unwrap();
@@ -419,7 +424,8 @@ async fn update_logs_real_salt_output() {
         logged["local"]["test_|-conductor-ready_|-conductor-ready_|-succeed_without_changes"]
             ["result"],
         true,
-        "{logged}"
+        "{}",
+        logs::tail(log, logs::TAIL_BYTES)
     );
 
     write(
@@ -427,10 +433,12 @@ async fn update_logs_real_salt_output() {
         "conductor-ready:\n  test.fail_without_changes\n",
     );
     let failed = c.update(&q).await.unwrap();
-    assert!(!failed.success());
+    let shown = logs::state_failures(&failed.state_failures);
+    assert!(!failed.success(), "{failed:?}");
     assert_eq!(
         failed.state_failures[0].state,
-        "test_|-conductor-ready_|-conductor-ready_|-fail_without_changes"
+        "test_|-conductor-ready_|-conductor-ready_|-fail_without_changes",
+        "{shown}"
     );
 }
 

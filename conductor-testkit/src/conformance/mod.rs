@@ -4,3 +4,4 @@
 pub mod cloud;
 pub mod pillar;
 pub mod reserver;
+pub mod salt;

@@ -2,5 +2,6 @@
 //! so the crate graph is linked once. Run one topic with
 //! `cargo test -p conductor-testkit --test it <module>::`.
 
+mod fake_salt;
 mod fs_stress;
 mod salt_lab;

@@ -2,8 +2,10 @@
 //! grain and leaves one with a wrong grain pending; every process it started
 //! is gone after drop, also when the test panics.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use conductor_testkit::logs;
 use conductor_testkit::salt_lab::{processes_under, SaltLab};
 use serde_json::{json, Map, Value};
 
@@ -26,15 +28,27 @@ async fn a_minion_with_the_listed_grain_is_accepted_and_all_processes_stop_on_dr
         "right-token\n",
     )
     .unwrap();
-    lab.start_minion(&minion("good.example", "right-token"));
-    lab.start_minion(&minion("bad.example", "wrong-token"));
+    let good_log = lab.start_minion(&minion("good.example", "right-token"));
+    let bad_log = lab.start_minion(&minion("bad.example", "wrong-token"));
+    let master_log = lab.master_log();
+    // The master's log and the minion's, for a failure message.
+    let logs_of =
+        |minion_log: &Path| logs::tails([master_log.as_path(), minion_log], logs::TAIL_BYTES);
     let deadline = Instant::now() + Duration::from_secs(60);
     while !lab.accepted().await.contains(&"good.example".to_string()) {
-        assert!(Instant::now() < deadline, "good.example not accepted");
+        assert!(
+            Instant::now() < deadline,
+            "good.example not accepted\n{}",
+            logs_of(&good_log)
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     while !lab.pending().await.contains(&"bad.example".to_string()) {
-        assert!(Instant::now() < deadline, "bad.example never asked");
+        assert!(
+            Instant::now() < deadline,
+            "bad.example never asked\n{}",
+            logs_of(&bad_log)
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert!(!lab.accepted().await.contains(&"bad.example".to_string()));
