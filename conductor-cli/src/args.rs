@@ -272,7 +272,10 @@ pub enum RunsCommand {
     },
 }
 
-/// Parses `90`, `90s`, `15m`, `2h`, `1d`.
+/// The longest duration a flag takes: a year is past any run or lease.
+const MAX_DURATION_SECS: u64 = 366 * 86_400;
+
+/// Parses `90`, `90s`, `15m`, `2h`, `1d` (at most 366 days).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let (num, unit) = s
         .find(|c: char| !c.is_ascii_digit())
@@ -280,12 +283,43 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let n: u64 = num
         .parse()
         .map_err(|_| format!("{s:?} is not a duration; use e.g. 90s, 15m, 2h"))?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
+    let unit_secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
         _ => return Err(format!("{s:?}: unknown unit {unit:?}; use s, m, h or d")),
     };
-    Ok(Duration::from_secs(secs))
+    match n.checked_mul(unit_secs) {
+        Some(secs) if secs <= MAX_DURATION_SECS => Ok(Duration::from_secs(secs)),
+        _ => Err(format!("{s:?} is too long; give at most 366d")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_bounded() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
+        assert_eq!(
+            parse_duration("366d").unwrap(),
+            Duration::from_secs(366 * 86_400)
+        );
+        for bad in [
+            "999999999999999999d",
+            "99999999999999d",
+            "367d",
+            "18446744073709551615s",
+        ] {
+            let e = parse_duration(bad).unwrap_err();
+            assert!(
+                e.contains("too long") || e.contains("not a duration"),
+                "{bad}: {e}"
+            );
+        }
+        assert!(parse_duration("1w").unwrap_err().contains("unknown unit"));
+    }
 }

@@ -336,7 +336,10 @@ async fn a_regionless_name_used_in_another_region_is_not_planned_again() {
         name: "devops-nr01.test.foobar.com".into(),
         zone: west.clone(),
         client_token: "nr01-west".into(),
-        tags: BTreeMap::from([("Name".to_string(), "devops-nr01.test.foobar.com".to_string())]),
+        tags: BTreeMap::from([(
+            "Name".to_string(),
+            "devops-nr01.test.foobar.com".to_string(),
+        )]),
         settings: conductor_core::LaunchSettings::with_image("ami-0abc"),
         user_data: None,
     };

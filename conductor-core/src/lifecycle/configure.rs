@@ -24,12 +24,17 @@ use crate::pillar::{GroupSpec, RoleSpec};
 use crate::render;
 use crate::salt::{StateFailure, StateRunResult};
 
-/// Where a step records the files it wrote and what it skipped.
+/// Where a run's Salt steps record what they did: the run's CPID (it names
+/// their logs), and its report's files, skipped steps and failed states.
 pub(crate) struct Journal<'a> {
+    /// The run's CPID.
+    pub(crate) cpid: Cpid,
     /// Files written by the run.
     pub(crate) logs: &'a mut Vec<PathBuf>,
     /// Steps skipped, and why.
     pub(crate) skipped: &'a mut Vec<String>,
+    /// Failed states.
+    pub(crate) failures: &'a mut Vec<StateFailure>,
 }
 
 /// The targets grouped by the startup states they get: their role's, or the
@@ -102,25 +107,22 @@ impl Conductor {
             report.plan.env.clone(),
         );
         let states = self.startup_states(
-            run.cpid,
             &plan_group,
             group,
             &ready,
             &saltenv,
-            report.journal(),
+            report.journal(run.cpid),
         );
-        let failures = run.step_in(states).await??;
-        report.state_failures.extend(failures);
+        run.step_in(states).await??;
+        let hooks = &group.hooks.post_create;
         let hooks = self.hooks(
             "post_create",
-            &group.hooks.post_create,
+            hooks,
             &saltenv,
             &env,
-            run.cpid,
-            report.journal(),
+            report.journal(run.cpid),
         );
-        let failures = run.step_in(hooks).await??;
-        report.state_failures.extend(failures);
+        run.step_in(hooks).await??;
         Ok(())
     }
 
@@ -214,23 +216,26 @@ impl Conductor {
     /// profile's), one `state.apply` per distinct list, logged per call.
     pub(super) async fn startup_states(
         &self,
-        cpid: Cpid,
         group_name: &Group,
         group: &GroupSpec,
         targets: &[(String, &RoleSpec)],
         saltenv: &Env,
         journal: Journal<'_>,
-    ) -> Result<Vec<StateFailure>, Error> {
-        let Journal { logs, skipped } = journal;
+    ) -> Result<(), Error> {
+        let Journal {
+            cpid,
+            logs,
+            skipped,
+            failures,
+        } = journal;
         let by_sls = startup_plan(group, targets);
         if by_sls.is_empty() {
-            return Ok(vec![]);
+            return Ok(());
         }
         let Some(salt) = &self.salt else {
             skipped.push("startup states: no Salt executor configured".into());
-            return Ok(vec![]);
+            return Ok(());
         };
-        let mut failures = Vec::new();
         for (sls, targets) in by_sls {
             info!(minions = targets.len(), sls = %sls.join(","), "applying startup states");
             let run = salt
@@ -248,32 +253,35 @@ impl Conductor {
                 .await?,
             );
         }
-        Ok(failures)
+        Ok(())
     }
 
     /// Runs the orchestration hooks of `which` (`pre_create`, ...) in
-    /// order, stopping at the first failure.
+    /// order, stopping at the first failure; true when none failed.
     pub(super) async fn hooks(
         &self,
         which: &str,
         hooks: &[String],
         saltenv: &Env,
         pillarenv: &Env,
-        cpid: Cpid,
         journal: Journal<'_>,
-    ) -> Result<Vec<StateFailure>, Error> {
-        let Journal { logs, skipped } = journal;
+    ) -> Result<bool, Error> {
+        let Journal {
+            cpid,
+            logs,
+            skipped,
+            failures,
+        } = journal;
         if hooks.is_empty() {
-            return Ok(vec![]);
+            return Ok(true);
         }
         let Some(salt) = &self.salt else {
             skipped.push(format!(
                 "{which} orchestration hooks {}: no Salt executor configured",
                 hooks.join(", ")
             ));
-            return Ok(vec![]);
+            return Ok(true);
         };
-        let mut failures = Vec::new();
         for sls in hooks {
             info!(%sls, which, "running orchestration hook");
             let run = salt
@@ -281,15 +289,15 @@ impl Conductor {
                 .instrument(info_span!("salt.orchestrate", %sls))
                 .await;
             let path = self.layout.orch_log(cpid, sls, log_rand());
-            failures.extend(
-                self.log_state_run(run, path, logs, &format!("{which} orchestration {sls}"))
-                    .await?,
-            );
-            if !failures.is_empty() {
-                break;
+            let failed = self
+                .log_state_run(run, path, logs, &format!("{which} orchestration {sls}"))
+                .await?;
+            if !failed.is_empty() {
+                failures.extend(failed);
+                return Ok(false);
             }
         }
-        Ok(failures)
+        Ok(true)
     }
 
     /// Writes a state run's JSON to `path`; a run that could not happen at all

@@ -23,6 +23,7 @@ use super::run::Run;
 use super::write_file;
 use crate::cloud::Scope;
 use crate::conductor::{Conductor, Provisioner};
+use crate::cpid::Cpid;
 use crate::error::{Error, ErrorClass};
 use crate::ids::IdScope;
 use crate::pillar::{GroupSpec, Pillar};
@@ -121,10 +122,12 @@ impl CreateReport {
             .collect();
     }
 
-    pub(super) fn journal(&mut self) -> Journal<'_> {
+    pub(super) fn journal(&mut self, cpid: Cpid) -> Journal<'_> {
         Journal {
+            cpid,
             logs: &mut self.logs,
             skipped: &mut self.skipped,
+            failures: &mut self.state_failures,
         }
     }
 }
@@ -199,21 +202,14 @@ impl Conductor {
         run.step(Step::FilesWritten);
         let (saltenv, env) = (report.plan.saltenv.clone(), report.plan.env.clone());
         let hooks = &group.hooks.pre_create;
-        let failures = self
-            .hooks(
-                "pre_create",
-                hooks,
-                &saltenv,
-                &env,
-                run.cpid,
-                report.journal(),
-            )
-            .await?;
-        if failures.is_empty() {
+        let journal = report.journal(run.cpid);
+        if self
+            .hooks("pre_create", hooks, &saltenv, &env, journal)
+            .await?
+        {
             return Ok(());
         }
-        let log = failures.iter().find_map(|f| f.log.clone());
-        report.state_failures = failures;
+        let log = report.state_failures.iter().find_map(|f| f.log.clone());
         Err(Error::HookFailed {
             hook: "pre_create".into(),
             log,

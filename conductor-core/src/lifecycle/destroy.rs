@@ -47,8 +47,10 @@ impl DestroyReport {
 
     fn journal(&mut self) -> Journal<'_> {
         Journal {
+            cpid: self.cpid,
             logs: &mut self.logs,
             skipped: &mut self.skipped,
+            failures: &mut self.state_failures,
         }
     }
 }
@@ -89,17 +91,11 @@ impl Conductor {
             skipped: vec![],
             logs: vec![],
         };
-        report.state_failures = self
-            .hooks(
-                "pre_destroy",
-                &group.hooks.pre_destroy,
-                &q.env,
-                &q.env,
-                cpid,
-                report.journal(),
-            )
-            .await?;
-        if !report.state_failures.is_empty() {
+        let hooks = &group.hooks.pre_destroy;
+        if !self
+            .hooks("pre_destroy", hooks, &q.env, &q.env, report.journal())
+            .await?
+        {
             return Ok(report);
         }
         let raw = match (self.opts.provisioner, &self.salt) {
@@ -119,17 +115,9 @@ impl Conductor {
         let path = self.layout.cloud_log(cpid, "destroy", log_rand());
         write_json_log(&path, &raw).await?;
         report.logs.push(path);
-        let failures = self
-            .hooks(
-                "post_destroy",
-                &group.hooks.post_destroy,
-                &q.env,
-                &q.env,
-                cpid,
-                report.journal(),
-            )
+        let hooks = &group.hooks.post_destroy;
+        self.hooks("post_destroy", hooks, &q.env, &q.env, report.journal())
             .await?;
-        report.state_failures.extend(failures);
         Ok(report)
     }
 

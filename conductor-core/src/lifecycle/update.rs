@@ -39,8 +39,10 @@ impl UpdateReport {
 
     fn journal(&mut self) -> Journal<'_> {
         Journal {
+            cpid: self.cpid,
             logs: &mut self.logs,
             skipped: &mut self.skipped,
+            failures: &mut self.state_failures,
         }
     }
 }
@@ -91,17 +93,11 @@ impl Conductor {
             skipped: vec![],
             logs: vec![],
         };
-        report.state_failures = self
-            .hooks(
-                "pre_update",
-                &group.hooks.pre_update,
-                &q.env,
-                &q.env,
-                cpid,
-                report.journal(),
-            )
-            .await?;
-        if !report.state_failures.is_empty() {
+        let hooks = &group.hooks.pre_update;
+        if !self
+            .hooks("pre_update", hooks, &q.env, &q.env, report.journal())
+            .await?
+        {
             return Ok(report);
         }
         let default = RoleSpec::default();
@@ -110,21 +106,11 @@ impl Conductor {
             .filter_map(|i| Some((i.name()?.to_string(), spec_of(group, i).unwrap_or(&default))))
             .collect();
         report.targets = targets.iter().map(|(n, _)| n.clone()).collect();
-        let failures = self
-            .startup_states(cpid, &q.group, group, &targets, &q.env, report.journal())
+        self.startup_states(&q.group, group, &targets, &q.env, report.journal())
             .await?;
-        report.state_failures.extend(failures);
-        let failures = self
-            .hooks(
-                "post_update",
-                &group.hooks.post_update,
-                &q.env,
-                &q.env,
-                cpid,
-                report.journal(),
-            )
+        let hooks = &group.hooks.post_update;
+        self.hooks("post_update", hooks, &q.env, &q.env, report.journal())
             .await?;
-        report.state_failures.extend(failures);
         Ok(report)
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::basename::Basename;
+use crate::basename::{Basename, NameMatch};
 use crate::cloud::{Instance, Inventory};
 use crate::ids::IdScope;
 use crate::request::CreateRequest;
@@ -53,25 +53,26 @@ impl<'a> Used<'a> {
         }
     }
 
-    pub(super) fn indexes(&self, b: &Basename) -> BTreeSet<u32> {
+    /// The names in use that `b` makes, read back.
+    fn matches<'s>(&'s self, b: &'s Basename) -> impl Iterator<Item = NameMatch> + 's {
         let (z, e) = (&self.req.zone, &self.req.saltenv);
         self.names
             .iter()
             .filter(|n| n.starts_with(b.prefix()))
-            .filter_map(|n| b.parse_name(n, z, e, self.domain))
+            .filter_map(move |n| b.parse_name(n, z, e, self.domain))
+    }
+
+    /// Indexes in use by names of `b` outside clusters.
+    pub(super) fn indexes(&self, b: &Basename) -> BTreeSet<u32> {
+        self.matches(b)
             .filter(|m| m.clid.is_none())
             .map(|m| m.index)
             .collect()
     }
 
+    /// Cluster ids (`.clid-N`) in use by names of `b`.
     pub(super) fn clids(&self, b: &Basename) -> BTreeSet<u32> {
-        let (z, e) = (&self.req.zone, &self.req.saltenv);
-        self.names
-            .iter()
-            .filter(|n| n.starts_with(b.prefix()))
-            .filter_map(|n| b.parse_name(n, z, e, self.domain))
-            .filter_map(|m| m.clid)
-            .collect()
+        self.matches(b).filter_map(|m| m.clid).collect()
     }
 
     pub(super) fn ids(&mut self, scope: &IdScope) -> &mut BTreeSet<u32> {

@@ -231,3 +231,35 @@ fn a_basename_without_region_is_checked_in_every_region_of_the_env() {
         assert_eq!(plan.instances[0].name, "devops-nr02.test.foobar.com", "nr01 is used in us-west-2");
     });
 }
+
+#[test]
+fn cancelled_while_minions_join_withdraws_the_token_and_releases_what_showed() {
+    paused_runtime().block_on(async {
+        let salt = FakeSalt::new();
+        salt.leave_pending("devops-mq01.us-east-1a.test.foobar.com");
+        let autosign = tempfile::tempdir().unwrap();
+        let h = Harness::new()
+            .with_salt(Arc::new(salt))
+            .with_options(|o| o.autosign_grains_dir = Some(autosign.path().to_path_buf()));
+        let cancel = CancellationToken::new();
+        let c = h.builder().cancel_on(cancel.clone()).build().unwrap();
+        let run =
+            tokio::spawn(async move { c.create(&fixtures::role_request("activemq", None)).await });
+        // mq01 never joins: the run waits for it (15 minutes by default).
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        cancel.cancel();
+        let report = run.await.unwrap().expect("launched: a report");
+        assert!(report.interrupted, "{report:?}");
+        assert_eq!(report.launched.len(), 2, "{report:?}");
+        let file = std::fs::read_to_string(autosign.path().join("conductor_autosign")).unwrap();
+        assert!(
+            file.lines()
+                .all(|l| l.trim().is_empty() || l.starts_with('#')),
+            "the run's token is withdrawn: {file}"
+        );
+        assert!(
+            h.reserver.list().await.unwrap().is_empty(),
+            "visible instances' keys are released (grace 0 here)"
+        );
+    });
+}

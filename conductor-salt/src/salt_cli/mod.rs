@@ -1,6 +1,6 @@
 //! `SaltCli`: the [`SaltExecutor`](conductor_core::SaltExecutor) that runs the
 //! real Salt commands (`salt-cloud`, `salt`, `salt-run`, `salt-key`,
-//! `salt-call`) through the bounded [`process`](crate::process) runner, and
+//! `salt-call`) through the bounded [`process`] runner, and
 //! reads what they print: Salt's JSON, or the sign of an unreachable master.
 
 mod executor;
