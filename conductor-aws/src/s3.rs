@@ -3,11 +3,26 @@
 use std::path::Path;
 
 use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::ServerSideEncryption;
 use conductor_core::{BackendError, BackendErrorKind};
 use tracing::{info_span, Instrument};
 
 use crate::config::AwsConfig;
 use crate::errors::classify;
+
+/// Server-side encryption of an uploaded archive (it holds the run's
+/// provider file, credentials included).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Sse {
+    /// SSE-S3: `x-amz-server-side-encryption: AES256`.
+    #[default]
+    Aes256,
+    /// SSE-KMS with the bucket's default key, or `key_id`.
+    Kms {
+        /// KMS key id or ARN; the account's `aws/s3` key when `None`.
+        key_id: Option<String>,
+    },
+}
 
 /// An `s3://bucket/prefix` destination.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,21 +69,28 @@ impl S3Url {
 }
 
 /// Uploads `file` to `to` through `endpoint_url` (else `AWS_ENDPOINT_URL`,
-/// else AWS); returns `s3://bucket/key`.
+/// else AWS), encrypted at rest with `sse`; returns `s3://bucket/key`.
 pub async fn upload(
     file: &Path,
     to: &S3Url,
     endpoint_url: Option<&str>,
+    sse: &Sse,
 ) -> Result<String, BackendError> {
     let mut aws = AwsConfig::new();
     if let Some(url) = endpoint_url {
         aws = aws.endpoint_url(url);
     }
-    upload_with(file, to, &aws).await
+    upload_with(file, to, &aws, sse).await
 }
 
-/// Uploads `file` to `to` with the connection `aws`; returns `s3://bucket/key`.
-pub async fn upload_with(file: &Path, to: &S3Url, aws: &AwsConfig) -> Result<String, BackendError> {
+/// Uploads `file` to `to` with the connection `aws`, encrypted at rest with
+/// `sse`; returns `s3://bucket/key`.
+pub async fn upload_with(
+    file: &Path,
+    to: &S3Url,
+    aws: &AwsConfig,
+    sse: &Sse,
+) -> Result<String, BackendError> {
     let sdk = aws.load().await;
     // Path-style addressing works with every endpoint (moto, MinIO, AWS).
     let conf = aws_sdk_s3::config::Builder::from(&sdk)
@@ -83,13 +105,19 @@ pub async fn upload_with(file: &Path, to: &S3Url, aws: &AwsConfig) -> Result<Str
     let body = ByteStream::from_path(file)
         .await
         .map_err(|e| BackendError::new(BackendErrorKind::Io, format!("{}: {e}", file.display())))?;
-    client
+    let put = client
         .put_object()
         .bucket(&to.bucket)
         .key(&key)
         .body(body)
-        .content_type("application/gzip")
-        .send()
+        .content_type("application/gzip");
+    let put = match sse {
+        Sse::Aes256 => put.server_side_encryption(ServerSideEncryption::Aes256),
+        Sse::Kms { key_id } => put
+            .server_side_encryption(ServerSideEncryption::AwsKms)
+            .set_ssekms_key_id(key_id.clone()),
+    };
+    put.send()
         .instrument(info_span!("s3.put_object", bucket = %to.bucket, %key))
         .await
         .map_err(|e| {

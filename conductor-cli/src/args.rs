@@ -196,15 +196,22 @@ pub enum GroupCommand {
     },
     /// Terminate instances found by cpid, names, cluster id or system id.
     #[command(
-        after_help = "Words: group= pillarenv= [region=<zone>] and one of cpid=, names=a,b, role= cluster_id=, system_id=\n\nExample:\n  conductor group destroy group=devops pillarenv=test region=us-east-1a cpid=16833830331552303186"
+        after_help = "Words: group= pillarenv= [region=<zone>] and one of cpid=, names=a,b, role= cluster_id=, system_id=\n\nOnly instances tagged conductor:group and conductor:env as requested are destroyed; others are named and left alone. On a terminal, destroy asks before it terminates anything (--yes skips that; without a terminal it does not ask).\n\nExamples:\n  conductor group destroy group=devops pillarenv=test region=us-east-1a cpid=16833830331552303186 --dry-run\n  conductor group destroy group=devops pillarenv=test region=us-east-1a cpid=16833830331552303186 --yes"
     )]
     Destroy {
         /// key=value words.
         #[arg(required = true, value_name = "KEY=VALUE")]
         words: Vec<OsString>,
-        /// How the instances were created (salt-cloud -d, or EC2 TerminateInstances).
+        /// How the instances were created (both terminate through EC2 by instance id;
+        /// salt-cloud also has its cache entries removed).
         #[arg(long, value_enum, default_value_t = ProvisionerArg::SaltCloud, env = "CONDUCTOR_PROVISIONER")]
         provisioner: ProvisionerArg,
+        /// List what would be terminated and whose minion keys deleted; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Do not ask for confirmation on a terminal.
+        #[arg(long, short = 'y')]
+        yes: bool,
     },
     /// Re-apply the startup states and update hooks of existing instances.
     #[command(
@@ -256,20 +263,48 @@ pub enum RunsCommand {
         /// The run's CPID.
         cpid: String,
     },
-    /// Pack every file of one run into a .tar.gz.
+    /// Pack every file of one run into a .tar.gz (mode 0600).
     #[command(
-        after_help = "Example:\n  conductor runs archive 16833830331552303186 --to /var/backups"
+        after_help = "Example:\n  conductor runs archive 16833830331552303186 --to /var/backups\n  conductor runs archive 16833830331552303186 --to s3://salt-runs/conductor --sse aws:kms --kms-key-id alias/conductor"
     )]
     Archive {
         /// The run's CPID.
         cpid: String,
-        /// Directory for the tarball, or s3://bucket/prefix to upload it (default: <runner-dir>/archives).
+        /// Directory for the tarball (created 0700), or s3://bucket/prefix to upload it (default: <runner-dir>/archives).
         #[arg(long, value_name = "DIR|S3-URL")]
         to: Option<String>,
         /// Remove the run's files once archived.
         #[arg(long)]
         remove: bool,
+        /// Server-side encryption of an S3 upload.
+        #[arg(long, value_enum, default_value_t = SseArg::Aes256)]
+        sse: SseArg,
+        /// KMS key (id, ARN or alias) for --sse aws:kms; default: the account's aws/s3 key.
+        #[arg(long, value_name = "KEY")]
+        kms_key_id: Option<String>,
     },
+    /// Remove what runs older than DURATION left: the provider and profile
+    /// files a crashed run left in <config-dir>/cloud.providers.d and
+    /// cloud.profiles.d, and the runs' directories under <runner-dir>.
+    #[command(
+        after_help = "Runs still going (their CPID reserved) are never touched. Archive first what you want to keep.\n\nExample:\n  conductor runs prune --older-than 30d"
+    )]
+    Prune {
+        /// Remove the files of runs that started longer ago than this.
+        #[arg(long, required = true, value_parser = parse_duration, value_name = "DURATION")]
+        older_than: Duration,
+    },
+}
+
+/// Server-side encryption of an archive uploaded to S3.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SseArg {
+    /// SSE-S3 (AES256).
+    #[value(name = "AES256")]
+    Aes256,
+    /// SSE-KMS.
+    #[value(name = "aws:kms")]
+    AwsKms,
 }
 
 /// The longest duration a flag takes: a year is past any run or lease.

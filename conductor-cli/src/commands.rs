@@ -62,10 +62,11 @@ pub fn writes_files(c: &Command) -> bool {
     matches!(
         c,
         Command::Group(GroupCommand::Create { dry_run: false, .. })
-            | Command::Group(GroupCommand::Destroy { .. })
+            | Command::Group(GroupCommand::Destroy { dry_run: false, .. })
             | Command::Group(GroupCommand::Update { dry_run: false, .. })
             | Command::Reservations(ReservationsCommand::Prune { .. })
             | Command::Runs(RunsCommand::Archive { .. })
+            | Command::Runs(RunsCommand::Prune { .. })
     )
 }
 
@@ -105,9 +106,12 @@ pub async fn run(ctx: &Ctx<'_>, command: Command) -> Result<u8, Failure> {
             };
             create(ctx, &words, opts).await
         }
-        Command::Group(GroupCommand::Destroy { words, provisioner }) => {
-            destroy(ctx, &words, wiring::provisioner(provisioner)).await
-        }
+        Command::Group(GroupCommand::Destroy {
+            words,
+            provisioner,
+            dry_run,
+            yes,
+        }) => destroy(ctx, &words, wiring::provisioner(provisioner), dry_run, yes).await,
         Command::Group(GroupCommand::Update { words, dry_run }) => {
             update(ctx, &words, dry_run).await
         }
@@ -116,7 +120,7 @@ pub async fn run(ctx: &Ctx<'_>, command: Command) -> Result<u8, Failure> {
         Command::Reservations(ReservationsCommand::Prune { older_than }) => {
             reservations_prune(g, older_than).await
         }
-        Command::Runs(cmd) => runs_command(g, cmd).await,
+        Command::Runs(cmd) => runs_command(ctx, cmd).await,
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -170,11 +174,29 @@ async fn destroy(
     ctx: &Ctx<'_>,
     words: &[std::ffi::OsString],
     provisioner: Provisioner,
+    dry_run: bool,
+    yes: bool,
 ) -> Result<u8, Failure> {
     let req = Words::parse(words, "conductor group destroy", SELECT_WORDS)?.query(false)?;
     let c = ctx.conductor(options(provisioner)).await?;
+    let plan = c.plan_destroy(&req).await.map_err(|e| ctx.failure(e))?;
+    if dry_run {
+        if ctx.g.json {
+            output::print_json(&output::destroy_plan_json(&plan));
+        } else {
+            print!("{}", output::destroy_plan_text(&plan));
+        }
+        return Ok(exit::OK);
+    }
+    let terminal = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+    if terminal && !yes && !confirm(ctx, &plan).await? {
+        return Err(Failure::input(format!(
+            "destroy of {} instance(s) not confirmed; nothing was changed (answer y, or pass --yes)",
+            plan.targets.len()
+        )));
+    }
     progress(ctx.g, &format!("destroying for group {} ...", req.group));
-    let report = c.destroy(&req).await.map_err(|e| ctx.failure(e))?;
+    let report = c.destroy_planned(plan).await.map_err(|e| ctx.failure(e))?;
     if ctx.g.json {
         output::print_json(&output::destroy_json(&report));
     } else {
@@ -183,16 +205,61 @@ async fn destroy(
     Ok(ctx.code(report.success(), false))
 }
 
+/// Asks on the terminal `destroy N instances: a, b, c? [y/N]`; true for y/yes.
+/// A signal while it waits stops the command (nothing was changed).
+async fn confirm(ctx: &Ctx<'_>, plan: &conductor_core::DestroyPlan) -> Result<bool, Failure> {
+    let names = plan.labels();
+    let mut question = String::new();
+    for s in &plan.skipped_instances {
+        question.push_str(&format!("left alone: {s}\n"));
+    }
+    question.push_str(&format!(
+        "destroy {} instance{}: {}? [y/N] ",
+        names.len(),
+        if names.len() == 1 { "" } else { "s" },
+        names.join(", ")
+    ));
+    {
+        use std::io::Write;
+        let mut err = std::io::stderr().lock();
+        let _ = err.write_all(question.as_bytes());
+        let _ = err.flush();
+    }
+    let read = tokio::task::spawn_blocking(|| {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).map(|_| line)
+    });
+    let line = tokio::select! {
+        _ = ctx.interrupt.token.cancelled() => {
+            return Err(Failure::new(ctx.interrupt.exit_code(), "interrupted at the confirmation; nothing was changed"));
+        }
+        r = read => r
+            .map_err(|e| Failure::new(exit::FAILED, format!("reading the answer: {e}")))?
+            .map_err(|e| Failure::new(exit::FAILED, format!("reading the answer: {e}")))?,
+    };
+    Ok(matches!(
+        line.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
+}
+
 async fn update(ctx: &Ctx<'_>, words: &[std::ffi::OsString], dry_run: bool) -> Result<u8, Failure> {
     let q = Words::parse(words, "conductor group update", SELECT_WORDS)?.query(false)?;
     let c = ctx.conductor(options(Provisioner::Ec2)).await?;
     if dry_run {
-        let targets = c.update_targets(&q).await.map_err(|e| ctx.failure(e))?;
+        let selected = c.select(&q).await.map_err(|e| ctx.failure(e))?;
+        let targets = selected.names();
         if ctx.g.json {
-            output::print_json(&json!({ "targets": targets }));
+            output::print_json(&json!({
+                "targets": targets,
+                "skipped_instances": selected.skipped,
+            }));
         } else {
             for t in &targets {
                 println!("would update {t}");
+            }
+            for s in &selected.skipped {
+                println!("left alone: {s}");
             }
         }
         return Ok(exit::OK);
@@ -277,7 +344,8 @@ async fn reservations_prune(g: &args::Global, older_than: Option<Duration>) -> R
     Ok(exit::OK)
 }
 
-async fn runs_command(g: &args::Global, cmd: RunsCommand) -> Result<u8, Failure> {
+async fn runs_command(ctx: &Ctx<'_>, cmd: RunsCommand) -> Result<u8, Failure> {
+    let g = ctx.g;
     let layout = wiring::layout(g);
     match cmd {
         RunsCommand::List => {
@@ -312,8 +380,62 @@ async fn runs_command(g: &args::Global, cmd: RunsCommand) -> Result<u8, Failure>
             }
             Ok(exit::OK)
         }
-        RunsCommand::Archive { cpid, to, remove } => archive(g, &layout, &cpid, to, remove).await,
+        RunsCommand::Archive {
+            cpid,
+            to,
+            remove,
+            sse,
+            kms_key_id,
+        } => {
+            let sse = match (sse, kms_key_id) {
+                (args::SseArg::Aes256, None) => conductor_aws::s3::Sse::Aes256,
+                (args::SseArg::Aes256, Some(_)) => {
+                    return Err(Failure::input(
+                        "--kms-key-id goes with --sse aws:kms".to_string(),
+                    ))
+                }
+                (args::SseArg::AwsKms, key_id) => conductor_aws::s3::Sse::Kms { key_id },
+            };
+            archive(g, &layout, &cpid, to, remove, &sse).await
+        }
+        RunsCommand::Prune { older_than } => runs_prune(g, &layout, older_than).await,
     }
+}
+
+/// `runs prune --older-than D`: the files of runs older than D that are not
+/// going (their `cpid.<CPID>` reservation is not held).
+async fn runs_prune(
+    g: &args::Global,
+    layout: &conductor_core::Layout,
+    older_than: Duration,
+) -> Result<u8, Failure> {
+    let r = wiring::reserver(g).await?;
+    let held: std::collections::BTreeSet<String> = r
+        .held(now_ms(), None)
+        .await
+        .map_err(|e| Failure::backend("reservations", e))?
+        .into_iter()
+        .map(|k| k.to_string())
+        .collect();
+    let before = (now_ms() / 1000).saturating_sub(older_than.as_secs());
+    let layout = layout.clone();
+    let removed = tokio::task::spawn_blocking(move || {
+        layout.prune_runs(before, |cpid| {
+            held.contains(&conductor_core::Key::cpid(cpid).to_string())
+        })
+    })
+    .await
+    .map_err(|e| Failure::new(exit::FAILED, format!("pruning runs: {e}")))?
+    .map_err(|e| Failure::new(exit::FAILED, format!("pruning runs: {e}")))?;
+    if g.json {
+        output::print_json(&json!({ "removed": removed }));
+    } else {
+        println!("removed {} file(s) and run directories", removed.len());
+        for p in &removed {
+            println!("  {}", p.display());
+        }
+    }
+    Ok(exit::OK)
 }
 
 async fn archive(
@@ -322,6 +444,7 @@ async fn archive(
     cpid: &str,
     to: Option<String>,
     remove: bool,
+    sse: &conductor_aws::s3::Sse,
 ) -> Result<u8, Failure> {
     let cpid = Cpid::parse(cpid)?;
     let to = to.unwrap_or_else(|| layout.runner_dir.join("archives").display().to_string());
@@ -330,7 +453,7 @@ async fn archive(
         let tmp = tempfile::tempdir()
             .map_err(|e| Failure::new(exit::FAILED, format!("a temporary directory: {e}")))?;
         let file = conductor_salt::archive::archive(layout, cpid, tmp.path(), false).await?;
-        let at = conductor_aws::s3::upload(&file, &url, g.endpoint_url.as_deref())
+        let at = conductor_aws::s3::upload(&file, &url, g.endpoint_url.as_deref(), sse)
             .await
             .map_err(|e| Failure::backend("uploading the archive to S3", e))?;
         if remove {

@@ -2,7 +2,9 @@
 
 use std::io::Write;
 
-use conductor_core::{CreateReport, DestroyReport, IdScope, InstanceStatus, Plan, UpdateReport};
+use conductor_core::{
+    CreateReport, DestroyPlan, DestroyReport, IdScope, InstanceStatus, Plan, UpdateReport,
+};
 use serde_json::{json, Value};
 
 /// Writes `value` as one pretty JSON document on stdout.
@@ -43,11 +45,59 @@ pub fn destroy_json(report: &DestroyReport) -> Value {
         "cpid": report.cpid,
         "success": report.success(),
         "destroyed": report.destroyed,
+        "skipped_instances": report.skipped_instances,
         "failed": report.failed.iter().map(|(n, m)| json!({"name": n, "error": m})).collect::<Vec<_>>(),
         "state_failures": report.state_failures,
         "skipped": report.skipped,
         "logs": report.logs,
     })
+}
+
+/// What `destroy --dry-run --json` prints: the instances that would be
+/// terminated, the minion keys (and salt-cloud cache entries) that would be
+/// deleted, and what is left alone.
+pub fn destroy_plan_json(plan: &DestroyPlan) -> Value {
+    json!({
+        "dry_run": true,
+        "group": plan.query.group,
+        "env": plan.query.env,
+        "selection": plan.query.selection,
+        "destroy": plan.targets,
+        "delete_minion_keys": plan.keys,
+        "remove_salt_cloud_cache": plan.cloud_vms,
+        "skipped_instances": plan.skipped_instances,
+    })
+}
+
+/// What `destroy --dry-run` prints.
+pub fn destroy_plan_text(plan: &DestroyPlan) -> String {
+    let mut s = format!(
+        "destroy would terminate {} instance(s) of group {} in env {} (dry run: nothing changed)\n",
+        plan.targets.len(),
+        plan.query.group,
+        plan.query.env
+    );
+    for t in &plan.targets {
+        s.push_str(&format!(
+            "  would destroy {} ({}, {})\n",
+            t.name.as_deref().unwrap_or("-"),
+            t.id,
+            t.region
+        ));
+    }
+    for k in &plan.keys {
+        s.push_str(&format!("  would delete the minion key of {k}\n"));
+    }
+    for v in &plan.cloud_vms {
+        s.push_str(&format!(
+            "  would remove salt-cloud's cache entry of {} under {}\n",
+            v.name, v.provider
+        ));
+    }
+    for i in &plan.skipped_instances {
+        s.push_str(&format!("  left alone: {i}\n"));
+    }
+    s
 }
 
 /// A table of the plan's instances, with a status column when given.
@@ -171,6 +221,9 @@ pub fn destroy_text(r: &DestroyReport) -> String {
     for n in &r.destroyed {
         s.push_str(&format!("  destroyed {n}\n"));
     }
+    for i in &r.skipped_instances {
+        s.push_str(&format!("  left alone: {i}\n"));
+    }
     for (n, m) in &r.failed {
         s.push_str(&format!("  error: {n}: {m}\n"));
     }
@@ -187,6 +240,9 @@ pub fn update_text(r: &UpdateReport) -> String {
             "  {t}  {}\n",
             if failed { "state FAILED" } else { "updated" }
         ));
+    }
+    for i in &r.skipped_instances {
+        s.push_str(&format!("  left alone: {i}\n"));
     }
     s.push_str(&tail(&r.state_failures, &r.skipped, &r.logs));
     s

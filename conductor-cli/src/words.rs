@@ -181,16 +181,7 @@ impl Words {
                 .map(str::to_string)
                 .collect();
             for name in &names {
-                if !name
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-                {
-                    return Err(InputError::invalid(
-                        "names",
-                        name,
-                        "must be instance names (lowercase letters, digits, '-', '.')",
-                    ));
-                }
+                conductor_core::check_instance_name("names", name)?;
             }
             selections.push(Selection::Names(names));
         }

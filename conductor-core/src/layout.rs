@@ -52,6 +52,23 @@ impl Layout {
             .join(format!("{}.conf", Self::cloud_id(group, cpid)))
     }
 
+    /// `<runner-dir>/maps/<CPID>/cloud.providers.d/<group>_<CPID>.conf`: the
+    /// run's copy of its provider file, kept (mode 0600) after the run
+    /// removed the one in `<config-dir>` when it ended.
+    pub fn provider_copy(&self, group: &Group, cpid: Cpid) -> PathBuf {
+        self.maps_dir(cpid)
+            .join("cloud.providers.d")
+            .join(format!("{}.conf", Self::cloud_id(group, cpid)))
+    }
+
+    /// `<runner-dir>/maps/<CPID>/cloud.profiles.d/<group>_<CPID>.conf`: the
+    /// run's copy of its profile file.
+    pub fn profile_copy(&self, group: &Group, cpid: Cpid) -> PathBuf {
+        self.maps_dir(cpid)
+            .join("cloud.profiles.d")
+            .join(format!("{}.conf", Self::cloud_id(group, cpid)))
+    }
+
     /// `<runner-dir>/maps/<CPID>/<group>_<zone>_<saltenv>.map`.
     pub fn map_file(&self, cpid: Cpid, group: &Group, zone: &Zone, saltenv: &Env) -> PathBuf {
         self.maps_dir(cpid)
@@ -110,8 +127,10 @@ impl Layout {
 }
 
 impl Layout {
-    /// Every file of run `cpid`: its map directory, `cloud_runs/<CPID>`,
-    /// `state_runs/<CPID>`, and its provider and profile files; sorted.
+    /// Every file of run `cpid`: its map directory (with the copies of its
+    /// provider and profile), `cloud_runs/<CPID>`, `state_runs/<CPID>`, and
+    /// its provider and profile files in `<config-dir>` while the run is
+    /// going (or after it crashed); sorted.
     pub fn run_files(&self, cpid: Cpid) -> Vec<PathBuf> {
         fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
             let Ok(entries) = std::fs::read_dir(dir) else {
@@ -147,6 +166,68 @@ impl Layout {
         }
         files.sort();
         files
+    }
+
+    /// The provider and profile files in `<config-dir>/cloud.providers.d`
+    /// and `cloud.profiles.d` (`<group>_<CPID>.conf`), with their CPID.
+    pub fn cloud_files(&self) -> Vec<(Cpid, PathBuf)> {
+        let mut out = Vec::new();
+        for d in ["cloud.providers.d", "cloud.profiles.d"] {
+            let Ok(entries) = std::fs::read_dir(self.config_dir.join(d)) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let name = e.file_name();
+                let cpid = name
+                    .to_str()
+                    .and_then(|n| n.strip_suffix(".conf"))
+                    .and_then(|n| n.rsplit_once('_'))
+                    .and_then(|(_, c)| Cpid::parse(c).ok());
+                if let Some(c) = cpid {
+                    out.push((c, e.path()));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Removes the files runs left that started before `before` (epoch
+    /// seconds) and are not `running`: their provider and profile files in
+    /// `<config-dir>` (a crashed run's) and their directories under the
+    /// runner root (`maps/`, `cloud_runs/`, `state_runs/`). Returns what
+    /// was removed, sorted.
+    pub fn prune_runs(
+        &self,
+        before: u64,
+        running: impl Fn(Cpid) -> bool,
+    ) -> std::io::Result<Vec<PathBuf>> {
+        let old = |c: Cpid| c.epoch() < before && !running(c);
+        let mut removed = Vec::new();
+        for (cpid, path) in self.cloud_files() {
+            if old(cpid) {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => removed.push(path),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        for cpid in self.runs().into_iter().filter(|c| old(*c)) {
+            for d in [
+                self.maps_dir(cpid),
+                self.cloud_runs_dir(cpid),
+                self.state_runs_dir(cpid),
+            ] {
+                match std::fs::remove_dir_all(&d) {
+                    Ok(()) => removed.push(d),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        removed.sort();
+        Ok(removed)
     }
 
     /// CPIDs of the runs with files under the runner root, oldest first.

@@ -45,14 +45,15 @@ pub use ids::IdScope;
 pub use input::{InputError, PillarError};
 pub use layout::Layout;
 pub use lifecycle::{
-    client_token, slot_key, CreateReport, DestroyReport, InstanceQuery, InstanceStatus, Observer,
-    ReportError, Selection, Step, UpdateReport,
+    client_token, slot_key, CreateReport, DestroyPlan, DestroyReport, InstanceQuery,
+    InstanceStatus, Observer, ReportError, Selected, Selection, SkippedInstance, Step,
+    UpdateReport,
 };
 pub use mem_cloud::MemCloud;
-pub use names::{Env, Group, Region, Role, SystemName, Zone};
+pub use names::{check_instance_name, Env, Group, Region, Role, SystemName, Zone};
 pub use pillar::{EnvironmentSpec, GroupSpec, Hooks, Pillar, RoleSpec, SystemEntry, Throttle};
 pub use plan::{plan, ClusterIds, Plan, PlanFiles, PlanKeys, PlannedInstance, SystemIds};
-pub use render::{map_vms, read_map_file};
+pub use render::{map_vms, read_map_file, YAML_ONLY};
 pub use request::{CreateRequest, Target};
 pub use reserve::{
     ms, now_ms, this_host, FsReserver, Holder, Key, KeyKind, Lease, MemReserver, Owner, Phase,
@@ -60,7 +61,7 @@ pub use reserve::{
 };
 pub use retry::{RetryCloud, RetryPolicy};
 pub use salt::{
-    CloudRunResult, MinionKeys, PillarSource, SaltExecutor, StateFailure, StateRunResult,
+    CloudRunResult, CloudVm, MinionKeys, PillarSource, SaltExecutor, StateFailure, StateRunResult,
     StaticPillar,
 };
 pub use settings::{LaunchSettings, NetworkInterface, Volume, DEFAULT_SIZE};

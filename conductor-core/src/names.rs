@@ -239,6 +239,49 @@ impl fmt::Display for Zone {
     }
 }
 
+/// Longest instance name (a DNS name).
+const MAX_NAME: usize = 253;
+
+/// Checks an instance name (minion id) as planned names are made:
+/// dot-separated lowercase DNS labels (`devops-mq03.us-east-1a.test.foobar.com`).
+/// Nothing else passes: no glob characters (`*?[]`), commas, spaces,
+/// slashes, quotes or control characters. Every name read from EC2 passes
+/// this before it reaches a Salt command line, a target list or a path.
+pub fn check_instance_name(what: &str, value: &str) -> Result<(), InputError> {
+    if value.is_empty() || value.len() > MAX_NAME {
+        return Err(InputError::invalid(
+            what,
+            value,
+            &format!("must be 1 to {MAX_NAME} characters"),
+        ));
+    }
+    if let Some(bad) = value
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '.'))
+    {
+        let shown = if bad.is_control() || bad.is_whitespace() {
+            format!("U+{:04X}", bad as u32)
+        } else {
+            format!("'{bad}'")
+        };
+        return Err(InputError::invalid(
+            what,
+            value,
+            &format!("contains {shown}; instance names are lowercase letters, digits, '-' and '.'"),
+        ));
+    }
+    for label in value.split('.') {
+        if label.is_empty() || label.len() > 63 || label.starts_with('-') || label.ends_with('-') {
+            return Err(InputError::invalid(
+                what,
+                value,
+                "must be dot-separated labels of 1 to 63 characters, none starting or ending with '-'",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Checks a DNS domain (`foobar.com`): dot-separated labels.
 pub fn check_domain(value: &str) -> Result<(), InputError> {
     if value.is_empty() || value.len() > 200 {
@@ -287,6 +330,28 @@ mod tests {
     fn error_names_input_and_fix() {
         let e = Role::new("Bad Role").unwrap_err().to_string();
         assert!(e.contains("role") && e.contains("Bad Role"), "{e}");
+    }
+
+    #[test]
+    fn instance_names_are_dns_names_only() {
+        for ok in [
+            "devops-mq03.us-east-1a.test.foobar.com",
+            "devops-nifi-01.clid-2.us-east-1a.test.foobar.com",
+            "a",
+        ] {
+            assert!(check_instance_name("name", ok).is_ok(), "{ok:?} refused");
+        }
+        for bad in [
+            "", "*", "a,b", "a b", "a?b", "a[1]", "a/b", "../a", "A.b", "a\nb", "a\u{0}", "a..b",
+            ".a", "a.", "-a.b", "a-.b", "a'b", "a\"b", "a;b", "$(x)", "a\tb",
+        ] {
+            assert!(
+                check_instance_name("name", bad).is_err(),
+                "{bad:?} accepted"
+            );
+        }
+        let e = check_instance_name("name", "a b").unwrap_err().to_string();
+        assert!(e.contains("U+0020"), "{e}");
     }
 
     #[test]

@@ -54,7 +54,9 @@ pub struct GroupSpec {
     /// salt-cloud provider settings (size, ssh_interface, subnet_id, keys, ...).
     #[serde(default)]
     pub provider: serde_yaml::Mapping,
-    /// salt-cloud profile settings (image, script_args, minion, startup_states, ...).
+    /// salt-cloud profile settings (image, script_args, minion, startup_states, ...);
+    /// `bootstrap: {url, sha256, version}` overrides the native
+    /// provisioner's pinned bootstrap script (checked while loading).
     #[serde(default)]
     pub profile: serde_yaml::Mapping,
     /// Orchestration SLS run on the master before and after each action.
@@ -210,6 +212,7 @@ impl Pillar {
         }
         for (group, g) in &self.groups {
             let at = |rest: &str| format!("conductor.groups.{group}.{rest}");
+            check_bootstrap(g).map_err(|m| PillarError::new(at("profile.bootstrap"), m))?;
             for (role, r) in &g.roles {
                 match &r.cluster {
                     None => check_role(r, &at(&format!("roles.{role}")))?,
@@ -289,6 +292,21 @@ impl Pillar {
     }
 }
 
+/// The group's `bootstrap` (and older `bootstrap_url`) resolve to a script
+/// with a checksum: a URL other than the pinned release needs its sha256.
+fn check_bootstrap(g: &GroupSpec) -> Result<(), String> {
+    let get = |key: &str| {
+        let v = g.profile.get(key).or_else(|| g.provider.get(key))?;
+        Some(serde_json::to_value(v).unwrap_or(serde_json::Value::Null))
+    };
+    crate::user_data::Bootstrap::from_settings(
+        get("bootstrap").as_ref(),
+        get("bootstrap_url").as_ref(),
+    )
+    .map(|_| ())
+    .map_err(|e| e.to_string())
+}
+
 fn check_role(r: &RoleSpec, path: &str) -> Result<(), PillarError> {
     if r.basename.is_none() {
         return Err(PillarError::new(
@@ -348,6 +366,29 @@ mod tests {
         assert!(e.to_string().contains("Dev/ops"), "{e}");
         let e = load("other: 1").unwrap_err();
         assert_eq!(e.path, "conductor");
+    }
+
+    #[test]
+    fn bootstrap_overrides_are_checked_while_loading() {
+        let with = |b: &str| {
+            OK.replace(
+                "    devops:\n",
+                &format!("    devops:\n      profile: {{bootstrap: {b}}}\n"),
+            )
+        };
+        let sum = "0".repeat(64);
+        assert!(load(&with(&format!("{{version: 2025.01.02, sha256: '{sum}'}}"))).is_ok());
+        for bad in [
+            "{url: 'https://mirror/b.sh'}".to_string(),
+            "{version: 2025.01.02}".to_string(),
+            format!("{{sha256: '{sum}', extra: 1}}"),
+        ] {
+            let e = load(&with(&bad)).unwrap_err();
+            assert_eq!(
+                e.path, "conductor.groups.devops.profile.bootstrap",
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

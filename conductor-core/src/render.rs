@@ -11,6 +11,11 @@ use crate::plan::{Plan, PlannedInstance};
 /// Provider settings that only make sense in the provider file.
 const DRIVER: &str = "ec2";
 
+/// The first line of every map and profile Conductor writes: Salt's render
+/// pipeline for that file is YAML alone, so a pillar value such as
+/// `'{{ 7*7 }}'` reaches salt-cloud as that text, never through Jinja.
+pub const YAML_ONLY: &str = "#!yaml";
+
 fn s(v: &str) -> Value {
     Value::String(v.to_string())
 }
@@ -41,6 +46,9 @@ pub fn profile(plan: &Plan, group: &GroupSpec) -> Value {
     for (k, v) in &group.profile {
         if k.as_str() == Some("startup_states") {
             continue; // applied by Conductor itself after bootstrap, with its own log
+        }
+        if k.as_str() == Some("bootstrap") {
+            continue; // the native provisioner's pinned bootstrap; salt-cloud deploys its own copy
         }
         m.insert(k.clone(), v.clone());
     }

@@ -29,6 +29,16 @@ pub struct CloudRunResult {
     pub failed: Vec<(String, String)>,
 }
 
+/// A VM salt-cloud created, as its cache knows it: the VM's name under
+/// the provider alias of the run that created it (`<group>_<CPID>`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct CloudVm {
+    /// The VM's name (minion id), a valid instance name.
+    pub name: String,
+    /// The salt-cloud provider alias it was created with.
+    pub provider: String,
+}
+
 /// One failed state of a state or orchestration run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateFailure {
@@ -74,14 +84,21 @@ pub struct MinionKeys {
     pub denied: Vec<String>,
 }
 
-/// Runs Salt: salt-cloud maps and destroys, state runs and orchestration,
+/// Runs Salt: salt-cloud maps (and its cache of destroyed VMs), state runs and orchestration,
 /// and the master's minion keys.
 #[async_trait]
 pub trait SaltExecutor: Send + Sync + fmt::Debug {
     /// `salt-cloud -m <map>`: creates the map's instances.
     async fn cloud_map(&self, map: &Path) -> Result<CloudRunResult, BackendError>;
-    /// `salt-cloud -d <names>`: destroys instances.
-    async fn cloud_destroy(&self, names: &[String]) -> Result<CloudRunResult, BackendError>;
+    /// Forgets VMs that Conductor terminated through the cloud by instance
+    /// id: removes salt-cloud's cache entries of each VM under its own
+    /// provider only (`<cachedir>/{requested,active}/ec2/<provider>/<name>.p`,
+    /// what `salt-cloud -d` removes for the VMs it destroys). Conductor
+    /// never runs `salt-cloud -d`: Salt 3007 looks its names up in every
+    /// configured provider, so a same-named VM of another provider would go
+    /// too. Names and providers are checked by the caller; an entry that
+    /// does not exist is not an error.
+    async fn cloud_forget(&self, vms: &[CloudVm]) -> Result<(), BackendError>;
     /// `salt -L <targets> state.apply <sls> saltenv=<env>`.
     async fn state_apply(
         &self,

@@ -1,7 +1,9 @@
 //! The cloud-init user data of a native launch: it writes the minion
-//! configuration (master, id = fqdn, environment, grains) and installs the
-//! Salt minion at the pinned version with `bootstrap-salt.sh`, so the minion
-//! joins the master with the grains salt-cloud would have given it.
+//! configuration (master, id = fqdn, environment, grains; mode 0600: it
+//! holds the run's autosign token) and installs the Salt minion at the
+//! pinned version with `bootstrap-salt.sh` from a pinned salt-bootstrap
+//! release whose sha256 is checked before it runs, so the minion joins the
+//! master with the grains salt-cloud would have given it.
 //!
 //! The document (from [`render`]) has this shape (keys are written sorted):
 //!
@@ -9,7 +11,7 @@
 //! #cloud-config
 //! write_files:
 //! - path: /etc/salt/minion.d/conductor.conf
-//!   permissions: '0644'
+//!   permissions: '0600'
 //!   content: |
 //!     master: salt.foobar.com
 //!     id: devops-mq03.us-east-1a.test.foobar.com
@@ -17,12 +19,14 @@
 //!     grains: {cpid: '16833830331552303186', ...}
 //!     conductor_startup_states: [devops.conductor]
 //! runcmd:
-//! - [curl, -fsSL, --retry, '5', -o, /tmp/bootstrap-salt.sh, <bootstrap_url>]
-//! - [sh, /tmp/bootstrap-salt.sh, -P, stable, '3007.16']
+//! - [sh, -c, <BOOTSTRAP_SH>, conductor-bootstrap, <url>, <sha256>, /tmp/bootstrap-salt.sh, -P, stable, '3007.16']
 //! ```
 //!
-//! Commands are argument lists, never shell text, so pillar values cannot
-//! inject commands. Startup states are recorded (`conductor_startup_states`)
+//! [`BOOTSTRAP_SH`] is fixed text (download, `sha256sum -c`, then run, each
+//! step only if the one before succeeded); the URL, checksum, path and
+//! arguments are its positional parameters. Commands are argument lists,
+//! never shell text built from values, so pillar values cannot inject
+//! commands. Startup states are recorded (`conductor_startup_states`)
 //! but not run by the minion: Conductor applies them itself once the minion
 //! is up, with its own log, as on the salt-cloud path; a `startup_states`
 //! key in the pillar's `minion` settings is passed through unchanged.
@@ -39,9 +43,32 @@ pub const MINION_CONF: &str = "/etc/salt/minion.d/conductor.conf";
 /// Where the bootstrap script is downloaded to on the instance.
 pub const BOOTSTRAP_PATH: &str = "/tmp/bootstrap-salt.sh";
 
-/// Where the bootstrap script comes from unless `bootstrap_url` is set.
+/// The salt-bootstrap release the user data installs with unless pillar's
+/// `bootstrap` says otherwise: the release whose `bootstrap-salt.sh` Salt
+/// 3007.16 ships as `salt/cloud/deploy/bootstrap-salt.sh` (what salt-cloud
+/// deploys with), so both provisioners bootstrap with the same script.
+pub const BOOTSTRAP_VERSION: &str = "2026.09.03";
+
+/// Where the bootstrap script comes from unless pillar sets `bootstrap.url`
+/// (or `bootstrap.version`): the pinned release's asset, never "latest".
 pub const DEFAULT_BOOTSTRAP_URL: &str =
-    "https://github.com/saltstack/salt-bootstrap/releases/latest/download/bootstrap-salt.sh";
+    "https://github.com/saltstack/salt-bootstrap/releases/download/v2026.09.03/bootstrap-salt.sh";
+
+/// The sha256 of [`DEFAULT_BOOTSTRAP_URL`]'s script, checked on the
+/// instance before the script runs (equal to the copy Salt 3007.16 ships;
+/// `conductor-salt`'s real-Salt tests check that).
+pub const DEFAULT_BOOTSTRAP_SHA256: &str =
+    "cca427e7da4131ad4bf9d3d8941a69cd99f45bc880e17e73cc539f459d7bcd66";
+
+/// The program `sh -c` runs on the instance: download to `$3`, check
+/// against `$2`, run with the remaining arguments; `set -e` stops it at the
+/// first failing step, so a script whose checksum differs never runs. Fixed
+/// text: the URL (`$1`), checksum, path and arguments are positional
+/// parameters, never spliced into it.
+pub const BOOTSTRAP_SH: &str = r#"set -eu; url="$1"; sum="$2"; f="$3"; shift 3; curl -fsSL --retry 5 -o "$f" "$url"; echo "$sum  $f" | sha256sum -c -; exec sh "$f" "$@""#;
+
+/// `$0` of [`BOOTSTRAP_SH`] (its name in the instance's process list and errors).
+const BOOTSTRAP_ARG0: &str = "conductor-bootstrap";
 
 /// Salt version installed when pillar gives neither `script_args` nor `salt_version`.
 pub const DEFAULT_SALT_VERSION: &str = "3007";
@@ -66,6 +93,10 @@ pub enum UserDataError {
         /// Its value.
         value: String,
     },
+    /// The `bootstrap` settings cannot be used (a URL without its sha256,
+    /// a malformed checksum, an unknown key, ...).
+    #[error("bootstrap: {0}")]
+    Bootstrap(String),
     /// A setting has the wrong type.
     #[error("{what} must be {expected}")]
     WrongType {
@@ -85,6 +116,8 @@ pub struct ParsedUserData {
     pub bootstrap_args: Vec<String>,
     /// Where the bootstrap script is downloaded from.
     pub bootstrap_url: String,
+    /// The sha256 the script is checked against before it runs.
+    pub bootstrap_sha256: String,
 }
 
 impl ParsedUserData {
@@ -120,6 +153,159 @@ fn salt_version_of(args: &[String]) -> Option<&str> {
         .filter(looks)
         .or_else(|| args.iter().rev().find(looks))
         .map(String::as_str)
+}
+
+/// Where the bootstrap script comes from, and the sha256 it must have.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Bootstrap {
+    /// The script's URL (`https://`, `http://` or `file://`).
+    pub url: String,
+    /// Its sha256, 64 lowercase hex digits.
+    pub sha256: String,
+    /// The salt-bootstrap release (for the record; the URL names it).
+    pub version: String,
+}
+
+/// Pillar's `bootstrap:` mapping, under the group's profile.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BootstrapSettings {
+    url: Option<String>,
+    sha256: Option<String>,
+    version: Option<String>,
+}
+
+impl Default for Bootstrap {
+    fn default() -> Self {
+        Self {
+            url: DEFAULT_BOOTSTRAP_URL.into(),
+            sha256: DEFAULT_BOOTSTRAP_SHA256.into(),
+            version: BOOTSTRAP_VERSION.into(),
+        }
+    }
+}
+
+impl Bootstrap {
+    /// The release URL of salt-bootstrap `version`.
+    pub fn release_url(version: &str) -> String {
+        format!(
+            "https://github.com/saltstack/salt-bootstrap/releases/download/v{version}/bootstrap-salt.sh"
+        )
+    }
+
+    /// Resolves the `bootstrap` setting (`{url, sha256, version}`, each
+    /// optional) and the older `bootstrap_url` against the pinned defaults.
+    /// A script other than the pinned one needs its `sha256`.
+    pub fn from_settings(
+        bootstrap: Option<&Value>,
+        legacy_url: Option<&Value>,
+    ) -> Result<Self, UserDataError> {
+        let bad = |m: String| UserDataError::Bootstrap(m);
+        let given: BootstrapSettings = match bootstrap {
+            None | Some(Value::Null) => BootstrapSettings::default(),
+            Some(v) => serde_json::from_value(v.clone()).map_err(|e| {
+                bad(format!(
+                    "{e}; give a mapping {{url, sha256, version}}, e.g. {{version: 2026.09.03, sha256: <64 hex digits>}}"
+                ))
+            })?,
+        };
+        let legacy = match legacy_url {
+            None | Some(Value::Null) => None,
+            Some(Value::String(u)) => Some(u.clone()),
+            Some(_) => {
+                return Err(UserDataError::WrongType {
+                    what: "bootstrap_url",
+                    expected: "a URL",
+                })
+            }
+        };
+        let version = match given.version {
+            Some(v) => {
+                let ok = !v.is_empty()
+                    && v.len() <= 40
+                    && v.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+                    && v.starts_with(|c: char| c.is_ascii_digit());
+                if !ok {
+                    return Err(bad(format!(
+                        "version {v:?} is not a salt-bootstrap release such as {BOOTSTRAP_VERSION}"
+                    )));
+                }
+                v
+            }
+            None => BOOTSTRAP_VERSION.to_string(),
+        };
+        let url = match given.url.or(legacy) {
+            Some(u) => {
+                if u.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                    return Err(UserDataError::ControlCharacter {
+                        what: "bootstrap.url",
+                        value: u,
+                    });
+                }
+                if !["https://", "http://", "file://"]
+                    .iter()
+                    .any(|p| u.starts_with(p))
+                {
+                    return Err(bad(format!(
+                        "url {u:?} must start with https://, http:// or file://"
+                    )));
+                }
+                u
+            }
+            None => Self::release_url(&version),
+        };
+        let sha256 = match given.sha256 {
+            Some(h) => {
+                let h = h.to_ascii_lowercase();
+                if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(bad(format!(
+                        "sha256 {h:?} is not a sha256 (64 hex digits)"
+                    )));
+                }
+                h
+            }
+            None if url == DEFAULT_BOOTSTRAP_URL => DEFAULT_BOOTSTRAP_SHA256.to_string(),
+            None => {
+                return Err(bad(format!(
+                    "sha256 is required with url {url:?}: the script is checked before it runs as root; \
+                     set bootstrap.sha256 in the group's profile (the release's bootstrap-salt.sh.sha256)"
+                )))
+            }
+        };
+        Ok(Self {
+            url,
+            sha256,
+            version,
+        })
+    }
+
+    /// The bootstrap of a launch: its settings' `bootstrap` (and `bootstrap_url`).
+    pub fn of(spec: &LaunchSpec) -> Result<Self, UserDataError> {
+        Self::from_settings(
+            spec.settings.get("bootstrap"),
+            spec.settings.get("bootstrap_url"),
+        )
+    }
+
+    /// The runcmd entry: `sh -c` [`BOOTSTRAP_SH`] with the URL, checksum,
+    /// path and `args` as its parameters.
+    pub fn command(&self, args: &[String]) -> Vec<String> {
+        let mut cmd: Vec<String> = [
+            "sh",
+            "-c",
+            BOOTSTRAP_SH,
+            BOOTSTRAP_ARG0,
+            &self.url,
+            &self.sha256,
+            BOOTSTRAP_PATH,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        cmd.extend(args.iter().cloned());
+        cmd
+    }
 }
 
 /// The grains the `conductor:*` tags carry (DESIGN section 7): cpid and the
@@ -241,30 +427,11 @@ pub fn bootstrap_args(spec: &LaunchSpec) -> Result<Vec<String>, UserDataError> {
 pub fn render(spec: &LaunchSpec) -> Result<String, UserDataError> {
     let conf = serde_yaml::to_string(&Value::Object(minion_config(spec)))
         .expect("JSON values serialize as YAML");
-    let url = match spec.settings.get("bootstrap_url") {
-        None | Some(Value::Null) => DEFAULT_BOOTSTRAP_URL.to_string(),
-        Some(Value::String(u)) if !u.chars().any(char::is_control) => u.clone(),
-        Some(Value::String(u)) => {
-            return Err(UserDataError::ControlCharacter {
-                what: "bootstrap_url",
-                value: u.clone(),
-            })
-        }
-        Some(_) => {
-            return Err(UserDataError::WrongType {
-                what: "bootstrap_url",
-                expected: "a URL",
-            })
-        }
-    };
-    let mut install = vec!["sh".to_string(), BOOTSTRAP_PATH.to_string()];
-    install.extend(bootstrap_args(spec)?);
+    let bootstrap = Bootstrap::of(spec)?;
     let doc = serde_json::json!({
-        "write_files": [{ "path": MINION_CONF, "permissions": "0644", "content": conf }],
-        "runcmd": [
-            ["curl", "-fsSL", "--retry", "5", "-o", BOOTSTRAP_PATH, url],
-            install,
-        ],
+        // 0600: the minion config carries the run's autosign token grain.
+        "write_files": [{ "path": MINION_CONF, "permissions": "0600", "content": conf }],
+        "runcmd": [bootstrap.command(&bootstrap_args(spec)?)],
     });
     Ok(format!(
         "#cloud-config\n{}",
@@ -290,20 +457,18 @@ pub fn parse(user_data: &str) -> Option<ParsedUserData> {
         .iter()
         .map(|c| strings(Some(c)))
         .collect();
-    let bootstrap_url = cmds
-        .iter()
-        .find(|c| c.first().map(String::as_str) == Some("curl"))?
-        .last()?
-        .clone();
-    let bootstrap_args = cmds
-        .iter()
-        .find(|c| c.get(1).map(String::as_str) == Some(BOOTSTRAP_PATH))?
-        .get(2..)?
-        .to_vec();
+    let boot = cmds.iter().find(|c| {
+        c.len() >= 7
+            && c[0] == "sh"
+            && c[1] == "-c"
+            && c[2] == BOOTSTRAP_SH
+            && c[6] == BOOTSTRAP_PATH
+    })?;
     Some(ParsedUserData {
         minion,
-        bootstrap_args,
-        bootstrap_url,
+        bootstrap_args: boot[7..].to_vec(),
+        bootstrap_url: boot[4].clone(),
+        bootstrap_sha256: boot[5].clone(),
     })
 }
 
@@ -362,6 +527,7 @@ mod tests {
         assert_eq!(p.bootstrap_args, ["-P", "stable", "3007.16"]);
         assert_eq!(p.salt_version(), Some("3007.16"));
         assert_eq!(p.bootstrap_url, DEFAULT_BOOTSTRAP_URL);
+        assert_eq!(p.bootstrap_sha256, DEFAULT_BOOTSTRAP_SHA256);
         assert_eq!(p.startup_states(), ["devops.conductor"]);
         let conf = p.minion;
         assert_eq!(conf["id"], "devops-mq03.us-east-1a.test.foobar.com");
@@ -403,5 +569,91 @@ mod tests {
         assert_eq!(g["cpid"], "16833830331552303186");
         assert_eq!(g["devops.system.id"], 1);
         assert_eq!(g.len(), 3);
+    }
+
+    /// The document's bootstrap entry: the one runcmd list.
+    fn runcmd(ud: &str) -> Vec<Vec<String>> {
+        let doc: Value = serde_yaml::from_str(ud.strip_prefix("#cloud-config\n").unwrap()).unwrap();
+        doc["runcmd"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| strings(Some(c)))
+            .collect()
+    }
+
+    #[test]
+    fn bootstrap_is_the_pinned_release_checked_by_sha256_before_it_runs() {
+        let ud = render(&spec(json!({"salt_version": "3007.16"}))).unwrap();
+        // One command: an argument list, the shell program fixed text.
+        let cmds = runcmd(&ud);
+        assert_eq!(cmds.len(), 1, "{cmds:?}");
+        let c = &cmds[0];
+        assert_eq!(&c[..4], ["sh", "-c", BOOTSTRAP_SH, "conductor-bootstrap"]);
+        assert_eq!(c[4], DEFAULT_BOOTSTRAP_URL);
+        assert!(
+            DEFAULT_BOOTSTRAP_URL.contains("/releases/download/v2026.09.03/"),
+            "a pinned release, not latest"
+        );
+        assert!(!ud.contains("latest"), "{ud}");
+        assert_eq!(c[5], DEFAULT_BOOTSTRAP_SHA256);
+        assert_eq!(c[6], BOOTSTRAP_PATH);
+        assert_eq!(&c[7..], ["-P", "stable", "3007.16"]);
+        // Download, then the check, then the run, and set -e between them.
+        let at = |s: &str| BOOTSTRAP_SH.find(s).unwrap_or_else(|| panic!("{s}"));
+        assert!(BOOTSTRAP_SH.starts_with("set -eu;"));
+        assert!(at("curl -fsSL") < at("sha256sum -c") && at("sha256sum -c") < at("exec sh"));
+        // The minion config (with the autosign token grain) is root's alone.
+        assert!(ud.contains("permissions: '0600'"), "{ud}");
+        assert!(!ud.contains("0644"), "{ud}");
+    }
+
+    #[test]
+    fn bootstrap_overrides_need_their_sha256() {
+        let sum = "ab".repeat(32);
+        let p = parse(
+            &render(&spec(
+                json!({"bootstrap": {"version": "2025.01.02", "sha256": sum.to_uppercase()}}),
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(p.bootstrap_url, Bootstrap::release_url("2025.01.02"));
+        assert_eq!(p.bootstrap_sha256, sum, "lowercased");
+        let p = parse(
+            &render(&spec(
+                json!({"bootstrap": {"url": "https://mirror.example/b.sh", "sha256": sum}}),
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(p.bootstrap_url, "https://mirror.example/b.sh");
+        // The older `bootstrap_url` is the same as `bootstrap.url`.
+        let p = parse(
+            &render(&spec(
+                json!({"bootstrap_url": "https://m/b.sh", "bootstrap": {"sha256": sum}}),
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(p.bootstrap_url, "https://m/b.sh");
+        for bad in [
+            json!({"bootstrap": {"url": "https://mirror.example/b.sh"}}),
+            json!({"bootstrap_url": "https://mirror.example/b.sh"}),
+            json!({"bootstrap": {"version": "2025.01.02"}}),
+            json!({"bootstrap": {"url": "-o/etc/passwd", "sha256": sum}}),
+            json!({"bootstrap": {"url": "https://a b", "sha256": sum}}),
+            json!({"bootstrap": {"sha256": "abc"}}),
+            json!({"bootstrap": {"version": "1; reboot", "sha256": sum}}),
+            json!({"bootstrap": {"checksum": sum}}),
+            json!({"bootstrap": "https://x"}),
+        ] {
+            let e = render(&spec(bad.clone())).unwrap_err();
+            assert!(e.to_string().contains("bootstrap"), "{bad}: {e}");
+        }
+        let e = render(&spec(json!({"bootstrap": {"url": "https://m/b.sh"}})))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sha256 is required"), "{e}");
     }
 }

@@ -7,8 +7,10 @@ use conductor_core::{Cpid, Layout};
 
 /// Packs every file of run `cpid` (map, provider, profile, state and cloud
 /// run logs) into `<to>/conductor-run-<cpid>.tar.gz`; entries are named
-/// `config/...` and `runner/...` after their root. With `remove`, the files
-/// are deleted once the archive is written. Returns the archive's path.
+/// `config/...` and `runner/...` after their root. The archive is mode 0600
+/// (it holds the provider file and its credentials) and `to` is created
+/// mode 0700 when it does not exist. With `remove`, the files are deleted
+/// once the archive is written. Returns the archive's path.
 pub async fn archive(
     layout: &Layout,
     cpid: Cpid,
@@ -37,11 +39,26 @@ fn archive_sync(layout: &Layout, cpid: Cpid, to: &Path, remove: bool) -> Result<
         )
         .into());
     }
-    std::fs::create_dir_all(to).map_err(|e| Error::io(to, e))?;
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(to)
+            .map_err(|e| Error::io(to, e))?;
+    }
     let path = to.join(format!("conductor-run-{cpid}.tar.gz"));
     let tmp = to.join(format!(".conductor-run-{cpid}.tar.gz.tmp"));
     let write = || -> std::io::Result<()> {
-        let file = std::fs::File::create(&tmp)?;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let _ = std::fs::remove_file(&tmp); // a crashed archive's leftover
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        // Whatever the umask, and even when the name existed before.
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
         let gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
         let mut tar = tar::Builder::new(gz);
         for f in &files {
@@ -75,8 +92,21 @@ fn archive_sync(layout: &Layout, cpid: Cpid, to: &Path, remove: bool) -> Result<
             layout.cloud_runs_dir(cpid),
             layout.state_runs_dir(cpid),
         ] {
-            let _ = std::fs::remove_dir(d);
+            remove_empty_dirs(&d);
         }
     }
     Ok(path)
+}
+
+/// Removes `dir` and its subdirectories that are empty (bottom up); a
+/// directory still holding a file stays.
+fn remove_empty_dirs(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_empty_dirs(&e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
 }

@@ -18,10 +18,10 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use conductor_core::BackendError;
+use conductor_core::{CloudBackend, LaunchSettings, LaunchSpec};
 use conductor_core::{
-    CloudBackend, InstanceRef, LaunchSettings, LaunchSpec, Scope, Selector, NAME_TAG,
+    CloudRunResult, CloudVm, MinionKeys, SaltExecutor, StateFailure, StateRunResult,
 };
-use conductor_core::{CloudRunResult, MinionKeys, SaltExecutor, StateFailure, StateRunResult};
 use conductor_core::{Env, Zone};
 use serde_json::{json, Map, Value};
 
@@ -32,8 +32,8 @@ use crate::fake_cloud::FakeCloud;
 pub enum SaltCall {
     /// `salt-cloud -m <map>`.
     CloudMap(PathBuf),
-    /// `salt-cloud -d <names>`.
-    CloudDestroy(Vec<String>),
+    /// Removal of salt-cloud's cache entries of destroyed VMs.
+    CloudForget(Vec<CloudVm>),
     /// `salt -L <targets> state.apply <sls>`.
     StateApply {
         /// Minions targeted.
@@ -248,37 +248,9 @@ impl SaltExecutor for FakeSalt {
         Ok(out)
     }
 
-    async fn cloud_destroy(&self, names: &[String]) -> Result<CloudRunResult, BackendError> {
-        self.record(SaltCall::CloudDestroy(names.to_vec()));
-        let mut out = CloudRunResult {
-            raw: json!({}),
-            ok: vec![],
-            failed: vec![],
-        };
-        if let Some((cloud, zone)) = &self.cloud {
-            let scope = Scope {
-                region: zone.region(),
-                select: names
-                    .iter()
-                    .map(|n| Selector::Tag {
-                        key: NAME_TAG.into(),
-                        value: n.clone(),
-                    })
-                    .collect(),
-            };
-            let refs: Vec<InstanceRef> = cloud
-                .inventory(&scope)
-                .await?
-                .live()
-                .map(|i| i.to_ref())
-                .collect();
-            cloud.terminate(&refs).await?;
-            out.ok = refs.iter().filter_map(|r| r.name.clone()).collect();
-        } else {
-            out.ok = names.to_vec();
-        }
-        out.raw = json!({"destroyed": out.ok});
-        Ok(out)
+    async fn cloud_forget(&self, vms: &[CloudVm]) -> Result<(), BackendError> {
+        self.record(SaltCall::CloudForget(vms.to_vec()));
+        Ok(())
     }
 
     async fn state_apply(

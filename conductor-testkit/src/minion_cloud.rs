@@ -2,7 +2,8 @@
 //! instance's cloud-init would: for every instance launched, it starts one
 //! real `salt-minion` in a [`SaltLab`], configured from that instance's user
 //! data (the document the native provisioner produced, parsed for its minion
-//! config and grains), and stops it when the instance is terminated.
+//! config and grains), and stops it when the instance is terminated (as it
+//! stops a minion the stand-in salt-cloud deployed for an instance).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -107,6 +108,9 @@ impl CloudBackend for MinionCloud {
             let known = self.started.lock().unwrap().remove(&i.id);
             if let Some(name) = known.or_else(|| i.name.clone()) {
                 self.lab.stop_minion(&name);
+                // A minion the stand-in salt-cloud deployed dies with its
+                // instance too (Conductor terminates salt-cloud's VMs by id).
+                self.lab.stop_detached_minion(&name);
             }
         }
         Ok(())

@@ -7,7 +7,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use conductor_core::{BackendError, Error, ReserveError};
 use conductor_core::{CloudBackend, InstanceRef, Inventory, LaunchResult, LaunchSpec, Scope};
-use conductor_core::{CloudRunResult, MinionKeys, PillarSource, SaltExecutor, StateRunResult};
+use conductor_core::{
+    CloudRunResult, CloudVm, MinionKeys, PillarSource, SaltExecutor, StateRunResult,
+};
 use conductor_core::{Env, Pillar, Region};
 use conductor_core::{Key, Lease, Owner, Phase, Reservation, Reserver};
 
@@ -50,7 +52,7 @@ mockall::mock! {
     #[async_trait]
     impl SaltExecutor for Salt {
         async fn cloud_map(&self, map: &Path) -> Result<CloudRunResult, BackendError>;
-        async fn cloud_destroy(&self, names: &[String]) -> Result<CloudRunResult, BackendError>;
+        async fn cloud_forget(&self, vms: &[CloudVm]) -> Result<(), BackendError>;
         async fn state_apply(&self, targets: &[String], sls: &[String], saltenv: &Env) -> Result<StateRunResult, BackendError>;
         async fn orchestrate(&self, sls: &str, saltenv: &Env, pillarenv: &Env) -> Result<StateRunResult, BackendError>;
         async fn minion_keys(&self) -> Result<MinionKeys, BackendError>;

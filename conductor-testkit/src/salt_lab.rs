@@ -297,6 +297,46 @@ impl SaltLab {
         child.map(kill_group).is_some()
     }
 
+    /// Stops the minion `id` another program started in this lab (the
+    /// stand-in salt-cloud's deploy), as its instance's termination would:
+    /// the process group of each `<root>/v*/` minion whose config has that
+    /// id. False if none ran.
+    pub fn stop_detached_minion(&self, id: &str) -> bool {
+        let ours = processes_under(self.root.path());
+        let Ok(dirs) = std::fs::read_dir(self.root.path()) else {
+            return false;
+        };
+        let mut stopped = false;
+        for d in dirs.flatten() {
+            if !d.file_name().to_string_lossy().starts_with('v') {
+                continue;
+            }
+            let conf = std::fs::read_to_string(d.path().join("conf/minion")).unwrap_or_default();
+            let named = serde_yaml::from_str::<serde_yaml::Value>(&conf)
+                .ok()
+                .and_then(|v| v.get("id")?.as_str().map(str::to_string));
+            if named.as_deref() != Some(id) {
+                continue;
+            }
+            let Some(pid) = std::fs::read_to_string(d.path().join("var/run/salt-minion.pid"))
+                .ok()
+                .and_then(|p| p.trim().parse::<i32>().ok())
+            else {
+                continue;
+            };
+            // SAFETY: getpgid only reads the process table.
+            let pgid = unsafe { libc::getpgid(pid) };
+            if pgid > 0 && u32::try_from(pgid).is_ok_and(|p| ours.contains(&p)) {
+                // SAFETY: signals a process group whose leader runs from this lab.
+                unsafe {
+                    libc::killpg(pgid, libc::SIGKILL);
+                }
+                stopped = true;
+            }
+        }
+        stopped
+    }
+
     /// The ids of the minions running now.
     pub fn minions(&self) -> Vec<String> {
         let mut m = self.minions.lock().unwrap();

@@ -23,7 +23,9 @@ Master options (all optional):
     Extra flags for every call, e.g. ``[--pillar-dir, /srv/pillar, --provisioner, ec2]``.
 
 Keyword arguments ``dry_run=True``, ``provisioner=ec2`` and ``no_salt=True``
-become the flags of the same name.
+become the flags of the same name. ``destroy`` always gets ``--yes``: the
+runner has no terminal to ask on (``dry_run=True`` lists what it would
+destroy).
 """
 from __future__ import absolute_import
 
@@ -71,6 +73,8 @@ def group(action, **kwargs):
         else:
             cmd.append("{0}={1}".format(key, value))
     cmd.append("--json")
+    if str(action) == "destroy":
+        flags.append("--yes")  # no terminal to confirm on; dry_run=True lists first
     cmd.extend(flags)
     cmd.extend(str(a) for a in opts.get("conductor_args", []))
     try:

@@ -145,6 +145,9 @@ impl Conductor {
         })
         .await?;
         let result = self.create_run(&run, req, &pillar, group, &scopes).await;
+        self.remove_cloud_files(&req.group, run.cpid)
+            .instrument(run.span.clone())
+            .await;
         run.finish().await;
         result
     }
@@ -216,23 +219,82 @@ impl Conductor {
         })
     }
 
+    /// Writes the provider, profile and map files, and the run's copies of
+    /// the provider and profile beside its map (what stays once the run
+    /// ended and removed the ones salt-cloud reads); returns the files that
+    /// stay. Maps and profiles start with `#!yaml`: Salt renders a map (and
+    /// would render a profile) through Jinja unless told otherwise, and
+    /// pillar values must reach salt-cloud as data, never as templates.
     async fn write_files(&self, plan: &Plan, group: &GroupSpec) -> Result<Vec<PathBuf>, Error> {
         let files = plan
             .files
             .clone()
             .expect("plans made by Conductor name their files");
+        let yaml = |doc: &serde_yaml::Value, render_line: bool| {
+            let text = serde_yaml::to_string(doc).expect("yaml values serialize");
+            if render_line {
+                format!("{}\n{text}", render::YAML_ONLY)
+            } else {
+                text
+            }
+        };
+        let provider = yaml(&render::provider(plan, group), false);
+        let profile = yaml(&render::profile(plan, group), true);
+        let map = yaml(&render::map(plan, group), true);
         let docs = [
-            (files.provider, render::provider(plan, group), 0o600),
-            (files.profile, render::profile(plan, group), 0o644),
-            (files.map, render::map(plan, group), 0o644),
+            (files.provider, provider.clone(), 0o600, false),
+            (files.profile, profile.clone(), 0o644, false),
+            (files.map, map, 0o644, true),
+            (
+                self.layout.provider_copy(&plan.group, plan.cpid),
+                provider,
+                0o600,
+                true,
+            ),
+            (
+                self.layout.profile_copy(&plan.group, plan.cpid),
+                profile,
+                0o644,
+                true,
+            ),
         ];
-        let mut written = Vec::new();
-        for (path, doc, mode) in docs {
-            let text = serde_yaml::to_string(&doc).expect("yaml values serialize");
+        let mut kept = Vec::new();
+        for (path, text, mode, stays) in docs {
             write_file(path.clone(), text.into_bytes(), mode).await?;
-            written.push(path);
+            if stays {
+                kept.push(path);
+            }
         }
-        Ok(written)
+        Ok(kept)
+    }
+
+    /// Removes the run's provider and profile files from `<config-dir>`
+    /// (their copies stay beside the run's map, for `runs archive`), so
+    /// `cloud.providers.d` does not grow by one credentials file per run.
+    async fn remove_cloud_files(&self, group: &crate::names::Group, cpid: Cpid) {
+        let paths = [
+            self.layout.provider_file(group, cpid),
+            self.layout.profile_file(group, cpid),
+        ];
+        let removed = tokio::task::spawn_blocking(move || {
+            paths
+                .into_iter()
+                .filter_map(|p| match std::fs::remove_file(&p) {
+                    Ok(()) => None,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                    Err(e) => Some(format!("{}: {e}", p.display())),
+                })
+                .collect::<Vec<_>>()
+        })
+        .await;
+        match removed {
+            Ok(errors) => {
+                for e in errors {
+                    warn!(error = %e, "removing the run's cloud file failed; `conductor runs prune` removes it later");
+                }
+            }
+            Err(e) => warn!(error = %e, "removing the run's cloud files failed"),
+        }
     }
 
     /// Takes a provisioning slot, lists the autosign token, fences the keys

@@ -24,10 +24,10 @@ mod throttle;
 mod update;
 
 pub use create::{CreateReport, ReportError};
-pub use destroy::DestroyReport;
+pub use destroy::{DestroyPlan, DestroyReport};
 pub use observe::{Observer, Step};
 pub use provision::client_token;
-pub use select::{InstanceQuery, InstanceStatus, Selection};
+pub use select::{InstanceQuery, InstanceStatus, Selected, Selection, SkippedInstance};
 pub use throttle::slot_key;
 pub use update::UpdateReport;
 

@@ -2,8 +2,10 @@
 //! selection destroy, update and status act on, and `status` itself.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use serde::Serialize;
+use tracing::warn;
 
 use crate::cloud::{conductor_tag, Instance, InstanceState, Scope, Selector, NAME_TAG};
 use crate::conductor::Conductor;
@@ -11,7 +13,7 @@ use crate::cpid::Cpid;
 use crate::error::Error;
 use crate::ids::IdScope;
 use crate::input::InputError;
-use crate::names::{Env, Group, Region, Role};
+use crate::names::{check_instance_name, Env, Group, Region, Role};
 use crate::pillar::{GroupSpec, Pillar, RoleSpec};
 
 /// Which existing instances of a group a command acts on.
@@ -75,14 +77,17 @@ impl InstanceQuery {
         }
     }
 
-    /// Whether `i` is selected: by name for `Names`, else by tag within the group and env.
-    fn matches(&self, i: &Instance) -> bool {
-        if let Selection::Names(names) = &self.selection {
-            return i.name().is_some_and(|n| names.iter().any(|m| m == n));
-        }
+    /// Whether `i` is Conductor's for this request: its `conductor:env` and
+    /// `conductor:group` tags equal the request's.
+    fn owns(&self, i: &Instance) -> bool {
         i.conductor_tag("env") == Some(self.env.as_str())
             && i.conductor_tag("group") == Some(self.group.as_str())
-            && self.selectors().iter().any(|s| s.matches(i))
+    }
+
+    /// Whether `i` is selected: it matches the selector, and carries the
+    /// request's env and group tags (for every selector, `Names` included).
+    pub fn matches(&self, i: &Instance) -> bool {
+        self.owns(i) && self.selectors().iter().any(|s| s.matches(i))
     }
 
     fn describe(&self) -> String {
@@ -93,6 +98,61 @@ impl InstanceQuery {
             Selection::Cluster { role, id } => format!("role={role} cluster_id={id}"),
             Selection::System(id) => format!("system_id={id}"),
         }
+    }
+}
+
+/// An instance a selection found but leaves alone, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SkippedInstance {
+    /// Its `Name` tag (quoted and escaped when it is not a valid instance
+    /// name), or the requested name that matched nothing.
+    pub name: String,
+    /// Instance id, when an instance was found.
+    pub id: Option<String>,
+    /// Why it is left alone.
+    pub reason: String,
+}
+
+impl fmt::Display for SkippedInstance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.id {
+            Some(id) => write!(f, "{} ({id}): {}", self.name, self.reason),
+            None => write!(f, "{}: {}", self.name, self.reason),
+        }
+    }
+}
+
+/// A name read from EC2 as it may be shown: itself when it is a valid
+/// instance name, else quoted with every unusual character escaped.
+pub(crate) fn shown_name(name: &str) -> String {
+    if check_instance_name("name", name).is_ok() {
+        name.to_string()
+    } else {
+        format!("{name:?}")
+    }
+}
+
+/// The instances a destroy, update or status acts on, and those it found
+/// but leaves alone.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Selected {
+    /// Live instances of the group and env that the selector matches and
+    /// whose `Name` (when they have one) is a valid instance name, in name order.
+    pub instances: Vec<Instance>,
+    /// Instances (and requested names) left alone, with the reason: a name
+    /// given in `names=` that belongs to something Conductor did not build
+    /// for this group and env (or to nothing), or a `Name` tag that is not a
+    /// valid instance name.
+    pub skipped: Vec<SkippedInstance>,
+}
+
+impl Selected {
+    /// The names (minion ids) of the selected instances that have one.
+    pub fn names(&self) -> Vec<String> {
+        self.instances
+            .iter()
+            .filter_map(|i| i.name().map(str::to_string))
+            .collect()
     }
 }
 
@@ -168,8 +228,9 @@ pub(super) fn spec_of<'a>(group: &'a GroupSpec, i: &Instance) -> Option<&'a Role
 }
 
 impl Conductor {
-    /// Loads pillar and finds the selected live instances, in name order.
-    pub async fn find(&self, q: &InstanceQuery) -> Result<(Pillar, Vec<Instance>), Error> {
+    /// Loads pillar and finds the selected live instances, in name order;
+    /// what it leaves alone is in [`Selected::skipped`].
+    pub(crate) async fn select_in(&self, q: &InstanceQuery) -> Result<(Pillar, Selected), Error> {
         let pillar = self.load_pillar(&q.env).await?;
         let env = pillar.environment(&q.env)?;
         pillar.group(&q.group)?;
@@ -192,28 +253,92 @@ impl Conductor {
             })
             .collect();
         let inventory = self.read_inventory(&scopes).await?;
-        let mut found: Vec<Instance> = inventory.live().filter(|i| q.matches(i)).cloned().collect();
-        found.sort_by(|a, b| a.name().cmp(&b.name()).then(a.id.cmp(&b.id)));
-        Ok((pillar, found))
+        let mut out = Selected::default();
+        let foreign = format!(
+            "not built by Conductor for group {} in env {}",
+            q.group, q.env
+        );
+        for i in inventory.live() {
+            if !select.iter().any(|s| s.matches(i)) {
+                continue;
+            }
+            if !q.owns(i) {
+                // Only a name the operator gave is worth naming: other
+                // selectors are Conductor's own tags, scoped by env and group.
+                if let Selection::Names(_) = q.selection {
+                    out.skipped.push(SkippedInstance {
+                        name: shown_name(i.name().unwrap_or_default()),
+                        id: Some(i.id.clone()),
+                        reason: foreign.clone(),
+                    });
+                }
+                continue;
+            }
+            if let Some(name) = i.name() {
+                if let Err(e) = check_instance_name("Name tag", name) {
+                    out.skipped.push(SkippedInstance {
+                        name: shown_name(name),
+                        id: Some(i.id.clone()),
+                        reason: format!(
+                            "its Name tag is not a valid instance name ({}); it is not passed to Salt",
+                            e.reason
+                        ),
+                    });
+                    continue;
+                }
+            }
+            out.instances.push(i.clone());
+        }
+        if let Selection::Names(names) = &q.selection {
+            for n in names {
+                let seen = inventory.live().any(|i| i.name() == Some(n.as_str()));
+                if !seen {
+                    out.skipped.push(SkippedInstance {
+                        name: shown_name(n),
+                        id: None,
+                        reason: "no live instance has this name".into(),
+                    });
+                }
+            }
+        }
+        out.instances
+            .sort_by(|a, b| a.name().cmp(&b.name()).then(a.id.cmp(&b.id)));
+        out.skipped
+            .sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
+        Ok((pillar, out))
     }
 
-    pub(super) async fn find_some(
-        &self,
-        q: &InstanceQuery,
-    ) -> Result<(Pillar, Vec<Instance>), Error> {
-        let (pillar, found) = self.find(q).await?;
-        if found.is_empty() {
-            return Err(InputError::invalid(
-                "selection",
-                &q.describe(),
-                &format!(
-                    "matches no live instance of group {} in env {}",
-                    q.group, q.env
-                ),
-            )
-            .into());
+    /// Loads pillar and finds the selected live instances, in name order
+    /// (those left alone are logged; [`Conductor::select`] returns them).
+    pub async fn find(&self, q: &InstanceQuery) -> Result<(Pillar, Vec<Instance>), Error> {
+        let (pillar, selected) = self.select_in(q).await?;
+        for s in &selected.skipped {
+            warn!(instance = %s, "left alone");
         }
-        Ok((pillar, found))
+        Ok((pillar, selected.instances))
+    }
+
+    /// The instances a destroy or update of `q` acts on, and those it
+    /// leaves alone. Selecting nothing is bad input, naming what was left
+    /// alone.
+    pub async fn select(&self, q: &InstanceQuery) -> Result<Selected, Error> {
+        Ok(self.select_some(q).await?.1)
+    }
+
+    pub(super) async fn select_some(&self, q: &InstanceQuery) -> Result<(Pillar, Selected), Error> {
+        let (pillar, selected) = self.select_in(q).await?;
+        if selected.instances.is_empty() {
+            let mut why = format!(
+                "matches no live instance of group {} in env {}",
+                q.group, q.env
+            );
+            if !selected.skipped.is_empty() {
+                let left: Vec<String> = selected.skipped.iter().map(|s| s.to_string()).collect();
+                why.push_str(&format!("; left alone: {}", left.join("; ")));
+            }
+            return Err(InputError::invalid("selection", &q.describe(), &why).into());
+        }
+        Ok((pillar, selected))
     }
 
     /// The selected instances as `status` shows them.

@@ -8,7 +8,7 @@ use tracing::info_span;
 
 use super::configure::Journal;
 use super::run::Run;
-use super::select::{spec_of, InstanceQuery};
+use super::select::{shown_name, spec_of, InstanceQuery, SkippedInstance};
 use crate::cloud::Instance;
 use crate::conductor::Conductor;
 use crate::cpid::Cpid;
@@ -23,6 +23,10 @@ pub struct UpdateReport {
     pub cpid: Cpid,
     /// Minions whose startup states were re-applied.
     pub targets: Vec<String>,
+    /// Instances the selection found but left alone, and why (not built by
+    /// Conductor for this group and env, a `Name` tag that is not a valid
+    /// instance name, or no `Name` tag at all).
+    pub skipped_instances: Vec<SkippedInstance>,
     /// Failed states.
     pub state_failures: Vec<StateFailure>,
     /// Steps skipped, and why.
@@ -50,19 +54,13 @@ impl UpdateReport {
 impl Conductor {
     /// The minions an update would re-apply states to (what `--dry-run` lists).
     pub async fn update_targets(&self, q: &InstanceQuery) -> Result<Vec<String>, Error> {
-        Ok(self
-            .find_some(q)
-            .await?
-            .1
-            .iter()
-            .filter_map(|i| i.name().map(str::to_string))
-            .collect())
+        Ok(self.select(q).await?.names())
     }
 
     /// Runs one update: `pre_update` hooks, the startup states of the selected
     /// instances again, `post_update` hooks, logged under a new CPID.
     pub async fn update(&self, q: &InstanceQuery) -> Result<UpdateReport, Error> {
-        let (pillar, found) = self.find_some(q).await?;
+        let (pillar, selected) = self.select_some(q).await?;
         let group = pillar.group(&q.group)?;
         let run = Run::start(
             self,
@@ -71,12 +69,15 @@ impl Conductor {
         )
         .await?;
         let result = run
-            .step_in(self.update_run(run.cpid, q, group, &found))
+            .step_in(self.update_run(run.cpid, q, group, &selected.instances))
             .await
             .map_err(Error::from)
             .and_then(|r| r);
         run.finish().await;
-        result
+        result.map(|mut r| {
+            r.skipped_instances.extend(selected.skipped);
+            r
+        })
     }
 
     async fn update_run(
@@ -89,6 +90,7 @@ impl Conductor {
         let mut report = UpdateReport {
             cpid,
             targets: vec![],
+            skipped_instances: vec![],
             state_failures: vec![],
             skipped: vec![],
             logs: vec![],
@@ -105,6 +107,13 @@ impl Conductor {
             .iter()
             .filter_map(|i| Some((i.name()?.to_string(), spec_of(group, i).unwrap_or(&default))))
             .collect();
+        for i in found.iter().filter(|i| i.name().is_none()) {
+            report.skipped_instances.push(SkippedInstance {
+                name: shown_name(""),
+                id: Some(i.id.clone()),
+                reason: "has no Name tag: there is no minion to target".into(),
+            });
+        }
         report.targets = targets.iter().map(|(n, _)| n.clone()).collect();
         self.startup_states(&q.group, group, &targets, &q.env, report.journal())
             .await?;

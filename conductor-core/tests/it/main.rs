@@ -3,6 +3,7 @@
 //! `cargo test -p conductor-core --test it <module>::`.
 
 mod conformance;
+mod destroy_safety;
 mod faults;
 mod guarantee;
 mod lifecycle_errors;

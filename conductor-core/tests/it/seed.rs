@@ -231,8 +231,12 @@ async fn a_run_writes_its_files_and_logs() {
         .unwrap();
     let files = report.plan.files.clone().unwrap();
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    // The run removed its provider file from the config dir when it ended;
+    // the copy it keeps beside its map is as private.
+    assert!(!files.provider.exists(), "removed when the run ended");
+    let group = conductor_core::Group::new("devops").unwrap();
     assert_eq!(
-        mode(&files.provider),
+        mode(&c.layout().provider_copy(&group, report.plan.cpid)),
         0o600,
         "provider may hold credentials"
     );

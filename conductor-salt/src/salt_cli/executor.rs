@@ -6,7 +6,9 @@ use std::path::Path;
 use async_trait::async_trait;
 use conductor_core::Env;
 use conductor_core::{BackendError, BackendErrorKind};
-use conductor_core::{CloudRunResult, MinionKeys, SaltExecutor, StateFailure, StateRunResult};
+use conductor_core::{
+    CloudRunResult, CloudVm, MinionKeys, SaltExecutor, StateFailure, StateRunResult,
+};
 use serde_json::Value;
 
 use super::{master_unreachable, salt_json, tail, SaltCli};
@@ -90,12 +92,40 @@ impl SaltExecutor for SaltCli {
         Ok(parse::cloud_run(raw, &names))
     }
 
-    async fn cloud_destroy(&self, names: &[String]) -> Result<CloudRunResult, BackendError> {
-        let mut args = vec!["-d".to_string()];
-        args.extend(names.iter().cloned());
-        args.extend(["-y".into(), "--out=json".into()]);
-        let (raw, _) = self.run_json("salt-cloud", args).await?;
-        Ok(parse::cloud_run(raw, names))
+    async fn cloud_forget(&self, vms: &[CloudVm]) -> Result<(), BackendError> {
+        let base = self.cloud_cachedir_value();
+        for vm in vms {
+            let provider_ok = !vm.provider.is_empty()
+                && vm
+                    .provider
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if conductor_core::check_instance_name("name", &vm.name).is_err() || !provider_ok {
+                return Err(BackendError::new(
+                    BackendErrorKind::Rejected,
+                    format!(
+                        "refusing to touch salt-cloud's cache for {:?} under provider {:?}: not a valid name",
+                        vm.name, vm.provider
+                    ),
+                ));
+            }
+            // salt.utils.cloud.delete_minion_cachedir: <cachedir>/<requested|active>/<driver>/<provider>/<name>.p
+            for sub in ["requested", "active"] {
+                let path = base
+                    .join(sub)
+                    .join("ec2")
+                    .join(&vm.provider)
+                    .join(format!("{}.p", vm.name));
+                match tokio::fs::remove_file(&path).await {
+                    Ok(()) => {
+                        tracing::debug!(path = %path.display(), "removed salt-cloud's cache entry")
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(BackendError::io(&path, e)),
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn state_apply(

@@ -37,6 +37,7 @@ pub struct SaltCli {
     local: bool,
     max_output: u64,
     envs: Vec<(String, String)>,
+    cloud_cachedir: Option<PathBuf>,
 }
 
 impl Default for SaltCli {
@@ -49,6 +50,7 @@ impl Default for SaltCli {
             local: false,
             max_output: DEFAULT_MAX_OUTPUT,
             envs: Vec::new(),
+            cloud_cachedir: None,
         }
     }
 }
@@ -152,6 +154,32 @@ impl SaltCli {
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.envs.push((key.into(), value.into()));
         self
+    }
+
+    /// salt-cloud's cache directory (its `cachedir`), where
+    /// [`cloud_forget`](conductor_core::SaltExecutor::cloud_forget) removes
+    /// the entries of destroyed VMs. Default: the `cachedir` of
+    /// `<config dir>/cloud`, else Salt's `/var/cache/salt/cloud`.
+    pub fn cloud_cachedir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cloud_cachedir = Some(dir.into());
+        self
+    }
+
+    /// The salt-cloud cache directory in effect (see [`SaltCli::cloud_cachedir`]).
+    pub fn cloud_cachedir_value(&self) -> PathBuf {
+        if let Some(d) = &self.cloud_cachedir {
+            return d.clone();
+        }
+        let conf = self
+            .config_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/etc/salt"))
+            .join("cloud");
+        std::fs::read_to_string(conf)
+            .ok()
+            .and_then(|t| serde_yaml::from_str::<serde_yaml::Value>(&t).ok())
+            .and_then(|v| v.get("cachedir")?.as_str().map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("/var/cache/salt/cloud"))
     }
 
     fn program(&self, name: &str) -> PathBuf {
