@@ -165,7 +165,10 @@ impl SaltCli {
         self
     }
 
-    /// The salt-cloud cache directory in effect (see [`SaltCli::cloud_cachedir`]).
+    /// The salt-cloud cache directory in effect (see [`SaltCli::cloud_cachedir`]):
+    /// as Salt's `cloud_config` computes it, the `cachedir` of
+    /// `<config dir>/cloud` (default `/var/cache/salt/cloud`) under the
+    /// `root_dir` of that file or of `<config dir>/master` (default `/`).
     pub fn cloud_cachedir_value(&self) -> PathBuf {
         if let Some(d) = &self.cloud_cachedir {
             return d.clone();
@@ -173,13 +176,23 @@ impl SaltCli {
         let conf = self
             .config_dir
             .clone()
-            .unwrap_or_else(|| PathBuf::from("/etc/salt"))
-            .join("cloud");
-        std::fs::read_to_string(conf)
-            .ok()
-            .and_then(|t| serde_yaml::from_str::<serde_yaml::Value>(&t).ok())
-            .and_then(|v| v.get("cachedir")?.as_str().map(PathBuf::from))
-            .unwrap_or_else(|| PathBuf::from("/var/cache/salt/cloud"))
+            .unwrap_or_else(|| PathBuf::from("/etc/salt"));
+        let setting = |file: &str, key: &str| -> Option<PathBuf> {
+            let text = std::fs::read_to_string(conf.join(file)).ok()?;
+            let doc: serde_yaml::Value = serde_yaml::from_str(&text).ok()?;
+            doc.get(key)?.as_str().map(PathBuf::from)
+        };
+        let cachedir =
+            setting("cloud", "cachedir").unwrap_or_else(|| PathBuf::from("/var/cache/salt/cloud"));
+        let root = setting("cloud", "root_dir")
+            .or_else(|| setting("master", "root_dir"))
+            .unwrap_or_else(|| PathBuf::from("/"));
+        // salt.config.prepend_root_dir: a path not under root_dir goes under it.
+        if cachedir.starts_with(&root) || !cachedir.is_absolute() && root == Path::new("/") {
+            cachedir
+        } else {
+            root.join(cachedir.strip_prefix("/").unwrap_or(&cachedir))
+        }
     }
 
     fn program(&self, name: &str) -> PathBuf {

@@ -5,4 +5,5 @@
 mod command_limits;
 mod real_salt;
 mod salt_cloud_moto;
+mod salt_cloud_scope;
 mod salt_conformance;

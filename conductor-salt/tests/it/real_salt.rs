@@ -76,31 +76,40 @@ out["create"] = {name: {k: vm.get(k) for k in ("profile", "provider", "grains", 
 print(json.dumps(out, default=str))
 "#;
 
+/// Writes salt-cloud's main config into the run's kept config (its map
+/// directory holds `cloud.providers.d/` and `cloud.profiles.d/` copies once
+/// the run removed the ones in `<config-dir>`); returns that directory.
+fn kept_config(layout: &Layout, r: &CreateReport, dir: &Path) -> PathBuf {
+    let conf = layout.maps_dir(r.plan.cpid);
+    write(
+        &conf.join("cloud"),
+        &format!(
+            "cachedir: {0}/cache\nlog_file: {0}/cloud.log\n",
+            dir.display()
+        ),
+    );
+    conf
+}
+
 #[tokio::test]
 async fn generated_files_load_through_salts_cloud_loader() {
     let salt = SaltEnv::get();
     let dir = tempfile::tempdir().unwrap();
     let (layout, reports) = seed_runs(dir.path()).await;
     std::fs::create_dir_all(dir.path().join("cache")).unwrap();
-    write(
-        &layout.config_dir.join("cloud"),
-        &format!(
-            "cachedir: {0}/cache\nlog_file: {0}/cloud.log\n",
-            dir.path().display()
-        ),
-    );
     write(&dir.path().join("load.py"), LOAD_MAP);
     for r in &reports {
         let files = r.plan.files.clone().unwrap();
-        let mode = std::fs::metadata(&files.provider)
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777;
+        // The run removed its provider and profile from the config dir when
+        // it ended; what Salt loads here is the copy it keeps.
+        assert!(!files.provider.exists() && !files.profile.exists());
+        let provider = layout.provider_copy(&r.plan.group, r.plan.cpid);
+        let mode = std::fs::metadata(&provider).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "the provider file may hold credentials");
+        let conf = kept_config(&layout, r, dir.path());
         let out = std::process::Command::new(salt.bin("python"))
             .arg(dir.path().join("load.py"))
-            .arg(&layout.config_dir)
+            .arg(&conf)
             .arg(&files.map)
             .output()
             .unwrap();
@@ -268,10 +277,14 @@ async fn archive_holds_every_file_of_the_run_and_nothing_else() {
     let dir = tempfile::tempdir().unwrap();
     let (layout, reports) = seed_runs(dir.path()).await;
     let run = &reports[2];
-    let out = dir.path().join("archives");
+    let out = dir.path().join("archives/new");
     let path = conductor_salt::archive::archive(&layout, run.plan.cpid, &out, false)
         .await
         .unwrap();
+    // It holds the provider file (credentials): private to its owner.
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&path), 0o600, "the archive");
+    assert_eq!(mode(&out), 0o700, "the directory it created");
     let file = std::fs::File::open(&path).unwrap();
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
     let names: Vec<String> = tar
@@ -564,4 +577,109 @@ async fn salt_pillar_with_an_absent_master_times_out_with_a_hint() {
     assert!(text.contains("salt-call"), "{text}");
     assert!(text.contains("pillar.items pillarenv=test"), "{text}");
     assert!(text.contains("--pillar-dir"), "{text}");
+}
+
+/// A pillar value that looks like a template reaches salt-cloud as text:
+/// maps start with `#!yaml`, so Salt's map loader (`salt.cloud.Map`, which
+/// renders maps through its renderer pipeline, Jinja first by default)
+/// reads them as YAML alone. Without that line the same map renders `49`.
+#[tokio::test]
+async fn a_template_in_a_grain_comes_back_unrendered_from_salts_map_loader() {
+    let salt = SaltEnv::get();
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Layout::new(dir.path().join("etc/salt"), dir.path().join("srv/runners"));
+    let pillar = pillar_dir(dir.path());
+    let sls = pillar.join("test/conductor.sls");
+    let yaml = std::fs::read_to_string(&sls).unwrap().replace(
+        "activemq: {basename: devops-mqXX.REGION.ENV, nodes: 2, size: t3.medium}",
+        "activemq: {basename: devops-mqXX.REGION.ENV, nodes: 2, size: t3.medium, grains: {team: '{{ 7*7 }}'}}",
+    );
+    write(&sls, &yaml);
+    let cloud = Arc::new(FakeCloud::new());
+    let c = Conductor::builder()
+        .cloud(cloud.clone())
+        .reserver(Arc::new(FsReserver::new(&layout)))
+        .pillar(Arc::new(FilePillar::new(pillar.clone())))
+        .salt(Arc::new(FakeSalt::with_cloud(cloud, fixtures::zone())))
+        .layout(layout.clone())
+        .options(Options {
+            provisioner: Provisioner::SaltCloud,
+            release_grace: Duration::ZERO,
+            ..Options::default()
+        })
+        .build()
+        .unwrap();
+    let r = c
+        .create(&fixtures::role_request("activemq", None))
+        .await
+        .unwrap();
+    let map = r.plan.files.clone().unwrap().map;
+    let text = std::fs::read_to_string(&map).unwrap();
+    assert!(text.starts_with("#!yaml\n"), "{text}");
+    assert!(text.contains("{{ 7*7 }}"), "{text}");
+    let without = dir.path().join("without-render-line.map");
+    write(&without, text.strip_prefix("#!yaml\n").unwrap());
+
+    std::fs::create_dir_all(dir.path().join("cache")).unwrap();
+    write(&dir.path().join("load.py"), LOAD_MAP);
+    let conf = kept_config(&layout, &r, dir.path());
+    let load = |map: &Path| -> serde_json::Value {
+        let out = std::process::Command::new(salt.bin("python"))
+            .arg(dir.path().join("load.py"))
+            .arg(&conf)
+            .arg(map)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let ours = load(&map);
+    let plain = load(&without);
+    for i in &r.plan.instances {
+        assert_eq!(
+            ours["create"][&i.name]["grains"]["team"], "{{ 7*7 }}",
+            "{}: {ours}",
+            i.name
+        );
+        assert_eq!(
+            plain["create"][&i.name]["grains"]["team"], "49",
+            "without #!yaml Salt runs Jinja on it: {plain}"
+        );
+    }
+}
+
+/// The bootstrap the native provisioner pins is the script Salt 3007.16
+/// ships for salt-cloud's deploys (`salt/cloud/deploy/bootstrap-salt.sh`):
+/// same release, same sha256.
+#[test]
+fn the_pinned_bootstrap_is_the_one_salt_ships() {
+    use conductor_core::user_data::{BOOTSTRAP_VERSION, DEFAULT_BOOTSTRAP_SHA256};
+    let salt = SaltEnv::get();
+    let out = std::process::Command::new(salt.bin("python"))
+        .args([
+            "-c",
+            "import os, salt.cloud; print(os.path.join(os.path.dirname(salt.cloud.__file__), 'deploy', 'bootstrap-salt.sh'))",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let script = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+    let text = std::fs::read_to_string(&script).unwrap();
+    assert!(
+        text.contains(&format!("__ScriptVersion=\"{BOOTSTRAP_VERSION}\"")),
+        "{} is not release {BOOTSTRAP_VERSION}",
+        script.display()
+    );
+    let sum = std::process::Command::new("sha256sum")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert_eq!(
+        &String::from_utf8(sum.stdout).unwrap()[..64],
+        DEFAULT_BOOTSTRAP_SHA256
+    );
 }
