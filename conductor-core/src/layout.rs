@@ -192,8 +192,8 @@ impl Layout {
         out
     }
 
-    /// Removes the files runs left that started before `before` (epoch
-    /// seconds) and are not `running`: their provider and profile files in
+    /// Removes the files runs left that started at or before `before`
+    /// (epoch seconds) and are not `running`: their provider and profile files in
     /// `<config-dir>` (a crashed run's) and their directories under the
     /// runner root (`maps/`, `cloud_runs/`, `state_runs/`). Returns what
     /// was removed, sorted.
@@ -202,7 +202,7 @@ impl Layout {
         before: u64,
         running: impl Fn(Cpid) -> bool,
     ) -> std::io::Result<Vec<PathBuf>> {
-        let old = |c: Cpid| c.epoch() < before && !running(c);
+        let old = |c: Cpid| c.epoch() <= before && !running(c);
         let mut removed = Vec::new();
         for (cpid, path) in self.cloud_files() {
             if old(cpid) {
@@ -339,5 +339,46 @@ mod tests {
             0o600
         );
         assert_eq!(std::fs::read_dir(p.parent().unwrap()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn prune_runs_removes_old_runs_files_but_not_a_running_ones() {
+        let d = tempfile::tempdir().unwrap();
+        let l = Layout::new(d.path().join("etc"), d.path().join("runner"));
+        let g = Group::new("devops").unwrap();
+        let (old, running, young) = (
+            Cpid::from_parts(1, 1_000),
+            Cpid::from_parts(2, 1_000),
+            Cpid::from_parts(3, 5_000),
+        );
+        for c in [old, running, young] {
+            write_atomic(&l.provider_file(&g, c), b"p", 0o600).unwrap();
+            write_atomic(&l.profile_file(&g, c), b"p", 0o644).unwrap();
+            write_atomic(&l.provider_copy(&g, c), b"p", 0o600).unwrap();
+            write_atomic(&l.cloud_log(c, "create", 1), b"{}", 0o644).unwrap();
+        }
+        // A file that is not a run's stays.
+        write_atomic(
+            &l.config_dir.join("cloud.providers.d/site.conf"),
+            b"x",
+            0o600,
+        )
+        .unwrap();
+        let removed = l.prune_runs(2_000, |c| c == running).unwrap();
+        assert_eq!(removed, {
+            let mut v = vec![
+                l.provider_file(&g, old),
+                l.profile_file(&g, old),
+                l.maps_dir(old),
+                l.cloud_runs_dir(old),
+            ];
+            v.sort();
+            v
+        });
+        assert!(l.run_files(old).is_empty());
+        for c in [running, young] {
+            assert_eq!(l.run_files(c).len(), 4, "{c}");
+        }
+        assert!(l.config_dir.join("cloud.providers.d/site.conf").exists());
     }
 }

@@ -286,6 +286,7 @@ fn help_teaches_with_examples() {
         &["runs", "list"],
         &["runs", "show"],
         &["runs", "archive"],
+        &["runs", "prune"],
         &["completions"],
         &["man"],
     ];

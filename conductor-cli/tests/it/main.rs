@@ -5,6 +5,7 @@
 mod bad_input;
 mod cli;
 mod crash;
+mod destroy_safety;
 mod faults;
 mod guarantee;
 mod moto;

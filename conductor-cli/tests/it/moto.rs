@@ -331,19 +331,92 @@ fn runs_archive_to_moto_s3_holds_every_file_of_the_run() {
         .collect();
     let files = run["result"]["logs"].as_array().unwrap();
     assert_eq!(names.len(), files.len(), "{names:?} vs {files:?}");
+    // The run removed its provider and profile from the config dir when it
+    // ended; the archive holds the copies it keeps beside its map.
     for kind in [
-        "config/cloud.providers.d/",
-        "config/cloud.profiles.d/",
-        "runner/maps/",
-        "runner/cloud_runs/",
+        format!("runner/maps/{cpid}/cloud.providers.d/"),
+        format!("runner/maps/{cpid}/cloud.profiles.d/"),
+        "runner/maps/".to_string(),
+        "runner/cloud_runs/".to_string(),
     ] {
         assert!(
             names
                 .iter()
-                .any(|n| n.starts_with(kind) && n.contains(&cpid)),
+                .any(|n| n.starts_with(&kind) && n.contains(&cpid)),
             "{kind}: {names:?}"
         );
     }
+    assert!(
+        !names.iter().any(|n| n.starts_with("config/")),
+        "nothing left in the config dir: {names:?}"
+    );
+    // Encrypted at rest: AES256 by default, KMS when asked.
+    let head = |key: &str| -> serde_json::Value {
+        let o = Command::new("python3")
+            .args([
+                "-c",
+                "import boto3,sys,json; h=boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1').head_object(Bucket='salt-runs', Key=sys.argv[2]); print(json.dumps({'sse': h.get('ServerSideEncryption'), 'kms': h.get('SSEKMSKeyId')}))",
+            ])
+            .arg(e.moto.endpoint())
+            .arg(key)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let key = format!("conductor/conductor-run-{cpid}.tar.gz");
+    assert_eq!(head(&key)["sse"], "AES256", "the upload asked for SSE");
+    let kms_key = Command::new("python3")
+        .args(["-c", "import boto3,sys; print(boto3.client('kms', endpoint_url=sys.argv[1], region_name='us-east-1').create_key()['KeyMetadata']['KeyId'])"])
+        .arg(e.moto.endpoint())
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .output()
+        .unwrap();
+    assert!(
+        kms_key.status.success(),
+        "{}",
+        String::from_utf8_lossy(&kms_key.stderr)
+    );
+    let kms_key = String::from_utf8(kms_key.stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+    e.json(&[
+        "runs",
+        "archive",
+        &cpid,
+        "--to",
+        "s3://salt-runs/kms",
+        "--sse",
+        "aws:kms",
+        "--kms-key-id",
+        &kms_key,
+        "--json",
+    ]);
+    let h = head(&format!("kms/conductor-run-{cpid}.tar.gz"));
+    assert_eq!(h["sse"], "aws:kms", "{h}");
+    assert!(h["kms"].as_str().unwrap().contains(&kms_key), "{h}");
+    // A KMS key without KMS is bad input.
+    let o = e.run(&[
+        "runs",
+        "archive",
+        &cpid,
+        "--to",
+        "s3://salt-runs/x",
+        "--kms-key-id",
+        &kms_key,
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    // A local archive: 0600 in a 0700 directory it created.
+    let local = e.json(&["runs", "archive", &cpid, "--json"]);
+    let path = std::path::PathBuf::from(local["archive"].as_str().unwrap());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&path), 0o600, "{}", path.display());
+    assert_eq!(mode(path.parent().unwrap()), 0o700);
     // A bad destination is bad input.
     let o = e.run(&["runs", "archive", &cpid, "--to", "s3://Bad_Bucket"]);
     assert_eq!(o.status.code(), Some(2));

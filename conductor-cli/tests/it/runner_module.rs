@@ -105,3 +105,65 @@ fn salt_run_conduct_group_returns_the_binarys_json() {
         "salt-run exits non-zero from retcode"
     );
 }
+
+/// The runner has no terminal to confirm on: `destroy` gets `--yes` (and
+/// `dry_run=True` becomes `--dry-run`); other actions do not get `--yes`.
+#[test]
+fn salt_run_destroy_passes_yes() {
+    let salt = SaltEnv::get();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A stand-in binary that records its arguments.
+    let bin = d.join("conductor");
+    let log = d.join("args");
+    std::fs::write(
+        &bin,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$@\" > '{}'\necho '{{}}'\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let master = format!(
+        "root_dir: {root}\nrunner_dirs: [{runners}]\ncachedir: {root}/cache\nlog_file: {root}/master.log\nconductor_binary: {bin}\n",
+        root = d.join("root").display(),
+        runners = repo().join("salt/runners").display(),
+        bin = bin.display(),
+    );
+    std::fs::create_dir_all(d.join("conf")).unwrap();
+    std::fs::create_dir_all(d.join("root/cache/proc")).unwrap();
+    std::fs::write(d.join("conf/master"), master).unwrap();
+    let args_of = |action: &str, extra: &[&str]| -> Vec<String> {
+        let o = Command::new(salt.bin("salt-run"))
+            .arg("-c")
+            .arg(d.join("conf"))
+            .args(["conduct.group", action])
+            .args([
+                "group=devops",
+                "pillarenv=test",
+                "cpid=16833830331552303186",
+            ])
+            .args(extra)
+            .args(["--out=json", "--log-level=quiet"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    let destroy = args_of("destroy", &[]);
+    assert_eq!(&destroy[..2], ["group", "destroy"], "{destroy:?}");
+    assert!(destroy.contains(&"--yes".to_string()), "{destroy:?}");
+    let dry = args_of("destroy", &["dry_run=True"]);
+    assert!(
+        dry.contains(&"--dry-run".to_string()) && dry.contains(&"--yes".to_string()),
+        "{dry:?}"
+    );
+    let status = args_of("status", &[]);
+    assert!(!status.contains(&"--yes".to_string()), "{status:?}");
+}
