@@ -132,7 +132,7 @@ pub enum Command {
     /// Inspect or clean the reservations of names and ids.
     #[command(subcommand, after_help = "Example:\n  conductor reservations list")]
     Reservations(ReservationsCommand),
-    /// List, show or archive the files of past runs.
+    /// List, show, archive or prune the files of past runs.
     #[command(
         subcommand,
         after_help = "Example:\n  conductor runs show 16833830331552303186"

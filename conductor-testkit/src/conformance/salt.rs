@@ -81,6 +81,7 @@ pub async fn run_all(s: &dyn SaltExecutor, f: &SaltFixture) {
     let keys = async {
         ping_returns_only_minions_that_answered(s, f).await;
         minion_keys_lists_accepted_ids(s, f).await;
+        cloud_forget_of_what_is_not_cached_is_no_error(s, f).await;
     };
     tokio::join!(states, orchestration, keys);
     delete_keys_removes_them(s, f).await;
@@ -260,6 +261,19 @@ pub async fn minion_keys_lists_accepted_ids(s: &dyn SaltExecutor, f: &SaltFixtur
         f.log_tails()
     );
     assert!(!keys.pending.contains(&f.minion), "{keys:?}");
+}
+
+/// `cloud_forget` of VMs salt-cloud has no cache entry of is no error (core
+/// calls it for every VM a salt-cloud-path destroy terminated, cached or
+/// not).
+pub async fn cloud_forget_of_what_is_not_cached_is_no_error(s: &dyn SaltExecutor, f: &SaltFixture) {
+    let vm = conductor_core::CloudVm {
+        name: f.unknown_minion(),
+        provider: "conformance_16833830331552303186".into(),
+    };
+    s.cloud_forget(&[vm])
+        .await
+        .unwrap_or_else(|e| panic!("cloud_forget: {e}\n{}", f.log_tails()));
 }
 
 /// `delete_keys` removes the keys from `minion_keys`' accepted ids; a name
