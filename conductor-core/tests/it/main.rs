@@ -3,6 +3,7 @@
 //! `cargo test -p conductor-core --test it <module>::`.
 
 mod conformance;
+mod contention;
 mod faults;
 mod guarantee;
 mod lifecycle_errors;
