@@ -141,7 +141,7 @@ async fn sigkill_at_every_lifecycle_point_with_dynamodb() {
     for point in POINTS {
         let before: BTreeSet<String> = instances(&ec2).await.into_iter().map(|i| i.1).collect();
         let status = tokio::process::Command::new(std::env::current_exe().unwrap())
-            .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
+            .args(["dynamo_crash::crash_child", "--exact", "--nocapture", "--test-threads=1"])
             .env(CHILD, "1")
             .env(ENDPOINT, moto.endpoint())
             .env(RUNNER, &runner)
