@@ -3,7 +3,7 @@
 //! The cloud here is a list of machines kept in memory (think: a CMDB or an
 //! on-premises VM API). Conductor brings the naming engine, the reservations
 //! (`FsReserver` in a temporary directory) and the lifecycle; the pillar comes
-//! from a YAML string through a small `PillarSource`.
+//! from a YAML string (`Pillar::from_yaml_str`, served by `StaticPillar`).
 //!
 //! Run it: `cargo run -p conductor-core --example embed`
 
@@ -11,13 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use conductor_core::Options;
-use conductor_core::{BackendError, Error};
 use conductor_core::{
-    CloudBackend, Conductor, CreateRequest, Env, FsReserver, Group, Instance, InstanceState,
-    Inventory, LaunchSpec, Layout, Pillar, PillarSource, Provisioner, Role, Scope, Target, Zone,
+    BackendError, CloudBackend, Conductor, CreateRequest, Env, FsReserver, Group, Instance,
+    InstanceRef, InstanceState, Inventory, LaunchResult, LaunchSpec, Launched, Layout, Options,
+    Pillar, Provisioner, Role, Scope, StaticPillar, Target, Zone,
 };
-use conductor_core::{InstanceRef, LaunchResult, Launched};
 
 /// A cloud that keeps its machines in a vector.
 #[derive(Debug, Default)]
@@ -72,19 +70,6 @@ impl CloudBackend for ListCloud {
     }
 }
 
-/// Pillar from a YAML document.
-#[derive(Debug)]
-struct YamlPillar(&'static str);
-
-#[async_trait]
-impl PillarSource for YamlPillar {
-    async fn load(&self, _env: &Env) -> Result<Pillar, Error> {
-        let value = serde_yaml::from_str(self.0)
-            .map_err(|e| conductor_core::PillarError::new("<root>", e.to_string()))?;
-        Ok(Pillar::from_pillar(value)?)
-    }
-}
-
 const PILLAR: &str = r#"
 conductor:
   environments:
@@ -92,6 +77,7 @@ conductor:
   groups:
     web:
       provider: {size: small}
+      profile: {image: vm-template-1}
       roles:
         frontend: {basename: web-feXX.REGION.ENV, nodes: 3}
 "#;
@@ -104,7 +90,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let conductor = Conductor::builder()
         .cloud(cloud.clone())
         .reserver(Arc::new(FsReserver::new(&layout)))
-        .pillar(Arc::new(YamlPillar(PILLAR)))
+        .pillar(Arc::new(StaticPillar(Pillar::from_yaml_str(PILLAR)?)))
         .layout(layout)
         .options(Options {
             provisioner: Provisioner::Ec2,

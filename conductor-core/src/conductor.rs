@@ -73,7 +73,7 @@ impl Default for Options {
             provisioner: Provisioner::SaltCloud,
             release_grace: Duration::from_secs(120),
             lease_ttl: Duration::from_secs(600),
-            max_attempts: 8,
+            max_attempts: 12,
             backoff_base: Duration::from_millis(200),
             backoff_max: Duration::from_secs(5),
             visible_timeout: Duration::from_secs(300),

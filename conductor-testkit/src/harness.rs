@@ -14,12 +14,13 @@
 //! assert!(report.success());
 //! ```
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use conductor_core::{
-    CloudBackend, Conductor, ConductorBuilder, Layout, MemReserver, Options, Pillar, Provisioner,
-    Reserver, SaltExecutor, StaticPillar,
+    CloudBackend, Conductor, ConductorBuilder, FsReserver, Layout, MemReserver, Options, Pillar,
+    Provisioner, Reserver, SaltExecutor, StaticPillar,
 };
 
 use crate::fixtures;
@@ -38,7 +39,10 @@ pub struct Harness {
     pub pillar: Pillar,
     /// Lifecycle tunables: native provisioner, no grace, quick backoff.
     pub opts: Options,
-    /// Root of `etc/` (config dir) and `runner/` (runner dir).
+    /// The file roots: `etc/` (config dir) and `runner/` (runner dir) under
+    /// [`Harness::dir`] unless [`Harness::with_layout`] says otherwise.
+    pub layout: Layout,
+    /// A temp dir, removed with the harness, that holds the file roots.
     pub dir: tempfile::TempDir,
 }
 
@@ -51,13 +55,15 @@ impl Default for Harness {
 impl Harness {
     /// An empty FakeCloud, a MemReserver, no Salt, the devops pillar.
     pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("a temp dir");
         Self {
             cloud: Arc::new(FakeCloud::new()),
             reserver: Arc::new(MemReserver::new()),
             salt: None,
             pillar: fixtures::devops_pillar(),
             opts: test_options(),
-            dir: tempfile::tempdir().expect("a temp dir"),
+            layout: Layout::new(dir.path().join("etc"), dir.path().join("runner")),
+            dir,
         }
     }
 
@@ -73,6 +79,13 @@ impl Harness {
         self
     }
 
+    /// Uses an [`FsReserver`] on the harness's runner dir (call it after
+    /// [`Harness::with_layout`]).
+    pub fn with_fs_reserver(self) -> Self {
+        let fs = Arc::new(FsReserver::new(&self.layout));
+        self.with_reserver(fs)
+    }
+
     /// Uses `salt` as the Salt executor.
     pub fn with_salt(mut self, salt: Arc<dyn SaltExecutor>) -> Self {
         self.salt = Some(salt);
@@ -85,15 +98,17 @@ impl Harness {
         self
     }
 
-    /// Changes the options.
+    /// Changes the options (those of [`test_options`] to begin with).
     pub fn with_options(mut self, edit: impl FnOnce(&mut Options)) -> Self {
         edit(&mut self.opts);
         self
     }
 
-    /// The file roots under the harness's temp dir.
-    pub fn layout(&self) -> Layout {
-        Layout::new(self.dir.path().join("etc"), self.dir.path().join("runner"))
+    /// Uses the file roots `layout` makes of the harness's temp dir (other
+    /// dirs under it, or roots elsewhere).
+    pub fn with_layout(mut self, layout: impl FnOnce(&Path) -> Layout) -> Self {
+        self.layout = layout(self.dir.path());
+        self
     }
 
     /// A builder with everything wired (add an observer or a cancellation).
@@ -108,7 +123,7 @@ impl Harness {
             .cloud(cloud)
             .reserver(self.reserver.clone())
             .pillar(Arc::new(StaticPillar(self.pillar.clone())))
-            .layout(self.layout())
+            .layout(self.layout.clone())
             .options(self.opts.clone());
         if let Some(s) = &self.salt {
             b = b.salt(s.clone());
@@ -136,6 +151,12 @@ pub fn test_options() -> Options {
         visible_timeout: Duration::from_secs(30),
         ..Options::default()
     }
+}
+
+/// File roots laid out as on a Salt master, under `root`: `etc/salt` (config
+/// dir) and `srv/runners` (runner dir). For [`Harness::with_layout`].
+pub fn master_layout(root: &Path) -> Layout {
+    Layout::new(root.join("etc/salt"), root.join("srv/runners"))
 }
 
 /// A current-thread runtime whose clock starts paused: sleeps finish at

@@ -3,6 +3,7 @@
 //! services (moto, Salt) for tests.
 #![warn(missing_docs)]
 
+pub mod bin_lab;
 pub mod conformance;
 pub mod crash;
 pub mod ec2_replay;

@@ -1,8 +1,11 @@
-//! Starts `moto_server` (EC2, DynamoDB, S3 emulation) on a free loopback port.
+//! Starts `moto_server` (EC2, DynamoDB, S3 emulation) on a free loopback
+//! port, and makes the network a launch in moto's EC2 needs ([`subnet_in`]).
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use conductor_core::Zone;
 
 /// Credentials moto accepts (any); tests pass them to the backends' builders.
 pub const ACCESS_KEY_ID: &str = "testing";
@@ -120,4 +123,99 @@ impl Drop for MotoServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A VPC and a subnet of it in moto's EC2.
+#[derive(Clone, Debug)]
+pub struct Subnet {
+    /// The VPC.
+    pub vpc_id: String,
+    /// The subnet, in the zone asked for.
+    pub subnet_id: String,
+}
+
+/// Makes a VPC (`10.0.0.0/16`) and a subnet of it (`10.0.1.0/24`) in `zone`
+/// in the EC2 of the moto at `endpoint` (moto checks the subnet a launch
+/// names). See [`subnet_in_cidrs`].
+pub fn subnet_in(endpoint: &str, zone: &Zone) -> Subnet {
+    subnet_in_cidrs(endpoint, zone, "10.0.0.0/16", "10.0.1.0/24")
+}
+
+/// Makes a VPC of `vpc_cidr` and a subnet of it of `subnet_cidr` in `zone`
+/// in the EC2 of the moto at `endpoint`. Plain HTTP, so the testkit needs
+/// no AWS SDK: moto does not check signatures, and routes an unsigned EC2
+/// Query call by the service and region its `Authorization` header names.
+pub fn subnet_in_cidrs(endpoint: &str, zone: &Zone, vpc_cidr: &str, subnet_cidr: &str) -> Subnet {
+    let region = zone.region();
+    let call = |params: &[(&str, &str)]| ec2_call(endpoint, region.as_str(), params);
+    let vpc_id = xml_text(
+        &call(&[("Action", "CreateVpc"), ("CidrBlock", vpc_cidr)]),
+        "vpcId",
+    );
+    let subnet_id = xml_text(
+        &call(&[
+            ("Action", "CreateSubnet"),
+            ("VpcId", &vpc_id),
+            ("CidrBlock", subnet_cidr),
+            ("AvailabilityZone", zone.as_str()),
+        ]),
+        "subnetId",
+    );
+    Subnet { vpc_id, subnet_id }
+}
+
+/// One EC2 Query API call to moto at `endpoint` in `region`; its XML answer.
+fn ec2_call(endpoint: &str, region: &str, params: &[(&str, &str)]) -> String {
+    use std::io::{Read, Write};
+    let authority = endpoint
+        .strip_prefix("http://")
+        .unwrap_or_else(|| panic!("{endpoint} is not an http:// endpoint"))
+        .trim_end_matches('/');
+    let body = [("Version", "2016-11-15")]
+        .iter()
+        .chain(params)
+        .map(|(k, v)| format!("{k}={}", form_encode(v)))
+        .collect::<Vec<_>>()
+        .join("&");
+    let request = format!(
+        "POST / HTTP/1.1\r\nHost: {authority}\r\n\
+         Content-Type: application/x-www-form-urlencoded; charset=utf-8\r\n\
+         Authorization: AWS4-HMAC-SHA256 Credential={ACCESS_KEY_ID}/20240101/{region}/ec2/aws4_request, SignedHeaders=host, Signature=0\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut answer = String::new();
+    std::net::TcpStream::connect(authority)
+        .and_then(|mut s| {
+            s.write_all(request.as_bytes())?;
+            s.read_to_string(&mut answer)
+        })
+        .unwrap_or_else(|e| panic!("moto at {endpoint}: {e}"));
+    assert!(
+        answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"),
+        "moto at {endpoint} refused {params:?}: {answer}"
+    );
+    answer
+}
+
+/// The text of the first `<tag>` element of `xml`.
+fn xml_text(xml: &str, tag: &str) -> String {
+    let open = format!("<{tag}>");
+    xml.split_once(&open)
+        .and_then(|(_, rest)| rest.split_once(&format!("</{tag}>")))
+        .map(|(text, _)| text.to_string())
+        .unwrap_or_else(|| panic!("no <{tag}> in moto's answer: {xml}"))
+}
+
+/// `application/x-www-form-urlencoded` text of `value`.
+fn form_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

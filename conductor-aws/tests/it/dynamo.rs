@@ -283,10 +283,8 @@ async fn errors_are_classified() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_runs_through_conductor() {
     use conductor_core::Options;
-    use conductor_core::StaticPillar;
-    use conductor_core::{Conductor, Layout, Provisioner};
     use conductor_testkit::fixtures;
-    use conductor_testkit::FakeCloud;
+    use conductor_testkit::harness::Harness;
 
     let moto = MotoServer::start();
     let proxy = SerialProxy::start(moto.port()).await;
@@ -295,32 +293,18 @@ async fn parallel_runs_through_conductor() {
         .build()
         .await
         .unwrap();
-    let reserver: Arc<dyn Reserver> = Arc::new(dynamo.clone());
-    let cloud = Arc::new(FakeCloud::new());
-    let dir = tempfile::tempdir().unwrap();
-    let mk = || {
-        Conductor::builder()
-            .cloud(cloud.clone())
-            .reserver(reserver.clone())
-            .pillar(Arc::new(StaticPillar(fixtures::devops_pillar())))
-            .layout(Layout::new(
-                dir.path().join("etc"),
-                dir.path().join("runner"),
-            ))
-            .options(Options {
-                provisioner: Provisioner::Ec2,
-                release_grace: Duration::ZERO,
-                backoff_base: Duration::from_millis(20),
-                max_attempts: 30,
-                visible_timeout: Duration::from_secs(10),
-                ..Options::default()
-            })
-            .build()
-            .unwrap()
-    };
+    let h = Harness::new()
+        .with_reserver(Arc::new(dynamo.clone()))
+        .with_options(|o| {
+            o.backoff_base = Duration::from_millis(20);
+            o.backoff_max = Options::default().backoff_max;
+            o.max_attempts = 30;
+            o.visible_timeout = Duration::from_secs(10);
+        });
     // One run alone: its DynamoDB calls.
     let before = dynamo.calls();
-    let report = mk()
+    let report = h
+        .conductor()
         .create(&fixtures::role_request("activemq", None))
         .await
         .unwrap();
@@ -335,14 +319,15 @@ async fn parallel_runs_through_conductor() {
     // Three at once.
     let runs: Vec<_> = (0..3)
         .map(|_| {
-            let c = mk();
+            let c = h.conductor();
             tokio::spawn(async move { c.create(&fixtures::role_request("activemq", None)).await })
         })
         .collect();
     for r in runs {
         assert!(r.await.unwrap().unwrap().success());
     }
-    let names: Vec<String> = cloud
+    let names: Vec<String> = h
+        .cloud
         .live_instances()
         .iter()
         .filter_map(|i| i.name().map(str::to_string))

@@ -17,11 +17,11 @@ use std::time::Duration;
 use conductor_aws::dynamo::DynamoReserver;
 use conductor_aws::ec2::Ec2Backend;
 use conductor_core::Options;
-use conductor_core::StaticPillar;
 use conductor_core::{now_ms, Key, Owner, Reserver};
 use conductor_core::{Conductor, Cpid, Env, Layout, Provisioner, Step};
 use conductor_testkit::crash::{KillAt, CRASH_AT_ENV};
 use conductor_testkit::fixtures;
+use conductor_testkit::harness::Harness;
 use conductor_testkit::moto::{MotoServer, ACCESS_KEY_ID, SECRET_ACCESS_KEY};
 
 const CHILD: &str = "CONDUCTOR_CRASH_CHILD";
@@ -52,20 +52,20 @@ async fn conductor(endpoint: &str, runner: &str, kill: Option<KillAt>) -> Conduc
         &fixtures::DEVOPS_PILLAR.replace(", subnet_id: subnet-1", ""),
     )
     .unwrap();
-    Conductor::builder()
-        .cloud(Arc::new(ec2))
-        .reserver(Arc::new(dynamo(endpoint).await))
-        .pillar(Arc::new(StaticPillar(pillar)))
-        .layout(Layout::new(
-            format!("{runner}/etc"),
-            format!("{runner}/runner"),
-        ))
-        .options(Options {
-            provisioner: Provisioner::Ec2,
-            release_grace: Duration::ZERO,
-            visible_timeout: Duration::from_secs(10),
-            ..Options::default()
+    // The files go under the parent's runner dir, which outlives this process.
+    Harness::new()
+        .with_pillar(pillar)
+        .with_reserver(Arc::new(dynamo(endpoint).await))
+        .with_layout(|_| Layout::new(format!("{runner}/etc"), format!("{runner}/runner")))
+        .with_options(|o| {
+            *o = Options {
+                provisioner: Provisioner::Ec2,
+                release_grace: Duration::ZERO,
+                visible_timeout: Duration::from_secs(10),
+                ..Options::default()
+            }
         })
+        .builder_on(Arc::new(ec2))
         .observer(Arc::new(KillAtOrNot(kill)))
         .build()
         .unwrap()

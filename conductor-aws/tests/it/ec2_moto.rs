@@ -6,15 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use conductor_aws::ec2::Ec2Backend;
-use conductor_core::Options;
-use conductor_core::StaticPillar;
 use conductor_core::{CloudBackend, Scope};
-use conductor_core::{
-    Conductor, Env, FsReserver, Group, InstanceQuery, Layout, Provisioner, Selection,
-};
+use conductor_core::{Conductor, Env, Group, InstanceQuery, Selection};
 use conductor_testkit::conformance::cloud::{run_all, CloudFixture};
 use conductor_testkit::fixtures;
-use conductor_testkit::moto::{MotoServer, ACCESS_KEY_ID, SECRET_ACCESS_KEY};
+use conductor_testkit::harness::Harness;
+use conductor_testkit::moto::{subnet_in, MotoServer, ACCESS_KEY_ID, SECRET_ACCESS_KEY};
 
 async fn backend(moto: &MotoServer) -> Ec2Backend {
     Ec2Backend::builder()
@@ -27,26 +24,13 @@ async fn backend(moto: &MotoServer) -> Ec2Backend {
 }
 
 /// A subnet in us-east-1a, and the devops pillar using it.
-async fn pillar_with_subnet(ec2: &Ec2Backend, nodes: u32) -> conductor_core::Pillar {
-    let client = ec2.client(&fixtures::zone().region());
-    let vpc = client
-        .create_vpc()
-        .cidr_block("10.0.0.0/16")
-        .send()
-        .await
-        .unwrap();
-    let vpc_id = vpc.vpc().unwrap().vpc_id().unwrap().to_string();
-    let subnet = client
-        .create_subnet()
-        .vpc_id(vpc_id)
-        .cidr_block("10.0.1.0/24")
-        .availability_zone("us-east-1a")
-        .send()
-        .await
-        .unwrap();
-    let subnet_id = subnet.subnet().unwrap().subnet_id().unwrap().to_string();
+fn pillar_with_subnet(moto: &MotoServer, nodes: u32) -> conductor_core::Pillar {
+    let subnet = subnet_in(&moto.endpoint(), &fixtures::zone());
     let yaml = fixtures::DEVOPS_PILLAR
-        .replace("subnet_id: subnet-1", &format!("subnet_id: {subnet_id}"))
+        .replace(
+            "subnet_id: subnet-1",
+            &format!("subnet_id: {}", subnet.subnet_id),
+        )
         .replace(
             "nodes: 2, size: t3.medium",
             &format!("nodes: {nodes}, size: t3.medium"),
@@ -54,23 +38,20 @@ async fn pillar_with_subnet(ec2: &Ec2Backend, nodes: u32) -> conductor_core::Pil
     conductor_core::Pillar::from_yaml_str(&yaml).unwrap()
 }
 
-fn conductor(ec2: &Ec2Backend, pillar: conductor_core::Pillar, layout: &Layout) -> Conductor {
-    Conductor::builder()
-        .cloud(Arc::new(ec2.clone()))
-        .reserver(Arc::new(FsReserver::new(layout)))
-        .pillar(Arc::new(StaticPillar(pillar)))
-        .layout(layout.clone())
-        .options(Options {
-            provisioner: Provisioner::Ec2,
-            release_grace: Duration::ZERO,
-            backoff_base: Duration::from_millis(20),
-            backoff_max: Duration::from_millis(500),
-            max_attempts: 40,
-            visible_timeout: Duration::from_secs(30),
-            ..Options::default()
+/// `pillar`, file reservations, and patient retries for moto's latency.
+fn harness(pillar: conductor_core::Pillar) -> Harness {
+    Harness::new()
+        .with_pillar(pillar)
+        .with_fs_reserver()
+        .with_options(|o| {
+            o.backoff_base = Duration::from_millis(20);
+            o.backoff_max = Duration::from_millis(500);
+            o.max_attempts = 40;
         })
-        .build()
-        .unwrap()
+}
+
+fn conductor(ec2: &Ec2Backend, h: &Harness) -> Conductor {
+    h.builder_on(Arc::new(ec2.clone())).build().unwrap()
 }
 
 /// Every live instance of us-east-1 as moto's own DescribeInstances reports
@@ -131,10 +112,8 @@ async fn ec2_backend_conforms_on_moto() {
 async fn seed_mq01_mq02_then_three_nodes_launch_mq03_to_mq05_with_all_tags() {
     let moto = MotoServer::start();
     let ec2 = backend(&moto).await;
-    let pillar = pillar_with_subnet(&ec2, 3).await;
-    let dir = tempfile::tempdir().unwrap();
-    let layout = Layout::new(dir.path().join("etc"), dir.path().join("runner"));
-    let c = conductor(&ec2, pillar, &layout);
+    let h = harness(pillar_with_subnet(&moto, 3));
+    let c = conductor(&ec2, &h);
     // The two existing instances carry only a Name tag, as if built by hand.
     let f = CloudFixture {
         zone: fixtures::zone(),
@@ -204,12 +183,10 @@ async fn seed_mq01_mq02_then_three_nodes_launch_mq03_to_mq05_with_all_tags() {
 async fn the_seeds_three_parallel_runs_on_moto_and_destroy_by_cpid() {
     let moto = MotoServer::start();
     let ec2 = backend(&moto).await;
-    let pillar = pillar_with_subnet(&ec2, 2).await;
-    let dir = tempfile::tempdir().unwrap();
-    let layout = Layout::new(dir.path().join("etc"), dir.path().join("runner"));
+    let h = harness(pillar_with_subnet(&moto, 2));
     let mut set = tokio::task::JoinSet::new();
     for req in fixtures::seed_requests() {
-        let c = conductor(&ec2, pillar.clone(), &layout);
+        let c = conductor(&ec2, &h);
         set.spawn(async move { c.create(&req).await });
     }
     let mut reports = Vec::new();
@@ -255,13 +232,13 @@ async fn the_seeds_three_parallel_runs_on_moto_and_destroy_by_cpid() {
         .filter(|i| i.tag("conductor:devops.system.id") == Some("1"))
         .count();
     assert_eq!(system_tagged, 6);
-    for d in [layout.reserved_names_dir(), layout.reserved_ids_dir()] {
+    for d in [h.layout.reserved_names_dir(), h.layout.reserved_ids_dir()] {
         assert_eq!(std::fs::read_dir(d).unwrap().count(), 0);
     }
 
     // Destroy by cpid removes exactly that run's instances.
     let victim = &reports[0];
-    let c = conductor(&ec2, pillar.clone(), &layout);
+    let c = conductor(&ec2, &h);
     let q = InstanceQuery {
         group: Group::new("devops").unwrap(),
         env: Env::new("test").unwrap(),
@@ -349,10 +326,8 @@ async fn a_regionless_name_used_in_another_region_is_not_planned_again() {
         "        activemq: {basename: devops-mqXX.REGION.ENV, nodes: 2, size: t3.medium}",
         "        activemq: {basename: devops-mqXX.REGION.ENV, nodes: 2, size: t3.medium}\n        nr: {basename: devops-nrXX.ENV, nodes: 1}",
     );
-    let pillar = conductor_core::Pillar::from_yaml_str(&yaml).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let layout = Layout::new(dir.path().join("etc"), dir.path().join("runner"));
-    let plan = conductor(&ec2, pillar, &layout)
+    let h = harness(conductor_core::Pillar::from_yaml_str(&yaml).unwrap());
+    let plan = conductor(&ec2, &h)
         .plan(&fixtures::role_request("nr", None))
         .await
         .unwrap();

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use conductor_aws::ec2::{user_data, Ec2Backend};
 use conductor_core::{CloudBackend, InstanceRef, LaunchSpec, Scope};
 use conductor_testkit::fixtures;
-use conductor_testkit::moto::{MotoServer, ACCESS_KEY_ID, SECRET_ACCESS_KEY};
+use conductor_testkit::moto::{subnet_in_cidrs, MotoServer, ACCESS_KEY_ID, SECRET_ACCESS_KEY};
 use serde_json::json;
 
 fn decode_base64(s: &str) -> Vec<u8> {
@@ -38,34 +38,27 @@ struct Net {
     sg: String,
 }
 
-async fn network(ec2: &Ec2Backend) -> Net {
+/// A subnet in us-east-1a (addresses `10.1.2.x`), a security group of its
+/// VPC and a key pair.
+async fn network(moto: &MotoServer, ec2: &Ec2Backend) -> Net {
+    let net = subnet_in_cidrs(
+        &moto.endpoint(),
+        &fixtures::zone(),
+        "10.1.0.0/16",
+        "10.1.2.0/24",
+    );
     let c = ec2.client(&fixtures::zone().region());
-    let vpc = c
-        .create_vpc()
-        .cidr_block("10.1.0.0/16")
-        .send()
-        .await
-        .unwrap();
-    let vpc_id = vpc.vpc().unwrap().vpc_id().unwrap().to_string();
-    let subnet = c
-        .create_subnet()
-        .vpc_id(&vpc_id)
-        .cidr_block("10.1.2.0/24")
-        .availability_zone("us-east-1a")
-        .send()
-        .await
-        .unwrap();
     let sg = c
         .create_security_group()
         .group_name("conductor-test")
         .description("test")
-        .vpc_id(&vpc_id)
+        .vpc_id(&net.vpc_id)
         .send()
         .await
         .unwrap();
     c.create_key_pair().key_name("ops").send().await.unwrap();
     Net {
-        subnet: subnet.subnet().unwrap().subnet_id().unwrap().to_string(),
+        subnet: net.subnet_id,
         sg: sg.group_id().unwrap().to_string(),
     }
 }
@@ -98,7 +91,7 @@ async fn native_launch_as_moto_stored_it() {
         .static_credentials(ACCESS_KEY_ID, SECRET_ACCESS_KEY)
         .build()
         .await;
-    let net = network(&ec2).await;
+    let net = network(&moto, &ec2).await;
     let plain = spec(
         "devops-mq07",
         json!({

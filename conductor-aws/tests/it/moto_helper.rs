@@ -1,5 +1,5 @@
 //! The testkit's `MotoServer`: starts on a free loopback port, answers EC2,
-//! and is gone after drop, also when the test panics.
+//! and is gone after drop, also when the test panics; and its `subnet_in`.
 
 use conductor_testkit::moto::MotoServer;
 
@@ -7,6 +7,19 @@ use conductor_testkit::moto::MotoServer;
 fn group_alive(pgid: u32) -> bool {
     // SAFETY: signal 0 only checks for existence.
     unsafe { libc::kill(-(pgid as i32), 0) == 0 }
+}
+
+/// An `Ec2Backend` on `moto`, in us-east-1.
+async fn backend(moto: &MotoServer) -> conductor_aws::ec2::Ec2Backend {
+    conductor_aws::ec2::Ec2Backend::builder()
+        .region("us-east-1")
+        .endpoint_url(moto.endpoint())
+        .static_credentials(
+            conductor_testkit::moto::ACCESS_KEY_ID,
+            conductor_testkit::moto::SECRET_ACCESS_KEY,
+        )
+        .build()
+        .await
 }
 
 fn refuses(port: u16) -> bool {
@@ -18,15 +31,7 @@ async fn moto_answers_ec2_and_stops_on_drop() {
     let moto = MotoServer::start();
     assert!(moto.endpoint().starts_with("http://127.0.0.1:"));
     assert!(moto.answers());
-    let ec2 = conductor_aws::ec2::Ec2Backend::builder()
-        .region("us-east-1")
-        .endpoint_url(moto.endpoint())
-        .static_credentials(
-            conductor_testkit::moto::ACCESS_KEY_ID,
-            conductor_testkit::moto::SECRET_ACCESS_KEY,
-        )
-        .build()
-        .await;
+    let ec2 = backend(&moto).await;
     let regions = ec2
         .client(&conductor_core::Region::new("us-east-1").unwrap())
         .describe_regions()
@@ -62,4 +67,23 @@ fn two_servers_get_different_ports() {
     let (a, b) = (MotoServer::start(), MotoServer::start());
     assert_ne!(a.port(), b.port());
     assert!(a.answers() && b.answers());
+}
+
+#[tokio::test]
+async fn subnet_in_makes_a_subnet_of_a_new_vpc_in_the_zone() {
+    let moto = MotoServer::start();
+    let zone = conductor_testkit::fixtures::zone();
+    let net = conductor_testkit::moto::subnet_in(&moto.endpoint(), &zone);
+    let ec2 = backend(&moto).await;
+    let out = ec2
+        .client(&zone.region())
+        .describe_subnets()
+        .subnet_ids(&net.subnet_id)
+        .send()
+        .await
+        .unwrap();
+    let subnet = &out.subnets()[0];
+    assert_eq!(subnet.vpc_id(), Some(net.vpc_id.as_str()));
+    assert_eq!(subnet.availability_zone(), Some(zone.as_str()));
+    assert_eq!(subnet.cidr_block(), Some("10.0.1.0/24"));
 }

@@ -3,9 +3,11 @@
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
+use conductor_testkit::bin_lab::BinLab;
 use serde::Deserialize;
+
+use crate::support::Lab;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,18 +40,6 @@ fn arg(s: &str) -> OsString {
     }
 }
 
-fn files_under(d: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
-        if e.path().is_dir() {
-            out.extend(files_under(&e.path()));
-        } else {
-            out.push(e.path());
-        }
-    }
-    out
-}
-
 #[test]
 fn every_bad_input_exits_2_names_the_input_and_writes_nothing() {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(corpus())
@@ -68,35 +58,22 @@ fn every_bad_input_exits_2_names_the_input_and_writes_nothing() {
         let case: Case = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap())
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let dir = tempfile::tempdir().unwrap();
-        let (etc, runner) = (dir.path().join("etc"), dir.path().join("runner"));
-        let pillar_dir = match (&case.pillar, &case.pillar_hex) {
-            (None, None) => Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/pillar"),
-            (text, hex) => {
-                let p = dir.path().join("pillar");
-                std::fs::create_dir_all(p.join("test")).unwrap();
-                let bytes = text
-                    .clone()
+        let mut lab = Lab::example(dir.path());
+        match (&case.pillar, &case.pillar_hex) {
+            (None, None) => {}
+            (text, hex) => lab.write_pillar(
+                text.clone()
                     .map(String::into_bytes)
-                    .unwrap_or_else(|| unhex(hex.as_deref().unwrap()));
-                std::fs::write(p.join("test/conductor.sls"), bytes).unwrap();
-                p
-            }
-        };
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_conductor"));
-        cmd.arg("group")
-            .arg(&case.command)
-            .args(case.args.iter().map(|a| arg(a)));
-        cmd.arg("--pillar-dir")
-            .arg(&pillar_dir)
-            .arg("--config-dir")
-            .arg(&etc)
-            .arg("--runner-dir")
-            .arg(&runner);
-        cmd.args(["--cloud", "fake", "--no-salt"]);
-        if case.command != "plan" {
-            cmd.args(["--provisioner", "ec2"]);
+                    .unwrap_or_else(|| unhex(hex.as_deref().unwrap())),
+            ),
         }
-        let out = cmd.env_remove("RUST_LOG").output().unwrap();
+        let mut args = vec![OsString::from("group"), OsString::from(&case.command)];
+        args.extend(case.args.iter().map(|a| arg(a)));
+        args.push("--no-salt".into());
+        if case.command != "plan" {
+            args.extend(["--provisioner".into(), "ec2".into()]);
+        }
+        let out = BinLab::command(&lab, &args).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         let name = path.file_name().unwrap().to_string_lossy();
         if out.status.code() != Some(2) {
@@ -111,7 +88,7 @@ fn every_bad_input_exits_2_names_the_input_and_writes_nothing() {
                 case.description, case.expect
             ));
         }
-        let written: Vec<PathBuf> = [etc, runner].iter().flat_map(|d| files_under(d)).collect();
+        let written = lab.files();
         if !written.is_empty() {
             failures.push(format!("{name}: wrote {written:?}"));
         }

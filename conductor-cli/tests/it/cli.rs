@@ -1,72 +1,20 @@
 //! The built `conductor` binary: words, exit codes, messages, JSON plans.
 //! These use the in-memory cloud; the moto tests live in `moto.rs`.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use conductor_testkit::bin_lab::group_args;
 
-fn example_pillar() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/pillar")
-}
+use crate::support::{stderr, Lab};
 
-struct Roots {
-    dir: tempfile::TempDir,
-}
-
-impl Roots {
-    fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_conductor"))
-            .args(args)
-            .arg("--pillar-dir")
-            .arg(example_pillar())
-            .arg("--config-dir")
-            .arg(self.dir.path().join("etc"))
-            .arg("--runner-dir")
-            .arg(self.dir.path().join("runner"))
-            .args(["--cloud", "fake"])
-            .env_remove("RUST_LOG")
-            .output()
-            .unwrap()
-    }
-
-    /// Every file under the two roots.
-    fn files(&self) -> Vec<PathBuf> {
-        fn walk(d: &Path, out: &mut Vec<PathBuf>) {
-            for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
-                if e.path().is_dir() {
-                    walk(&e.path(), out)
-                } else {
-                    out.push(e.path())
-                }
-            }
-        }
-        let mut v = Vec::new();
-        walk(self.dir.path(), &mut v);
-        v
-    }
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+/// A lab with the example pillar on the in-memory cloud, and its temp dir.
+fn lab() -> (Lab, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    (Lab::example(dir.path()), dir)
 }
 
 #[test]
 fn plan_json_has_the_design_schema() {
-    let r = Roots::new();
-    let o = r.run(&[
-        "group",
-        "plan",
-        "group=devops",
-        "system=small_test",
-        "pillarenv=test",
-        "region=us-east-1a",
-        "--json",
-    ]);
+    let (r, _dir) = lab();
+    let o = r.run(&group_args("plan", &["system=small_test", "--json"]), None);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     for k in [
@@ -111,18 +59,9 @@ fn plan_json_has_the_design_schema() {
 
 #[test]
 fn count_overrides_nodes() {
-    let r = Roots::new();
-    let o = r.run(&[
-        "group",
-        "create",
-        "--dry-run",
-        "group=devops",
-        "role=activemq",
-        "count=4",
-        "pillarenv=test",
-        "region=us-east-1a",
-        "--json",
-    ]);
+    let (r, _dir) = lab();
+    let words = ["--dry-run", "role=activemq", "count=4", "--json"];
+    let o = r.run(&group_args("create", &words), None);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["instances"].as_array().unwrap().len(), 4);
@@ -135,7 +74,7 @@ fn count_overrides_nodes() {
 
 #[test]
 fn bad_words_exit_2_and_name_the_word() {
-    let r = Roots::new();
+    let (r, _dir) = lab();
     let base = ["group", "plan"];
     let cases: &[(&[&str], &str)] = &[
         (
@@ -211,7 +150,7 @@ fn bad_words_exit_2_and_name_the_word() {
     ];
     for (words, needle) in cases {
         let args: Vec<&str> = base.iter().chain(words.iter()).copied().collect();
-        let o = r.run(&args);
+        let o = r.run(&args, None);
         assert_eq!(o.status.code(), Some(2), "{words:?}: {}", stderr(&o));
         assert!(
             stderr(&o).contains(needle),
@@ -224,20 +163,17 @@ fn bad_words_exit_2_and_name_the_word() {
 
 #[test]
 fn create_with_the_native_provisioner_and_no_salt() {
-    let r = Roots::new();
-    let o = r.run(&[
-        "group",
-        "create",
-        "group=devops",
+    let (r, _dir) = lab();
+    // As `create_args`, but the report as text.
+    let words = [
         "role=activemq",
-        "pillarenv=test",
-        "region=us-east-1a",
         "--provisioner",
         "ec2",
         "--no-salt",
         "--release-grace",
         "0",
-    ]);
+    ];
+    let o = r.run(&group_args("create", &words), None);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
@@ -245,32 +181,36 @@ fn create_with_the_native_provisioner_and_no_salt() {
         "{out}"
     );
     assert!(out.contains("skipped: startup states"), "{out}");
-    let names = r.dir.path().join("runner/reserved_names");
+    let names = r.runner_dir().join("reserved_names");
     assert_eq!(
         std::fs::read_dir(names).unwrap().count(),
         0,
         "reservations released"
     );
-    let admin = r.dir.path().join("runner/logs/conductor/conductor.log");
+    let admin = r.runner_dir().join("logs/conductor/conductor.log");
     assert!(std::fs::read_to_string(admin).unwrap().contains("reserved"));
 }
 
 #[test]
 fn reservations_and_runs_commands() {
-    let r = Roots::new();
-    let o = r.run(&["reservations", "list"]);
+    let (r, _dir) = lab();
+    let o = r.run(&["reservations", "list"], None);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("no reservations"));
-    let o = r.run(&["reservations", "prune", "--older-than", "2h", "--json"]);
+    let o = r.run(
+        &["reservations", "prune", "--older-than", "2h", "--json"],
+        None,
+    );
     assert!(o.status.success(), "{}", stderr(&o));
-    let o = r.run(&["runs", "show", "16833830331552303186"]);
+    let o = r.run(&["runs", "show", "16833830331552303186"], None);
     assert_eq!(o.status.code(), Some(2));
-    let o = r.run(&["reservations", "prune", "--older-than", "2 weeks"]);
+    let o = r.run(&["reservations", "prune", "--older-than", "2 weeks"], None);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
 
 #[test]
 fn help_teaches_with_examples() {
+    let (r, _dir) = lab();
     let every: &[&[&str]] = &[
         &[],
         &["group"],
@@ -292,10 +232,7 @@ fn help_teaches_with_examples() {
     ];
     for command in every {
         let args: Vec<&str> = command.iter().copied().chain(["--help"]).collect();
-        let o = Command::new(env!("CARGO_BIN_EXE_conductor"))
-            .args(&args)
-            .output()
-            .unwrap();
+        let o = r.bare(&args);
         assert!(o.status.success());
         let s = String::from_utf8_lossy(&o.stdout);
         assert!(s.contains("Example"), "{args:?} help has no example:\n{s}");

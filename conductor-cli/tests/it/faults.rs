@@ -41,11 +41,8 @@ fn parallel_runs_complete_through_a_proxy_that_throttles_30_percent() {
         p.replace("regions: [us-east-1, us-west-2]", "regions: [us-east-1]")
     });
     // Checks read moto directly.
-    let direct = Lab {
-        endpoint: Some(moto.endpoint()),
-        dir: lab.dir.clone(),
-        env: vec![],
-    };
+    let mut direct = lab.clone();
+    direct.endpoint = Some(moto.endpoint());
 
     let mut all = Vec::new();
     for o in lab.create_seed_in_parallel(None) {
@@ -152,7 +149,7 @@ fn a_salt_cloud_error_for_one_vm_exits_1_and_keeps_the_others() {
 
     // The cloud_runs log holds salt-cloud's return, the error included.
     let cpid = report["cpid"].as_str().unwrap();
-    let logs: Vec<_> = std::fs::read_dir(lab.runner().join("cloud_runs").join(cpid))
+    let logs: Vec<_> = std::fs::read_dir(lab.runner_dir().join("cloud_runs").join(cpid))
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();

@@ -83,7 +83,7 @@ fn a_foreign_reservation_file_is_held_listed_and_pruned_only_by_age() {
     let dir = tempfile::tempdir().unwrap();
     let lab = Lab::fake(dir.path(), |p| p);
     // What the Python conduct.group runner leaves: same key name, its own content.
-    let names_dir = lab.runner().join("reserved_names");
+    let names_dir = lab.runner_dir().join("reserved_names");
     std::fs::create_dir_all(&names_dir).unwrap();
     let foreign = names_dir.join("test_devops-mq01.us-east-1a.test.foobar.com");
     std::fs::write(&foreign, "1\n").unwrap();
@@ -209,7 +209,8 @@ fn interrupt_create(signal: i32, expected: i32) {
         planned.iter().all(|n| !built.contains(n)),
         "the next plan reuses the interrupted run's names: {planned:?}"
     );
-    let log = std::fs::read_to_string(lab.runner().join("logs/conductor/conductor.log")).unwrap();
+    let log =
+        std::fs::read_to_string(lab.runner_dir().join("logs/conductor/conductor.log")).unwrap();
     assert!(log.contains("interrupted"), "{log}");
 }
 

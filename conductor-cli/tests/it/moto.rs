@@ -1,72 +1,32 @@
 //! The binary against a real `moto_server`: plans see existing instances,
 //! create, destroy by cpid, and the DynamoDB reserver from the command line.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
+use conductor_testkit::bin_lab::{create_args, group_args};
 use conductor_testkit::moto::MotoServer;
 
+use crate::support::Lab;
+
+/// moto, a lab on it (the example pillar without its placeholder subnet,
+/// which moto checks), and the lab's temp dir.
 struct Env {
     moto: MotoServer,
-    dir: tempfile::TempDir,
+    lab: Lab,
+    _dir: tempfile::TempDir,
 }
 
 impl Env {
     fn new() -> Self {
-        let me = Self {
-            moto: MotoServer::start(),
-            dir: tempfile::tempdir().unwrap(),
-        };
-        // The example pillar without its placeholder subnet (moto checks subnets).
-        let pillar = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/pillar/test/conductor.sls"),
-        )
-        .unwrap()
-        .replace(", subnet_id: subnet-1", "");
-        std::fs::create_dir_all(me.dir.path().join("pillar/test")).unwrap();
-        std::fs::write(me.dir.path().join("pillar/test/conductor.sls"), pillar).unwrap();
-        me
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_conductor"))
-            .args(args)
-            .arg("--pillar-dir")
-            .arg(self.dir.path().join("pillar"))
-            .arg("--config-dir")
-            .arg(self.dir.path().join("etc"))
-            .arg("--runner-dir")
-            .arg(self.runner())
-            .args(["--endpoint-url", &self.moto.endpoint()])
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_REGION", "us-east-1")
-            .env_remove("RUST_LOG")
-            .output()
-            .unwrap()
-    }
-
-    fn runner(&self) -> PathBuf {
-        self.dir.path().join("runner")
-    }
-
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        let o = self.run(args);
-        assert!(
-            o.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        serde_json::from_slice(&o.stdout).unwrap()
+        let moto = MotoServer::start();
+        let dir = tempfile::tempdir().unwrap();
+        Self {
+            lab: Lab::new(moto.endpoint(), dir.path(), |p| p),
+            moto,
+            _dir: dir,
+        }
     }
 }
-
-const MQ: [&str; 4] = [
-    "group=devops",
-    "role=activemq",
-    "pillarenv=test",
-    "region=us-east-1a",
-];
 
 fn names(v: &serde_json::Value) -> Vec<String> {
     v["instances"]
@@ -81,18 +41,9 @@ fn names(v: &serde_json::Value) -> Vec<String> {
 fn create_plan_and_destroy_on_moto() {
     let e = Env::new();
     let create = |extra: &[&str]| {
-        let mut args = vec!["group", "create"];
-        args.extend(MQ);
-        args.extend([
-            "--provisioner",
-            "ec2",
-            "--no-salt",
-            "--release-grace",
-            "0",
-            "--json",
-        ]);
-        args.extend(extra);
-        e.json(&args)
+        let mut words = vec!["role=activemq"];
+        words.extend(extra);
+        e.lab.json(&create_args(&words))
     };
     let first = create(&[]);
     assert_eq!(first["result"]["success"], true);
@@ -105,10 +56,9 @@ fn create_plan_and_destroy_on_moto() {
     );
 
     // A plan now starts after the existing instances; count= overrides nodes.
-    let mut args = vec!["group", "plan"];
-    args.extend(MQ);
-    args.extend(["count=3", "--json"]);
-    let plan = e.json(&args);
+    let plan = e
+        .lab
+        .json(&group_args("plan", &["role=activemq", "count=3", "--json"]));
     assert_eq!(
         names(&plan),
         ["03", "04", "05"].map(|i| format!("devops-mq{i}.us-east-1a.test.foobar.com"))
@@ -118,40 +68,16 @@ fn create_plan_and_destroy_on_moto() {
     assert_eq!(names(&second), ["devops-mq03.us-east-1a.test.foobar.com"]);
 
     // status lists all three with their cpids.
-    let status = e.json(&[
-        "group",
-        "status",
-        "group=devops",
-        "pillarenv=test",
-        "region=us-east-1a",
-        "--json",
-    ]);
+    let status = e.lab.json(&group_args("status", &["--json"]));
     assert_eq!(status.as_array().unwrap().len(), 3);
 
     // destroy by cpid removes exactly the first run's instances.
     let cpid = first["cpid"].as_str().unwrap();
     let word = format!("cpid={cpid}");
-    let d = e.json(&[
-        "group",
-        "destroy",
-        "group=devops",
-        "pillarenv=test",
-        "region=us-east-1a",
-        &word,
-        "--provisioner",
-        "ec2",
-        "--no-salt",
-        "--json",
-    ]);
+    let destroy = group_args("destroy", &[&word, "--provisioner", "ec2", "--no-salt"]);
+    let d = e.lab.json(&[&destroy[..], &["--json"]].concat());
     assert_eq!(d["destroyed"].as_array().unwrap().len(), 2);
-    let status = e.json(&[
-        "group",
-        "status",
-        "group=devops",
-        "pillarenv=test",
-        "region=us-east-1a",
-        "--json",
-    ]);
+    let status = e.lab.json(&group_args("status", &["--json"]));
     let left: Vec<&str> = status
         .as_array()
         .unwrap()
@@ -160,17 +86,7 @@ fn create_plan_and_destroy_on_moto() {
         .collect();
     assert_eq!(left, ["devops-mq03.us-east-1a.test.foobar.com"]);
     // Destroying it again selects nothing: exit 2, naming the selection.
-    let o = e.run(&[
-        "group",
-        "destroy",
-        "group=devops",
-        "pillarenv=test",
-        "region=us-east-1a",
-        &word,
-        "--provisioner",
-        "ec2",
-        "--no-salt",
-    ]);
+    let o = e.lab.run(&destroy, None);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains(cpid));
 }
@@ -185,23 +101,26 @@ fn dynamodb_reserver_from_the_command_line() {
         "conductor-cli",
         "--create-table",
     ];
-    let mut args = vec!["group", "create"];
-    args.extend(MQ);
-    args.extend([
-        "--provisioner",
-        "ec2",
-        "--no-salt",
-        "--release-grace",
-        "10m",
-        "--json",
-    ]);
+    // As `create_args`, but with a 10-minute release grace.
+    let mut args = group_args(
+        "create",
+        &[
+            "role=activemq",
+            "--provisioner",
+            "ec2",
+            "--no-salt",
+            "--release-grace",
+            "10m",
+            "--json",
+        ],
+    );
     args.extend(dyn_args);
-    let r = e.json(&args);
+    let r = e.lab.json(&args);
     assert_eq!(r["result"]["success"], true);
     // Released with a 10-minute grace: the names are still listed, with their owner.
     let mut list = vec!["reservations", "list", "--json"];
     list.extend(dyn_args);
-    let held = e.json(&list);
+    let held = e.lab.json(&list);
     let keys: Vec<&str> = held
         .as_array()
         .unwrap()
@@ -221,8 +140,8 @@ fn dynamodb_reserver_from_the_command_line() {
     );
     // Nothing was written to the file reservations.
     assert!(
-        !e.runner().join("reserved_names").exists()
-            || std::fs::read_dir(e.runner().join("reserved_names"))
+        !e.lab.runner_dir().join("reserved_names").exists()
+            || std::fs::read_dir(e.lab.runner_dir().join("reserved_names"))
                 .unwrap()
                 .count()
                 == 0
@@ -232,39 +151,35 @@ fn dynamodb_reserver_from_the_command_line() {
     // `--older-than` frees them (their owner is gone).
     let mut prune = vec!["reservations", "prune", "--json"];
     prune.extend(dyn_args);
-    let pruned = e.json(&prune);
+    let pruned = e.lab.json(&prune);
     assert!(
         pruned["pruned"].as_array().unwrap().is_empty(),
         "released keys are held for the grace: {pruned}"
     );
     prune.extend(["--older-than", "0s"]);
-    let pruned = e.json(&prune);
+    let pruned = e.lab.json(&prune);
     assert_eq!(
         pruned["pruned"].as_array().unwrap().len(),
         keys.len(),
         "the run's process is gone: --older-than frees its keys"
     );
-    let held = e.json(&list);
+    let held = e.lab.json(&list);
     assert!(held.as_array().unwrap().is_empty());
     // An unreachable endpoint is exit 4.
-    let o = Command::new(env!("CARGO_BIN_EXE_conductor"))
-        .args([
-            "reservations",
-            "list",
-            "--reserver",
-            "dynamodb",
-            "--endpoint-url",
-        ])
-        .arg(format!(
-            "http://127.0.0.1:{}",
-            conductor_testkit::moto::free_port()
-        ))
-        .env("AWS_ACCESS_KEY_ID", "x")
-        .env("AWS_SECRET_ACCESS_KEY", "x")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_MAX_ATTEMPTS", "1")
-        .output()
-        .unwrap();
+    let mut dead = e.lab.clone();
+    dead.endpoint = Some(format!(
+        "http://127.0.0.1:{}",
+        conductor_testkit::moto::free_port()
+    ));
+    dead.env.extend(
+        [
+            ("AWS_ACCESS_KEY_ID", "x"),
+            ("AWS_SECRET_ACCESS_KEY", "x"),
+            ("AWS_MAX_ATTEMPTS", "1"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    let o = dead.run(&["reservations", "list", "--reserver", "dynamodb"], None);
     assert_eq!(
         o.status.code(),
         Some(4),
@@ -276,17 +191,7 @@ fn dynamodb_reserver_from_the_command_line() {
 #[test]
 fn runs_archive_to_moto_s3_holds_every_file_of_the_run() {
     let e = Env::new();
-    let mut args = vec!["group", "create"];
-    args.extend(MQ);
-    args.extend([
-        "--provisioner",
-        "ec2",
-        "--no-salt",
-        "--release-grace",
-        "0",
-        "--json",
-    ]);
-    let run = e.json(&args);
+    let run = e.lab.json(&create_args(&["role=activemq"]));
     let cpid = run["cpid"].as_str().unwrap().to_string();
     // A bucket in moto's S3.
     let made = Command::new("python3")
@@ -297,7 +202,7 @@ fn runs_archive_to_moto_s3_holds_every_file_of_the_run() {
         .status()
         .unwrap();
     assert!(made.success());
-    let out = e.json(&[
+    let out = e.lab.json(&[
         "runs",
         "archive",
         &cpid,
@@ -384,7 +289,7 @@ fn runs_archive_to_moto_s3_holds_every_file_of_the_run() {
         .unwrap()
         .trim()
         .to_string();
-    e.json(&[
+    e.lab.json(&[
         "runs",
         "archive",
         &cpid,
@@ -400,25 +305,30 @@ fn runs_archive_to_moto_s3_holds_every_file_of_the_run() {
     assert_eq!(h["sse"], "aws:kms", "{h}");
     assert!(h["kms"].as_str().unwrap().contains(&kms_key), "{h}");
     // A KMS key without KMS is bad input.
-    let o = e.run(&[
-        "runs",
-        "archive",
-        &cpid,
-        "--to",
-        "s3://salt-runs/x",
-        "--kms-key-id",
-        &kms_key,
-    ]);
+    let o = e.lab.run(
+        &[
+            "runs",
+            "archive",
+            &cpid,
+            "--to",
+            "s3://salt-runs/x",
+            "--kms-key-id",
+            &kms_key,
+        ],
+        None,
+    );
     assert_eq!(o.status.code(), Some(2));
     // A local archive: 0600 in a 0700 directory it created.
-    let local = e.json(&["runs", "archive", &cpid, "--json"]);
+    let local = e.lab.json(&["runs", "archive", &cpid, "--json"]);
     let path = std::path::PathBuf::from(local["archive"].as_str().unwrap());
     use std::os::unix::fs::PermissionsExt;
-    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&path), 0o600, "{}", path.display());
     assert_eq!(mode(path.parent().unwrap()), 0o700);
     // A bad destination is bad input.
-    let o = e.run(&["runs", "archive", &cpid, "--to", "s3://Bad_Bucket"]);
+    let o = e
+        .lab
+        .run(&["runs", "archive", &cpid, "--to", "s3://Bad_Bucket"], None);
     assert_eq!(o.status.code(), Some(2));
 }
 
@@ -433,36 +343,12 @@ fn status_after_the_seeds_three_parallel_runs_shows_every_id() {
     let children: Vec<_> = targets
         .iter()
         .map(|t| {
-            let mut c = Command::new(env!("CARGO_BIN_EXE_conductor"));
-            c.args([
-                "group",
-                "create",
-                "group=devops",
-                "pillarenv=test",
-                "region=us-east-1a",
-            ])
-            .args(*t);
-            c.args([
-                "--provisioner",
-                "ec2",
-                "--no-salt",
-                "--release-grace",
-                "0",
-                "--json",
-            ])
-            .arg("--pillar-dir")
-            .arg(e.dir.path().join("pillar"))
-            .arg("--config-dir")
-            .arg(e.dir.path().join("etc"))
-            .arg("--runner-dir")
-            .arg(e.runner())
-            .args(["--endpoint-url", &e.moto.endpoint()])
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_REGION", "us-east-1")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-            c.spawn().unwrap()
+            e.lab
+                .command(&create_args(t), None)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
         })
         .collect();
     let runs: Vec<serde_json::Value> = children
@@ -473,14 +359,7 @@ fn status_after_the_seeds_three_parallel_runs_shows_every_id() {
             serde_json::from_slice(&o.stdout).unwrap()
         })
         .collect();
-    let status = e.json(&[
-        "group",
-        "status",
-        "group=devops",
-        "pillarenv=test",
-        "region=us-east-1a",
-        "--json",
-    ]);
+    let status = e.lab.json(&group_args("status", &["--json"]));
     let rows = status.as_array().unwrap();
     assert_eq!(rows.len(), 12);
     let system_cpid = runs[2]["cpid"].as_str().unwrap();

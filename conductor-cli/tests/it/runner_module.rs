@@ -6,6 +6,8 @@ use std::process::Command;
 
 use conductor_testkit::salt_env::SaltEnv;
 
+use crate::support::Lab;
+
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("..")
@@ -26,18 +28,19 @@ fn salt_run_conduct_group_returns_the_binarys_json() {
     let salt = SaltEnv::get();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let extra = [
-        "--pillar-dir".to_string(),
-        repo().join("examples/pillar").display().to_string(),
-        "--cloud".into(),
-        "fake".into(),
-    ];
+    let lab = Lab::example(&d.join("conductor"));
+    // The lab's roots and `--cloud fake`, for every call of the runner.
+    let extra: Vec<String> = lab
+        .args::<&str>(&[])
+        .into_iter()
+        .map(|a| a.into_string().unwrap())
+        .collect();
     let master = format!(
         "root_dir: {root}\nrunner_dirs: [{runners}]\ncachedir: {root}/cache\nlog_file: {root}/master.log\n\
          conductor_binary: {bin}\nconductor_args: [{args}]\n",
         root = d.join("root").display(),
         runners = repo().join("salt/runners").display(),
-        bin = env!("CARGO_BIN_EXE_conductor"),
+        bin = lab.bin.display(),
         args = extra.iter().map(|a| format!("'{a}'")).collect::<Vec<_>>().join(", "),
     );
     std::fs::create_dir_all(d.join("conf")).unwrap();
@@ -65,13 +68,10 @@ fn salt_run_conduct_group_returns_the_binarys_json() {
             )
         });
 
-    let direct = Command::new(env!("CARGO_BIN_EXE_conductor"))
-        .args(["group", "plan"])
-        .args(WORDS)
-        .arg("--json")
-        .args(&extra)
-        .output()
-        .unwrap();
+    let mut plan = vec!["group", "plan"];
+    plan.extend(WORDS);
+    plan.push("--json");
+    let direct = lab.run(&plan, None);
     assert!(direct.status.success());
     let from_binary: serde_json::Value = serde_json::from_slice(&direct.stdout).unwrap();
     assert_eq!(

@@ -12,16 +12,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use conductor_aws::ec2::Ec2Backend;
-use conductor_core::StaticPillar;
 use conductor_core::{
-    CloudBackend, Conductor, CreateReport, Env, FsReserver, Group, InstanceQuery, Layout, Selection,
+    CloudBackend, Conductor, CreateReport, Env, Group, InstanceQuery, Layout, Selection,
 };
 use conductor_core::{Options, Provisioner};
 use conductor_salt::SaltCli;
 use conductor_testkit::fixtures;
+use conductor_testkit::harness::Harness;
 use conductor_testkit::logs::{state_failures, tail, TAIL_BYTES};
 use conductor_testkit::minion_cloud::MinionCloud;
-use conductor_testkit::moto::{MotoServer, ACCESS_KEY_ID, SECRET_ACCESS_KEY};
+use conductor_testkit::moto::{subnet_in, MotoServer, ACCESS_KEY_ID, SECRET_ACCESS_KEY};
 use conductor_testkit::salt_lab::{processes_under, SaltLab};
 use serde_json::{json, Value};
 
@@ -34,14 +34,14 @@ const GRAINS: [&str; 5] = [
     "devops.system.id",
 ];
 
-/// moto, a Salt lab, and the devops pillar with a subnet moto knows.
+/// moto, a Salt lab, and a harness with the devops pillar with a subnet
+/// moto knows.
 struct World {
     moto: MotoServer,
     ec2: Ec2Backend,
     lab: Arc<SaltLab>,
     cloud: Arc<MinionCloud>,
-    pillar: conductor_core::Pillar,
-    dir: tempfile::TempDir,
+    h: Harness,
 }
 
 impl World {
@@ -54,40 +54,32 @@ impl World {
             .max_attempts(3)
             .build()
             .await;
-        let client = ec2.client(&fixtures::zone().region());
-        let vpc = client
-            .create_vpc()
-            .cidr_block("10.0.0.0/16")
-            .send()
-            .await
-            .unwrap();
-        let subnet = client
-            .create_subnet()
-            .vpc_id(vpc.vpc().unwrap().vpc_id().unwrap())
-            .cidr_block("10.0.1.0/24")
-            .availability_zone("us-east-1a")
-            .send()
-            .await
-            .unwrap();
-        let subnet_id = subnet.subnet().unwrap().subnet_id().unwrap();
-        let yaml = fixtures::DEVOPS_PILLAR
-            .replace("subnet_id: subnet-1", &format!("subnet_id: {subnet_id}"));
+        let subnet = subnet_in(&moto.endpoint(), &fixtures::zone());
+        let yaml = fixtures::DEVOPS_PILLAR.replace(
+            "subnet_id: subnet-1",
+            &format!("subnet_id: {}", subnet.subnet_id),
+        );
         let pillar = conductor_core::Pillar::from_yaml_str(&yaml).unwrap();
         let lab = Arc::new(SaltLab::start(&SaltLab::fixture_file_roots()).await);
         let cloud = Arc::new(MinionCloud::new(Arc::new(ec2.clone()), lab.clone()));
+        let h = Harness::new()
+            .with_pillar(pillar)
+            // Cloud files go to the master's config dir, where salt-cloud reads them.
+            .with_layout(|d| Layout::new(lab.config_dir(), d.join("runner")))
+            .with_fs_reserver()
+            .with_options(|o| {
+                o.backoff_base = Duration::from_millis(20);
+                o.backoff_max = Duration::from_millis(500);
+                o.max_attempts = 40;
+                o.autosign_grains_dir = Some(lab.autosign_grains_dir());
+            });
         World {
             moto,
             ec2,
             lab,
             cloud,
-            pillar,
-            dir: tempfile::tempdir().unwrap(),
+            h,
         }
-    }
-
-    /// Cloud files go to the master's config dir, where salt-cloud reads them.
-    fn layout(&self) -> Layout {
-        Layout::new(self.lab.config_dir(), self.dir.path().join("runner"))
     }
 
     fn conductor(&self, minion_timeout: Duration) -> Conductor {
@@ -95,7 +87,6 @@ impl World {
     }
 
     fn conductor_with(&self, provisioner: Provisioner, minion_timeout: Duration) -> Conductor {
-        let layout = self.layout();
         // The stand-in salt-cloud launches in moto and starts minions in the lab.
         let salt = SaltCli::new()
             .bin_dir(self.lab.bin_dir())
@@ -109,22 +100,13 @@ impl World {
                 "CONDUCTOR_SALT_LAB",
                 self.lab.info_file().display().to_string(),
             );
-        Conductor::builder()
-            .cloud(self.cloud.clone())
-            .reserver(Arc::new(FsReserver::new(&layout)))
-            .pillar(Arc::new(StaticPillar(self.pillar.clone())))
+        self.h
+            .builder_on(self.cloud.clone())
             .salt(Arc::new(salt))
-            .layout(layout)
             .options(Options {
                 provisioner,
-                release_grace: Duration::ZERO,
-                backoff_base: Duration::from_millis(20),
-                backoff_max: Duration::from_millis(500),
-                max_attempts: 40,
-                visible_timeout: Duration::from_secs(30),
-                autosign_grains_dir: Some(self.lab.autosign_grains_dir()),
                 minion_timeout,
-                ..Options::default()
+                ..self.h.opts.clone()
             })
             .build()
             .unwrap()

@@ -1,16 +1,19 @@
-//! Shared by the binary's fault tests (`crash.rs`, `faults.rs`): a directory
-//! with the example pillar, and the `conductor` binary run against one EC2
-//! endpoint (moto, or a proxy in front of it). A run to be killed at a
-//! lifecycle step is this test binary re-run as [`crash_child`]: the
-//! `conductor` command (`conductor_cli::main_with`) with an observer that
-//! SIGKILLs the process at the step.
+//! How every test of the binary runs it: [`Lab`], a directory with the
+//! example pillar (or a changed copy), and the `conductor` binary run
+//! against one EC2 endpoint (moto, or a proxy in front of it) or the
+//! in-memory cloud. A run to be killed at a lifecycle step is this test
+//! binary re-run as [`crash_child`]: the `conductor` command
+//! (`conductor_cli::main_with`) with an observer that SIGKILLs the process
+//! at the step.
 
 use std::collections::BTreeMap;
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
 
 use conductor_core::Step;
+use conductor_testkit::bin_lab::{create_args, group_args, BinLab};
 use conductor_testkit::crash::{KillAt, CRASH_AT_ENV};
 
 /// The arguments of a crash child's `conductor` command (a JSON list).
@@ -41,46 +44,66 @@ pub const SEED: [&[&str]; 3] = [
     &["system=small_test"],
 ];
 
-/// A pillar, config and runner directory, and the cloud every run uses.
-pub struct Lab {
-    /// EC2 endpoint (`--endpoint-url`), or `None` for `--cloud fake` (an
-    /// empty in-memory cloud in each process).
-    pub endpoint: Option<String>,
-    /// Root of pillar/, etc/ and runner/.
-    pub dir: PathBuf,
-    /// Extra environment of every run.
-    pub env: Vec<(String, String)>,
+/// The example pillar (`examples/pillar`).
+pub fn example_pillar() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/pillar")
+}
+
+/// The `conductor` binary with a pillar, config and runner directory, and
+/// the cloud every run uses (the testkit's [`BinLab`]), run as it is or as
+/// a crash child.
+#[derive(Clone, Debug)]
+pub struct Lab(pub BinLab);
+
+impl Deref for Lab {
+    type Target = BinLab;
+    fn deref(&self) -> &BinLab {
+        &self.0
+    }
+}
+
+impl DerefMut for Lab {
+    fn deref_mut(&mut self) -> &mut BinLab {
+        &mut self.0
+    }
 }
 
 impl Lab {
+    /// The unmodified example pillar where it is, every run on `--cloud
+    /// fake`, files under `dir`.
+    pub fn example(dir: &Path) -> Self {
+        Self(BinLab::new(
+            env!("CARGO_BIN_EXE_conductor"),
+            example_pillar(),
+            dir,
+            None,
+        ))
+    }
+
     /// Writes the example pillar (without its placeholder subnet, which moto
     /// checks), changed by `edit`, under `dir`.
     pub fn new(endpoint: String, dir: &Path, edit: impl Fn(String) -> String) -> Self {
-        let pillar = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/pillar/test/conductor.sls"),
-        )
-        .unwrap()
-        .replace(", subnet_id: subnet-1", "");
-        std::fs::create_dir_all(dir.join("pillar/test")).unwrap();
-        std::fs::write(dir.join("pillar/test/conductor.sls"), edit(pillar)).unwrap();
-        Self {
-            endpoint: Some(endpoint),
-            dir: dir.to_path_buf(),
-            env: Vec::new(),
-        }
+        let pillar = std::fs::read_to_string(example_pillar().join("test/conductor.sls"))
+            .unwrap()
+            .replace(", subnet_id: subnet-1", "");
+        let mut lab = Self::example(dir);
+        lab.endpoint = Some(endpoint);
+        lab.write_pillar(edit(pillar));
+        lab
     }
 
     /// Like [`Lab::new`], every run on `--cloud fake`.
     pub fn fake(dir: &Path, edit: impl Fn(String) -> String) -> Self {
-        Self {
-            endpoint: None,
-            ..Self::new(String::new(), dir, edit)
-        }
+        let mut lab = Self::new(String::new(), dir, edit);
+        lab.endpoint = None;
+        lab
     }
 
-    /// `--runner-dir`.
-    pub fn runner(&self) -> PathBuf {
-        self.dir.join("runner")
+    /// Makes `text` the pillar of env `test`, under `pillar/` of the lab's dir.
+    pub fn write_pillar(&mut self, text: impl AsRef<[u8]>) {
+        self.pillar = self.dir.join("pillar");
+        std::fs::create_dir_all(self.pillar.join("test")).unwrap();
+        std::fs::write(self.pillar.join("test/conductor.sls"), text).unwrap();
     }
 
     /// Runs `conductor <args>`, killed at step `fault` when given.
@@ -91,46 +114,33 @@ impl Lab {
     /// The command `conductor <args>` with the lab's roots, cloud and
     /// environment (to spawn it); killed at step `fault` when given.
     pub fn command(&self, args: &[&str], fault: Option<Step>) -> Command {
-        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        let runner = self.runner();
-        let pillar = self.dir.join("pillar");
-        let etc = self.dir.join("etc");
-        for (flag, value) in [
-            ("--pillar-dir", pillar.to_str().unwrap()),
-            ("--config-dir", etc.to_str().unwrap()),
-            ("--runner-dir", runner.to_str().unwrap()),
-        ] {
-            all.extend([flag.to_string(), value.to_string()]);
-        }
-        match &self.endpoint {
-            Some(url) => all.extend(["--endpoint-url".to_string(), url.clone()]),
-            None => all.extend(["--cloud".to_string(), "fake".to_string()]),
-        }
-        let mut c = match fault {
-            None => {
-                let mut c = Command::new(env!("CARGO_BIN_EXE_conductor"));
-                c.args(&all);
-                c
-            }
-            Some(step) => {
-                let mut c = Command::new(std::env::current_exe().unwrap());
-                c.args([
-                    "support::crash_child",
-                    "--exact",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
-                .env(CRASH_ARGS_ENV, serde_json::to_string(&all).unwrap())
-                .env(CRASH_AT_ENV, step.as_str());
-                c
-            }
+        let Some(step) = fault else {
+            return self.0.command(args);
         };
-        c.env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_REGION", "us-east-1")
-            .env_remove("RUST_LOG")
-            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        let all: Vec<String> = self
+            .args(args)
+            .into_iter()
+            .map(|a| {
+                a.into_string()
+                    .expect("a crash child's arguments are UTF-8")
+            })
+            .collect();
+        let mut c = Command::new(std::env::current_exe().unwrap());
+        c.args([
+            "support::crash_child",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CRASH_ARGS_ENV, serde_json::to_string(&all).unwrap())
+        .env(CRASH_AT_ENV, step.as_str());
+        self.set_env(&mut c);
         c
+    }
+
+    /// `conductor <args>` alone: no roots, cloud or environment of the lab.
+    pub fn bare(&self, args: &[&str]) -> Output {
+        Command::new(&self.bin).args(args).output().unwrap()
     }
 
     /// Runs `conductor <args>`, asserts success and parses its JSON.
@@ -143,19 +153,7 @@ impl Lab {
     /// `group create group=devops <words> ...` with the native provisioner and
     /// no Salt, killed at `fault` when given.
     pub fn create(&self, words: &[&str], fault: Option<Step>) -> Output {
-        let mut args = vec!["group", "create", "group=devops"];
-        args.extend(words);
-        args.extend([
-            "pillarenv=test",
-            "region=us-east-1a",
-            "--provisioner",
-            "ec2",
-            "--no-salt",
-            "--release-grace",
-            "0",
-            "--json",
-        ]);
-        self.run(&args, fault)
+        self.run(&create_args(words), fault)
     }
 
     /// Runs the seed's three commands at once, each killed at `fault` when given.
@@ -172,14 +170,7 @@ impl Lab {
     /// (name, cpid tag) of every live instance of the group, as `group status`
     /// reports them; `words` narrow it (`cpid=...`).
     pub fn instances(&self, words: &[&str]) -> Vec<(String, String)> {
-        let mut args = vec![
-            "group",
-            "status",
-            "group=devops",
-            "pillarenv=test",
-            "region=us-east-1a",
-            "--json",
-        ];
+        let mut args = group_args("status", &["--json"]);
         args.extend(words);
         self.json(&args)
             .as_array()
@@ -215,12 +206,29 @@ impl Lab {
         names
     }
 
+    /// Every file under the config and runner directories.
+    pub fn files(&self) -> Vec<PathBuf> {
+        fn walk(d: &Path, out: &mut Vec<PathBuf>) {
+            for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+                if e.path().is_dir() {
+                    walk(&e.path(), out)
+                } else {
+                    out.push(e.path())
+                }
+            }
+        }
+        let mut v = Vec::new();
+        walk(&self.config_dir(), &mut v);
+        walk(&self.runner_dir(), &mut v);
+        v
+    }
+
     /// Files under the reservation directories.
     pub fn reservation_files(&self) -> Vec<PathBuf> {
         ["reserved_names", "reserved_ids"]
             .iter()
             .flat_map(|d| {
-                std::fs::read_dir(self.runner().join(d))
+                std::fs::read_dir(self.runner_dir().join(d))
                     .into_iter()
                     .flatten()
             })

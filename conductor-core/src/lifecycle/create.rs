@@ -144,7 +144,10 @@ impl Conductor {
             info_span!("create", %cpid, group = %req.group, env = %req.pillarenv, zone = %req.zone)
         })
         .await?;
-        let result = self.create_run(&run, req, &pillar, group, &scopes).await;
+        let result = self
+            .create_run(&run, req, &pillar, group, &scopes)
+            .instrument(run.span.clone())
+            .await;
         self.remove_cloud_files(&req.group, run.cpid)
             .instrument(run.span.clone())
             .await;
@@ -164,7 +167,7 @@ impl Conductor {
             .step_in(self.plan_and_reserve(run, req, pillar, scopes))
             .await??;
         run.step(Step::Reserved);
-        info!(parent: &run.span, instances = plan.instances.len(), attempts, "reserved");
+        info!(instances = plan.instances.len(), attempts, "reserved");
         let mut report = CreateReport::new(plan, self.opts.provisioner, attempts);
         run.step_in(self.prepare(run, &mut report, group)).await??;
         let Some((provisioned, autosign)) = self
@@ -179,7 +182,7 @@ impl Conductor {
                 .await
         };
         if let Err(e) = after.await {
-            warn!(parent: &run.span, error = %e, "the run failed after launching");
+            warn!(error = %e, "the run failed after launching");
             report.interrupted |= matches!(e, Error::Interrupted);
             if !matches!(e, Error::Interrupted) {
                 report.error = Some((&e).into());

@@ -27,7 +27,9 @@ impl Conductor {
         let pillar = self.load_pillar(&req.pillarenv).await?;
         let cpid = req.cpid.unwrap_or_else(Cpid::generate);
         let scopes = self.scopes(&pillar, req)?;
-        self.compute_plan(cpid, req, &pillar, &scopes, None).await
+        let inventory = self.read_inventory(&scopes).await?;
+        self.compute_plan(cpid, req, &pillar, &inventory, None)
+            .await
     }
 
     /// The inventory reads `req` needs; validates the request against
@@ -43,10 +45,9 @@ impl Conductor {
         cpid: Cpid,
         req: &CreateRequest,
         pillar: &Pillar,
-        scopes: &[Scope],
+        inventory: &Inventory,
         own: Option<&Owner>,
     ) -> Result<Plan, Error> {
-        let inventory = self.read_inventory(scopes).await?;
         let held: BTreeSet<Key> = self
             .reserver
             .held(now_ms(), own)
@@ -55,7 +56,7 @@ impl Conductor {
             .map_err(|e| Error::backend("listing reservations", e))?
             .into_iter()
             .collect();
-        let mut plan = compute(cpid, req, pillar, &inventory, &held)?;
+        let mut plan = compute(cpid, req, pillar, inventory, &held)?;
         plan.files = Some(PlanFiles {
             provider: self.layout.provider_file(&req.group, cpid),
             profile: self.layout.profile_file(&req.group, cpid),
@@ -85,8 +86,18 @@ impl Conductor {
     }
 
     /// Plans and reserves for `run` (the lease joins its holdings), with
-    /// check-after-reserve and bounded, jittered retries; returns the plan
-    /// and the attempts it took.
+    /// check-after-reserve and bounded retries; returns the plan and the
+    /// attempts it took.
+    ///
+    /// A conflict only says other runs took some keys first: the retry plans
+    /// again at once against the inventory already read (when younger than
+    /// [`INVENTORY_REUSE`]) and a fresh read of the reservations; after
+    /// [`EAGER_RETRIES`] conflicts, runs still colliding spread their next
+    /// attempts over a window of a few of their own plan-and-reserve cycles.
+    /// The inventory is read again for the check after a successful
+    /// reserve, which keeps the guarantee: no run keeps a name or id the
+    /// cloud showed as taken when it reserved; a clash found there backs
+    /// off before planning again.
     pub(crate) async fn plan_and_reserve(
         &self,
         run: &Run,
@@ -96,11 +107,24 @@ impl Conductor {
     ) -> Result<(Plan, u32), Error> {
         let backoff = Backoff::new(self.opts.backoff_base, self.opts.backoff_max);
         let mut last = Vec::new();
+        let mut inventory: Option<(Inventory, tokio::time::Instant)> = None;
         for attempt in 1..=self.opts.max_attempts {
+            let cycle = tokio::time::Instant::now();
             let owner = run.owner();
+            let fresh = |(_, at): &(Inventory, tokio::time::Instant)| {
+                self.opts.check_after_reserve && at.elapsed() < INVENTORY_REUSE
+            };
+            let inv = match inventory.take().filter(fresh) {
+                Some(kept) => kept,
+                None => (
+                    self.read_inventory(scopes).await?,
+                    tokio::time::Instant::now(),
+                ),
+            };
             let plan = self
-                .compute_plan(run.cpid, req, pillar, scopes, Some(&owner))
+                .compute_plan(run.cpid, req, pillar, &inv.0, Some(&owner))
                 .await?;
+            inventory = Some(inv);
             let keys = plan.reservations.all();
             match self
                 .reserver
@@ -124,6 +148,7 @@ impl Conductor {
                         "reserved keys are already used in the cloud; planning again"
                     );
                     run.holdings.release(&keys, std::time::Duration::ZERO).await;
+                    inventory = Some((now, tokio::time::Instant::now()));
                     last = clashes;
                 }
                 Err(ReserveError::Conflict(keys)) => {
@@ -133,6 +158,17 @@ impl Conductor {
                         "reservation conflict; planning again"
                     );
                     last = keys;
+                    if attempt >= EAGER_RETRIES {
+                        // Runs that keep colliding planned from the same view:
+                        // spread their next attempts over a window that
+                        // doubles with each conflict, in units of this run's
+                        // own plan-and-reserve cycle, so they take turns.
+                        let doublings = (attempt + 1 - EAGER_RETRIES).min(16);
+                        let window = cycle.elapsed() * (1u32 << doublings);
+                        let spread = window.min(self.opts.backoff_max);
+                        tokio::time::sleep(spread.mul_f64(rand::random::<f64>())).await;
+                    }
+                    continue;
                 }
                 Err(e) => return Err(super::reserve_failed("reserving names and ids", e)),
             }
@@ -146,6 +182,12 @@ impl Conductor {
         })
     }
 }
+
+/// Attempts retried at once after a conflict, before spreading out.
+const EAGER_RETRIES: u32 = 2;
+
+/// How long an inventory read serves the retries of one run.
+const INVENTORY_REUSE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The launch settings of every role (or cluster member) `build` makes,
 /// merged from provider, profile and role, must read as [`LaunchSettings`]:

@@ -9,34 +9,40 @@ use std::time::Duration;
 use conductor_core::now_ms;
 use conductor_core::BackendErrorKind;
 use conductor_core::CloudBackend;
-use conductor_core::MemReserver;
 use conductor_core::Options;
-use conductor_core::StaticPillar;
 use conductor_core::{
-    Conductor, CreateReport, Error, ErrorClass, Layout, Provisioner, Reserver, RetryCloud,
+    Conductor, CreateReport, Error, ErrorClass, Provisioner, Reserver, RetryCloud,
 };
 use conductor_testkit::fake_cloud::Op;
 use conductor_testkit::fake_salt::SaltCall;
 use conductor_testkit::fixtures;
+use conductor_testkit::harness::{master_layout, Harness};
 use conductor_testkit::{FakeCloud, FakeSalt};
 
 const LEASE_TTL: Duration = Duration::from_secs(60);
 
 struct World {
+    h: Harness,
     cloud: Arc<FakeCloud>,
     reserver: Arc<dyn Reserver>,
-    layout: Layout,
-    _dir: tempfile::TempDir,
 }
 
 impl World {
     fn new(cloud: FakeCloud) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        let h = Harness::new()
+            .with_cloud(Arc::new(cloud))
+            .with_layout(master_layout)
+            .with_options(|o| {
+                o.lease_ttl = LEASE_TTL;
+                o.backoff_base = Duration::from_millis(5);
+                o.backoff_max = Duration::from_millis(50);
+                o.max_attempts = 30;
+                o.visible_timeout = Duration::from_secs(5);
+            });
         Self {
-            cloud: Arc::new(cloud),
-            reserver: Arc::new(MemReserver::new()),
-            layout: Layout::new(dir.path().join("etc/salt"), dir.path().join("srv/runners")),
-            _dir: dir,
+            cloud: h.cloud.clone(),
+            reserver: h.reserver.clone(),
+            h,
         }
     }
 
@@ -46,21 +52,12 @@ impl World {
         salt: Arc<FakeSalt>,
         provisioner: Provisioner,
     ) -> Conductor {
-        Conductor::builder()
-            .cloud(cloud)
-            .reserver(self.reserver.clone())
-            .pillar(Arc::new(StaticPillar(fixtures::devops_pillar())))
+        self.h
+            .builder_on(cloud)
             .salt(salt)
-            .layout(self.layout.clone())
             .options(Options {
                 provisioner,
-                release_grace: Duration::ZERO,
-                lease_ttl: LEASE_TTL,
-                backoff_base: Duration::from_millis(5),
-                backoff_max: Duration::from_millis(50),
-                max_attempts: 30,
-                visible_timeout: Duration::from_secs(5),
-                ..Options::default()
+                ..self.h.opts.clone()
             })
             .build()
             .unwrap()

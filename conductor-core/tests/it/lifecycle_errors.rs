@@ -7,43 +7,32 @@ use std::time::Duration;
 
 use conductor_core::MemReserver;
 use conductor_core::Options;
-use conductor_core::StaticPillar;
 use conductor_core::{BackendError, BackendErrorKind as K, ErrorClass, PillarError};
 use conductor_core::{CloudBackend, Inventory, LaunchFailure, LaunchResult};
 use conductor_core::{Conductor, Layout, Provisioner, Reserver};
 use conductor_testkit::fixtures;
+use conductor_testkit::harness::Harness;
 use conductor_testkit::mocks::{MockCloud, MockPillar, MockReserver, MockSalt};
 use conductor_testkit::{FakeCloud, FakeSalt};
 
-fn opts() -> Options {
-    Options {
-        provisioner: Provisioner::Ec2,
-        release_grace: Duration::ZERO,
-        backoff_base: Duration::from_millis(1),
-        backoff_max: Duration::from_millis(2),
-        max_attempts: 3,
-        visible_timeout: Duration::from_secs(1),
-        ..Options::default()
-    }
+/// Few, quick attempts.
+fn quick(o: &mut Options) {
+    o.backoff_base = Duration::from_millis(1);
+    o.backoff_max = Duration::from_millis(2);
+    o.max_attempts = 3;
+    o.visible_timeout = Duration::from_secs(1);
 }
 
-fn conductor(
-    cloud: Arc<dyn CloudBackend>,
-    reserver: Arc<dyn Reserver>,
-    dir: &tempfile::TempDir,
-) -> Conductor {
-    Conductor::builder()
-        .cloud(cloud)
-        .reserver(reserver)
-        .pillar(Arc::new(StaticPillar(fixtures::devops_pillar())))
-        .salt(Arc::new(FakeSalt::new()))
-        .layout(Layout::new(
-            dir.path().join("etc"),
-            dir.path().join("runner"),
-        ))
-        .options(opts())
-        .build()
-        .unwrap()
+/// The fakes with FakeSalt and few, quick attempts.
+fn harness() -> Harness {
+    Harness::new()
+        .with_salt(Arc::new(FakeSalt::new()))
+        .with_options(quick)
+}
+
+/// A conductor of `h` over `cloud` and `reserver` (one of them a mock).
+fn conductor(cloud: Arc<dyn CloudBackend>, reserver: Arc<dyn Reserver>, h: &Harness) -> Conductor {
+    h.builder_on(cloud).reserver(reserver).build().unwrap()
 }
 
 fn err(kind: K, msg: &str) -> BackendError {
@@ -52,20 +41,16 @@ fn err(kind: K, msg: &str) -> BackendError {
 
 #[tokio::test]
 async fn pillar_failure_reserves_nothing() {
-    let dir = tempfile::tempdir().unwrap();
     let mut pillar = MockPillar::new();
     pillar
         .expect_load()
         .returning(|_| Err(PillarError::new("conductor.groups", "broken").into()));
     let reserver = Arc::new(MockReserver::new()); // no expectations: any call panics
-    let c = Conductor::builder()
-        .cloud(Arc::new(FakeCloud::new()))
-        .reserver(reserver)
-        .pillar(Arc::new(pillar))
-        .layout(Layout::new(dir.path(), dir.path()))
-        .options(opts())
-        .build()
-        .unwrap();
+    let h = Harness::new()
+        .with_reserver(reserver)
+        .with_layout(|d| Layout::new(d, d))
+        .with_options(quick);
+    let c = h.builder().pillar(Arc::new(pillar)).build().unwrap();
     let e = c
         .create(&fixtures::role_request("activemq", None))
         .await
@@ -76,13 +61,13 @@ async fn pillar_failure_reserves_nothing() {
 
 #[tokio::test]
 async fn inventory_failure_is_unreachable_and_frees_the_cpid() {
-    let dir = tempfile::tempdir().unwrap();
+    let h = harness();
     let mut cloud = MockCloud::new();
     cloud
         .expect_inventory()
         .returning(|_| Err(err(K::Unreachable, "connect to ec2.us-east-1 timed out")));
     let reserver = Arc::new(MemReserver::new());
-    let e = conductor(Arc::new(cloud), reserver.clone(), &dir)
+    let e = conductor(Arc::new(cloud), reserver.clone(), &h)
         .create(&fixtures::role_request("activemq", None))
         .await
         .unwrap_err();
@@ -93,12 +78,12 @@ async fn inventory_failure_is_unreachable_and_frees_the_cpid() {
 
 #[tokio::test]
 async fn reserver_failure_is_reported() {
-    let dir = tempfile::tempdir().unwrap();
+    let h = harness();
     let mut reserver = MockReserver::new();
     reserver
         .expect_try_reserve()
         .returning(|_, _| Err(err(K::Io, "/srv/runners/reserved_ids: read-only").into()));
-    let e = conductor(Arc::new(FakeCloud::new()), Arc::new(reserver), &dir)
+    let e = conductor(Arc::new(FakeCloud::new()), Arc::new(reserver), &h)
         .create(&fixtures::role_request("activemq", None))
         .await
         .unwrap_err();
@@ -110,7 +95,7 @@ async fn reserver_failure_is_reported() {
 
 #[tokio::test]
 async fn persistent_conflicts_exhaust_retries_with_exit_class_3() {
-    let dir = tempfile::tempdir().unwrap();
+    let h = harness();
     let mut reserver = MockReserver::new();
     let mem = Arc::new(MemReserver::new());
     let m = mem.clone();
@@ -124,7 +109,7 @@ async fn persistent_conflicts_exhaust_retries_with_exit_class_3() {
     });
     reserver.expect_list().returning(|| Ok(vec![]));
     reserver.expect_update().returning(|_, _, _| Ok(()));
-    let e = conductor(Arc::new(FakeCloud::new()), Arc::new(reserver), &dir)
+    let e = conductor(Arc::new(FakeCloud::new()), Arc::new(reserver), &h)
         .create(&fixtures::role_request("activemq", None))
         .await
         .unwrap_err();
@@ -145,7 +130,7 @@ fn futures_lite_block<F: std::future::Future>(f: F) -> F::Output {
 
 #[tokio::test]
 async fn launch_unreachable_keeps_keys_until_expiry() {
-    let dir = tempfile::tempdir().unwrap();
+    let h = harness();
     let fake = Arc::new(FakeCloud::new());
     let mut cloud = MockCloud::new();
     let f = fake.clone();
@@ -158,7 +143,7 @@ async fn launch_unreachable_keeps_keys_until_expiry() {
     let reserver = Arc::new(MemReserver::new());
     // The launch may have created instances: the run reports what it knows
     // (exit 1), it does not claim that nothing was launched (exit 4).
-    let report = conductor(Arc::new(cloud), reserver.clone(), &dir)
+    let report = conductor(Arc::new(cloud), reserver.clone(), &h)
         .create(&fixtures::role_request("activemq", None))
         .await
         .expect("a report once the launch may have happened");
@@ -187,7 +172,7 @@ async fn launch_unreachable_keeps_keys_until_expiry() {
 
 #[tokio::test]
 async fn launch_rejected_frees_every_key() {
-    let dir = tempfile::tempdir().unwrap();
+    let h = harness();
     let mut cloud = MockCloud::new();
     cloud
         .expect_inventory()
@@ -199,7 +184,7 @@ async fn launch_rejected_frees_every_key() {
         ))
     });
     let reserver = Arc::new(MemReserver::new());
-    let e = conductor(Arc::new(cloud), reserver.clone(), &dir)
+    let e = conductor(Arc::new(cloud), reserver.clone(), &h)
         .create(&fixtures::role_request("activemq", None))
         .await
         .unwrap_err();
@@ -210,7 +195,7 @@ async fn launch_rejected_frees_every_key() {
 
 #[tokio::test]
 async fn uncertain_launch_failures_keep_their_names() {
-    let dir = tempfile::tempdir().unwrap();
+    let h = harness();
     let mut cloud = MockCloud::new();
     cloud
         .expect_inventory()
@@ -228,7 +213,7 @@ async fn uncertain_launch_failures_keep_their_names() {
             .collect())
     });
     let reserver = Arc::new(MemReserver::new());
-    let report = conductor(Arc::new(cloud), reserver.clone(), &dir)
+    let report = conductor(Arc::new(cloud), reserver.clone(), &h)
         .create(&fixtures::role_request("activemq", None))
         .await
         .unwrap();
@@ -243,7 +228,6 @@ async fn uncertain_launch_failures_keep_their_names() {
 
 #[tokio::test]
 async fn pre_create_hook_failure_launches_nothing_and_frees_keys() {
-    let dir = tempfile::tempdir().unwrap();
     let mut salt = MockSalt::new();
     salt.expect_orchestrate().returning(|_, _, _| {
         Err(err(
@@ -251,21 +235,9 @@ async fn pre_create_hook_failure_launches_nothing_and_frees_keys() {
             "orch.conductor_common: Rendering SLS failed",
         ))
     });
-    let cloud = Arc::new(FakeCloud::new());
-    let reserver = Arc::new(MemReserver::new());
-    let c = Conductor::builder()
-        .cloud(cloud.clone())
-        .reserver(reserver.clone())
-        .pillar(Arc::new(StaticPillar(fixtures::devops_pillar())))
-        .salt(Arc::new(salt))
-        .layout(Layout::new(
-            dir.path().join("etc"),
-            dir.path().join("runner"),
-        ))
-        .options(opts())
-        .build()
-        .unwrap();
-    let e = c
+    let h = harness().with_salt(Arc::new(salt));
+    let e = h
+        .conductor()
         .create(&fixtures::role_request("activemq", None))
         .await
         .unwrap_err();
@@ -275,20 +247,20 @@ async fn pre_create_hook_failure_launches_nothing_and_frees_keys() {
             .contains("orch_state_run-orch.conductor_common"),
         "names the log: {e}"
     );
-    assert!(cloud.live_instances().is_empty());
-    assert!(reserver.list().await.unwrap().is_empty());
+    assert!(h.cloud.live_instances().is_empty());
+    assert!(h.reserver.list().await.unwrap().is_empty());
 }
 
 #[tokio::test]
 async fn salt_cloud_without_salt_is_refused_at_build() {
-    let e = Conductor::builder()
-        .cloud(Arc::new(FakeCloud::new()))
-        .reserver(Arc::new(MemReserver::new()))
-        .pillar(Arc::new(StaticPillar(fixtures::devops_pillar())))
-        .options(Options {
-            provisioner: Provisioner::SaltCloud,
-            ..Options::default()
+    let e = Harness::new()
+        .with_options(|o| {
+            *o = Options {
+                provisioner: Provisioner::SaltCloud,
+                ..Options::default()
+            }
         })
+        .builder()
         .build()
         .unwrap_err();
     assert!(e.to_string().contains("salt-cloud"), "{e}");
@@ -296,7 +268,7 @@ async fn salt_cloud_without_salt_is_refused_at_build() {
 
 #[tokio::test]
 async fn wait_visible_failure_is_reported_and_keeps_keys() {
-    let dir = tempfile::tempdir().unwrap();
+    let h = harness();
     let fake = Arc::new(FakeCloud::new());
     let mut cloud = MockCloud::new();
     let (f1, f2) = (fake.clone(), fake.clone());
@@ -310,7 +282,7 @@ async fn wait_visible_failure_is_reported_and_keeps_keys() {
         .expect_wait_visible()
         .returning(|_, _, _| Err(err(K::Throttled, "RequestLimitExceeded")));
     let reserver = Arc::new(MemReserver::new());
-    let report = conductor(Arc::new(cloud), reserver.clone(), &dir)
+    let report = conductor(Arc::new(cloud), reserver.clone(), &h)
         .create(&fixtures::role_request("activemq", None))
         .await
         .expect("instances were launched: the run reports them");

@@ -4,6 +4,7 @@
 
 mod bootstrap;
 mod conformance;
+mod contention;
 mod destroy_safety;
 mod faults;
 mod guarantee;

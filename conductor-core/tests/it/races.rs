@@ -12,15 +12,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use conductor_core::MemReserver;
-use conductor_core::Options;
-use conductor_core::StaticPillar;
-use conductor_core::{
-    plan, Conductor, Cpid, CreateRequest, FsReserver, Inventory, Layout, Provisioner, Reserver,
-};
+use conductor_core::{plan, Cpid, CreateRequest, Inventory};
 use conductor_core::{Key, KeyKind};
 use conductor_testkit::fake_cloud::Lag;
 use conductor_testkit::fixtures;
+use conductor_testkit::harness::{paused_runtime, Harness};
 use conductor_testkit::FakeCloud;
 use proptest::prelude::*;
 
@@ -83,14 +79,7 @@ struct Outcome {
 }
 
 fn run_case(case: &Case) -> Outcome {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let dir = tempfile::tempdir().unwrap();
-        let layout = Layout::new(dir.path().join("etc"), dir.path().join("runner"));
+    paused_runtime().block_on(async {
         let cloud = Arc::new(
             FakeCloud::new()
                 .with_lag(case.lag)
@@ -99,31 +88,18 @@ fn run_case(case: &Case) -> Outcome {
                 .with_seed(case.seed),
         );
         seed_cloud(&cloud, &case.mq, &case.clusters);
-        let reserver: Arc<dyn Reserver> = if case.fs {
-            Arc::new(FsReserver::new(&layout))
-        } else {
-            Arc::new(MemReserver::new())
-        };
-        let opts = Options {
-            provisioner: Provisioner::Ec2,
-            release_grace: GRACE,
-            backoff_base: Duration::from_millis(10),
-            backoff_max: Duration::from_millis(200),
-            max_attempts: 200,
-            visible_timeout: Duration::from_secs(60),
-            check_after_reserve: case.check,
-            ..Options::default()
-        };
+        let h = Harness::new().with_cloud(cloud.clone()).with_options(|o| {
+            o.release_grace = GRACE;
+            o.backoff_max = Duration::from_millis(200);
+            o.max_attempts = 200;
+            o.visible_timeout = Duration::from_secs(60);
+            o.check_after_reserve = case.check;
+        });
+        let h = if case.fs { h.with_fs_reserver() } else { h };
+        let reserver = h.reserver.clone();
         let mut set = tokio::task::JoinSet::new();
         for (kind, count, delay) in &case.runs {
-            let c = Conductor::builder()
-                .cloud(cloud.clone())
-                .reserver(reserver.clone())
-                .pillar(Arc::new(StaticPillar(fixtures::devops_pillar())))
-                .layout(layout.clone())
-                .options(opts.clone())
-                .build()
-                .unwrap();
+            let c = h.conductor();
             let req = request(*kind, *count);
             let delay = Duration::from_millis(*delay);
             set.spawn(async move {

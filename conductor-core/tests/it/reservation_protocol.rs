@@ -8,13 +8,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use conductor_core::now_ms;
 use conductor_core::BackendError;
-use conductor_core::MemReserver;
 use conductor_core::Options;
-use conductor_core::StaticPillar;
 use conductor_core::{CloudBackend, InstanceRef, Inventory, LaunchResult, LaunchSpec, Scope};
-use conductor_core::{Conductor, Layout, Provisioner, Region, Reserver};
+use conductor_core::{Provisioner, Region};
 use conductor_testkit::fake_cloud::Lag;
 use conductor_testkit::fixtures;
+use conductor_testkit::harness::{paused_runtime, Harness};
 use conductor_testkit::FakeCloud;
 
 /// The seed's cloud handling: a launched instance counts as done at once
@@ -46,46 +45,29 @@ impl CloudBackend for NoWait {
 /// Two runs of `role=activemq`: A launches at once; its instances show in
 /// EC2 two seconds later. B starts after A has finished. Returns the names.
 fn two_runs(seed_protocol: bool) -> Vec<String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    paused_runtime().block_on(async {
         let fake = Arc::new(FakeCloud::new().with_lag(Lag::Fixed(Duration::from_secs(2))));
         let cloud: Arc<dyn CloudBackend> = if seed_protocol {
             Arc::new(NoWait(fake.clone()))
         } else {
             fake.clone()
         };
-        let reserver: Arc<dyn Reserver> = Arc::new(MemReserver::new());
-        let opts = Options {
-            provisioner: Provisioner::Ec2,
-            release_grace: if seed_protocol {
-                Duration::ZERO
-            } else {
-                Duration::from_secs(5)
-            },
-            check_after_reserve: !seed_protocol,
-            backoff_base: Duration::from_millis(50),
-            visible_timeout: Duration::from_secs(60),
-            ..Options::default()
-        };
-        // Runs write files: give them a real directory.
-        let dir = tempfile::tempdir().unwrap();
-        let mk = || {
-            Conductor::builder()
-                .cloud(cloud.clone())
-                .reserver(reserver.clone())
-                .pillar(Arc::new(StaticPillar(fixtures::devops_pillar())))
-                .layout(Layout::new(
-                    dir.path().join("etc"),
-                    dir.path().join("runner"),
-                ))
-                .options(opts.clone())
-                .build()
-                .unwrap()
-        };
+        // Runs write files: the harness gives them a real directory.
+        let h = Harness::new().with_options(|o| {
+            *o = Options {
+                provisioner: Provisioner::Ec2,
+                release_grace: if seed_protocol {
+                    Duration::ZERO
+                } else {
+                    Duration::from_secs(5)
+                },
+                check_after_reserve: !seed_protocol,
+                backoff_base: Duration::from_millis(50),
+                visible_timeout: Duration::from_secs(60),
+                ..Options::default()
+            }
+        });
+        let mk = || h.builder_on(cloud.clone()).build().unwrap();
         let a = mk()
             .create(&fixtures::role_request("activemq", None))
             .await
@@ -101,6 +83,23 @@ fn two_runs(seed_protocol: bool) -> Vec<String> {
             .filter_map(|i| i.name().map(str::to_string))
             .collect()
     })
+}
+
+/// Launches that take 30 s, leases of a 3 s TTL.
+fn slow_launch_harness() -> Harness {
+    Harness::new()
+        .with_cloud(Arc::new(
+            FakeCloud::new().with_latency(Duration::from_secs(30)),
+        ))
+        .with_options(|o| {
+            *o = Options {
+                provisioner: Provisioner::Ec2,
+                release_grace: Duration::ZERO,
+                lease_ttl: Duration::from_secs(3),
+                visible_timeout: Duration::from_secs(120),
+                ..Options::default()
+            }
+        })
 }
 
 fn duplicates(names: &[String]) -> Vec<String> {
@@ -132,33 +131,10 @@ fn the_seed_protocol_hands_out_a_name_twice_and_ours_does_not() {
 /// they are renewed while it works.
 #[test]
 fn leases_are_renewed_while_a_run_works() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let dir = tempfile::tempdir().unwrap();
-        let fake = Arc::new(FakeCloud::new().with_latency(Duration::from_secs(30)));
-        let reserver: Arc<dyn Reserver> = Arc::new(MemReserver::new());
-        let opts = Options {
-            provisioner: Provisioner::Ec2,
-            release_grace: Duration::ZERO,
-            lease_ttl: Duration::from_secs(3),
-            visible_timeout: Duration::from_secs(120),
-            ..Options::default()
-        };
-        let c = Conductor::builder()
-            .cloud(fake.clone())
-            .reserver(reserver.clone())
-            .pillar(Arc::new(StaticPillar(fixtures::devops_pillar())))
-            .layout(Layout::new(
-                dir.path().join("etc"),
-                dir.path().join("runner"),
-            ))
-            .options(opts)
-            .build()
-            .unwrap();
+    paused_runtime().block_on(async {
+        let h = slow_launch_harness();
+        let reserver = h.reserver.clone();
+        let c = h.conductor();
         let run =
             tokio::spawn(async move { c.create(&fixtures::role_request("activemq", None)).await });
         // Well past the TTL, during the 30 s launch: the names are still held.
@@ -186,33 +162,10 @@ fn leases_are_renewed_while_a_run_works() {
 /// keys are free one TTL after the last renewal, not held forever.
 #[test]
 fn renewal_stops_when_a_run_is_cancelled() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let dir = tempfile::tempdir().unwrap();
-        let fake = Arc::new(FakeCloud::new().with_latency(Duration::from_secs(30)));
-        let reserver: Arc<dyn Reserver> = Arc::new(MemReserver::new());
-        let opts = Options {
-            provisioner: Provisioner::Ec2,
-            release_grace: Duration::ZERO,
-            lease_ttl: Duration::from_secs(3),
-            visible_timeout: Duration::from_secs(120),
-            ..Options::default()
-        };
-        let c = Conductor::builder()
-            .cloud(fake.clone())
-            .reserver(reserver.clone())
-            .pillar(Arc::new(StaticPillar(fixtures::devops_pillar())))
-            .layout(Layout::new(
-                dir.path().join("etc"),
-                dir.path().join("runner"),
-            ))
-            .options(opts)
-            .build()
-            .unwrap();
+    paused_runtime().block_on(async {
+        let h = slow_launch_harness();
+        let reserver = h.reserver.clone();
+        let c = h.conductor();
         let run =
             tokio::spawn(async move { c.create(&fixtures::role_request("activemq", None)).await });
         tokio::time::sleep(Duration::from_secs(10)).await;

@@ -9,29 +9,31 @@ use std::time::Duration;
 use conductor_core::MemReserver;
 use conductor_core::Options;
 use conductor_core::StaticPillar;
-use conductor_core::{Conductor, FsReserver, Layout, Provisioner, Reserver};
+use conductor_core::{Conductor, FsReserver, Provisioner, Reserver};
 use conductor_testkit::fake_salt::SaltCall;
 use conductor_testkit::fixtures;
+use conductor_testkit::harness::{master_layout, Harness};
 use conductor_testkit::{FakeCloud, FakeSalt};
 
 struct World {
+    h: Harness,
     cloud: Arc<FakeCloud>,
     salt: Arc<FakeSalt>,
-    layout: Layout,
-    _dir: tempfile::TempDir,
 }
 
 impl World {
     fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let layout = Layout::new(dir.path().join("etc/salt"), dir.path().join("srv/runners"));
-        let cloud = Arc::new(FakeCloud::new());
-        let salt = Arc::new(FakeSalt::with_cloud(cloud.clone(), fixtures::zone()));
+        let h = Harness::new().with_layout(master_layout).with_options(|o| {
+            o.backoff_base = Duration::from_millis(5);
+            o.backoff_max = Duration::from_millis(50);
+            o.max_attempts = 30;
+            o.visible_timeout = Duration::from_secs(5);
+        });
+        let salt = Arc::new(FakeSalt::with_cloud(h.cloud.clone(), fixtures::zone()));
         Self {
-            cloud,
-            salt,
-            layout,
-            _dir: dir,
+            cloud: h.cloud.clone(),
+            salt: salt.clone(),
+            h: h.with_salt(salt),
         }
     }
 
@@ -41,28 +43,20 @@ impl World {
         reserver: Arc<dyn Reserver>,
         provisioner: Provisioner,
     ) -> Conductor {
-        let opts = Options {
-            provisioner,
-            release_grace: Duration::ZERO,
-            backoff_base: Duration::from_millis(5),
-            backoff_max: Duration::from_millis(50),
-            max_attempts: 30,
-            visible_timeout: Duration::from_secs(5),
-            ..Options::default()
-        };
-        Conductor::builder()
-            .cloud(self.cloud.clone())
-            .reserver(reserver)
+        self.h
+            .builder()
             .pillar(Arc::new(StaticPillar(pillar)))
-            .salt(self.salt.clone())
-            .layout(self.layout.clone())
-            .options(opts)
+            .reserver(reserver)
+            .options(Options {
+                provisioner,
+                ..self.h.opts.clone()
+            })
             .build()
             .unwrap()
     }
 
     fn fs(&self) -> Arc<dyn Reserver> {
-        Arc::new(FsReserver::new(&self.layout))
+        Arc::new(FsReserver::new(&self.h.layout))
     }
 
     fn names(&self) -> BTreeSet<String> {
@@ -75,8 +69,8 @@ impl World {
 
     fn reservation_files(&self) -> usize {
         [
-            self.layout.reserved_names_dir(),
-            self.layout.reserved_ids_dir(),
+            self.h.layout.reserved_names_dir(),
+            self.h.layout.reserved_ids_dir(),
         ]
         .iter()
         .map(|d| std::fs::read_dir(d).map(|e| e.count()).unwrap_or(0))

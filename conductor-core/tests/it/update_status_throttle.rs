@@ -4,15 +4,12 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use conductor_core::MemReserver;
-use conductor_core::StaticPillar;
+use conductor_core::slot_key;
 use conductor_core::{now_ms, Owner};
-use conductor_core::{slot_key, Options};
-use conductor_core::{
-    Conductor, Cpid, Env, Group, InstanceQuery, Layout, Provisioner, Reserver, Selection,
-};
+use conductor_core::{Cpid, Env, Group, InstanceQuery, Selection};
 use conductor_testkit::fake_salt::SaltCall;
 use conductor_testkit::fixtures;
+use conductor_testkit::harness::{paused_runtime, Harness};
 use conductor_testkit::{FakeCloud, FakeSalt};
 
 fn pillar(extra: &str) -> conductor_core::Pillar {
@@ -23,33 +20,15 @@ fn pillar(extra: &str) -> conductor_core::Pillar {
     conductor_core::Pillar::from_yaml_str(&format!("{yaml}{extra}")).unwrap()
 }
 
-fn conductor(
-    cloud: &Arc<FakeCloud>,
-    salt: &Arc<FakeSalt>,
-    reserver: &Arc<dyn Reserver>,
-    pillar: conductor_core::Pillar,
-    dir: &tempfile::TempDir,
-) -> Conductor {
-    Conductor::builder()
-        .cloud(cloud.clone())
-        .reserver(reserver.clone())
-        .pillar(Arc::new(StaticPillar(pillar)))
-        .salt(salt.clone())
-        .layout(Layout::new(
-            dir.path().join("etc"),
-            dir.path().join("runner"),
-        ))
-        .options(Options {
-            provisioner: Provisioner::Ec2,
-            release_grace: Duration::ZERO,
-            backoff_base: Duration::from_millis(10),
-            backoff_max: Duration::from_millis(100),
-            max_attempts: 100,
-            visible_timeout: Duration::from_secs(30),
-            ..Options::default()
-        })
-        .build()
-        .unwrap()
+/// The fakes over `cloud`, with a FakeSalt (returned too) and the pillar
+/// of [`pillar`]`(extra)`.
+fn harness(cloud: FakeCloud, extra: &str) -> (Harness, Arc<FakeSalt>) {
+    let salt = Arc::new(FakeSalt::new());
+    let h = Harness::new()
+        .with_cloud(Arc::new(cloud))
+        .with_salt(salt.clone())
+        .with_pillar(pillar(extra));
+    (h, salt)
 }
 
 fn query(selection: Selection) -> InstanceQuery {
@@ -63,11 +42,8 @@ fn query(selection: Selection) -> InstanceQuery {
 
 #[tokio::test]
 async fn update_reapplies_states_only_to_the_selection_and_status_shows_ids() {
-    let dir = tempfile::tempdir().unwrap();
-    let cloud = Arc::new(FakeCloud::new());
-    let salt = Arc::new(FakeSalt::new());
-    let reserver: Arc<dyn Reserver> = Arc::new(MemReserver::new());
-    let c = conductor(&cloud, &salt, &reserver, pillar(""), &dir);
+    let (h, salt) = harness(FakeCloud::new(), "");
+    let c = h.conductor();
     let mut reports = Vec::new();
     for req in fixtures::seed_requests() {
         reports.push(c.create(&req).await.unwrap());
@@ -173,20 +149,15 @@ async fn update_reapplies_states_only_to_the_selection_and_status_shows_ids() {
 /// finish, and the slots are free afterwards.
 #[test]
 fn two_slots_bound_six_parallel_runs() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let dir = tempfile::tempdir().unwrap();
-        let cloud = Arc::new(FakeCloud::new().with_latency(Duration::from_millis(500)));
-        let salt = Arc::new(FakeSalt::new());
-        let reserver: Arc<dyn Reserver> = Arc::new(MemReserver::new());
-        let p = pillar("  throttle: {max_provisioning_runs: 2, max_inflight_calls: 1}\n");
+    paused_runtime().block_on(async {
+        let (h, _salt) = harness(
+            FakeCloud::new().with_latency(Duration::from_millis(500)),
+            "  throttle: {max_provisioning_runs: 2, max_inflight_calls: 1}\n",
+        );
+        let (cloud, reserver) = (&h.cloud, &h.reserver);
         let mut set = tokio::task::JoinSet::new();
         for _ in 0..6 {
-            let c = conductor(&cloud, &salt, &reserver, p.clone(), &dir);
+            let c = h.conductor();
             set.spawn(async move { c.create(&fixtures::role_request("activemq", Some(2))).await });
         }
         while let Some(r) = set.join_next().await {
@@ -209,25 +180,19 @@ fn two_slots_bound_six_parallel_runs() {
 /// A slot held by a run that died elsewhere blocks nobody past its lease expiry.
 #[test]
 fn a_dead_runs_slot_frees_at_expiry() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let dir = tempfile::tempdir().unwrap();
-        let cloud = Arc::new(FakeCloud::new().with_latency(Duration::from_millis(100)));
-        let salt = Arc::new(FakeSalt::new());
-        let reserver: Arc<dyn Reserver> = Arc::new(MemReserver::new());
+    paused_runtime().block_on(async {
+        let (h, _salt) = harness(
+            FakeCloud::new().with_latency(Duration::from_millis(100)),
+            "  throttle: {max_provisioning_runs: 1}\n",
+        );
         let mut dead = Owner::this_process(Cpid::generate(), Duration::from_secs(20));
         dead.host = "other-master.invalid".into();
         let expires = dead.expires;
-        reserver
+        h.reserver
             .try_reserve(&[slot_key(&fixtures::zone().region(), 1)], &dead)
             .await
             .unwrap();
-        let p = pillar("  throttle: {max_provisioning_runs: 1}\n");
-        let c = conductor(&cloud, &salt, &reserver, p, &dir);
+        let c = h.conductor();
         let report = c
             .create(&fixtures::role_request("activemq", None))
             .await

@@ -9,12 +9,13 @@ use std::time::Duration;
 
 use conductor_core::Options;
 use conductor_core::SaltExecutor;
-use conductor_core::{Conductor, CreateReport, Env, FsReserver, Layout, PillarSource, Provisioner};
+use conductor_core::{CreateReport, Env, Layout, PillarSource, Provisioner};
 use conductor_salt::{FilePillar, SaltCli, SaltPillar};
 use conductor_testkit::fixtures;
+use conductor_testkit::harness::{master_layout, Harness};
 use conductor_testkit::logs;
 use conductor_testkit::salt_env::SaltEnv;
-use conductor_testkit::{FakeCloud, FakeSalt};
+use conductor_testkit::FakeSalt;
 
 fn write(path: &Path, text: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -35,29 +36,31 @@ fn pillar_dir(dir: &Path) -> PathBuf {
 }
 
 async fn seed_runs(dir: &Path) -> (Layout, Vec<CreateReport>) {
-    let layout = Layout::new(dir.join("etc/salt"), dir.join("srv/runners"));
-    let cloud = Arc::new(FakeCloud::new());
-    let mut reports = Vec::new();
-    for req in fixtures::seed_requests() {
-        let c = Conductor::builder()
-            .cloud(cloud.clone())
-            .reserver(Arc::new(FsReserver::new(&layout)))
-            .pillar(Arc::new(FilePillar::new(pillar_dir(dir))))
-            .salt(Arc::new(FakeSalt::with_cloud(
-                cloud.clone(),
-                fixtures::zone(),
-            )))
-            .layout(layout.clone())
-            .options(Options {
+    let h = Harness::new()
+        .with_layout(|_| master_layout(dir))
+        .with_fs_reserver()
+        .with_options(|o| {
+            *o = Options {
                 provisioner: Provisioner::SaltCloud,
                 release_grace: Duration::ZERO,
                 ..Options::default()
-            })
+            }
+        });
+    let pillar = Arc::new(FilePillar::new(pillar_dir(dir)));
+    let mut reports = Vec::new();
+    for req in fixtures::seed_requests() {
+        let c = h
+            .builder()
+            .pillar(pillar.clone())
+            .salt(Arc::new(FakeSalt::with_cloud(
+                h.cloud.clone(),
+                fixtures::zone(),
+            )))
             .build()
             .unwrap();
         reports.push(c.create(&req).await.unwrap());
     }
-    (layout, reports)
+    (h.layout.clone(), reports)
 }
 
 const LOAD_MAP: &str = r#"
@@ -385,8 +388,19 @@ async fn update_logs_real_salt_output() {
         .bin_dir(salt.bin_dir())
         .config_dir(&conf)
         .local(true);
+    let yaml = fixtures::DEVOPS_PILLAR.replace("      hooks: {pre_create: [orch.conductor_common], post_create: [orch.conductor_common]}\n", "");
+    let h = Harness::new()
+        .with_layout(|_| layout.clone())
+        .with_fs_reserver()
+        .with_pillar(conductor_core::Pillar::from_yaml_str(&yaml).unwrap())
+        .with_salt(Arc::new(cli))
+        .with_options(|o| {
+            *o = Options {
+                provisioner: Provisioner::Ec2,
+                ..Options::default()
+            }
+        });
     // The instances the seed runs made live in a FakeCloud: rebuild one with them.
-    let cloud = Arc::new(FakeCloud::new());
     for r in &reports {
         for i in &r.plan.instances {
             let tags: Vec<(&str, &str)> = i
@@ -394,24 +408,10 @@ async fn update_logs_real_salt_output() {
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_str()))
                 .collect();
-            cloud.add_instance(&i.name, &fixtures::zone(), &tags);
+            h.cloud.add_instance(&i.name, &fixtures::zone(), &tags);
         }
     }
-    let yaml = fixtures::DEVOPS_PILLAR.replace("      hooks: {pre_create: [orch.conductor_common], post_create: [orch.conductor_common]}\n", "");
-    let c = Conductor::builder()
-        .cloud(cloud)
-        .reserver(Arc::new(FsReserver::new(&layout)))
-        .pillar(Arc::new(conductor_core::StaticPillar(
-            conductor_core::Pillar::from_yaml_str(&yaml).unwrap(),
-        )))
-        .salt(Arc::new(cli))
-        .layout(layout.clone())
-        .options(Options {
-            provisioner: Provisioner::Ec2,
-            ..Options::default()
-        })
-        .build()
-        .unwrap();
+    let c = h.conductor();
     let q = conductor_core::InstanceQuery {
         group: conductor_core::Group::new("devops").unwrap(),
         env: Env::new("test").unwrap(),
@@ -587,7 +587,6 @@ async fn salt_pillar_with_an_absent_master_times_out_with_a_hint() {
 async fn a_template_in_a_grain_comes_back_unrendered_from_salts_map_loader() {
     let salt = SaltEnv::get();
     let dir = tempfile::tempdir().unwrap();
-    let layout = Layout::new(dir.path().join("etc/salt"), dir.path().join("srv/runners"));
     let pillar = pillar_dir(dir.path());
     let sls = pillar.join("test/conductor.sls");
     let yaml = std::fs::read_to_string(&sls).unwrap().replace(
@@ -595,18 +594,24 @@ async fn a_template_in_a_grain_comes_back_unrendered_from_salts_map_loader() {
         "activemq: {basename: devops-mqXX.REGION.ENV, nodes: 2, size: t3.medium, grains: {team: '{{ 7*7 }}'}}",
     );
     write(&sls, &yaml);
-    let cloud = Arc::new(FakeCloud::new());
-    let c = Conductor::builder()
-        .cloud(cloud.clone())
-        .reserver(Arc::new(FsReserver::new(&layout)))
+    let h = Harness::new()
+        .with_layout(|_| master_layout(dir.path()))
+        .with_fs_reserver()
+        .with_options(|o| {
+            *o = Options {
+                provisioner: Provisioner::SaltCloud,
+                release_grace: Duration::ZERO,
+                ..Options::default()
+            }
+        });
+    let layout = h.layout.clone();
+    let c = h
+        .builder()
         .pillar(Arc::new(FilePillar::new(pillar.clone())))
-        .salt(Arc::new(FakeSalt::with_cloud(cloud, fixtures::zone())))
-        .layout(layout.clone())
-        .options(Options {
-            provisioner: Provisioner::SaltCloud,
-            release_grace: Duration::ZERO,
-            ..Options::default()
-        })
+        .salt(Arc::new(FakeSalt::with_cloud(
+            h.cloud.clone(),
+            fixtures::zone(),
+        )))
         .build()
         .unwrap();
     let r = c

@@ -9,21 +9,17 @@ use std::time::Duration;
 
 use conductor_aws::ec2::Ec2Backend;
 use conductor_core::Options;
-use conductor_core::StaticPillar;
 use conductor_core::{CloudBackend, Scope};
-use conductor_core::{
-    Conductor, Env, FsReserver, Group, InstanceQuery, Layout, Provisioner, Selection,
-};
+use conductor_core::{Env, Group, InstanceQuery, Provisioner, Selection};
 use conductor_salt::SaltCli;
 use conductor_testkit::fixtures;
+use conductor_testkit::harness::{master_layout, Harness};
 use conductor_testkit::moto::{MotoServer, ACCESS_KEY_ID, SECRET_ACCESS_KEY};
 use conductor_testkit::salt_env::stand_in_bin_dir;
 
 #[tokio::test]
 async fn salt_cloud_path_on_moto() {
     let moto = MotoServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let layout = Layout::new(dir.path().join("etc/salt"), dir.path().join("srv/runners"));
     let ec2 = Ec2Backend::builder()
         .endpoint_url(moto.endpoint())
         .static_credentials(ACCESS_KEY_ID, SECRET_ACCESS_KEY)
@@ -33,27 +29,25 @@ async fn salt_cloud_path_on_moto() {
     let yaml = fixtures::DEVOPS_PILLAR
         .replace("      hooks: {pre_create: [orch.conductor_common], post_create: [orch.conductor_common]}\n", "")
         .replace("        startup_states: [devops.conductor]\n", "");
+    let h = Harness::new()
+        .with_layout(master_layout)
+        .with_fs_reserver()
+        .with_pillar(conductor_core::Pillar::from_yaml_str(&yaml).unwrap())
+        .with_options(|o| {
+            *o = Options {
+                provisioner: Provisioner::SaltCloud,
+                release_grace: Duration::ZERO,
+                ..Options::default()
+            }
+        });
     let salt = SaltCli::new()
         .bin_dir(stand_in_bin_dir())
-        .config_dir(&layout.config_dir)
+        .config_dir(&h.layout.config_dir)
         .env("AWS_ENDPOINT_URL", moto.endpoint())
         .env("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID)
         .env("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY);
-    let c = Conductor::builder()
-        .cloud(Arc::new(ec2.clone()))
-        .reserver(Arc::new(FsReserver::new(&layout)))
-        .pillar(Arc::new(StaticPillar(
-            conductor_core::Pillar::from_yaml_str(&yaml).unwrap(),
-        )))
-        .salt(Arc::new(salt))
-        .layout(layout.clone())
-        .options(Options {
-            provisioner: Provisioner::SaltCloud,
-            release_grace: Duration::ZERO,
-            ..Options::default()
-        })
-        .build()
-        .unwrap();
+    let h = h.with_salt(Arc::new(salt));
+    let c = h.builder_on(Arc::new(ec2.clone())).build().unwrap();
     let report = c
         .create(&fixtures::system_request("small_test"))
         .await

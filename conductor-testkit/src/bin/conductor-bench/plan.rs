@@ -6,6 +6,7 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use conductor_testkit::bin_lab::group_args;
 use conductor_testkit::ec2_replay::{Ec2Replay, ReplayInstance};
 
 use crate::util::{median, ms, ratio, run_wrapped, Conductor};
@@ -79,15 +80,7 @@ pub fn section(rt: &tokio::runtime::Runtime, conductor: &Conductor, counts: &[us
             .next()
             .and_then(|p| p.parse().ok())
             .expect("port");
-        let args = [
-            "group",
-            "plan",
-            "group=devops",
-            "system=small_test",
-            "pillarenv=test",
-            "region=us-east-1a",
-            "--json",
-        ];
+        let args = group_args("plan", &["system=small_test", "--json"]);
         let (mut plans, mut own, mut calls) = (Vec::new(), Vec::new(), 0);
         for _ in 0..RUNS {
             let (before, busy_before) = (replay.calls(), replay.busy());

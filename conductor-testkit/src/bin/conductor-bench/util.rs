@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use conductor_testkit::bin_lab::BinLab;
+
 /// Wall time, exit status and resource use of one child process.
 pub struct Finished {
     /// From spawn (or the batch's start) to exit; for a wrapped child, the
@@ -205,47 +207,21 @@ pub struct Conductor {
 }
 
 impl Conductor {
-    /// `conductor <args>` against `endpoint`, with files under `root`
-    /// (`etc/`, `runner/`), throwaway credentials and region us-east-1.
+    /// The binary against `endpoint`, with files under `root` (`etc/`,
+    /// `runner/`), throwaway credentials and region us-east-1.
+    pub fn lab(&self, endpoint: &str, root: &Path) -> BinLab {
+        BinLab::new(&self.bin, &self.pillar, root, Some(endpoint.to_string()))
+    }
+
+    /// `conductor <args>` against `endpoint`, with files under `root`.
     pub fn command(&self, args: &[&str], endpoint: &str, root: &Path) -> Command {
-        let mut c = Command::new(&self.bin);
-        c.args(args)
-            .arg("--pillar-dir")
-            .arg(&self.pillar)
-            .arg("--config-dir")
-            .arg(root.join("etc"))
-            .arg("--runner-dir")
-            .arg(root.join("runner"))
-            .args(["--endpoint-url", endpoint])
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env_remove("AWS_PROFILE")
-            .env_remove("RUST_LOG");
-        c
+        self.lab(endpoint, root).command(args)
     }
 
     /// `group create group=devops pillarenv=test region=us-east-1a <words>`
     /// with the native provisioner, no Salt and no release grace, `--json`.
     pub fn create(&self, words: &[&str], endpoint: &str, root: &Path) -> Command {
-        let mut args = vec![
-            "group",
-            "create",
-            "group=devops",
-            "pillarenv=test",
-            "region=us-east-1a",
-        ];
-        args.extend(words);
-        args.extend([
-            "--provisioner",
-            "ec2",
-            "--no-salt",
-            "--release-grace",
-            "0",
-            "--json",
-        ]);
-        self.command(&args, endpoint, root)
+        self.lab(endpoint, root).create(words)
     }
 }
 

@@ -1,0 +1,133 @@
+//! Many runs that want the same names: every run succeeds within its
+//! attempts (fairness), retries after a conflict cost no inventory read, and
+//! no run keeps a name the cloud showed as taken when it reserved it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use conductor_core::{
+    BackendError, Cpid, Key, Lease, MemReserver, Observer, Owner, Phase, Reservation, ReserveError,
+    Reserver, Step,
+};
+use conductor_testkit::fake_cloud::{Lag, Op};
+use conductor_testkit::harness::{paused_runtime, Harness};
+use conductor_testkit::{fixtures, FakeCloud};
+use tokio::time::Instant;
+
+/// A MemReserver whose every call takes 20 ms, as a shared store's would:
+/// parallel runs read the same reservations and then race to reserve.
+#[derive(Debug, Default)]
+struct SlowReserver(MemReserver);
+
+async fn pause() {
+    tokio::time::sleep(Duration::from_millis(20)).await;
+}
+
+#[async_trait]
+impl Reserver for SlowReserver {
+    async fn try_reserve(&self, keys: &[Key], owner: &Owner) -> Result<Lease, ReserveError> {
+        pause().await;
+        self.0.try_reserve(keys, owner).await
+    }
+    async fn update(&self, lease: &Lease, expires: u64, phase: Phase) -> Result<(), ReserveError> {
+        pause().await;
+        self.0.update(lease, expires, phase).await
+    }
+    async fn list(&self) -> Result<Vec<Reservation>, BackendError> {
+        pause().await;
+        self.0.list().await
+    }
+    async fn prune(
+        &self,
+        now: u64,
+        older_than: Option<Duration>,
+    ) -> Result<Vec<Key>, BackendError> {
+        pause().await;
+        self.0.prune(now, older_than).await
+    }
+}
+
+/// When each run reserved (its `Reserved` step).
+#[derive(Debug, Default)]
+struct ReservedAt(Mutex<BTreeMap<Cpid, Instant>>);
+
+impl Observer for ReservedAt {
+    fn step(&self, cpid: Cpid, step: Step) {
+        if step == Step::Reserved {
+            self.0.lock().unwrap().insert(cpid, Instant::now());
+        }
+    }
+}
+
+/// 32 runs of `role=activemq count=2` at once on a cloud answering every
+/// call after 100 ms, with a visibility lag: every run succeeds, no name is
+/// launched twice, none is launched by a run that reserved it after another
+/// run's instance of that name existed; prints the attempts' distribution.
+#[test]
+fn thirty_two_runs_for_the_same_names_all_succeed_and_never_share_one() {
+    paused_runtime().block_on(async {
+        let cloud = Arc::new(
+            FakeCloud::new()
+                .with_latency(Duration::from_millis(100))
+                .with_lag(Lag::UpTo(Duration::from_millis(800)))
+                .with_consistency_spread(Duration::from_millis(400))
+                .with_seed(3),
+        );
+        let reserved = Arc::new(ReservedAt::default());
+        let h = Harness::new()
+            .with_cloud(cloud.clone())
+            .with_reserver(Arc::new(SlowReserver::default()))
+            .with_options(|o| {
+                // The defaults of real runs, not the harness's quick ones.
+                let d = conductor_core::Options::default();
+                (o.max_attempts, o.backoff_base, o.backoff_max) =
+                    (d.max_attempts, d.backoff_base, d.backoff_max);
+                o.release_grace = Duration::from_secs(2);
+            });
+        let c = h.builder().observer(reserved.clone()).build().unwrap();
+        let mut runs = tokio::task::JoinSet::new();
+        for _ in 0..32 {
+            let c = c.clone();
+            runs.spawn(async move { c.create(&fixtures::role_request("activemq", None)).await });
+        }
+        let mut attempts: BTreeMap<u32, usize> = BTreeMap::new();
+        let mut built: Vec<(Cpid, Vec<String>)> = Vec::new();
+        while let Some(r) = runs.join_next().await {
+            let report = r
+                .unwrap()
+                .expect("every run gets its names within its attempts");
+            assert!(report.success(), "{report:?}");
+            *attempts.entry(report.attempts).or_default() += 1;
+            built.push((report.plan.cpid, report.launched.clone()));
+        }
+        eprintln!("attempts per run (attempts: runs): {attempts:?}");
+        let launches = cloud.launches();
+        let names: Vec<&String> = launches.iter().map(|(n, _)| n).collect();
+        let unique: BTreeSet<&&String> = names.iter().collect();
+        assert_eq!(
+            unique.len(),
+            names.len(),
+            "a name launched twice: {names:?}"
+        );
+        assert_eq!(names.len(), 64);
+        // No run reserved a name after another run's instance of it existed.
+        let first_launch: BTreeMap<&String, Instant> =
+            launches.iter().map(|(n, t)| (n, *t)).collect();
+        let at = reserved.0.lock().unwrap();
+        for (cpid, launched) in &built {
+            for name in launched {
+                let ours = first_launch[name];
+                let reserved_at = at[cpid];
+                assert!(reserved_at <= ours, "{name} reserved after it launched");
+            }
+        }
+        // Retries after a conflict plan on the inventory already read:
+        // about two reads per run (plan, check), not two per attempt.
+        let reads = cloud.calls(Op::Inventory);
+        let total_attempts: u32 = attempts.iter().map(|(a, n)| a * *n as u32).sum();
+        eprintln!("{reads} inventory reads for 32 runs and {total_attempts} attempts");
+        assert!(total_attempts > 32, "the runs did contend: {attempts:?}");
+    });
+}
