@@ -26,6 +26,29 @@ pub fn check_label(what: &'static str, value: &str) -> Result<(), InputError> {
     Ok(())
 }
 
+/// Refuses `value` when `ok` refuses one of its characters, naming the first
+/// one (control and blank characters as `U+XXXX`) and what is `allowed`.
+fn refuse_chars(
+    what: &str,
+    value: &str,
+    ok: impl Fn(char) -> bool,
+    allowed: &str,
+) -> Result<(), InputError> {
+    let Some(bad) = value.chars().find(|c| !ok(*c)) else {
+        return Ok(());
+    };
+    let shown = if bad.is_control() || bad.is_whitespace() {
+        format!("U+{:04X}", bad as u32)
+    } else {
+        format!("'{bad}'")
+    };
+    Err(InputError::invalid(
+        what,
+        value,
+        &format!("contains {shown}; {allowed}"),
+    ))
+}
+
 fn check_chars(
     what: &'static str,
     value: &str,
@@ -42,18 +65,7 @@ fn check_chars(
             &format!("is longer than {max} characters"),
         ));
     }
-    if let Some(bad) = value.chars().find(|c| !ok(*c)) {
-        let shown = if bad.is_control() || bad.is_whitespace() {
-            format!("U+{:04X}", bad as u32)
-        } else {
-            format!("'{bad}'")
-        };
-        return Err(InputError::invalid(
-            what,
-            value,
-            &format!("contains {shown}; use lowercase letters, digits and '-'"),
-        ));
-    }
+    refuse_chars(what, value, ok, "use lowercase letters, digits and '-'")?;
     Ok(())
 }
 
@@ -255,21 +267,12 @@ pub fn check_instance_name(what: &str, value: &str) -> Result<(), InputError> {
             &format!("must be 1 to {MAX_NAME} characters"),
         ));
     }
-    if let Some(bad) = value
-        .chars()
-        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '.'))
-    {
-        let shown = if bad.is_control() || bad.is_whitespace() {
-            format!("U+{:04X}", bad as u32)
-        } else {
-            format!("'{bad}'")
-        };
-        return Err(InputError::invalid(
-            what,
-            value,
-            &format!("contains {shown}; instance names are lowercase letters, digits, '-' and '.'"),
-        ));
-    }
+    refuse_chars(
+        what,
+        value,
+        |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.',
+        "instance names are lowercase letters, digits, '-' and '.'",
+    )?;
     for label in value.split('.') {
         if label.is_empty() || label.len() > 63 || label.starts_with('-') || label.ends_with('-') {
             return Err(InputError::invalid(

@@ -125,6 +125,36 @@ impl SaltEnv {
     pub fn python(&self) -> PathBuf {
         self.bin("python")
     }
+
+    /// Runs the Python `script` with the virtualenv's `python` and `args`,
+    /// and parses what it prints as JSON; panics with its stderr when it
+    /// fails (for tests that read Salt's own view of generated files).
+    pub fn python_json<S: AsRef<std::ffi::OsStr>>(
+        &self,
+        script: &Path,
+        args: &[S],
+    ) -> serde_json::Value {
+        let out = Command::new(self.python())
+            .arg(script)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.python().display()));
+        assert!(
+            out.status.success(),
+            "{} {} failed ({}):\n{}",
+            self.python().display(),
+            script.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{} printed no JSON ({e}):\n{}",
+                script.display(),
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
 }
 
 fn run(cmd: &mut Command, what: &str) -> Result<(), String> {

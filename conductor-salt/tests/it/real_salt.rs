@@ -110,18 +110,7 @@ async fn generated_files_load_through_salts_cloud_loader() {
         let mode = std::fs::metadata(&provider).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "the provider file may hold credentials");
         let conf = kept_config(&layout, r, dir.path());
-        let out = std::process::Command::new(salt.bin("python"))
-            .arg(dir.path().join("load.py"))
-            .arg(&conf)
-            .arg(&files.map)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let v = salt.python_json(&dir.path().join("load.py"), &[&conf, &files.map]);
         let id = format!("devops_{}", r.plan.cpid);
         assert_eq!(v["providers"][&id], serde_json::json!(["ec2"]), "{v}");
         assert_eq!(v["profiles"][&id], format!("{id}:ec2"));
@@ -628,20 +617,7 @@ async fn a_template_in_a_grain_comes_back_unrendered_from_salts_map_loader() {
     std::fs::create_dir_all(dir.path().join("cache")).unwrap();
     write(&dir.path().join("load.py"), LOAD_MAP);
     let conf = kept_config(&layout, &r, dir.path());
-    let load = |map: &Path| -> serde_json::Value {
-        let out = std::process::Command::new(salt.bin("python"))
-            .arg(dir.path().join("load.py"))
-            .arg(&conf)
-            .arg(map)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    };
+    let load = |map: &Path| salt.python_json(&dir.path().join("load.py"), &[&conf, map]);
     let ours = load(&map);
     let plain = load(&without);
     for i in &r.plan.instances {

@@ -124,18 +124,9 @@ print(json.dumps({
 fn salt_view(salt: &SaltEnv, dir: &Path, conf: &Path, args: &[String]) -> Value {
     let script = dir.join("salt_view.py");
     write(&script, SALT_VIEW);
-    let out = std::process::Command::new(salt.bin("python"))
-        .arg(&script)
-        .arg(conf)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    let mut all = vec![conf.as_os_str().to_owned()];
+    all.extend(args.iter().map(|a| a.into()));
+    salt.python_json(&script, &all)
 }
 
 async fn launch(ec2: &Ec2Backend, zone: &str, tags: &[(&str, &str)]) -> String {
