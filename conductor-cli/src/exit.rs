@@ -42,6 +42,18 @@ impl Failure {
     }
 }
 
+/// The class an exit code reports, as `--json` names it.
+pub fn class_of(code: u8) -> &'static str {
+    match code {
+        OK => "ok",
+        FAILED => "failed",
+        BAD_INPUT => "bad_input",
+        EXHAUSTED => "exhausted",
+        UNREACHABLE => "unreachable",
+        _ => "interrupted",
+    }
+}
+
 /// The exit code of an error class.
 pub fn code(class: ErrorClass) -> u8 {
     match class {

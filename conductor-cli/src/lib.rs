@@ -19,7 +19,7 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use conductor_core::Observer;
 
 use args::Cli;
@@ -30,7 +30,14 @@ pub fn main_with(
     args: impl IntoIterator<Item = OsString>,
     observer: Option<Arc<dyn Observer>>,
 ) -> ExitCode {
-    let cli = Cli::parse_from(args);
+    let args: Vec<OsString> = args.into_iter().collect();
+    let parsed = Cli::command()
+        .try_get_matches_from(&args)
+        .and_then(|m| Ok((Cli::from_arg_matches(&m)?, command_name(&m))));
+    let (cli, name) = match parsed {
+        Ok(parsed) => parsed,
+        Err(e) => return ExitCode::from(output::usage_error(&e, &args)),
+    };
     let _guard = logging::init(&cli.global, commands::writes_files(&cli.command));
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -57,14 +64,29 @@ pub fn main_with(
         };
         match commands::run(&ctx, cli.command).await {
             Ok(code) => code,
-            Err(f) => {
-                if f.code != exit::BAD_INPUT {
-                    tracing::error!(code = f.code, "{}", f.message);
-                }
-                eprintln!("error: {}", f.message);
-                f.code
-            }
+            Err(f) => output::failure(&f, cli.global.json),
         }
     });
+    // The admin log ends each run with its result (bad input did nothing
+    // and writes no log; commands without the log ignore the line).
+    if code != exit::BAD_INPUT {
+        tracing::info!(
+            target: logging::ADMIN,
+            exit_code = code,
+            "conductor {name}: {} (exit {code})",
+            exit::class_of(code)
+        );
+    }
     ExitCode::from(code)
+}
+
+/// The command's name as typed, subcommands included (`group create`).
+fn command_name(m: &clap::ArgMatches) -> String {
+    let mut words = Vec::new();
+    let mut m = m;
+    while let Some((name, sub)) = m.subcommand() {
+        words.push(name);
+        m = sub;
+    }
+    words.join(" ")
 }

@@ -6,11 +6,16 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
+use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, EnvFilter, Layer};
 
 use crate::args::Global;
+
+/// The `tracing` target of lines meant for the admin log only (the failure
+/// the binary prints itself, the result line of a run).
+pub const ADMIN: &str = "conductor::admin";
 
 /// Keeps logging alive for the process.
 pub struct Guard;
@@ -34,10 +39,14 @@ pub fn init(g: &Global, admin_log: bool) -> Guard {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    // Colour only for a person: stderr a terminal and NO_COLOR unset.
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let stderr = fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false)
-        .with_filter(filter);
+        .with_ansi(ansi)
+        .with_filter(filter)
+        .with_filter(filter_fn(|m| m.target() != ADMIN));
     let file_layer = admin_log.then(|| {
         let writer = LazyFile {
             dir: g.runner_dir.join("logs").join("conductor"),

@@ -7,11 +7,55 @@ use conductor_core::{
 };
 use serde_json::{json, Value};
 
+use crate::exit::{self, Failure};
+use crate::logging;
+
 /// Writes `value` as one pretty JSON document on stdout.
 pub fn print_json(value: &Value) {
     let mut out = std::io::stdout().lock();
     let _ = serde_json::to_writer_pretty(&mut out, value);
     let _ = writeln!(out);
+}
+
+/// Reports a failure once: on stderr, in the admin log (not for bad input,
+/// which writes no file), and with `--json` as the document on stdout
+/// (`result`, `error`, `class`, `exit_code`). Returns the exit code.
+pub fn failure(f: &Failure, json: bool) -> u8 {
+    if f.code != exit::BAD_INPUT {
+        tracing::error!(target: logging::ADMIN, code = f.code, "{}", f.message);
+    }
+    eprintln!("error: {}", f.message);
+    if json {
+        print_json(&failure_json(f.code, &f.message));
+    }
+    f.code
+}
+
+/// Reports words or flags clap refused (exit 2), as a JSON document too when
+/// `--json` is among `args`; help and version are printed and exit 0.
+pub fn usage_error(e: &clap::Error, args: &[std::ffi::OsString]) -> u8 {
+    use clap::error::ErrorKind;
+    let _ = e.print();
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        return exit::OK;
+    }
+    if args.iter().any(|a| a == "--json") {
+        let text = e.render().to_string();
+        let first = text.lines().next().unwrap_or("bad arguments");
+        let message = first.strip_prefix("error: ").unwrap_or(first);
+        print_json(&failure_json(exit::BAD_INPUT, message));
+    }
+    exit::BAD_INPUT
+}
+
+/// The `--json` document of a failed command.
+fn failure_json(code: u8, message: &str) -> Value {
+    json!({
+        "result": {"success": false},
+        "error": message,
+        "class": exit::class_of(code),
+        "exit_code": code,
+    })
 }
 
 /// The plan as the JSON document of DESIGN section 9.

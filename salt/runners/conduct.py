@@ -91,6 +91,7 @@ def group(action, **kwargs):
     if proc.returncode != 0:
         if not isinstance(ret, dict):
             ret = {"output": ret}
-        ret["error"] = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "conductor failed"
+        if not ret.get("error"):
+            ret["error"] = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "conductor failed"
         ret["retcode"] = proc.returncode
     return ret

@@ -238,3 +238,60 @@ fn help_teaches_with_examples() {
         assert!(s.contains("Example"), "{args:?} help has no example:\n{s}");
     }
 }
+
+/// What automation reads: with `--json` every failure is one JSON document
+/// on stdout (`result`, `error`, `class`, `exit_code`), the error is printed
+/// once on stderr, and neither stderr through a pipe nor the admin log
+/// carries colour codes; the admin log ends with the run's result.
+#[test]
+fn failures_are_one_json_document_and_nothing_is_coloured() {
+    let failure = |o: &std::process::Output, code: i32, class: &str| {
+        assert_eq!(o.status.code(), Some(code), "{}", stderr(o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not one JSON document ({e}):\n{}",
+                String::from_utf8_lossy(&o.stdout)
+            )
+        });
+        assert_eq!(v["result"]["success"], false, "{v}");
+        assert_eq!(v["class"], class, "{v}");
+        assert_eq!(v["exit_code"], code, "{v}");
+        let message = v["error"].as_str().unwrap().to_string();
+        let err = stderr(o);
+        assert_eq!(err.matches(&message).count(), 1, "printed once:\n{err}");
+        assert!(!err.contains('\x1b'), "no colour through a pipe:\n{err}");
+        message
+    };
+    let (r, _dir) = lab();
+    let o = r.run(&group_args("plan", &["system=nope", "--json"]), None);
+    assert!(failure(&o, 2, "bad_input").contains("nope"));
+    let o = r.run(
+        &group_args("plan", &["system=small_test", "--jsn", "--json"]),
+        None,
+    );
+    assert!(failure(&o, 2, "bad_input").contains("--jsn"));
+
+    // AWS that does not answer: exit 4, after the run's log lines (-v).
+    let dir = tempfile::tempdir().unwrap();
+    let down = Lab::new("http://127.0.0.1:9".into(), dir.path(), |p| p);
+    let words = [
+        "role=activemq",
+        "--provisioner",
+        "ec2",
+        "--no-salt",
+        "--json",
+        "-v",
+    ];
+    let o = down.run(&group_args("create", &words), None);
+    failure(&o, 4, "unreachable");
+    let admin = down.runner_dir().join("logs/conductor/conductor.log");
+    let log = std::fs::read_to_string(&admin).unwrap();
+    assert!(!log.contains('\x1b'), "{log}");
+    assert!(
+        log.trim_end()
+            .lines()
+            .last()
+            .is_some_and(|l| l.contains("conductor group create: unreachable (exit 4)")),
+        "{log}"
+    );
+}
