@@ -193,6 +193,10 @@ pub enum GroupCommand {
         /// key=value words as for `create`.
         #[arg(required = true, value_name = "KEY=VALUE")]
         words: Vec<OsString>,
+        /// Accepted by every group action so one `conductor_args` serves them
+        /// all (salt-run); a plan is the same for both provisioners.
+        #[arg(long, value_enum, default_value_t = ProvisionerArg::SaltCloud, env = "CONDUCTOR_PROVISIONER")]
+        provisioner: ProvisionerArg,
     },
     /// Terminate instances found by cpid, names, cluster id or system id.
     #[command(
@@ -221,6 +225,10 @@ pub enum GroupCommand {
         /// key=value words.
         #[arg(required = true, value_name = "KEY=VALUE")]
         words: Vec<OsString>,
+        /// Accepted by every group action so one `conductor_args` serves them
+        /// all (salt-run); update re-applies states the same way for both.
+        #[arg(long, value_enum, default_value_t = ProvisionerArg::SaltCloud, env = "CONDUCTOR_PROVISIONER")]
+        provisioner: ProvisionerArg,
         /// List the instances that would be updated; change nothing.
         #[arg(long)]
         dry_run: bool,
@@ -233,6 +241,10 @@ pub enum GroupCommand {
         /// key=value words.
         #[arg(required = true, value_name = "KEY=VALUE")]
         words: Vec<OsString>,
+        /// Accepted by every group action so one `conductor_args` serves them
+        /// all (salt-run); status reads EC2 the same way for both.
+        #[arg(long, value_enum, default_value_t = ProvisionerArg::SaltCloud, env = "CONDUCTOR_PROVISIONER")]
+        provisioner: ProvisionerArg,
     },
 }
 

@@ -83,7 +83,7 @@ fn options(provisioner: Provisioner) -> Options {
 pub async fn run(ctx: &Ctx<'_>, command: Command) -> Result<u8, Failure> {
     let g = ctx.g;
     match command {
-        Command::Group(GroupCommand::Plan { words })
+        Command::Group(GroupCommand::Plan { words, .. })
         | Command::Group(GroupCommand::Create {
             words,
             dry_run: true,
@@ -112,10 +112,10 @@ pub async fn run(ctx: &Ctx<'_>, command: Command) -> Result<u8, Failure> {
             dry_run,
             yes,
         }) => destroy(ctx, &words, wiring::provisioner(provisioner), dry_run, yes).await,
-        Command::Group(GroupCommand::Update { words, dry_run }) => {
+        Command::Group(GroupCommand::Update { words, dry_run, .. }) => {
             update(ctx, &words, dry_run).await
         }
-        Command::Group(GroupCommand::Status { words }) => status(ctx, &words).await,
+        Command::Group(GroupCommand::Status { words, .. }) => status(ctx, &words).await,
         Command::Reservations(ReservationsCommand::List) => reservations_list(g).await,
         Command::Reservations(ReservationsCommand::Prune { older_than }) => {
             reservations_prune(g, older_than).await

@@ -29,12 +29,15 @@ fn salt_run_conduct_group_returns_the_binarys_json() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let lab = Lab::example(&d.join("conductor"));
-    // The lab's roots and `--cloud fake`, for every call of the runner.
-    let extra: Vec<String> = lab
+    // The lab's roots and `--cloud fake`, for every call of the runner, and
+    // the documented `conductor_args: [--provisioner, ec2]`, which every
+    // action accepts.
+    let mut extra: Vec<String> = lab
         .args::<&str>(&[])
         .into_iter()
         .map(|a| a.into_string().unwrap())
         .collect();
+    extra.extend(["--provisioner".into(), "ec2".into()]);
     let master = format!(
         "root_dir: {root}\nrunner_dirs: [{runners}]\ncachedir: {root}/cache\nlog_file: {root}/master.log\n\
          conductor_binary: {bin}\nconductor_args: [{args}]\n",
@@ -79,6 +82,29 @@ fn salt_run_conduct_group_returns_the_binarys_json() {
         "salt-run returns the binary's document"
     );
     assert_eq!(from_salt["cpid"], "16833830331552303186");
+
+    // status and update take the same conductor_args.
+    for action in [&["status"][..], &["update", "dry_run=True"]] {
+        let o = Command::new(salt.bin("salt-run"))
+            .arg("-c")
+            .arg(d.join("conf"))
+            .args(["conduct.group", action[0]])
+            .args(["group=devops", "pillarenv=test", "region=us-east-1a"])
+            .args(&action[1..])
+            .args(if action[0] == "update" {
+                &["system_id=1"][..]
+            } else {
+                &[]
+            })
+            .args(["--out=json", "--log-level=quiet"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            !text.contains("unexpected argument"),
+            "salt-run conduct.group {action:?}: {text}"
+        );
+    }
 
     // A bad word: conductor's message and exit code come back through salt-run.
     let bad = Command::new(salt.bin("salt-run"))
