@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use conductor_core::{BackendError, Error, PillarError};
+use conductor_core::{BackendError, BackendErrorKind, Error, PillarError};
 use conductor_core::{Env, Pillar, PillarSource};
 use serde_yaml::Value;
 
@@ -30,11 +30,18 @@ impl FilePillar {
             self.dir.clone()
         };
         let entries = std::fs::read_dir(&dir).map_err(|e| {
-            Error::backend(
-                "reading pillar",
-                BackendError::io(&dir, e)
-                    .with_hint("give --pillar-dir a directory of pillar YAML files"),
-            )
+            // A directory that is not there is bad input (exit 2), as a
+            // typo in the flag is; other I/O errors are the machine's.
+            let missing = matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            );
+            let mut err = BackendError::io(&dir, e)
+                .with_hint("give --pillar-dir a directory of pillar YAML files");
+            if missing {
+                err.kind = BackendErrorKind::Rejected;
+            }
+            Error::backend("reading pillar", err)
         })?;
         let mut files: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))

@@ -270,6 +270,22 @@ fn failures_are_one_json_document_and_nothing_is_coloured() {
         None,
     );
     assert!(failure(&o, 2, "bad_input").contains("--jsn"));
+    // A pillar directory that is not there is bad input too.
+    let nope = r.runner_dir().join("no-such-pillar");
+    let o = r.bare(&[
+        "group",
+        "plan",
+        "group=devops",
+        "system=small_test",
+        "pillarenv=test",
+        "region=us-east-1a",
+        "--cloud",
+        "fake",
+        "--pillar-dir",
+        nope.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(failure(&o, 2, "bad_input").contains("--pillar-dir"));
 
     // AWS that does not answer: exit 4, after the run's log lines (-v).
     let dir = tempfile::tempdir().unwrap();
