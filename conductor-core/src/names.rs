@@ -187,6 +187,36 @@ impl fmt::Display for SystemName {
     }
 }
 
+/// Whether `region` has the shape of the AWS partitions' region names:
+/// an area (`us`, `eu`, `ap`, ...), optional qualifiers (`gov`, `iso`, ...), a
+/// compass direction and a number (`us-east-1`, `us-gov-west-1`,
+/// `ap-southeast-4`). Catches typos such as `us-eest-1` before any AWS call.
+fn aws_region_shape(region: &str) -> bool {
+    const AREAS: [&str; 11] = [
+        "af", "ap", "ca", "cn", "eu", "eusc", "il", "me", "mx", "sa", "us",
+    ];
+    const DIRECTIONS: [&str; 9] = [
+        "north",
+        "south",
+        "east",
+        "west",
+        "central",
+        "northeast",
+        "northwest",
+        "southeast",
+        "southwest",
+    ];
+    let parts: Vec<&str> = region.split('-').collect();
+    let [area, qualifiers @ .., direction, number] = parts.as_slice() else {
+        return false;
+    };
+    AREAS.contains(area)
+        && qualifiers.len() <= 1
+        && DIRECTIONS.contains(direction)
+        && !number.is_empty()
+        && number.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// An availability zone, e.g. `us-east-1a`; its region is the zone without the
 /// trailing letter.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -209,6 +239,17 @@ impl Zone {
                 "region",
                 &value,
                 "is not an availability zone; give one like us-east-1a",
+            ));
+        }
+        if !aws_region_shape(&value[..n - 1]) {
+            return Err(InputError::invalid(
+                "region",
+                &value,
+                &format!(
+                    "is not in an AWS region: {} is not <area>-<direction>-<number> \
+                     (us-east-1, eu-central-2, ap-southeast-4, us-gov-west-1); check the spelling",
+                    &value[..n - 1]
+                ),
             ));
         }
         Ok(Self(value))
@@ -326,6 +367,31 @@ mod tests {
         assert_eq!(z.region().as_str(), "us-east-1");
         for bad in ["us-east-1", "east", "us-east-1A", "us/east-1a"] {
             assert!(Zone::new(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn zones_of_real_regions_pass_and_typos_do_not() {
+        for good in [
+            "us-east-1a",
+            "eu-central-2b",
+            "ap-southeast-4c",
+            "us-gov-west-1a",
+            "cn-northwest-1a",
+            "il-central-1a",
+            "eusc-de-east-1a",
+        ] {
+            assert!(Zone::new(good).is_ok(), "{good:?} refused");
+        }
+        for typo in [
+            "us-eest-1a",
+            "use-east-1a",
+            "us-east-a1a",
+            "us-east--1a",
+            "mars-1a",
+        ] {
+            let e = Zone::new(typo).unwrap_err().to_string();
+            assert!(e.contains(typo), "{e}");
         }
     }
 

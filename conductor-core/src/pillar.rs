@@ -4,7 +4,7 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
 use crate::basename::Basename;
-use crate::input::PillarError;
+use crate::input::{InputError, PillarError};
 use crate::names::{check_domain, Env, Group, Region, Role, SystemName};
 
 /// Most instances one role may ask for (`nodes` or `count`).
@@ -45,6 +45,27 @@ pub struct EnvironmentSpec {
     /// Regions whose instances count when choosing ids (default: the run's region).
     #[serde(default)]
     pub regions: Vec<Region>,
+}
+
+impl EnvironmentSpec {
+    /// Refuses a run in `region` (given as `given`, the request's words)
+    /// when the environment lists its regions and `region` is not one of
+    /// them: a typo or a wrong env, caught before any AWS call.
+    pub fn check_region(&self, env: &Env, given: &str, region: &Region) -> Result<(), InputError> {
+        if self.regions.is_empty() || self.regions.contains(region) {
+            return Ok(());
+        }
+        let listed: Vec<&str> = self.regions.iter().map(Region::as_str).collect();
+        Err(InputError::invalid(
+            "region",
+            given,
+            &format!(
+                "is in {region}, which environment {env} does not list (its regions: {}); \
+                 fix region= or add {region} to conductor:environments:{env}:regions in pillar",
+                listed.join(", ")
+            ),
+        ))
+    }
 }
 
 /// One product group.

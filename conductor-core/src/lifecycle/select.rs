@@ -235,7 +235,10 @@ impl Conductor {
         let env = pillar.environment(&q.env)?;
         pillar.group(&q.group)?;
         let regions: Vec<Region> = match &q.region {
-            Some(r) => vec![r.clone()],
+            Some(r) => {
+                env.check_region(&q.env, r.as_str(), r)?;
+                vec![r.clone()]
+            }
             None if !env.regions.is_empty() => env.regions.clone(),
             None => return Err(InputError::invalid(
                 "region",

@@ -22,6 +22,7 @@ pub fn inventory_scopes(
 ) -> Result<Vec<Scope>, Error> {
     let group = pillar.group(&req.group)?;
     let env = pillar.environment(&req.pillarenv)?;
+    env.check_region(&req.pillarenv, req.zone.as_str(), &req.zone.region())?;
     let mut names = BTreeSet::new();
     let mut everywhere = BTreeSet::new();
     let mut tags = BTreeSet::new();
