@@ -355,8 +355,19 @@ async fn runs_command(ctx: &Ctx<'_>, cmd: RunsCommand) -> Result<u8, Failure> {
             } else if all.is_empty() {
                 println!("no runs under {}", layout.runner_dir.display());
             } else {
+                println!(
+                    "{:<21} {:<21} {:<16} FILES",
+                    "CPID", "STARTED (UTC)", "GROUP"
+                );
                 for r in &all {
-                    println!("{}  started {}  {} files", r.cpid, r.started, r.files.len());
+                    let group = r.group.as_deref().unwrap_or("-");
+                    println!(
+                        "{:<21} {:<21} {:<16} {}",
+                        r.cpid.to_string(),
+                        r.started_at,
+                        group,
+                        r.files.len()
+                    );
                 }
             }
             Ok(exit::OK)

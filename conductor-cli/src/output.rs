@@ -225,7 +225,13 @@ pub fn plan_text(plan: &Plan, status: impl Fn(&str) -> Option<&'static str>) -> 
 /// The human summary of a create run.
 pub fn create_text(r: &CreateReport) -> String {
     let failed: Vec<&str> = r.failed.iter().map(|(n, _)| n.as_str()).collect();
-    let mut s = plan_text(&r.plan, |name| {
+    // The run's files are listed once, at the end, where they are kept (the
+    // provider and profile leave the config dir when the run ends).
+    let plan = Plan {
+        files: None,
+        ..r.plan.clone()
+    };
+    let mut s = plan_text(&plan, |name| {
         if r.not_visible.iter().any(|n| n == name) {
             Some("launched, not yet visible")
         } else if r.minions_not_ready.iter().any(|(n, _)| n == name) {

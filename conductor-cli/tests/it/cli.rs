@@ -189,6 +189,23 @@ fn create_with_the_native_provisioner_and_no_salt() {
     );
     let admin = r.runner_dir().join("logs/conductor/conductor.log");
     assert!(std::fs::read_to_string(admin).unwrap().contains("reserved"));
+    // Files are listed once, where they stay (not the config dir's copies,
+    // which the run removed).
+    let config = r.config_dir().display().to_string();
+    assert!(!out.contains(&config), "{out}");
+    assert_eq!(out.matches("cloud.providers.d").count(), 1, "{out}");
+
+    // runs list: a table with the start in UTC and the group.
+    let o = r.run(&["runs", "list"], None);
+    let list = String::from_utf8_lossy(&o.stdout);
+    let row = list.lines().nth(1).unwrap_or_else(|| panic!("{list}"));
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cols.len(), 4, "{list}");
+    assert!(
+        cols[1].len() == 20 && cols[1].ends_with('Z') && &cols[1][10..11] == "T",
+        "{list}"
+    );
+    assert_eq!(cols[2], "devops", "{list}");
 }
 
 #[test]
