@@ -144,19 +144,19 @@ pub struct Conductor {
 /// let pillar = Pillar::from_yaml_str("conductor: {environments: {lab: {domain: example.org}}, groups: {}}")?;
 /// let builder = Conductor::builder()
 ///     .cloud(Arc::new(MemCloud::new()))
-///     .pillar(Arc::new(StaticPillar(pillar)));
+///     .pillar(Arc::new(StaticPillar(pillar)))
+///     .options(Options { provisioner: Provisioner::Ec2, ..Options::default() });
 ///
 /// let no_reserver = builder.clone().build().unwrap_err();
 /// assert_eq!(no_reserver.class(), ErrorClass::BadInput);
 /// assert!(no_reserver.to_string().contains("reserver"), "{no_reserver}");
 ///
-/// // The default provisioner, salt-cloud, needs a Salt executor; the ec2 one does not.
-/// let builder = builder.reserver(Arc::new(MemReserver::new()));
-/// assert!(builder.clone().build().is_err());
-/// let conductor = builder
-///     .options(Options { provisioner: Provisioner::Ec2, ..Options::default() })
-///     .build()?;
+/// let conductor = builder.clone().reserver(Arc::new(MemReserver::new())).build()?;
 /// assert_eq!(conductor.options().provisioner, Provisioner::Ec2);
+///
+/// // The salt-cloud provisioner (the default) needs a Salt executor.
+/// let salt_cloud = builder.reserver(Arc::new(MemReserver::new())).options(Options::default());
+/// assert!(salt_cloud.build().is_err());
 /// # Ok(())
 /// # }
 /// ```
