@@ -8,17 +8,8 @@ use conductor_core::{
     Role, StaticPillar, Target, Zone,
 };
 
-const PILLAR: &str = r#"
-conductor:
-  environments:
-    lab: {domain: example.org}
-  groups:
-    web:
-      provider: {size: small}
-      profile: {image: vm-template-1}
-      roles:
-        frontend: {basename: web-feXX.REGION.ENV, nodes: 2}
-"#;
+/// The pillar, as a file the crate ships.
+const PILLAR: &str = include_str!("../pillar.yaml");
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -31,15 +22,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             ..Options::default()
         })
         .build()?;
-    let request = CreateRequest::new(
-        Group::new("web")?,
-        Env::new("lab")?,
-        Zone::new("eu-west-1b")?,
-        Target::Role {
+    let env = Env::new("lab")?;
+    let request = CreateRequest {
+        group: Group::new("web")?,
+        saltenv: env.clone(),
+        pillarenv: env,
+        zone: Zone::new("eu-west-1b")?,
+        target: Target::Role {
             role: Role::new("frontend")?,
-            count: None,
+            count: Some(2),
         },
-    );
+        cpid: None,
+    };
     let plan = conductor.plan(&request).await?;
     for instance in &plan.instances {
         println!("{}", instance.name);
