@@ -272,6 +272,55 @@ pub struct InstanceRef {
 }
 
 /// A cloud: reads instances, launches and terminates them.
+///
+/// The crate documentation implements one from scratch; here a wrapper
+/// adds behaviour to any cloud (as the testkit's fault and lag wrappers do),
+/// checked against [`MemCloud`](crate::MemCloud):
+///
+/// ```
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+///
+/// use async_trait::async_trait;
+/// use conductor_core::{
+///     BackendError, CloudBackend, InstanceRef, Inventory, LaunchResult, LaunchSpec, MemCloud,
+///     Region, Scope, Zone,
+/// };
+///
+/// /// Counts the inventory reads of the cloud inside.
+/// #[derive(Debug)]
+/// struct Counted<C> {
+///     inner: C,
+///     reads: AtomicUsize,
+/// }
+///
+/// #[async_trait]
+/// impl<C: CloudBackend> CloudBackend for Counted<C> {
+///     async fn inventory(&self, scope: &Scope) -> Result<Inventory, BackendError> {
+///         self.reads.fetch_add(1, Ordering::Relaxed);
+///         self.inner.inventory(scope).await
+///     }
+///     async fn launch(&self, specs: &[LaunchSpec]) -> Result<Vec<LaunchResult>, BackendError> {
+///         self.inner.launch(specs).await
+///     }
+///     async fn terminate(&self, instances: &[InstanceRef]) -> Result<(), BackendError> {
+///         self.inner.terminate(instances).await
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let zone = Zone::new("us-east-1a")?;
+/// let cloud = Counted { inner: MemCloud::new(), reads: AtomicUsize::new(0) };
+/// cloud.inner.add_instance("web01.us-east-1a.lab.example.org", &zone, &[]);
+///
+/// // An empty scope selects every live instance of its region.
+/// let everything = Scope { region: Region::new("us-east-1")?, select: vec![] };
+/// let inventory = cloud.inventory(&everything).await?;
+/// assert!(inventory.live_names().contains("web01.us-east-1a.lab.example.org"));
+/// assert_eq!(cloud.reads.load(Ordering::Relaxed), 1);
+/// # Ok(())
+/// # }
+/// ```
 #[async_trait]
 pub trait CloudBackend: Send + Sync + fmt::Debug {
     /// Live instances of `scope.region` matching the scope, all pages read.

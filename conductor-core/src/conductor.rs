@@ -87,6 +87,36 @@ impl Default for Options {
 
 /// Runs create, plan, destroy, update and status against its backends;
 /// cheap to clone.
+///
+/// Parallel creates never choose the same name, in one process (as here)
+/// or many (with a [`FsReserver`](crate::FsReserver) or a shared reserver):
+///
+/// ```
+/// use std::sync::Arc;
+///
+/// use conductor_core::{Conductor, Layout, MemCloud, MemReserver, Options, Provisioner, StaticPillar};
+/// use conductor_testkit::fixtures::{devops_pillar, role_request};
+///
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = tempfile::tempdir()?;
+/// let conductor = Conductor::builder()
+///     .cloud(Arc::new(MemCloud::new()))
+///     .reserver(Arc::new(MemReserver::new()))
+///     .pillar(Arc::new(StaticPillar(devops_pillar())))
+///     .layout(Layout::new(dir.path().join("etc"), dir.path().join("runner")))
+///     .options(Options { provisioner: Provisioner::Ec2, ..Options::default() })
+///     .build()?;
+///
+/// let request = role_request("activemq", Some(3));
+/// let (a, b) = tokio::join!(conductor.create(&request), conductor.create(&request));
+/// let (a, b) = (a?, b?);
+/// assert!(a.success() && b.success());
+/// assert_eq!(a.launched.len() + b.launched.len(), 6);
+/// assert!(a.launched.iter().all(|name| !b.launched.contains(name)));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct Conductor {
     pub(crate) cloud: Arc<dyn CloudBackend>,
@@ -100,7 +130,37 @@ pub struct Conductor {
 }
 
 /// Builds a [`Conductor`]; cloud, reserver and pillar are required.
-#[derive(Default)]
+///
+/// `build` says what is missing, as a bad-input error:
+///
+/// ```
+/// use std::sync::Arc;
+///
+/// use conductor_core::{
+///     Conductor, ErrorClass, MemCloud, MemReserver, Options, Pillar, Provisioner, StaticPillar,
+/// };
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let pillar = Pillar::from_yaml_str("conductor: {environments: {lab: {domain: example.org}}, groups: {}}")?;
+/// let builder = Conductor::builder()
+///     .cloud(Arc::new(MemCloud::new()))
+///     .pillar(Arc::new(StaticPillar(pillar)))
+///     .options(Options { provisioner: Provisioner::Ec2, ..Options::default() });
+///
+/// let no_reserver = builder.clone().build().unwrap_err();
+/// assert_eq!(no_reserver.class(), ErrorClass::BadInput);
+/// assert!(no_reserver.to_string().contains("reserver"), "{no_reserver}");
+///
+/// let conductor = builder.clone().reserver(Arc::new(MemReserver::new())).build()?;
+/// assert_eq!(conductor.options().provisioner, Provisioner::Ec2);
+///
+/// // The salt-cloud provisioner (the default) needs a Salt executor.
+/// let salt_cloud = builder.reserver(Arc::new(MemReserver::new())).options(Options::default());
+/// assert!(salt_cloud.build().is_err());
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Default)]
 pub struct ConductorBuilder {
     cloud: Option<Arc<dyn CloudBackend>>,
     reserver: Option<Arc<dyn Reserver>>,

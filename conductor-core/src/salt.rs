@@ -12,6 +12,41 @@ use crate::names::Env;
 use crate::pillar::Pillar;
 
 /// Where pillar comes from (files, or Salt itself).
+///
+/// A source that keeps one YAML document per environment (as a key-value
+/// store or a config service might):
+///
+/// ```
+/// use std::collections::HashMap;
+///
+/// use async_trait::async_trait;
+/// use conductor_core::{Env, Error, ErrorClass, InputError, Pillar, PillarSource};
+///
+/// #[derive(Debug)]
+/// struct PerEnv(HashMap<String, String>);
+///
+/// #[async_trait]
+/// impl PillarSource for PerEnv {
+///     async fn load(&self, env: &Env) -> Result<Pillar, Error> {
+///         let text = self.0.get(env.as_str()).ok_or_else(|| {
+///             InputError::invalid("pillarenv", env.as_str(), "has no pillar here")
+///         })?;
+///         Ok(Pillar::from_yaml_str(text)?)
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let lab = "conductor: {environments: {lab: {domain: example.org}}, groups: {}}";
+/// let source = PerEnv(HashMap::from([("lab".to_string(), lab.to_string())]));
+/// let pillar = source.load(&Env::new("lab")?).await?;
+/// assert_eq!(pillar.environment(&Env::new("lab")?)?.domain, "example.org");
+///
+/// let missing = source.load(&Env::new("prod")?).await.unwrap_err();
+/// assert_eq!(missing.class(), ErrorClass::BadInput);
+/// # Ok(())
+/// # }
+/// ```
 #[async_trait]
 pub trait PillarSource: Send + Sync + fmt::Debug {
     /// Loads and validates the `conductor:` pillar of `env`.
@@ -86,6 +121,66 @@ pub struct MinionKeys {
 
 /// Runs Salt: salt-cloud maps (and its cache of destroyed VMs), state runs and orchestration,
 /// and the master's minion keys.
+///
+/// A stand-in for a master whose minions are all up and whose states all
+/// succeed (the testkit's `FakeSalt` is a complete one that records calls):
+///
+/// ```
+/// use std::path::Path;
+///
+/// use async_trait::async_trait;
+/// use conductor_core::{
+///     BackendError, CloudRunResult, CloudVm, Env, MinionKeys, SaltExecutor, StateRunResult,
+/// };
+///
+/// #[derive(Debug)]
+/// struct AllGood;
+///
+/// #[async_trait]
+/// impl SaltExecutor for AllGood {
+///     async fn cloud_map(&self, _map: &Path) -> Result<CloudRunResult, BackendError> {
+///         Ok(CloudRunResult::default())
+///     }
+///     async fn cloud_forget(&self, _vms: &[CloudVm]) -> Result<(), BackendError> {
+///         Ok(())
+///     }
+///     async fn state_apply(
+///         &self,
+///         targets: &[String],
+///         _sls: &[String],
+///         _saltenv: &Env,
+///     ) -> Result<StateRunResult, BackendError> {
+///         Ok(StateRunResult { minions: targets.to_vec(), ..StateRunResult::default() })
+///     }
+///     async fn orchestrate(
+///         &self,
+///         _sls: &str,
+///         _saltenv: &Env,
+///         _pillarenv: &Env,
+///     ) -> Result<StateRunResult, BackendError> {
+///         Ok(StateRunResult::default())
+///     }
+///     async fn minion_keys(&self) -> Result<MinionKeys, BackendError> {
+///         Ok(MinionKeys::default())
+///     }
+///     async fn ping(&self, targets: &[String]) -> Result<Vec<String>, BackendError> {
+///         Ok(targets.to_vec())
+///     }
+///     async fn delete_keys(&self, _names: &[String]) -> Result<(), BackendError> {
+///         Ok(())
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let salt = AllGood;
+/// let targets = vec!["web01.example.org".to_string()];
+/// assert_eq!(salt.ping(&targets).await?, targets);
+/// let run = salt.state_apply(&targets, &["web.base".into()], &Env::new("lab")?).await?;
+/// assert!(run.ok());
+/// # Ok(())
+/// # }
+/// ```
 #[async_trait]
 pub trait SaltExecutor: Send + Sync + fmt::Debug {
     /// `salt-cloud -m <map>`: creates the map's instances.

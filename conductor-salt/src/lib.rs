@@ -14,3 +14,8 @@ pub use file_pillar::FilePillar;
 pub use process::Captured;
 pub use salt_cli::SaltCli;
 pub use salt_pillar::SaltPillar;
+
+/// The examples of README.md, run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

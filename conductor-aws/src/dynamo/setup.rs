@@ -27,6 +27,29 @@ const FALLBACK_REGION: &str = "us-east-1";
 const ACTIVE_POLLS: u32 = 300;
 
 /// Builds a [`DynamoReserver`].
+///
+/// `build` connects and checks the table, so an unreachable endpoint fails
+/// at once, classed so that the run exits 4:
+///
+/// ```
+/// use conductor_aws::dynamo::DynamoReserver;
+/// use conductor_core::BackendErrorKind;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let result = DynamoReserver::builder("conductor-reservations")
+///     .region("eu-west-1")
+///     .endpoint_url("http://127.0.0.1:9") // nothing listens here
+///     .static_credentials("test", "test")
+///     .max_attempts(1)
+///     .key_prefix("prod/")
+///     .create_table_if_missing(true)
+///     .build()
+///     .await;
+/// let error = result.unwrap_err();
+/// assert_eq!(error.kind, BackendErrorKind::Unreachable, "{error}");
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct DynamoReserverBuilder {
     table: String,

@@ -36,6 +36,25 @@ pub use crate::config::DEFAULT_MAX_ATTEMPTS;
 pub const DEFAULT_MAX_INFLIGHT: usize = 16;
 
 /// Builds an [`Ec2Backend`].
+///
+/// ```
+/// use conductor_aws::ec2::Ec2Backend;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// // Loads the configuration only: nothing is called before the first inventory.
+/// let ec2 = Ec2Backend::builder()
+///     .region("eu-west-1")
+///     .endpoint_url("http://127.0.0.1:5000") // moto or LocalStack; leave out for AWS
+///     .static_credentials("test", "test")
+///     .max_inflight(4)
+///     .page_size(500)
+///     .build()
+///     .await;
+/// assert_eq!(ec2.default_region().as_deref(), Some("eu-west-1"));
+/// assert_eq!(ec2.endpoint_url(), Some("http://127.0.0.1:5000"));
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct Ec2BackendBuilder {
     aws: AwsConfig,

@@ -2,7 +2,9 @@
 //! so the crate graph is linked once. Run one topic with
 //! `cargo test -p conductor-aws --test it <module>::`.
 
+#[cfg(feature = "dynamodb")]
 mod dynamo;
+#[cfg(feature = "dynamodb")]
 mod dynamo_crash;
 mod ec2_errors;
 mod ec2_moto;

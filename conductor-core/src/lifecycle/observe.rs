@@ -64,6 +64,34 @@ impl fmt::Display for Step {
 
 /// Told of each [`Step`] a create run passes; set with
 /// `ConductorBuilder::observer`. Called inline: keep it quick.
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+///
+/// use conductor_core::{Cpid, Observer, Step};
+///
+/// /// Keeps the steps it is told of.
+/// #[derive(Debug, Default)]
+/// struct Steps(Mutex<Vec<Step>>);
+///
+/// impl Observer for Steps {
+///     fn step(&self, _cpid: Cpid, step: Step) {
+///         self.0.lock().unwrap().push(step);
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // The testkit's harness: a conductor on the in-memory fakes and temporary file roots.
+/// let harness = conductor_testkit::harness::Harness::new();
+/// let steps = Arc::new(Steps::default());
+/// let conductor = harness.builder().observer(steps.clone()).build()?;
+/// let report = conductor.create(&conductor_testkit::fixtures::role_request("activemq", None)).await?;
+/// assert!(report.success());
+/// assert_eq!(*steps.0.lock().unwrap(), Step::ALL);
+/// # Ok(())
+/// # }
+/// ```
 pub trait Observer: Send + Sync + fmt::Debug {
     /// Run `cpid` passed `step`.
     fn step(&self, cpid: Cpid, step: Step);

@@ -124,6 +124,37 @@ pub enum ReserveError {
 /// it over, conditioned on the exact owner record it found (a holder that
 /// renewed meanwhile keeps it). Every method must be safe to call from
 /// parallel processes (and, for shared backends, hosts).
+///
+/// The contract, shown on [`MemReserver`](crate::MemReserver) (the
+/// testkit's `conformance::reserver::run_all` checks all of it on yours):
+///
+/// ```
+/// use std::time::Duration;
+///
+/// use conductor_core::{Cpid, Key, KeyKind, MemReserver, Owner, ReserveError, Reserver};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let reserver = MemReserver::new();
+/// let ttl = Duration::from_secs(60);
+/// let (a, b) = (Owner::this_process(Cpid::generate(), ttl), Owner::this_process(Cpid::generate(), ttl));
+/// let name = Key::new(KeyKind::Name, "lab_web01.example.org")?;
+/// let id = Key::new(KeyKind::Id, "lab_web.cluster.id.1")?;
+///
+/// // All or nothing: b gets neither key while a holds one of them.
+/// let lease = reserver.try_reserve(&[name.clone()], &a).await?;
+/// match reserver.try_reserve(&[id.clone(), name.clone()], &b).await {
+///     Err(ReserveError::Conflict(keys)) => assert_eq!(keys, [name.clone()]),
+///     other => panic!("expected a conflict, got {other:?}"),
+/// }
+/// assert!(reserver.try_reserve(&[id], &b).await.is_ok());
+///
+/// // Released without a grace, the name is free again.
+/// reserver.release(&lease, Duration::ZERO).await?;
+/// assert!(reserver.try_reserve(&[name], &b).await.is_ok());
+/// # Ok(())
+/// # }
+/// ```
 #[async_trait]
 pub trait Reserver: Send + Sync + fmt::Debug {
     /// Reserves every key for `owner`, or none: on conflict returns

@@ -39,7 +39,7 @@ pub struct SaltFixture {
 
 impl SaltFixture {
     /// The fixture of the testkit's Salt lab states
-    /// ([`SaltLab::fixture_file_roots`](crate::salt_lab::SaltLab::fixture_file_roots)):
+    /// (`SaltLab::fixture_file_roots`, feature `salt`):
     /// `orch.conductor_common` and `orch.failing_hook`, `devops.conductor`
     /// and `devops.failing_startup`, environment `test`.
     pub fn lab_states(minion: &str, logs: Vec<PathBuf>) -> Self {

@@ -4,4 +4,5 @@
 
 mod fake_salt;
 mod fs_stress;
+#[cfg(feature = "salt")]
 mod salt_lab;
