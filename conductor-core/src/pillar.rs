@@ -51,7 +51,12 @@ impl EnvironmentSpec {
     /// Refuses a run in `region` (given as `given`, the request's words)
     /// when the environment lists its regions and `region` is not one of
     /// them: a typo or a wrong env, caught before any AWS call.
-    pub fn check_region(&self, env: &Env, given: &str, region: &Region) -> Result<(), InputError> {
+    pub(crate) fn check_region(
+        &self,
+        env: &Env,
+        given: &str,
+        region: &Region,
+    ) -> Result<(), InputError> {
         if self.regions.is_empty() || self.regions.contains(region) {
             return Ok(());
         }
