@@ -400,6 +400,7 @@ impl Drop for SaltLab {
             unsafe {
                 libc::killpg(pid, libc::SIGKILL);
             }
+            wait_group_gone(pid);
         }
         let master = self.master.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(m) = master {
@@ -432,16 +433,54 @@ pub fn processes_under(root: &Path) -> Vec<u32> {
         .collect()
 }
 
-/// Kills a child's process group (the program and everything it forked) and reaps it.
+/// Kills a child's process group (the program and everything it forked),
+/// reaps it, and waits until the rest of the group is gone.
 fn kill_group(mut child: Child) {
     if let Ok(pgid) = i32::try_from(child.id()) {
         // SAFETY: signals the process group this lab created for the child.
         unsafe {
             libc::killpg(pgid, libc::SIGKILL);
         }
+        let _ = child.kill();
+        let _ = child.wait();
+        wait_group_gone(pgid);
+    } else {
+        let _ = child.kill();
+        let _ = child.wait();
     }
-    let _ = child.kill();
-    let _ = child.wait();
+}
+
+/// Waits (at most 10 s) until no live process is left in process group
+/// `pgid`. SIGKILL is delivered asynchronously: reaping the group's leader
+/// says nothing of its other members (the master's workers, a minion's
+/// children), which on a loaded machine may still be running, their command
+/// lines still readable, for a while after the signal. Zombies do not count:
+/// they have no command line and their new parent reaps them.
+fn wait_group_gone(pgid: i32) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while group_has_live_members(pgid) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Whether a process that is not a zombie is in process group `pgid`
+/// (from `/proc/<pid>/stat`: the state is field 3, the group field 5).
+fn group_has_live_members(pgid: i32) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            return false;
+        };
+        // The command name (field 2) is in parentheses and may hold spaces.
+        let Some((_, rest)) = stat.rsplit_once(") ") else {
+            return false;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        matches!(fields.as_slice(), [state, _ppid, pgrp, ..]
+            if *pgrp == pgid.to_string() && !matches!(*state, "Z" | "X"))
+    })
 }
 
 fn strings(v: &Value) -> Vec<String> {
