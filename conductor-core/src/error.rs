@@ -134,6 +134,16 @@ pub enum Error {
         /// The log of the failed run.
         log: Option<PathBuf>,
     },
+    /// The master's grains cache could not be read while planning.
+    #[error(
+        "cannot read the Salt master's grains cache, which holds the ids of instances the Python runner built: {source}. \
+         Fix the master (--salt-config-dir, --salt-bin-dir), or skip the grains with --no-grains (ids then come from EC2 tags and names only)"
+    )]
+    GrainsUnreadable {
+        /// What went wrong.
+        #[source]
+        source: BackendError,
+    },
     /// The caller cancelled the run before anything was launched.
     #[error("interrupted; nothing was launched")]
     Interrupted,
@@ -179,6 +189,7 @@ impl Error {
             Error::RetriesExhausted { .. } | Error::LeaseLost { .. } => ErrorClass::Exhausted,
             Error::Backend { source, .. } => backend_class(source.kind),
             Error::Interrupted => ErrorClass::Interrupted,
+            Error::GrainsUnreadable { .. } => ErrorClass::Unreachable,
             Error::Io { .. } | Error::HookFailed { .. } | Error::Task { .. } => ErrorClass::Failed,
         }
     }

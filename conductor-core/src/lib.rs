@@ -15,6 +15,7 @@ mod cloud;
 mod conductor;
 mod cpid;
 mod error;
+mod grains;
 mod ids;
 mod input;
 mod layout;
@@ -35,12 +36,14 @@ pub use backend::{BackendError, BackendErrorKind};
 pub use backoff::Backoff;
 pub use basename::{Basename, NameMatch};
 pub use cloud::{
-    conductor_tag, poll_visible, CloudBackend, Instance, InstanceRef, InstanceState, Inventory,
+    conductor_tag, poll_visible, CloudBackend, Instance, InstanceRef, InstanceState, InstanceTags,
+    Inventory,
     LaunchFailure, LaunchResult, LaunchSpec, Launched, Scope, Selector, NAME_TAG, TAG_PREFIX,
 };
 pub use conductor::{Conductor, ConductorBuilder, Options, Provisioner};
 pub use cpid::Cpid;
 pub use error::{backend_class, Error, ErrorClass, PlanError, Result};
+pub use grains::{name_in_env, GrainId, GrainIds, MinionIds};
 pub use ids::IdScope;
 pub use input::{InputError, PillarError};
 pub use layout::Layout;
@@ -52,7 +55,7 @@ pub use lifecycle::{
 pub use mem_cloud::MemCloud;
 pub use names::{check_instance_name, Env, Group, Region, Role, SystemName, Zone};
 pub use pillar::{EnvironmentSpec, GroupSpec, Hooks, Pillar, RoleSpec, SystemEntry, Throttle};
-pub use plan::{plan, ClusterIds, Plan, PlanFiles, PlanKeys, PlannedInstance, SystemIds};
+pub use plan::{plan, plan_with_grains, ClusterIds, Plan, PlanFiles, PlanKeys, PlannedInstance, SystemIds};
 pub use render::{map_vms, read_map_file, YAML_ONLY};
 pub use request::{CreateRequest, Target};
 pub use reserve::{
@@ -61,7 +64,7 @@ pub use reserve::{
 };
 pub use retry::{RetryCloud, RetryPolicy};
 pub use salt::{
-    CloudRunResult, CloudVm, MinionKeys, PillarSource, SaltExecutor, StateFailure, StateRunResult,
+    CachedGrains, CloudRunResult, CloudVm, MinionKeys, PillarSource, SaltExecutor, StateFailure, StateRunResult,
     StaticPillar,
 };
 pub use settings::{LaunchSettings, NetworkInterface, Volume, DEFAULT_SIZE};

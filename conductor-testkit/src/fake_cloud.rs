@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use conductor_core::{
-    BackendError, BackendErrorKind, CloudBackend, Instance, InstanceRef, Inventory, LaunchResult,
+    BackendError, BackendErrorKind, CloudBackend, Instance, InstanceRef, InstanceTags, Inventory,
+    LaunchResult,
     LaunchSpec, MemCloud, Region, Scope, Zone,
 };
 use tokio::time::Instant;
@@ -163,6 +164,10 @@ impl CloudBackend for FakeCloud {
 
     async fn terminate(&self, instances: &[InstanceRef]) -> Result<(), BackendError> {
         self.stack.terminate(instances).await
+    }
+
+    async fn tag_instances(&self, tags: &[InstanceTags]) -> Result<(), BackendError> {
+        self.stack.tag_instances(tags).await
     }
 
     async fn wait_visible(
