@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 
 use conductor_core::{
-    Cpid, CreateRequest, Env, Group, InputError, InstanceQuery, Role, Selection, SystemName,
+    AdoptRequest, Cpid, CreateRequest, Env, Group, InputError, InstanceQuery, Role, Selection, SystemName,
     Target, Zone,
 };
 
@@ -31,6 +31,9 @@ pub const SELECT_WORDS: &[&str] = &[
     "cluster_id",
     "system_id",
 ];
+
+/// Words `adopt` accepts.
+pub const ADOPT_WORDS: &[&str] = &["group", "pillarenv", "saltenv", "region"];
 
 /// Parsed words: key -> value, each key once.
 #[derive(Debug, Default)]
@@ -155,6 +158,23 @@ impl Words {
             zone,
             target,
             cpid,
+        })
+    }
+
+    /// An adopt request: `group`, `pillarenv`, optional `saltenv` and `region`.
+    pub fn adopt_request(&self, apply: bool) -> Result<AdoptRequest, InputError> {
+        let group = Group::new(self.require("group", "devops")?)?;
+        let (env, saltenv) = self.envs()?;
+        let region = self
+            .get("region")
+            .map(|z| Zone::new(z).map(|z| z.region()))
+            .transpose()?;
+        Ok(AdoptRequest {
+            group,
+            env,
+            saltenv,
+            region,
+            apply,
         })
     }
 

@@ -83,6 +83,9 @@ pub enum Error {
     /// The naming engine cannot satisfy the request.
     #[error(transparent)]
     Plan(#[from] PlanError),
+    /// `adopt` refused: conflicting or unmatched instances; nothing written.
+    #[error(transparent)]
+    Adopt(#[from] crate::lifecycle::AdoptError),
     /// Reservations kept conflicting with other runs.
     #[error(
         "gave up after {attempts} attempts to reserve names and ids; still held by other runs: {}. \
@@ -185,7 +188,9 @@ impl Error {
     /// How this error should be reported (exit code class).
     pub fn class(&self) -> ErrorClass {
         match self {
-            Error::Input(_) | Error::Pillar(_) | Error::Plan(_) => ErrorClass::BadInput,
+            Error::Input(_) | Error::Pillar(_) | Error::Plan(_) | Error::Adopt(_) => {
+                ErrorClass::BadInput
+            }
             Error::RetriesExhausted { .. } | Error::LeaseLost { .. } => ErrorClass::Exhausted,
             Error::Backend { source, .. } => backend_class(source.kind),
             Error::Interrupted => ErrorClass::Interrupted,

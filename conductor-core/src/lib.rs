@@ -48,6 +48,7 @@ pub use ids::IdScope;
 pub use input::{InputError, PillarError};
 pub use layout::Layout;
 pub use lifecycle::{
+    AdoptError, AdoptReport, AdoptRequest, Adoption,
     client_token, slot_key, CreateReport, DestroyPlan, DestroyReport, InstanceQuery,
     InstanceStatus, Observer, ReportError, Selected, Selection, SkippedInstance, Step,
     UpdateReport,
