@@ -3,7 +3,8 @@
 use std::io::Write;
 
 use conductor_core::{
-    AdoptReport, CreateReport, DestroyPlan, DestroyReport, IdScope, InstanceStatus, Plan, UpdateReport,
+    AdoptReport, CreateReport, DestroyPlan, DestroyReport, IdScope, InstanceStatus, Plan,
+    UpdateReport,
 };
 use serde_json::{json, Value};
 

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 
 use conductor_core::{
-    AdoptRequest, Cpid, CreateRequest, Env, Group, InputError, InstanceQuery, Role, Selection, SystemName,
-    Target, Zone,
+    AdoptRequest, Cpid, CreateRequest, Env, Group, InputError, InstanceQuery, Role, Selection,
+    SystemName, Target, Zone,
 };
 
 /// Words `create` and `plan` accept.

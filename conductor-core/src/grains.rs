@@ -54,7 +54,8 @@ impl GrainIds {
                     .get("cpid")
                     .and_then(scalar_text)
                     .and_then(|c| Cpid::parse(&c).ok());
-                (cpid.is_some() || !ids.is_empty()).then(|| (minion.clone(), MinionIds { cpid, ids }))
+                (cpid.is_some() || !ids.is_empty())
+                    .then(|| (minion.clone(), MinionIds { cpid, ids }))
             })
             .collect();
         Self { minions }
@@ -131,7 +132,9 @@ mod tests {
         assert!(g.minion("other.example.com").is_none());
         let test: Vec<GrainId> = g.in_env("test", "foobar.com").collect();
         assert_eq!(test.len(), 2, "{test:?}");
-        assert!(test.iter().any(|i| i.id == 3 && i.scope.grain() == "cloud.nifi.cluster.id"));
+        assert!(test
+            .iter()
+            .any(|i| i.id == 3 && i.scope.grain() == "cloud.nifi.cluster.id"));
         let prod: Vec<GrainId> = g.in_env("prod", "foobar.com").collect();
         assert_eq!(prod.len(), 1);
         assert!(g

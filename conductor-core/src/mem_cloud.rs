@@ -10,8 +10,8 @@ use serde_json::json;
 
 use crate::backend::{BackendError, BackendErrorKind};
 use crate::cloud::{
-    CloudBackend, Instance, InstanceRef, InstanceState, InstanceTags, Inventory, LaunchResult, LaunchSpec,
-    Launched, Scope, NAME_TAG,
+    CloudBackend, Instance, InstanceRef, InstanceState, InstanceTags, Inventory, LaunchResult,
+    LaunchSpec, Launched, Scope, NAME_TAG,
 };
 use crate::names::Zone;
 use crate::reserve::now_ms;

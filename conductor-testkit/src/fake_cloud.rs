@@ -11,8 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use conductor_core::{
     BackendError, BackendErrorKind, CloudBackend, Instance, InstanceRef, InstanceTags, Inventory,
-    LaunchResult,
-    LaunchSpec, MemCloud, Region, Scope, Zone,
+    LaunchResult, LaunchSpec, MemCloud, Region, Scope, Zone,
 };
 use tokio::time::Instant;
 

@@ -7,10 +7,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use conductor_core::{BackendError, Error, ReserveError};
 use conductor_core::{
-    CloudBackend, InstanceRef, InstanceTags, Inventory, LaunchResult, LaunchSpec, Scope,
+    CachedGrains, CloudRunResult, CloudVm, MinionKeys, PillarSource, SaltExecutor, StateRunResult,
 };
 use conductor_core::{
-    CachedGrains, CloudRunResult, CloudVm, MinionKeys, PillarSource, SaltExecutor, StateRunResult,
+    CloudBackend, InstanceRef, InstanceTags, Inventory, LaunchResult, LaunchSpec, Scope,
 };
 use conductor_core::{Env, Pillar, Region};
 use conductor_core::{Key, Lease, Owner, Phase, Reservation, Reserver};

@@ -14,8 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use conductor_core::{
     poll_visible, BackendError, BackendErrorKind, CloudBackend, InstanceRef, InstanceTags,
-    Inventory,
-    LaunchFailure, LaunchResult, LaunchSpec, Region, Scope,
+    Inventory, LaunchFailure, LaunchResult, LaunchSpec, Region, Scope,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

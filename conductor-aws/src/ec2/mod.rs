@@ -200,7 +200,9 @@ impl CloudBackend for Ec2Backend {
                 .resources(id)
                 .set_tags(Some(ec2_tags))
                 .send()
-                .instrument(info_span!("ec2.create_tags", %region, instance = %id, tags = t.tags.len()))
+                .instrument(
+                    info_span!("ec2.create_tags", %region, instance = %id, tags = t.tags.len()),
+                )
                 .await
                 .map_err(|e| classify("CreateTags", &format!("tagging {id} in {region}"), e))?;
         }

@@ -132,7 +132,11 @@ impl Conductor {
         let select: Vec<Selector> = patterns
             .iter()
             .map(|(_, _, b)| Selector::NamePrefix(b.prefix().to_string()))
-            .chain(id_scopes(&req.group, group).iter().map(|s| Selector::TagKey(s.tag())))
+            .chain(
+                id_scopes(&req.group, group)
+                    .iter()
+                    .map(|s| Selector::TagKey(s.tag())),
+            )
             .collect();
         let scopes: Vec<Scope> = regions
             .into_iter()
@@ -280,7 +284,9 @@ fn derive(
         role: role.clone(),
     };
     let mine = |s: &IdScope| match s {
-        IdScope::GroupCluster { group, role: r } => member.is_some() && *group == req.group && r == role,
+        IdScope::GroupCluster { group, role: r } => {
+            member.is_some() && *group == req.group && r == role
+        }
         IdScope::CloudCluster { role: r } => member.is_some() && r == role,
         IdScope::GroupSystem { group } => *group == req.group,
         IdScope::CloudSystem => true,
@@ -339,10 +345,9 @@ fn claim_other_minions(
 fn check_claims(claims: &BTreeMap<(IdScope, u32), Vec<Claim>>) -> Result<(), AdoptError> {
     for ((scope, n), list) in claims {
         for (k, a) in list.iter().enumerate() {
-            if let Some(b) = list[k + 1..]
-                .iter()
-                .find(|b| b.name != a.name && b.cpid != a.cpid && (a.cpid.is_some() || b.cpid.is_some()))
-            {
+            if let Some(b) = list[k + 1..].iter().find(|b| {
+                b.name != a.name && b.cpid != a.cpid && (a.cpid.is_some() || b.cpid.is_some())
+            }) {
                 return Err(AdoptError::Conflict {
                     scope: scope.clone(),
                     n: *n,

@@ -255,7 +255,10 @@ pub async fn tag_instances_adds_and_keeps_tags(c: &dyn CloudBackend, f: &CloudFi
                     t(NAME_TAG),
                     t(&role),
                     t(&conductor_tag("env")),
-                    t(&conductor_tag(&format!("{p}.only{}", if t(&role) == "role0" { 1 } else { 2 }))),
+                    t(&conductor_tag(&format!(
+                        "{p}.only{}",
+                        if t(&role) == "role0" { 1 } else { 2 }
+                    ))),
                 )
             })
             .collect();
