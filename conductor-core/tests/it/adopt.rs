@@ -7,7 +7,8 @@ use std::sync::Arc;
 use conductor_core::{
     AdoptError, AdoptRequest, CreateRequest, Env, Error, ErrorClass, Group, Plan, Target, Zone,
 };
-use conductor_testkit::{FakeSalt, Harness};
+use conductor_testkit::harness::Harness;
+use conductor_testkit::FakeSalt;
 use serde_json::json;
 
 const CPID_A: &str = "16833830331552303186";
@@ -180,7 +181,7 @@ async fn adopt_refuses_two_runs_claiming_one_id_and_names_matching_no_basename()
     let mq2 = "devops-mq02.us-east-1a.test.foobar.com";
     h.cloud.add_instance(mq2, &zone(), &[]);
     salt.set_grains(mq2, json!({"cpid": CPID_B, "cloud.system.id": 1}));
-    let h = h.with_salt(salt.clone());
+    let h = h.with_salt(salt);
     let e = h.conductor().adopt(&adopt_request(true)).await.unwrap_err();
     assert_eq!(e.class(), ErrorClass::BadInput, "{e}");
     let text = e.to_string();
@@ -205,7 +206,6 @@ async fn adopt_refuses_two_runs_claiming_one_id_and_names_matching_no_basename()
     );
 
     // A tagged instance of another run holding the id conflicts too.
-    salt.delete_keys(&[mq2.to_string()]).await.unwrap();
     let h2 = Harness::new();
     let salt2 = python_built(&h2);
     h2.cloud.add_instance(
