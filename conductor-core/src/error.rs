@@ -85,7 +85,7 @@ pub enum Error {
     Plan(#[from] PlanError),
     /// `adopt` refused: conflicting or unmatched instances; nothing written.
     #[error(transparent)]
-    Adopt(#[from] crate::lifecycle::AdoptError),
+    Adopt(Box<crate::lifecycle::AdoptError>),
     /// Reservations kept conflicting with other runs.
     #[error(
         "gave up after {attempts} attempts to reserve names and ids; still held by other runs: {}. \
@@ -158,6 +158,12 @@ pub enum Error {
         /// The panic or abort, as text.
         message: String,
     },
+}
+
+impl From<crate::lifecycle::AdoptError> for Error {
+    fn from(e: crate::lifecycle::AdoptError) -> Self {
+        Self::Adopt(Box::new(e))
+    }
 }
 
 impl Error {

@@ -342,7 +342,7 @@ fn claim_other_minions(
 }
 
 /// Refuses the first id claimed by instances of two different runs.
-fn check_claims(claims: &BTreeMap<(IdScope, u32), Vec<Claim>>) -> Result<(), AdoptError> {
+fn check_claims(claims: &BTreeMap<(IdScope, u32), Vec<Claim>>) -> Result<(), Error> {
     for ((scope, n), list) in claims {
         for (k, a) in list.iter().enumerate() {
             if let Some(b) = list[k + 1..].iter().find(|b| {
@@ -355,7 +355,8 @@ fn check_claims(claims: &BTreeMap<(IdScope, u32), Vec<Claim>>) -> Result<(), Ado
                     first_from: a.from.into(),
                     second: b.name.clone(),
                     second_from: b.from.into(),
-                });
+                }
+                .into());
             }
         }
     }

@@ -186,7 +186,7 @@ async fn adopt_refuses_two_runs_claiming_one_id_and_names_matching_no_basename()
     assert_eq!(e.class(), ErrorClass::BadInput, "{e}");
     let text = e.to_string();
     assert!(
-        matches!(e, Error::Adopt(AdoptError::Conflict { .. })),
+        matches!(&e, Error::Adopt(a) if matches!(**a, AdoptError::Conflict { .. })),
         "{text}"
     );
     assert!(
@@ -236,7 +236,7 @@ async fn adopt_refuses_two_runs_claiming_one_id_and_names_matching_no_basename()
         .await
         .unwrap_err();
     assert!(
-        matches!(e, Error::Adopt(AdoptError::NoBasename { .. })),
+        matches!(&e, Error::Adopt(a) if matches!(**a, AdoptError::NoBasename { .. })),
         "{e}"
     );
     assert!(
