@@ -161,14 +161,18 @@ impl Words {
         })
     }
 
+    /// The region of an optional `region=<zone>`.
+    fn region(&self) -> Result<Option<conductor_core::Region>, InputError> {
+        self.get("region")
+            .map(|z| Zone::new(z).map(|z| z.region()))
+            .transpose()
+    }
+
     /// An adopt request: `group`, `pillarenv`, optional `saltenv` and `region`.
     pub fn adopt_request(&self, apply: bool) -> Result<AdoptRequest, InputError> {
         let group = Group::new(self.require("group", "devops")?)?;
         let (env, saltenv) = self.envs()?;
-        let region = self
-            .get("region")
-            .map(|z| Zone::new(z).map(|z| z.region()))
-            .transpose()?;
+        let region = self.region()?;
         Ok(AdoptRequest {
             group,
             env,
@@ -185,10 +189,7 @@ impl Words {
     pub fn query(&self, all_by_default: bool) -> Result<InstanceQuery, InputError> {
         let group = Group::new(self.require("group", "devops")?)?;
         let (env, _) = self.envs()?;
-        let region = self
-            .get("region")
-            .map(|z| Zone::new(z).map(|z| z.region()))
-            .transpose()?;
+        let region = self.region()?;
         let mut selections = Vec::new();
         if let Some(c) = self.get("cpid") {
             selections.push(Selection::Cpid(Cpid::parse(c)?));

@@ -15,7 +15,6 @@ use crate::cpid::Cpid;
 use crate::error::Error;
 use crate::grains::{name_in_env, GrainIds, MinionIds};
 use crate::ids::IdScope;
-use crate::input::InputError;
 use crate::names::{Env, Group, Region, Role, Zone};
 use crate::pillar::GroupSpec;
 
@@ -118,16 +117,7 @@ impl Conductor {
         let pillar = self.load_pillar(&req.env).await?;
         let env = pillar.environment(&req.env)?;
         let group = pillar.group(&req.group)?;
-        let regions: Vec<Region> = match &req.region {
-            Some(r) => vec![r.clone()],
-            None if !env.regions.is_empty() => env.regions.clone(),
-            None => return Err(InputError::invalid(
-                "region",
-                "",
-                "is required: give region=<zone>, or list regions under the environment in pillar",
-            )
-            .into()),
-        };
+        let regions = super::select::regions_to_search(req.region.as_ref(), env)?;
         let patterns = basenames(group);
         let select: Vec<Selector> = patterns
             .iter()
