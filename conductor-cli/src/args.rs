@@ -80,6 +80,11 @@ pub struct Global {
     /// Do not call Salt: skip orchestration hooks and startup states (native provisioner only).
     #[arg(long, global = true)]
     pub no_salt: bool,
+    /// Do not read the Salt master's grains cache (`salt-run cache.grains`)
+    /// when planning or adopting: ids of instances without conductor tags
+    /// then count only through their names.
+    #[arg(long, global = true)]
+    pub no_grains: bool,
     /// Directory of the Salt programs (salt, salt-run, salt-cloud, salt-call); default: PATH.
     #[arg(
         long,
@@ -232,6 +237,18 @@ pub enum GroupCommand {
         /// List the instances that would be updated; change nothing.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Give instances built by the Python runner (Name tag only, ids in grains) Conductor's tags.
+    #[command(
+        after_help = "Words: group= pillarenv= [saltenv=] [region=<zone>]\n\nLists every live instance of the group and env without conductor tags and the tags it gets: role and index from its Name through the pillar's basenames, the cluster id from .clid-N, cpid and ids from the master's cached grains. Refuses (exit 2, nothing written) when two runs' instances claim one id, or a name matches no basename.\n\nExamples:\n  conductor group adopt group=devops pillarenv=test region=us-east-1a\n  conductor group adopt group=devops pillarenv=test region=us-east-1a --apply"
+    )]
+    Adopt {
+        /// key=value words.
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        words: Vec<OsString>,
+        /// Write the tags (EC2 CreateTags); without it, only list them.
+        #[arg(long)]
+        apply: bool,
     },
     /// Show the instances of a group: name, role, state, zone, cpid, cluster and system ids.
     #[command(

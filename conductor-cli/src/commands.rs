@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::args::{self, Cli, Command, GroupCommand, ReservationsCommand, RunsCommand};
 use crate::exit::{self, Failure};
 use crate::signals::Interrupt;
-use crate::words::{Words, CREATE_WORDS, SELECT_WORDS};
+use crate::words::{Words, ADOPT_WORDS, CREATE_WORDS, SELECT_WORDS};
 use crate::{output, runs, wiring};
 
 /// What every command runs with.
@@ -116,6 +116,7 @@ pub async fn run(ctx: &Ctx<'_>, command: Command) -> Result<u8, Failure> {
             update(ctx, &words, dry_run).await
         }
         Command::Group(GroupCommand::Status { words, .. }) => status(ctx, &words).await,
+        Command::Group(GroupCommand::Adopt { words, apply }) => adopt(ctx, &words, apply).await,
         Command::Reservations(ReservationsCommand::List) => reservations_list(g).await,
         Command::Reservations(ReservationsCommand::Prune { older_than }) => {
             reservations_prune(g, older_than).await
@@ -281,6 +282,18 @@ async fn status(ctx: &Ctx<'_>, words: &[std::ffi::OsString]) -> Result<u8, Failu
         output::print_json(&json!(rows));
     } else {
         print!("{}", output::status_text(&rows));
+    }
+    Ok(exit::OK)
+}
+
+async fn adopt(ctx: &Ctx<'_>, words: &[std::ffi::OsString], apply: bool) -> Result<u8, Failure> {
+    let req = Words::parse(words, "conductor group adopt", ADOPT_WORDS)?.adopt_request(apply)?;
+    let c = ctx.conductor(options(Provisioner::Ec2)).await?;
+    let report = c.adopt(&req).await.map_err(|e| ctx.failure(e))?;
+    if ctx.g.json {
+        output::print_json(&json!(report));
+    } else {
+        print!("{}", output::adopt_text(&report));
     }
     Ok(exit::OK)
 }

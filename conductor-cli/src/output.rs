@@ -3,7 +3,8 @@
 use std::io::Write;
 
 use conductor_core::{
-    CreateReport, DestroyPlan, DestroyReport, IdScope, InstanceStatus, Plan, UpdateReport,
+    AdoptReport, CreateReport, DestroyPlan, DestroyReport, IdScope, InstanceStatus, Plan,
+    UpdateReport,
 };
 use serde_json::{json, Value};
 
@@ -61,6 +62,29 @@ fn failure_json(code: u8, message: &str) -> Value {
 /// The plan as the JSON document of DESIGN section 9.
 pub fn plan_json(plan: &Plan) -> Value {
     serde_json::to_value(plan).unwrap_or(Value::Null)
+}
+
+/// The adopt report: each instance with the tags it gets.
+pub fn adopt_text(r: &AdoptReport) -> String {
+    let mut s = String::new();
+    if r.instances.is_empty() {
+        s.push_str(&format!(
+            "every instance of group {} in env {} has conductor tags; nothing to adopt\n",
+            r.group, r.env
+        ));
+        return s;
+    }
+    let verb = if r.applied { "tagged" } else { "would tag" };
+    for a in &r.instances {
+        s.push_str(&format!("{verb} {} ({}, {}):\n", a.name, a.id, a.region));
+        for (k, v) in &a.tags {
+            s.push_str(&format!("  {k} = {v}\n"));
+        }
+    }
+    if !r.applied {
+        s.push_str("dry run: nothing written; add --apply to write these tags\n");
+    }
+    s
 }
 
 /// The plan plus a `result` object.

@@ -97,6 +97,10 @@ pub async fn conductor(
     cancel: CancellationToken,
     observer: Option<Arc<dyn Observer>>,
 ) -> Result<Conductor, Failure> {
+    let opts = Options {
+        read_grains: !g.no_grains,
+        ..opts
+    };
     let mut b = Conductor::builder()
         .cloud(cloud(g).await?)
         .reserver(reserver(g).await?)
@@ -113,17 +117,12 @@ pub async fn conductor(
     b.build().map_err(Failure::from)
 }
 
-/// A conductor for `plan`: reads only (no Salt executor, writes nothing).
+/// A conductor for `plan` and `status`: reads only (writes nothing; Salt,
+/// unless `--no-salt`, only for the master's grains cache).
 pub async fn conductor_for_plan(g: &Global) -> Result<Conductor, Failure> {
-    Conductor::builder()
-        .cloud(cloud(g).await?)
-        .reserver(reserver(g).await?)
-        .pillar(pillar(g)?)
-        .layout(layout(g))
-        .options(Options {
-            provisioner: Provisioner::Ec2,
-            ..Options::default()
-        })
-        .build()
-        .map_err(Failure::from)
+    let opts = Options {
+        provisioner: Provisioner::Ec2,
+        ..Options::default()
+    };
+    conductor(g, opts, CancellationToken::new(), None).await
 }

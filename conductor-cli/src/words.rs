@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 
 use conductor_core::{
-    Cpid, CreateRequest, Env, Group, InputError, InstanceQuery, Role, Selection, SystemName,
-    Target, Zone,
+    AdoptRequest, Cpid, CreateRequest, Env, Group, InputError, InstanceQuery, Role, Selection,
+    SystemName, Target, Zone,
 };
 
 /// Words `create` and `plan` accept.
@@ -31,6 +31,9 @@ pub const SELECT_WORDS: &[&str] = &[
     "cluster_id",
     "system_id",
 ];
+
+/// Words `adopt` accepts.
+pub const ADOPT_WORDS: &[&str] = &["group", "pillarenv", "saltenv", "region"];
 
 /// Parsed words: key -> value, each key once.
 #[derive(Debug, Default)]
@@ -158,6 +161,27 @@ impl Words {
         })
     }
 
+    /// The region of an optional `region=<zone>`.
+    fn region(&self) -> Result<Option<conductor_core::Region>, InputError> {
+        self.get("region")
+            .map(|z| Zone::new(z).map(|z| z.region()))
+            .transpose()
+    }
+
+    /// An adopt request: `group`, `pillarenv`, optional `saltenv` and `region`.
+    pub fn adopt_request(&self, apply: bool) -> Result<AdoptRequest, InputError> {
+        let group = Group::new(self.require("group", "devops")?)?;
+        let (env, saltenv) = self.envs()?;
+        let region = self.region()?;
+        Ok(AdoptRequest {
+            group,
+            env,
+            saltenv,
+            region,
+            apply,
+        })
+    }
+
     /// The instances a destroy, update or status acts on: `group`,
     /// `pillarenv`, optional `region`, and one selector: `cpid=`, `names=a,b`,
     /// `role=` + `cluster_id=`, or `system_id=`; with `all_by_default`, no
@@ -165,10 +189,7 @@ impl Words {
     pub fn query(&self, all_by_default: bool) -> Result<InstanceQuery, InputError> {
         let group = Group::new(self.require("group", "devops")?)?;
         let (env, _) = self.envs()?;
-        let region = self
-            .get("region")
-            .map(|z| Zone::new(z).map(|z| z.region()))
-            .transpose()?;
+        let region = self.region()?;
         let mut selections = Vec::new();
         if let Some(c) = self.get("cpid") {
             selections.push(Selection::Cpid(Cpid::parse(c)?));

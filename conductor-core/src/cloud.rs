@@ -271,6 +271,15 @@ pub struct InstanceRef {
     pub name: Option<String>,
 }
 
+/// Tags to add to one instance ([`CloudBackend::tag_instances`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceTags {
+    /// The instance.
+    pub instance: InstanceRef,
+    /// Tags to add (or overwrite).
+    pub tags: BTreeMap<String, String>,
+}
+
 /// A cloud: reads instances, launches and terminates them.
 ///
 /// The crate documentation implements one from scratch; here a wrapper
@@ -331,6 +340,22 @@ pub trait CloudBackend: Send + Sync + fmt::Debug {
 
     /// Terminates the instances.
     async fn terminate(&self, instances: &[InstanceRef]) -> Result<(), BackendError>;
+
+    /// Adds tags to existing instances (EC2 CreateTags): each instance gets
+    /// its own map; a key it already has takes the new value, its other
+    /// tags stay. An instance the cloud does not know is a `Rejected`
+    /// error. The default refuses: a backend that cannot write tags cannot
+    /// adopt instances.
+    async fn tag_instances(&self, tags: &[InstanceTags]) -> Result<(), BackendError> {
+        let names: Vec<&str> = tags.iter().map(|t| t.instance.id.as_str()).collect();
+        Err(BackendError::new(
+            crate::backend::BackendErrorKind::Rejected,
+            format!(
+                "this cloud backend cannot write tags (asked to tag {})",
+                names.join(", ")
+            ),
+        ))
+    }
 
     /// Polls until every name is visible in the inventory or `timeout` passes;
     /// returns the names seen.
@@ -397,6 +422,9 @@ impl<T: CloudBackend + ?Sized> CloudBackend for std::sync::Arc<T> {
     }
     async fn terminate(&self, instances: &[InstanceRef]) -> Result<(), BackendError> {
         (**self).terminate(instances).await
+    }
+    async fn tag_instances(&self, tags: &[InstanceTags]) -> Result<(), BackendError> {
+        (**self).tag_instances(tags).await
     }
     async fn wait_visible(
         &self,

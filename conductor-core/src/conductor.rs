@@ -12,6 +12,7 @@ use tracing::{info_span, Instrument};
 
 use crate::cloud::CloudBackend;
 use crate::error::Error;
+use crate::grains::GrainIds;
 use crate::input::InputError;
 use crate::layout::Layout;
 use crate::lifecycle::Observer;
@@ -65,6 +66,11 @@ pub struct Options {
     /// against EC2 a run that read before another run's instances showed
     /// could then choose the same names.
     pub check_after_reserve: bool,
+    /// Count the ids the master's grains cache shows for minions whose
+    /// instances lack Conductor's tags (instances the Python runner built)
+    /// when planning and adopting; needs a Salt executor. A cache that
+    /// cannot be read is then an error ([`Error::GrainsUnreadable`]).
+    pub read_grains: bool,
 }
 
 impl Default for Options {
@@ -81,6 +87,7 @@ impl Default for Options {
             autosign_grains_dir: None,
             minion_timeout: Duration::from_secs(900),
             check_after_reserve: true,
+            read_grains: true,
         }
     }
 }
@@ -265,6 +272,20 @@ impl Conductor {
     /// The lifecycle tunables.
     pub fn options(&self) -> &Options {
         &self.opts
+    }
+
+    /// The id grains of the master's cached minions; none without Salt or
+    /// with [`Options::read_grains`] off.
+    pub(crate) async fn grain_ids(&self) -> Result<GrainIds, Error> {
+        let Some(salt) = self.salt.as_ref().filter(|_| self.opts.read_grains) else {
+            return Ok(GrainIds::default());
+        };
+        let cache = salt
+            .cached_grains()
+            .instrument(info_span!("salt.cached_grains"))
+            .await
+            .map_err(|source| Error::GrainsUnreadable { source })?;
+        Ok(GrainIds::from_cache(&cache))
     }
 
     pub(crate) async fn load_pillar(&self, env: &Env) -> Result<Pillar, Error> {

@@ -83,6 +83,9 @@ pub enum Error {
     /// The naming engine cannot satisfy the request.
     #[error(transparent)]
     Plan(#[from] PlanError),
+    /// `adopt` refused: conflicting or unmatched instances; nothing written.
+    #[error(transparent)]
+    Adopt(Box<crate::lifecycle::AdoptError>),
     /// Reservations kept conflicting with other runs.
     #[error(
         "gave up after {attempts} attempts to reserve names and ids; still held by other runs: {}. \
@@ -134,6 +137,16 @@ pub enum Error {
         /// The log of the failed run.
         log: Option<PathBuf>,
     },
+    /// The master's grains cache could not be read while planning.
+    #[error(
+        "cannot read the Salt master's grains cache, which holds the ids of instances the Python runner built: {source}. \
+         Fix the master (--salt-config-dir, --salt-bin-dir), or skip the grains with --no-grains (ids then come from EC2 tags and names only)"
+    )]
+    GrainsUnreadable {
+        /// What went wrong.
+        #[source]
+        source: BackendError,
+    },
     /// The caller cancelled the run before anything was launched.
     #[error("interrupted; nothing was launched")]
     Interrupted,
@@ -145,6 +158,12 @@ pub enum Error {
         /// The panic or abort, as text.
         message: String,
     },
+}
+
+impl From<crate::lifecycle::AdoptError> for Error {
+    fn from(e: crate::lifecycle::AdoptError) -> Self {
+        Self::Adopt(Box::new(e))
+    }
 }
 
 impl Error {
@@ -175,10 +194,13 @@ impl Error {
     /// How this error should be reported (exit code class).
     pub fn class(&self) -> ErrorClass {
         match self {
-            Error::Input(_) | Error::Pillar(_) | Error::Plan(_) => ErrorClass::BadInput,
+            Error::Input(_) | Error::Pillar(_) | Error::Plan(_) | Error::Adopt(_) => {
+                ErrorClass::BadInput
+            }
             Error::RetriesExhausted { .. } | Error::LeaseLost { .. } => ErrorClass::Exhausted,
             Error::Backend { source, .. } => backend_class(source.kind),
             Error::Interrupted => ErrorClass::Interrupted,
+            Error::GrainsUnreadable { .. } => ErrorClass::Unreachable,
             Error::Io { .. } | Error::HookFailed { .. } | Error::Task { .. } => ErrorClass::Failed,
         }
     }

@@ -145,6 +145,7 @@ mod cloud;
 mod conductor;
 mod cpid;
 mod error;
+mod grains;
 mod ids;
 mod input;
 mod layout;
@@ -165,24 +166,28 @@ pub use backend::{BackendError, BackendErrorKind};
 pub use backoff::Backoff;
 pub use basename::{Basename, NameMatch};
 pub use cloud::{
-    conductor_tag, poll_visible, CloudBackend, Instance, InstanceRef, InstanceState, Inventory,
-    LaunchFailure, LaunchResult, LaunchSpec, Launched, Scope, Selector, NAME_TAG, TAG_PREFIX,
+    conductor_tag, poll_visible, CloudBackend, Instance, InstanceRef, InstanceState, InstanceTags,
+    Inventory, LaunchFailure, LaunchResult, LaunchSpec, Launched, Scope, Selector, NAME_TAG,
+    TAG_PREFIX,
 };
 pub use conductor::{Conductor, ConductorBuilder, Options, Provisioner};
 pub use cpid::Cpid;
 pub use error::{backend_class, Error, ErrorClass, PlanError, Result};
+pub use grains::{name_in_env, GrainId, GrainIds, MinionIds};
 pub use ids::IdScope;
 pub use input::{InputError, PillarError};
 pub use layout::Layout;
 pub use lifecycle::{
-    client_token, slot_key, CreateReport, DestroyPlan, DestroyReport, InstanceQuery,
-    InstanceStatus, Observer, ReportError, Selected, Selection, SkippedInstance, Step,
-    UpdateReport,
+    client_token, slot_key, AdoptError, AdoptReport, AdoptRequest, Adoption, CreateReport,
+    DestroyPlan, DestroyReport, InstanceQuery, InstanceStatus, Observer, ReportError, Selected,
+    Selection, SkippedInstance, Step, UpdateReport,
 };
 pub use mem_cloud::MemCloud;
 pub use names::{check_instance_name, Env, Group, Region, Role, SystemName, Zone};
 pub use pillar::{EnvironmentSpec, GroupSpec, Hooks, Pillar, RoleSpec, SystemEntry, Throttle};
-pub use plan::{plan, ClusterIds, Plan, PlanFiles, PlanKeys, PlannedInstance, SystemIds};
+pub use plan::{
+    plan, plan_with_grains, ClusterIds, Plan, PlanFiles, PlanKeys, PlannedInstance, SystemIds,
+};
 pub use render::{map_vms, read_map_file, YAML_ONLY};
 pub use request::{CreateRequest, Target};
 pub use reserve::{
@@ -191,8 +196,8 @@ pub use reserve::{
 };
 pub use retry::{RetryCloud, RetryPolicy};
 pub use salt::{
-    CloudRunResult, CloudVm, MinionKeys, PillarSource, SaltExecutor, StateFailure, StateRunResult,
-    StaticPillar,
+    CachedGrains, CloudRunResult, CloudVm, MinionKeys, PillarSource, SaltExecutor, StateFailure,
+    StateRunResult, StaticPillar,
 };
 pub use settings::{LaunchSettings, NetworkInterface, Volume, DEFAULT_SIZE};
 pub use tokio_util::sync::CancellationToken;

@@ -10,8 +10,8 @@ use serde_json::json;
 
 use crate::backend::{BackendError, BackendErrorKind};
 use crate::cloud::{
-    CloudBackend, Instance, InstanceRef, InstanceState, Inventory, LaunchResult, LaunchSpec,
-    Launched, Scope, NAME_TAG,
+    CloudBackend, Instance, InstanceRef, InstanceState, InstanceTags, Inventory, LaunchResult,
+    LaunchSpec, Launched, Scope, NAME_TAG,
 };
 use crate::names::Zone;
 use crate::reserve::now_ms;
@@ -123,6 +123,27 @@ impl CloudBackend for MemCloud {
             });
         }
         Ok(out)
+    }
+
+    async fn tag_instances(&self, tags: &[InstanceTags]) -> Result<(), BackendError> {
+        let mut state = self.state();
+        // All or nothing, like one CreateTags call: every id known first.
+        if let Some(t) = tags
+            .iter()
+            .find(|t| !state.instances.iter().any(|i| i.id == t.instance.id))
+        {
+            return Err(BackendError::new(
+                BackendErrorKind::Rejected,
+                format!("InvalidInstanceID.NotFound: {}", t.instance.id),
+            ));
+        }
+        for t in tags {
+            if let Some(i) = state.instances.iter_mut().find(|i| i.id == t.instance.id) {
+                i.tags
+                    .extend(t.tags.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+        }
+        Ok(())
     }
 
     async fn terminate(&self, instances: &[InstanceRef]) -> Result<(), BackendError> {

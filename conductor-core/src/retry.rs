@@ -29,7 +29,9 @@ use tracing::{debug, warn};
 
 use crate::backend::{BackendError, BackendErrorKind};
 use crate::backoff::Backoff;
-use crate::cloud::{CloudBackend, InstanceRef, Inventory, LaunchResult, LaunchSpec, Scope};
+use crate::cloud::{
+    CloudBackend, InstanceRef, InstanceTags, Inventory, LaunchResult, LaunchSpec, Scope,
+};
 use crate::names::Region;
 
 /// How often and how long [`RetryCloud`] retries.
@@ -183,6 +185,14 @@ impl<C: CloudBackend> CloudBackend for RetryCloud<C> {
     async fn terminate(&self, instances: &[InstanceRef]) -> Result<(), BackendError> {
         self.run("terminate", RetryPolicy::retryable, || {
             self.inner.terminate(instances)
+        })
+        .await
+    }
+
+    async fn tag_instances(&self, tags: &[InstanceTags]) -> Result<(), BackendError> {
+        // CreateTags sets values: repeating it is harmless.
+        self.run("tag_instances", RetryPolicy::retryable, || {
+            self.inner.tag_instances(tags)
         })
         .await
     }

@@ -214,7 +214,15 @@ pub trait SaltExecutor: Send + Sync + fmt::Debug {
     async fn ping(&self, targets: &[String]) -> Result<Vec<String>, BackendError>;
     /// `salt-key -y -d <name>` for each name: the master forgets those minions.
     async fn delete_keys(&self, names: &[String]) -> Result<(), BackendError>;
+    /// The grains the master has cached for its minions (`salt-run
+    /// cache.grains tgt='*'`): minion id -> its grains object, without
+    /// asking any minion. A minion whose key was deleted is not in it. A
+    /// master whose cache cannot be read is an error, never an empty map.
+    async fn cached_grains(&self) -> Result<CachedGrains, BackendError>;
 }
+
+/// The master's cached grains: minion id -> grains (a JSON object).
+pub type CachedGrains = std::collections::BTreeMap<String, serde_json::Value>;
 
 /// A [`PillarSource`] holding one pillar for every environment it defines
 /// (embedders, examples and tests: `StaticPillar(Pillar::from_yaml_str(..)?)`).

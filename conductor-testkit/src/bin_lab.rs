@@ -29,6 +29,9 @@ pub struct BinLab {
     pub endpoint: Option<String>,
     /// Extra environment of every run (after, so over, the lab's own).
     pub env: Vec<(String, String)>,
+    /// Read the Salt master's grains cache when planning; off by default
+    /// (`--no-grains`): most tests have no master.
+    pub grains: bool,
 }
 
 /// `group <verb>` for group devops in us-east-1a of env test, then `words`
@@ -75,6 +78,7 @@ impl BinLab {
             dir: dir.to_path_buf(),
             endpoint,
             env: Vec::new(),
+            grains: false,
         }
     }
 
@@ -101,6 +105,9 @@ impl BinLab {
         match &self.endpoint {
             Some(url) => all.extend(["--endpoint-url".into(), url.into()]),
             None => all.extend(["--cloud".into(), "fake".into()]),
+        }
+        if !self.grains {
+            all.push("--no-grains".into());
         }
         all
     }

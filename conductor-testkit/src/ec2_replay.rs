@@ -6,7 +6,7 @@
 //! the region a request is signed for (an instance is listed in the region
 //! of its zone). Started with [`Ec2Replay::start_cloud`], it also serves
 //! `RunInstances` (tags from `TagSpecification`, idempotent per
-//! `ClientToken`) and `TerminateInstances`, and keeps what they did, so later
+//! `ClientToken`), `TerminateInstances` and `CreateTags`, and keeps what they did, so later
 //! reads list the new instances and leave the terminated ones out. Every
 //! call waits an optional fixed latency. moto is too slow for inventories of
 //! tens of thousands and does not paginate; this is for those.
@@ -381,6 +381,9 @@ async fn serve(stream: tokio::net::TcpStream, shared: Arc<Shared>) -> std::io::R
             (None, "TerminateInstances") if shared.launches => {
                 answer(terminate(&shared, &form, region.as_deref()))
             }
+            (None, "CreateTags") if shared.launches => {
+                answer(create_tags(&shared, &form, region.as_deref()))
+            }
             (None, other) => (
                 "400 Bad Request".to_string(),
                 error_xml(
@@ -438,6 +441,14 @@ impl Index {
         }
         for k in i.tags.keys() {
             self.by_key.entry(k.clone()).or_default().push(pos);
+        }
+    }
+
+    /// Records that the instance at `pos` now has tag `key` (kept ascending).
+    fn add_key(&mut self, key: &str, pos: usize) {
+        let list = self.by_key.entry(key.to_string()).or_default();
+        if let Err(at) = list.binary_search(&pos) {
+            list.insert(at, pos);
         }
     }
 
@@ -881,31 +892,7 @@ fn terminate(
         ));
     }
     let mut cloud = write(&shared.cloud);
-    let missing: Vec<&str> = ids
-        .iter()
-        .filter(|id| {
-            cloud
-                .by_id
-                .get(*id)
-                .is_none_or(|&p| !in_region(&cloud.instances[p].zone, region))
-        })
-        .map(String::as_str)
-        .collect();
-    match missing.as_slice() {
-        [] => {}
-        [one] => {
-            return Err((
-                "InvalidInstanceID.NotFound",
-                format!("The instance ID '{one}' does not exist"),
-            ))
-        }
-        many => {
-            return Err((
-                "InvalidInstanceID.NotFound",
-                format!("The instance IDs '{}' do not exist", many.join(", ")),
-            ))
-        }
-    }
+    all_known(&cloud, &ids, region)?;
     let mut xml = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<TerminateInstancesResponse xmlns=\"{XMLNS}\"><requestId>replay</requestId><instancesSet>"
     );
@@ -929,6 +916,72 @@ fn terminate(
     }
     xml.push_str("</instancesSet></TerminateInstancesResponse>");
     Ok(xml)
+}
+
+/// Refuses unless every id is an instance of the region
+/// (`InvalidInstanceID.NotFound` naming the unknown ids).
+fn all_known(cloud: &Cloud, ids: &[String], region: Option<&str>) -> Result<(), Refusal> {
+    let missing: Vec<&str> = ids
+        .iter()
+        .filter(|id| {
+            cloud
+                .by_id
+                .get(*id)
+                .is_none_or(|&p| !in_region(&cloud.instances[p].zone, region))
+        })
+        .map(String::as_str)
+        .collect();
+    match missing.as_slice() {
+        [] => Ok(()),
+        [one] => Err((
+            "InvalidInstanceID.NotFound",
+            format!("The instance ID '{one}' does not exist"),
+        )),
+        many => Err((
+            "InvalidInstanceID.NotFound",
+            format!("The instance IDs '{}' do not exist", many.join(", ")),
+        )),
+    }
+}
+
+/// CreateTags of `Tag.N.Key`/`Tag.N.Value` on instances `ResourceId.N`:
+/// all or, when one is unknown in the region, none.
+fn create_tags(
+    shared: &Shared,
+    form: &BTreeMap<String, String>,
+    region: Option<&str>,
+) -> Result<String, Refusal> {
+    let ids: Vec<String> = (1..)
+        .map_while(|n| form.get(&format!("ResourceId.{n}")).cloned())
+        .collect();
+    let tags: Vec<(String, String)> = (1..)
+        .map_while(|n| {
+            let key = form.get(&format!("Tag.{n}.Key"))?;
+            let value = form
+                .get(&format!("Tag.{n}.Value"))
+                .cloned()
+                .unwrap_or_default();
+            Some((key.clone(), value))
+        })
+        .collect();
+    let mut cloud = write(&shared.cloud);
+    all_known(&cloud, &ids, region)?;
+    if tags.iter().any(|(k, _)| k == "Name") {
+        return Err((
+            "InvalidParameterValue",
+            "the replay endpoint does not rename instances".into(),
+        ));
+    }
+    for id in &ids {
+        let pos = cloud.by_id[id];
+        for (k, v) in &tags {
+            cloud.index.add_key(k, pos);
+            cloud.instances[pos].tags.insert(k.clone(), v.clone());
+        }
+    }
+    Ok(format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CreateTagsResponse xmlns=\"{XMLNS}\"><requestId>replay</requestId><return>true</return></CreateTagsResponse>"
+    ))
 }
 
 fn error_xml(code: &str, message: &str) -> String {

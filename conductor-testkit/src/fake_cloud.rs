@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use conductor_core::{
-    BackendError, BackendErrorKind, CloudBackend, Instance, InstanceRef, Inventory, LaunchResult,
-    LaunchSpec, MemCloud, Region, Scope, Zone,
+    BackendError, BackendErrorKind, CloudBackend, Instance, InstanceRef, InstanceTags, Inventory,
+    LaunchResult, LaunchSpec, MemCloud, Region, Scope, Zone,
 };
 use tokio::time::Instant;
 
@@ -163,6 +163,10 @@ impl CloudBackend for FakeCloud {
 
     async fn terminate(&self, instances: &[InstanceRef]) -> Result<(), BackendError> {
         self.stack.terminate(instances).await
+    }
+
+    async fn tag_instances(&self, tags: &[InstanceTags]) -> Result<(), BackendError> {
+        self.stack.tag_instances(tags).await
     }
 
     async fn wait_visible(

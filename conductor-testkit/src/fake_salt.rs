@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use conductor_core::BackendError;
+use conductor_core::{BackendError, BackendErrorKind, CachedGrains};
 use conductor_core::{CloudBackend, LaunchSettings, LaunchSpec};
 use conductor_core::{
     CloudRunResult, CloudVm, MinionKeys, SaltExecutor, StateFailure, StateRunResult,
@@ -68,6 +68,10 @@ pub struct FakeSalt {
     pending_minions: Mutex<BTreeSet<String>>,
     failing_vms: Mutex<BTreeMap<String, String>>,
     orchestration_delay: Mutex<std::time::Duration>,
+    /// Grains of minions beyond `id`, as the master's cache holds them.
+    grains: Mutex<BTreeMap<String, Map<String, Value>>>,
+    /// The grains cache cannot be read (`cached_grains` fails as unreachable).
+    grains_unreadable: Mutex<bool>,
     cloud: Option<(Arc<FakeCloud>, Zone)>,
 }
 
@@ -98,6 +102,23 @@ impl FakeSalt {
     /// Accepts `minion`'s key: it answers and `minion_keys` lists it.
     pub fn add_minion(&self, minion: &str) {
         self.accepted.lock().unwrap().insert(minion.into());
+    }
+
+    /// Accepts `minion` and caches `grains` (an object) for it, as a master
+    /// does once the minion has sent them: `cached_grains` lists them with
+    /// `id`.
+    pub fn set_grains(&self, minion: &str, grains: Value) {
+        self.add_minion(minion);
+        let map = match grains {
+            Value::Object(m) => m,
+            other => panic!("grains are an object, not {other}"),
+        };
+        self.grains.lock().unwrap().insert(minion.into(), map);
+    }
+
+    /// Makes `cached_grains` fail as a master that cannot be asked does.
+    pub fn grains_unreadable(&self) {
+        *self.grains_unreadable.lock().unwrap() = true;
     }
 
     /// Makes each orchestration take `d` (a slow hook, for schedules on a
@@ -332,9 +353,33 @@ impl SaltExecutor for FakeSalt {
     async fn delete_keys(&self, names: &[String]) -> Result<(), BackendError> {
         self.record(SaltCall::DeleteKeys(names.to_vec()));
         let mut accepted = self.accepted.lock().unwrap();
+        let mut grains = self.grains.lock().unwrap();
         for n in names {
             accepted.remove(n);
+            // A master drops the cached data of a minion whose key is gone.
+            grains.remove(n);
         }
         Ok(())
+    }
+
+    async fn cached_grains(&self) -> Result<CachedGrains, BackendError> {
+        if *self.grains_unreadable.lock().unwrap() {
+            return Err(BackendError::new(
+                BackendErrorKind::Unreachable,
+                "salt-run cache.grains: the master's cache cannot be read (FakeSalt told so)",
+            ));
+        }
+        let grains = self.grains.lock().unwrap();
+        Ok(self
+            .accepted
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                let mut g = grains.get(m).cloned().unwrap_or_default();
+                g.insert("id".into(), json!(m));
+                (m.clone(), Value::Object(g))
+            })
+            .collect())
     }
 }

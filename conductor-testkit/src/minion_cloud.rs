@@ -13,7 +13,9 @@ use async_trait::async_trait;
 use conductor_core::user_data;
 use conductor_core::Region;
 use conductor_core::{BackendError, BackendErrorKind};
-use conductor_core::{CloudBackend, InstanceRef, Inventory, LaunchResult, LaunchSpec, Scope};
+use conductor_core::{
+    CloudBackend, InstanceRef, InstanceTags, Inventory, LaunchResult, LaunchSpec, Scope,
+};
 use serde_json::{Map, Value};
 
 use crate::salt_lab::SaltLab;
@@ -100,6 +102,10 @@ impl CloudBackend for MinionCloud {
             }
         }
         Ok(results)
+    }
+
+    async fn tag_instances(&self, tags: &[InstanceTags]) -> Result<(), BackendError> {
+        self.inner.tag_instances(tags).await
     }
 
     async fn terminate(&self, instances: &[InstanceRef]) -> Result<(), BackendError> {

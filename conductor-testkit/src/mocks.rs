@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use conductor_core::{BackendError, Error, ReserveError};
-use conductor_core::{CloudBackend, InstanceRef, Inventory, LaunchResult, LaunchSpec, Scope};
 use conductor_core::{
-    CloudRunResult, CloudVm, MinionKeys, PillarSource, SaltExecutor, StateRunResult,
+    CachedGrains, CloudRunResult, CloudVm, MinionKeys, PillarSource, SaltExecutor, StateRunResult,
+};
+use conductor_core::{
+    CloudBackend, InstanceRef, InstanceTags, Inventory, LaunchResult, LaunchSpec, Scope,
 };
 use conductor_core::{Env, Pillar, Region};
 use conductor_core::{Key, Lease, Owner, Phase, Reservation, Reserver};
@@ -21,6 +23,7 @@ mockall::mock! {
         async fn inventory(&self, scope: &Scope) -> Result<Inventory, BackendError>;
         async fn launch(&self, specs: &[LaunchSpec]) -> Result<Vec<LaunchResult>, BackendError>;
         async fn terminate(&self, instances: &[InstanceRef]) -> Result<(), BackendError>;
+        async fn tag_instances(&self, tags: &[InstanceTags]) -> Result<(), BackendError>;
         async fn wait_visible(&self, region: &Region, names: &[String], timeout: Duration) -> Result<BTreeSet<String>, BackendError>;
     }
 }
@@ -58,6 +61,7 @@ mockall::mock! {
         async fn minion_keys(&self) -> Result<MinionKeys, BackendError>;
         async fn ping(&self, targets: &[String]) -> Result<Vec<String>, BackendError>;
         async fn delete_keys(&self, names: &[String]) -> Result<(), BackendError>;
+        async fn cached_grains(&self) -> Result<CachedGrains, BackendError>;
     }
 }
 

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use conductor_core::{
-    poll_visible, BackendError, BackendErrorKind, CloudBackend, InstanceRef, Inventory,
-    LaunchFailure, LaunchResult, LaunchSpec, Region, Scope,
+    poll_visible, BackendError, BackendErrorKind, CloudBackend, InstanceRef, InstanceTags,
+    Inventory, LaunchFailure, LaunchResult, LaunchSpec, Region, Scope,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -127,6 +127,10 @@ impl<C: CloudBackend> CloudBackend for LagCloud<C> {
         self.inner.terminate(instances).await
     }
 
+    async fn tag_instances(&self, tags: &[InstanceTags]) -> Result<(), BackendError> {
+        self.inner.tag_instances(tags).await
+    }
+
     async fn wait_visible(
         &self,
         region: &Region,
@@ -190,6 +194,11 @@ impl<C: CloudBackend> CloudBackend for LatencyCloud<C> {
         self.inner.terminate(instances).await
     }
 
+    async fn tag_instances(&self, tags: &[InstanceTags]) -> Result<(), BackendError> {
+        self.delay().await;
+        self.inner.tag_instances(tags).await
+    }
+
     async fn wait_visible(
         &self,
         region: &Region,
@@ -209,6 +218,8 @@ pub enum Op {
     Launch,
     /// `terminate`.
     Terminate,
+    /// `tag_instances`.
+    Tag,
 }
 
 #[derive(Debug)]
@@ -332,6 +343,11 @@ impl<C: CloudBackend> CloudBackend for FaultCloud<C> {
         self.inner.terminate(instances).await
     }
 
+    async fn tag_instances(&self, tags: &[InstanceTags]) -> Result<(), BackendError> {
+        self.enter(Op::Tag)?;
+        self.inner.tag_instances(tags).await
+    }
+
     async fn wait_visible(
         &self,
         region: &Region,
@@ -436,6 +452,11 @@ impl<C: CloudBackend> CloudBackend for RecordingCloud<C> {
     async fn terminate(&self, instances: &[InstanceRef]) -> Result<(), BackendError> {
         self.count(Op::Terminate);
         self.inner.terminate(instances).await
+    }
+
+    async fn tag_instances(&self, tags: &[InstanceTags]) -> Result<(), BackendError> {
+        self.count(Op::Tag);
+        self.inner.tag_instances(tags).await
     }
 
     async fn wait_visible(

@@ -21,7 +21,9 @@ use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::Client;
 use conductor_core::Region;
 use conductor_core::{BackendError, BackendErrorKind};
-use conductor_core::{CloudBackend, InstanceRef, Inventory, LaunchResult, LaunchSpec, Scope};
+use conductor_core::{
+    CloudBackend, InstanceRef, InstanceTags, Inventory, LaunchResult, LaunchSpec, Scope,
+};
 use tokio::sync::Semaphore;
 use tracing::{info_span, Instrument};
 
@@ -199,6 +201,31 @@ impl CloudBackend for Ec2Backend {
         }
         // Every index was filled: each task returns its own index once.
         Ok(results.into_iter().flatten().collect())
+    }
+
+    /// One CreateTags call per instance (each gets its own tags); the
+    /// calls set values, so repeating them is harmless.
+    async fn tag_instances(&self, tags: &[InstanceTags]) -> Result<(), BackendError> {
+        for t in tags {
+            let region = &t.instance.region;
+            let id = &t.instance.id;
+            let ec2_tags: Vec<aws_sdk_ec2::types::Tag> = t
+                .tags
+                .iter()
+                .map(|(k, v)| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build())
+                .collect();
+            self.client(region)
+                .create_tags()
+                .resources(id)
+                .set_tags(Some(ec2_tags))
+                .send()
+                .instrument(
+                    info_span!("ec2.create_tags", %region, instance = %id, tags = t.tags.len()),
+                )
+                .await
+                .map_err(|e| classify("CreateTags", &format!("tagging {id} in {region}"), e))?;
+        }
+        Ok(())
     }
 
     /// Terminates by id, region by region, in batches of 1,000. Ids EC2 no

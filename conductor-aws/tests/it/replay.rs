@@ -254,7 +254,8 @@ async fn launches_and_terminates_pass_the_conformance_suite() {
         visible_timeout: Duration::from_secs(2),
     };
     conductor_testkit::conformance::cloud::run_all(&ec2, &f).await;
-    // Launched (2 + 3 + 1 + 2) with their tags, one terminated.
+    // Launched (2 + 3 + 1 + 2) with their tags, one terminated; two more
+    // launched and re-tagged `conductor:env=conformance-adopted` by CreateTags.
     let launched: Vec<ReplayInstance> = replay
         .instances()
         .into_iter()
@@ -266,8 +267,16 @@ async fn launches_and_terminates_pass_the_conformance_suite() {
         launched.iter().filter(|i| i.state == "terminated").count(),
         1
     );
-    assert_eq!(replay.calls_of("RunInstances"), 8);
+    assert_eq!(replay.calls_of("RunInstances"), 10);
     assert_eq!(replay.calls_of("TerminateInstances"), 1);
+    // One CreateTags per instance, each tagging done twice.
+    assert_eq!(replay.calls_of("CreateTags"), 4);
+    let adopted = replay
+        .instances()
+        .into_iter()
+        .filter(|i| i.tags.get("conductor:env").map(String::as_str) == Some("conformance-adopted"))
+        .count();
+    assert_eq!(adopted, 2);
 }
 
 /// A client token launches once; unknown ids are dropped from a terminate.

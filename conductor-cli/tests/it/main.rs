@@ -2,6 +2,7 @@
 //! so the crate graph is linked once. Run one topic with
 //! `cargo test -p conductor-cli --test it <module>::`.
 
+mod adopt;
 mod bad_input;
 mod cli;
 mod crash;

@@ -10,6 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
+mod adopt;
 mod autosign;
 mod configure;
 mod create;
@@ -23,6 +24,7 @@ mod select;
 mod throttle;
 mod update;
 
+pub use adopt::{AdoptError, AdoptReport, AdoptRequest, Adoption};
 pub use create::{CreateReport, ReportError};
 pub use destroy::{DestroyPlan, DestroyReport};
 pub use observe::{Observer, Step};

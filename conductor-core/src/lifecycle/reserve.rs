@@ -12,10 +12,11 @@ use crate::cloud::{Inventory, Scope};
 use crate::conductor::Conductor;
 use crate::cpid::Cpid;
 use crate::error::Error;
+use crate::grains::GrainIds;
 use crate::ids::IdScope;
 use crate::input::PillarError;
 use crate::pillar::{Pillar, RoleSpec};
-use crate::plan::{inventory_scopes, plan as compute, Plan, PlanFiles};
+use crate::plan::{inventory_scopes, plan_with_grains as compute, Plan, PlanFiles};
 use crate::render;
 use crate::request::{resolve, Build, BuildItem, CreateRequest};
 use crate::reserve::{now_ms, Key, Owner, ReserveError};
@@ -28,7 +29,8 @@ impl Conductor {
         let cpid = req.cpid.unwrap_or_else(Cpid::generate);
         let scopes = self.scopes(&pillar, req)?;
         let inventory = self.read_inventory(&scopes).await?;
-        self.compute_plan(cpid, req, &pillar, &inventory, None)
+        let grains = self.grain_ids().await?;
+        self.compute_plan(cpid, req, &pillar, (&inventory, &grains), None)
             .await
     }
 
@@ -45,7 +47,7 @@ impl Conductor {
         cpid: Cpid,
         req: &CreateRequest,
         pillar: &Pillar,
-        inventory: &Inventory,
+        (inventory, grains): (&Inventory, &GrainIds),
         own: Option<&Owner>,
     ) -> Result<Plan, Error> {
         let held: BTreeSet<Key> = self
@@ -56,7 +58,7 @@ impl Conductor {
             .map_err(|e| Error::backend("listing reservations", e))?
             .into_iter()
             .collect();
-        let mut plan = compute(cpid, req, pillar, inventory, &held)?;
+        let mut plan = compute(cpid, req, pillar, inventory, &held, grains)?;
         plan.files = Some(PlanFiles {
             provider: self.layout.provider_file(&req.group, cpid),
             profile: self.layout.profile_file(&req.group, cpid),
@@ -108,6 +110,7 @@ impl Conductor {
         let backoff = Backoff::new(self.opts.backoff_base, self.opts.backoff_max);
         let mut last = Vec::new();
         let mut inventory: Option<(Inventory, tokio::time::Instant)> = None;
+        let grains = self.grain_ids().await?;
         for attempt in 1..=self.opts.max_attempts {
             let cycle = tokio::time::Instant::now();
             let owner = run.owner();
@@ -122,7 +125,7 @@ impl Conductor {
                 ),
             };
             let plan = self
-                .compute_plan(run.cpid, req, pillar, &inv.0, Some(&owner))
+                .compute_plan(run.cpid, req, pillar, (&inv.0, &grains), Some(&owner))
                 .await?;
             inventory = Some(inv);
             let keys = plan.reservations.all();

@@ -234,19 +234,7 @@ impl Conductor {
         let pillar = self.load_pillar(&q.env).await?;
         let env = pillar.environment(&q.env)?;
         pillar.group(&q.group)?;
-        let regions: Vec<Region> = match &q.region {
-            Some(r) => {
-                env.check_region(&q.env, r.as_str(), r)?;
-                vec![r.clone()]
-            }
-            None if !env.regions.is_empty() => env.regions.clone(),
-            None => return Err(InputError::invalid(
-                "region",
-                "",
-                "is required: give region=<zone>, or list regions under the environment in pillar",
-            )
-            .into()),
-        };
+        let regions = regions_to_search(q.region.as_ref(), &q.env, env)?;
         let select = q.selectors();
         let scopes: Vec<Scope> = regions
             .iter()
@@ -353,5 +341,27 @@ impl Conductor {
             .iter()
             .map(InstanceStatus::of)
             .collect())
+    }
+}
+
+/// The regions a search covers: `region`, else every region the
+/// environment lists in pillar (one of them is required).
+pub(crate) fn regions_to_search(
+    region: Option<&Region>,
+    env_name: &Env,
+    env: &crate::pillar::EnvironmentSpec,
+) -> Result<Vec<Region>, Error> {
+    match region {
+        Some(r) => {
+            env.check_region(env_name, r.as_str(), r)?;
+            Ok(vec![r.clone()])
+        }
+        None if !env.regions.is_empty() => Ok(env.regions.clone()),
+        None => Err(InputError::invalid(
+            "region",
+            "",
+            "is required: give region=<zone>, or list regions under the environment in pillar",
+        )
+        .into()),
     }
 }

@@ -12,6 +12,7 @@ use serde_json::Value;
 use crate::cloud::Inventory;
 use crate::cpid::Cpid;
 use crate::error::{Error, PlanError};
+use crate::grains::{GrainId, GrainIds};
 use crate::ids::IdScope;
 use crate::names::{Env, Group, Region, Role, SystemName, Zone};
 use crate::pillar::Pillar;
@@ -124,6 +125,9 @@ pub struct Plan {
     /// Files the run writes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub files: Option<PlanFiles>,
+    /// Ids in the scopes this plan takes ids in that were found used only
+    /// through the master's grains cache (instances without Conductor's tags).
+    pub ids_from_grains: Vec<GrainId>,
 }
 
 impl Plan {
@@ -148,10 +152,23 @@ pub fn plan(
     inventory: &Inventory,
     reserved: &BTreeSet<Key>,
 ) -> Result<Plan, Error> {
+    plan_with_grains(cpid, req, pillar, inventory, reserved, &GrainIds::default())
+}
+
+/// [`plan`], also counting the ids the master's grains cache shows for
+/// minions whose instances lack Conductor's tags.
+pub fn plan_with_grains(
+    cpid: Cpid,
+    req: &CreateRequest,
+    pillar: &Pillar,
+    inventory: &Inventory,
+    reserved: &BTreeSet<Key>,
+    grains: &GrainIds,
+) -> Result<Plan, Error> {
     let build = resolve(pillar, req)?;
     let group = pillar.group(&req.group)?;
     let env_spec = pillar.environment(&req.pillarenv)?;
-    let mut used = Used::gather(req, &env_spec.domain, inventory, reserved);
+    let mut used = Used::gather(req, &env_spec.domain, inventory, reserved, grains);
     let mut planner = Planner {
         cpid,
         req,
@@ -195,6 +212,15 @@ pub fn plan(
     let Planner {
         instances, keys, ..
     } = planner;
+    let taken: BTreeSet<IdScope> = keys
+        .ids
+        .iter()
+        .filter_map(|k| IdScope::parse_key(k, &req.pillarenv).map(|(s, _)| s))
+        .collect();
+    let ids_from_grains = std::mem::take(&mut used.from_grains)
+        .into_iter()
+        .filter(|g| taken.contains(&g.scope))
+        .collect();
     Ok(Plan {
         cpid,
         group: req.group.clone(),
@@ -207,6 +233,7 @@ pub fn plan(
         instances,
         reservations: keys,
         files: None,
+        ids_from_grains,
     })
 }
 

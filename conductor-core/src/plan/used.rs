@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::basename::{Basename, NameMatch};
 use crate::cloud::{Instance, Inventory};
+use crate::grains::{GrainId, GrainIds};
 use crate::ids::IdScope;
 use crate::request::CreateRequest;
 use crate::reserve::Key;
@@ -16,8 +17,10 @@ pub(super) struct Used<'a> {
     pub(super) domain: &'a str,
     /// Live names in AWS plus reserved names (without the `<env>_` prefix).
     pub(super) names: BTreeSet<String>,
-    /// Ids per scope, from tags and reservations.
+    /// Ids per scope, from tags, grains and reservations.
     ids: BTreeMap<IdScope, BTreeSet<u32>>,
+    /// Ids counted from the master's grains cache.
+    pub(super) from_grains: Vec<GrainId>,
 }
 
 impl<'a> Used<'a> {
@@ -26,17 +29,31 @@ impl<'a> Used<'a> {
         domain: &'a str,
         inventory: &Inventory,
         reserved: &BTreeSet<Key>,
+        grains: &GrainIds,
     ) -> Self {
         let env = req.pillarenv.as_str();
         let mut names = BTreeSet::new();
+        let mut tagged = BTreeSet::new();
         let mut ids: BTreeMap<IdScope, BTreeSet<u32>> = BTreeMap::new();
         for i in inventory.live() {
             if let Some(n) = i.name() {
                 names.insert(n.to_string());
+                if i.conductor_tag("env").is_some() {
+                    tagged.insert(n);
+                }
             }
             if i.conductor_tag("env") == Some(env) {
                 collect_id_tags(i, &mut ids);
             }
+        }
+        // Minions of instances without Conductor's tags (the Python
+        // runner's): their id grains count as tags do.
+        let from_grains: Vec<GrainId> = grains
+            .in_env(req.saltenv.as_str(), domain)
+            .filter(|g| !tagged.contains(g.minion.as_str()))
+            .collect();
+        for g in &from_grains {
+            ids.entry(g.scope.clone()).or_default().insert(g.id);
         }
         for k in reserved {
             if let Some(name) = k.name_in(&req.saltenv) {
@@ -50,6 +67,7 @@ impl<'a> Used<'a> {
             domain,
             names,
             ids,
+            from_grains,
         }
     }
 

@@ -229,6 +229,10 @@ async fn uncertain_launch_failures_keep_their_names() {
 #[tokio::test]
 async fn pre_create_hook_failure_launches_nothing_and_frees_keys() {
     let mut salt = MockSalt::new();
+    // The plan reads the master's grains cache once, before any hook.
+    salt.expect_cached_grains()
+        .times(1)
+        .returning(|| Ok(Default::default()));
     salt.expect_orchestrate().returning(|_, _, _| {
         Err(err(
             K::Failed,

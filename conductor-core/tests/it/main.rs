@@ -2,6 +2,7 @@
 //! so the crate graph is linked once. Run one topic with
 //! `cargo test -p conductor-core --test it <module>::`.
 
+mod adopt;
 mod bootstrap;
 mod conformance;
 mod contention;

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use conductor_core::Env;
 use conductor_core::{BackendError, BackendErrorKind};
 use conductor_core::{
-    CloudRunResult, CloudVm, MinionKeys, SaltExecutor, StateFailure, StateRunResult,
+    CachedGrains, CloudRunResult, CloudVm, MinionKeys, SaltExecutor, StateFailure, StateRunResult,
 };
 use serde_json::Value;
 
@@ -202,6 +202,45 @@ impl SaltExecutor for SaltCli {
             }
             // No document at all: none of them answered.
             Err(_) => Ok(vec![]),
+        }
+    }
+
+    async fn cached_grains(&self) -> Result<CachedGrains, BackendError> {
+        if self.local {
+            // Masterless: there is no master, so no minion is cached.
+            return Ok(CachedGrains::new());
+        }
+        // salt-run reads the cache itself (no master process needed), and
+        // with a missing config dir it only warns and prints `{}`: check
+        // that there is a master config to read first.
+        let master = self.master_config();
+        if !tokio::fs::try_exists(&master).await.unwrap_or(false) {
+            return Err(BackendError::new(
+                BackendErrorKind::Unreachable,
+                format!(
+                    "no Salt master config at {}; point --salt-config-dir at the master's config dir",
+                    master.display()
+                ),
+            ));
+        }
+        let args = vec![
+            "cache.grains".to_string(),
+            "tgt=*".into(),
+            "--out=json".into(),
+        ];
+        let (raw, c) = self.run_json("salt-run", args.clone()).await?;
+        match raw {
+            Value::Object(m) if c.code == Some(0) => Ok(m.into_iter().collect()),
+            other => Err(BackendError::new(
+                BackendErrorKind::Failed,
+                format!(
+                    "{} exited {:?} with {:.200} instead of an object of minions: {}",
+                    self.shown(&self.program("salt-run"), &args),
+                    c.code,
+                    other.to_string(),
+                    tail(&String::from_utf8_lossy(&c.stderr), 3)
+                ),
+            )),
         }
     }
 

@@ -195,6 +195,14 @@ impl SaltCli {
         }
     }
 
+    /// The master's config file (`<config dir>/master`).
+    fn master_config(&self) -> PathBuf {
+        self.config_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/etc/salt"))
+            .join("master")
+    }
+
     fn program(&self, name: &str) -> PathBuf {
         match &self.bin_dir {
             Some(d) => d.join(name),

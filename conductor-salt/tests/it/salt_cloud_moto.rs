@@ -37,6 +37,8 @@ async fn salt_cloud_path_on_moto() {
             *o = Options {
                 provisioner: Provisioner::SaltCloud,
                 release_grace: Duration::ZERO,
+                // No master, so no grains cache to read.
+                read_grains: false,
                 ..Options::default()
             }
         });

@@ -41,7 +41,7 @@ async fn salt_cli_conforms_against_a_real_master_and_minion() {
     let config = json!({
         "id": MINION,
         "autosign_grains": [GRAIN],
-        "grains": {GRAIN: "conformance-token"},
+        "grains": {GRAIN: "conformance-token", "cloud.system.id": 7},
     });
     let minion_log = lab.start_minion(config.as_object().unwrap());
     let master_log = lab.master_log();

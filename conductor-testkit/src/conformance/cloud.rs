@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use conductor_core::{
-    conductor_tag, CloudBackend, Inventory, LaunchSpec, Scope, Selector, NAME_TAG,
+    conductor_tag, CloudBackend, InstanceTags, Inventory, LaunchSpec, Scope, Selector, NAME_TAG,
 };
 use conductor_core::{LaunchSettings, Region, Zone};
 
@@ -24,6 +24,7 @@ pub async fn run_all(c: &dyn CloudBackend, f: &CloudFixture) {
     launch_then_visible_with_tags(c, f).await;
     selectors_filter(c, f).await;
     other_regions_are_separate(c, f).await;
+    tag_instances_adds_and_keeps_tags(c, f).await;
     terminate_removes(c, f).await;
 }
 
@@ -196,6 +197,91 @@ pub async fn terminate_removes(c: &dyn CloudBackend, f: &CloudFixture) {
         assert!(
             tokio::time::Instant::now() < deadline,
             "terminated instance still listed: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `tag_instances` gives each instance its own tags: new keys are added, a
+/// key it has takes the new value, its other tags stay; the tags select it
+/// in later reads (adopt relies on this), and tagging again changes nothing.
+pub async fn tag_instances_adds_and_keeps_tags(c: &dyn CloudBackend, f: &CloudFixture) {
+    let p = unique("tag");
+    let s = specs(f, &p, 2);
+    launch_visible(c, f, &s).await;
+    let scope = Scope {
+        region: f.zone.region(),
+        select: vec![Selector::NamePrefix(p.clone())],
+    };
+    let inv = c.inventory(&scope).await.unwrap();
+    let refs: Vec<_> = s
+        .iter()
+        .map(|spec| {
+            inv.live()
+                .find(|i| i.name() == Some(spec.name.as_str()))
+                .expect("launched instance listed")
+                .to_ref()
+        })
+        .collect();
+    let role = conductor_tag(&format!("{p}.role"));
+    let tags: Vec<InstanceTags> = refs
+        .iter()
+        .enumerate()
+        .map(|(k, r)| InstanceTags {
+            instance: r.clone(),
+            tags: [
+                (role.clone(), format!("role{k}")),
+                (conductor_tag("env"), "conformance-adopted".to_string()),
+            ]
+            .into_iter()
+            .collect(),
+        })
+        .collect();
+    for _ in 0..2 {
+        c.tag_instances(&tags).await.expect("tag_instances");
+    }
+    let by_tag = Scope {
+        region: f.zone.region(),
+        select: vec![Selector::TagKey(role.clone())],
+    };
+    let deadline = tokio::time::Instant::now() + f.visible_timeout;
+    loop {
+        let inv = c.inventory(&by_tag).await.unwrap();
+        let seen: Vec<(String, String, String, String)> = inv
+            .live()
+            .map(|i| {
+                let t = |k: &str| i.tag(k).unwrap_or_default().to_string();
+                (
+                    t(NAME_TAG),
+                    t(&role),
+                    t(&conductor_tag("env")),
+                    t(&conductor_tag(&format!(
+                        "{p}.only{}",
+                        if t(&role) == "role0" { 1 } else { 2 }
+                    ))),
+                )
+            })
+            .collect();
+        let want: Vec<(String, String, String, String)> = s
+            .iter()
+            .enumerate()
+            .map(|(k, spec)| {
+                (
+                    spec.name.clone(),
+                    format!("role{k}"),
+                    "conformance-adopted".into(),
+                    (k + 1).to_string(),
+                )
+            })
+            .collect();
+        let mut sorted = seen.clone();
+        sorted.sort();
+        if sorted == want {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "tags after tag_instances: {seen:?}, wanted {want:?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -35,13 +35,16 @@ pub struct SaltFixture {
     pub pillarenv: Env,
     /// Logs shown (their end) when a check fails: the master's, the minion's.
     pub logs: Vec<PathBuf>,
+    /// A grain the minion has (name, value), as the master caches it.
+    pub grain: (String, Value),
 }
 
 impl SaltFixture {
     /// The fixture of the testkit's Salt lab states
     /// (`SaltLab::fixture_file_roots`, feature `salt`):
     /// `orch.conductor_common` and `orch.failing_hook`, `devops.conductor`
-    /// and `devops.failing_startup`, environment `test`.
+    /// and `devops.failing_startup`, environment `test`; the minion has the
+    /// grain `cloud.system.id: 7` (as the Python runner's instances do).
     pub fn lab_states(minion: &str, logs: Vec<PathBuf>) -> Self {
         let test = Env::new("test").expect("a valid env");
         SaltFixture {
@@ -53,6 +56,7 @@ impl SaltFixture {
             saltenv: test.clone(),
             pillarenv: test,
             logs,
+            grain: ("cloud.system.id".into(), Value::from(7)),
         }
     }
 
@@ -82,6 +86,7 @@ pub async fn run_all(s: &dyn SaltExecutor, f: &SaltFixture) {
         ping_returns_only_minions_that_answered(s, f).await;
         minion_keys_lists_accepted_ids(s, f).await;
         cloud_forget_of_what_is_not_cached_is_no_error(s, f).await;
+        cached_grains_hold_the_minions_grains(s, f).await;
     };
     tokio::join!(states, orchestration, keys);
     delete_keys_removes_them(s, f).await;
@@ -293,5 +298,29 @@ pub async fn delete_keys_removes_them(s: &dyn SaltExecutor, f: &SaltFixture) {
     assert!(
         answered.is_empty(),
         "a minion without a key does not answer: {answered:?}"
+    );
+    let cached = s.cached_grains().await.expect("cached_grains");
+    assert!(
+        !cached.contains_key(&f.minion),
+        "a deleted key's grains leave the cache: {cached:?}"
+    );
+}
+
+/// `cached_grains` holds the minion with its grains, read from the
+/// master's cache: its `id` and the fixture's grain ([`SaltFixture::grain`]).
+pub async fn cached_grains_hold_the_minions_grains(s: &dyn SaltExecutor, f: &SaltFixture) {
+    let cached = s
+        .cached_grains()
+        .await
+        .unwrap_or_else(|e| panic!("cached_grains: {e}\n{}", f.log_tails()));
+    let grains = cached
+        .get(&f.minion)
+        .unwrap_or_else(|| panic!("{} not in {cached:?}\n{}", f.minion, f.log_tails()));
+    assert_eq!(grains["id"], Value::String(f.minion.clone()), "{grains}");
+    let (name, value) = &f.grain;
+    assert_eq!(&grains[name.as_str()], value, "{grains}");
+    assert!(
+        !cached.contains_key(&f.unknown_minion()),
+        "only minions the master knows"
     );
 }

@@ -12,6 +12,8 @@ async fn fake_salt_with_known_minions_conforms() {
     let salt = FakeSalt::with_minions(&[f.minion.as_str()]);
     salt.fail_orchestration(&f.failing_orchestration);
     salt.fail_sls(&f.failing_startup);
+    let (grain, value) = &f.grain;
+    salt.set_grains(&f.minion, serde_json::json!({ grain: value }));
     run_all(&salt, &f).await;
 }
 

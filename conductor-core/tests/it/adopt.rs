@@ -1,0 +1,247 @@
+//! Instances the Python runner built (a `Name` tag only, their ids as
+//! grains): plans count their grains, `adopt` gives them Conductor's tags,
+//! and conflicting evidence is refused. MemCloud and FakeSalt.
+
+use std::sync::Arc;
+
+use conductor_core::{
+    AdoptError, AdoptRequest, CreateRequest, Env, Error, ErrorClass, Group, Plan, Target, Zone,
+};
+use conductor_testkit::harness::Harness;
+use conductor_testkit::FakeSalt;
+use serde_json::json;
+
+const CPID_A: &str = "16833830331552303186";
+const CPID_B: &str = "27733830331552303186";
+const MQ: &str = "devops-mq01.us-east-1a.test.foobar.com";
+const NIFI: &str = "devops-nifi-01.clid-1.us-east-1a.test.foobar.com";
+
+fn zone() -> Zone {
+    Zone::new("us-east-1a").unwrap()
+}
+
+fn system_request() -> CreateRequest {
+    CreateRequest::new(
+        Group::new("devops").unwrap(),
+        Env::new("test").unwrap(),
+        zone(),
+        Target::System(conductor_core::SystemName::new("small_test").unwrap()),
+    )
+}
+
+fn adopt_request(apply: bool) -> AdoptRequest {
+    AdoptRequest {
+        group: Group::new("devops").unwrap(),
+        env: Env::new("test").unwrap(),
+        saltenv: Env::new("test").unwrap(),
+        region: None,
+        apply,
+    }
+}
+
+/// A system the Python runner built: mq01 and one nifi cluster, system ids
+/// 1 in both scopes; and another group's minion holding cloud.system.id 2.
+fn python_built(h: &Harness) -> Arc<FakeSalt> {
+    h.cloud.add_instance(MQ, &zone(), &[]);
+    h.cloud.add_instance(NIFI, &zone(), &[]);
+    let salt = Arc::new(FakeSalt::new());
+    let sys = json!({"cpid": CPID_A, "cloud.system.id": 1, "devops.system.id": "1"});
+    salt.set_grains(MQ, sys.clone());
+    let mut nifi = sys;
+    nifi["cloud.nifi.cluster.id"] = json!(1);
+    nifi["devops.nifi.cluster.id"] = json!(1);
+    salt.set_grains(NIFI, nifi);
+    salt.set_grains(
+        "other-db01.us-east-1a.test.foobar.com",
+        json!({"cpid": CPID_B, "cloud.system.id": 2}),
+    );
+    salt
+}
+
+fn ids(p: &Plan) -> (u32, u32, u32, u32) {
+    let s = p.system.as_ref().unwrap();
+    let c = &p.clusters[0];
+    (s.cloud_id, s.group_id, c.cloud_id, c.group_id)
+}
+
+#[tokio::test]
+async fn a_plan_skips_the_ids_in_the_grains_of_untagged_minions_and_says_so() {
+    let h = Harness::new();
+    let salt = python_built(&h);
+    let h = h.with_salt(salt);
+    let p = h.conductor().plan(&system_request()).await.unwrap();
+    assert_eq!(ids(&p), (3, 2, 2, 2), "{p:#?}");
+    let grains: Vec<(String, String, u32)> = p
+        .ids_from_grains
+        .iter()
+        .map(|g| (g.minion.clone(), g.scope.grain(), g.id))
+        .collect();
+    assert!(
+        grains.contains(&(MQ.into(), "cloud.system.id".into(), 1)),
+        "{grains:?}"
+    );
+    assert!(grains.contains(&(
+        "other-db01.us-east-1a.test.foobar.com".into(),
+        "cloud.system.id".into(),
+        2
+    )));
+    assert!(grains.contains(&(NIFI.into(), "cloud.nifi.cluster.id".into(), 1)));
+    let v = serde_json::to_value(&p).unwrap();
+    assert_eq!(v["ids_from_grains"].as_array().unwrap().len(), grains.len());
+
+    // Without the grains, only the name's .clid-1 counts: the Python ids are handed out again.
+    let h = h.with_options(|o| o.read_grains = false);
+    let p = h.conductor().plan(&system_request()).await.unwrap();
+    assert_eq!(ids(&p), (1, 1, 1, 2), "{p:#?}");
+    assert!(p.ids_from_grains.is_empty());
+}
+
+#[tokio::test]
+async fn a_cache_that_cannot_be_read_is_unreachable_and_names_the_switch() {
+    let salt = Arc::new(FakeSalt::new());
+    salt.grains_unreadable();
+    let h = Harness::new().with_salt(salt);
+    let e = h.conductor().plan(&system_request()).await.unwrap_err();
+    assert_eq!(e.class(), ErrorClass::Unreachable, "{e}");
+    assert!(e.to_string().contains("--no-grains"), "{e}");
+    let e = h
+        .conductor()
+        .adopt(&adopt_request(false))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::GrainsUnreadable { .. }), "{e}");
+}
+
+#[tokio::test]
+async fn adopt_lists_then_writes_the_tags_once_and_plans_then_read_them_from_tags() {
+    let h = Harness::new();
+    let salt = python_built(&h);
+    let h = h.with_salt(salt);
+    let dry = h.conductor().adopt(&adopt_request(false)).await.unwrap();
+    assert_eq!(dry.instances.len(), 2, "{dry:#?}");
+    let nifi = dry.instances.iter().find(|a| a.name == NIFI).unwrap();
+    let want = [
+        ("conductor:env", "test"),
+        ("conductor:group", "devops"),
+        ("conductor:role", "nifi"),
+        ("conductor:member", "nifi"),
+        ("conductor:cpid", CPID_A),
+        ("conductor:cloud.nifi.cluster.id", "1"),
+        ("conductor:devops.nifi.cluster.id", "1"),
+        ("conductor:cloud.system.id", "1"),
+        ("conductor:devops.system.id", "1"),
+    ];
+    for (k, v) in want {
+        assert_eq!(
+            nifi.tags.get(k).map(String::as_str),
+            Some(v),
+            "{k}: {nifi:#?}"
+        );
+    }
+    let mq = dry.instances.iter().find(|a| a.name == MQ).unwrap();
+    assert_eq!(
+        mq.tags.get("conductor:role").map(String::as_str),
+        Some("activemq")
+    );
+    assert!(!mq.tags.contains_key("conductor:cloud.nifi.cluster.id"));
+    assert!(
+        h.cloud
+            .live_instances()
+            .iter()
+            .all(|i| i.conductor_tag("env").is_none()),
+        "a dry run writes nothing"
+    );
+
+    let applied = h.conductor().adopt(&adopt_request(true)).await.unwrap();
+    assert_eq!(applied.instances, dry.instances);
+    for i in h.cloud.live_instances() {
+        let a = dry
+            .instances
+            .iter()
+            .find(|a| Some(a.name.as_str()) == i.name())
+            .unwrap();
+        for (k, v) in &a.tags {
+            assert_eq!(i.tag(k), Some(v.as_str()), "{k} on {}", a.name);
+        }
+    }
+    let again = h.conductor().adopt(&adopt_request(true)).await.unwrap();
+    assert!(again.instances.is_empty(), "{again:#?}");
+
+    // The master's cache cleared: the ids now come from the tags.
+    let h = h.with_salt(Arc::new(FakeSalt::new()));
+    let p = h.conductor().plan(&system_request()).await.unwrap();
+    assert_eq!(ids(&p), (2, 2, 2, 2), "{p:#?}");
+    assert!(p.ids_from_grains.is_empty());
+}
+
+#[tokio::test]
+async fn adopt_refuses_two_runs_claiming_one_id_and_names_matching_no_basename() {
+    let h = Harness::new();
+    let salt = python_built(&h);
+    let mq2 = "devops-mq02.us-east-1a.test.foobar.com";
+    h.cloud.add_instance(mq2, &zone(), &[]);
+    salt.set_grains(mq2, json!({"cpid": CPID_B, "cloud.system.id": 1}));
+    let h = h.with_salt(salt);
+    let e = h.conductor().adopt(&adopt_request(true)).await.unwrap_err();
+    assert_eq!(e.class(), ErrorClass::BadInput, "{e}");
+    let text = e.to_string();
+    assert!(
+        matches!(&e, Error::Adopt(a) if matches!(**a, AdoptError::Conflict { .. })),
+        "{text}"
+    );
+    assert!(
+        text.contains(mq2) && text.contains("cloud.system.id 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains(MQ) || text.contains(NIFI),
+        "names both: {text}"
+    );
+    assert!(
+        h.cloud
+            .live_instances()
+            .iter()
+            .all(|i| i.conductor_tag("env").is_none()),
+        "nothing written"
+    );
+
+    // A tagged instance of another run holding the id conflicts too.
+    let h2 = Harness::new();
+    let salt2 = python_built(&h2);
+    h2.cloud.add_instance(
+        "devops-mq05.us-east-1a.test.foobar.com",
+        &zone(),
+        &[
+            ("conductor:env", "test"),
+            ("conductor:cpid", CPID_B),
+            ("conductor:cloud.system.id", "1"),
+        ],
+    );
+    let e = h2
+        .with_salt(salt2)
+        .conductor()
+        .adopt(&adopt_request(false))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("devops-mq05"), "{e}");
+
+    let h3 = Harness::new();
+    let salt3 = python_built(&h3);
+    h3.cloud
+        .add_instance("devops-mq-old.us-east-1a.test.foobar.com", &zone(), &[]);
+    let e = h3
+        .with_salt(salt3)
+        .conductor()
+        .adopt(&adopt_request(false))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::Adopt(a) if matches!(**a, AdoptError::NoBasename { .. })),
+        "{e}"
+    );
+    assert!(
+        e.to_string()
+            .contains("devops-mq-old.us-east-1a.test.foobar.com"),
+        "{e}"
+    );
+}
