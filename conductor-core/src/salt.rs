@@ -130,7 +130,8 @@ pub struct MinionKeys {
 ///
 /// use async_trait::async_trait;
 /// use conductor_core::{
-///     BackendError, CloudRunResult, CloudVm, Env, MinionKeys, SaltExecutor, StateRunResult,
+///     BackendError, CachedGrains, CloudRunResult, CloudVm, Env, MinionKeys, SaltExecutor,
+///     StateRunResult,
 /// };
 ///
 /// #[derive(Debug)]
@@ -168,6 +169,9 @@ pub struct MinionKeys {
 ///     }
 ///     async fn delete_keys(&self, _names: &[String]) -> Result<(), BackendError> {
 ///         Ok(())
+///     }
+///     async fn cached_grains(&self) -> Result<CachedGrains, BackendError> {
+///         Ok(CachedGrains::new())
 ///     }
 /// }
 ///
