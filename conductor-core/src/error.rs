@@ -85,7 +85,7 @@ pub enum Error {
     Plan(#[from] PlanError),
     /// `adopt` refused: conflicting or unmatched instances; nothing written.
     #[error(transparent)]
-    Adopt(Box<crate::lifecycle::AdoptError>),
+    Adopt(Box<crate::adopt_error::AdoptError>),
     /// Reservations kept conflicting with other runs.
     #[error(
         "gave up after {attempts} attempts to reserve names and ids; still held by other runs: {}. \
@@ -160,8 +160,8 @@ pub enum Error {
     },
 }
 
-impl From<crate::lifecycle::AdoptError> for Error {
-    fn from(e: crate::lifecycle::AdoptError) -> Self {
+impl From<crate::adopt_error::AdoptError> for Error {
+    fn from(e: crate::adopt_error::AdoptError) -> Self {
         Self::Adopt(Box::new(e))
     }
 }

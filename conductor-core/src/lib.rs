@@ -138,6 +138,7 @@
 //! None: no optional parts, and no AWS or Salt dependency.
 #![warn(missing_docs)]
 
+mod adopt_error;
 mod backend;
 mod backoff;
 mod basename;

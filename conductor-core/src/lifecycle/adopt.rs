@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use thiserror::Error;
 use tracing::{info_span, Instrument};
 
+use crate::adopt_error::AdoptError;
 use crate::basename::Basename;
 use crate::cloud::{conductor_tag, Instance, InstanceTags, Scope, Selector};
 use crate::conductor::Conductor;
@@ -59,44 +59,6 @@ pub struct AdoptReport {
     pub applied: bool,
     /// The instances without Conductor's tags, with the tags they get.
     pub instances: Vec<Adoption>,
-}
-
-/// Why `adopt` refuses (nothing is written).
-#[derive(Clone, Debug, Error, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum AdoptError {
-    /// A name of the env that no basename of the group makes.
-    #[error(
-        "instance {name} ({id}) has no conductor tags and its name matches no basename of group {group} in pillar; \
-         fix its Name tag or add its basename to the group's roles, then adopt again"
-    )]
-    NoBasename {
-        /// Its name.
-        name: String,
-        /// Instance id.
-        id: String,
-        /// The group.
-        group: Group,
-    },
-    /// Two instances of different runs claim one id in one scope.
-    #[error(
-        "{scope}.id {n} is claimed by {first} ({first_from}) and by {second} ({second_from}), built by different runs; \
-         correct the grain or tag of one of them, then adopt again"
-    )]
-    Conflict {
-        /// The scope.
-        scope: IdScope,
-        /// The id.
-        n: u32,
-        /// One instance.
-        first: String,
-        /// Where its claim comes from.
-        first_from: String,
-        /// The other.
-        second: String,
-        /// Where its claim comes from.
-        second_from: String,
-    },
 }
 
 /// One instance's claim on an id.

@@ -24,7 +24,8 @@ mod select;
 mod throttle;
 mod update;
 
-pub use adopt::{AdoptError, AdoptReport, AdoptRequest, Adoption};
+pub use crate::adopt_error::AdoptError;
+pub use adopt::{AdoptReport, AdoptRequest, Adoption};
 pub use create::{CreateReport, ReportError};
 pub use destroy::{DestroyPlan, DestroyReport};
 pub use observe::{Observer, Step};
