@@ -23,6 +23,20 @@ pub enum AdoptError {
         /// The group.
         group: Group,
     },
+    /// A name with no environment label, in a domain several environments share.
+    #[error(
+        "instance {name} ({id}) has no conductor tags and its name carries no environment label; \
+         environments {envs} share its domain, so adopt cannot tell whose it is; \
+         tag it by hand (conductor:env and the tags `adopt` lists for its neighbours) or rename it, then adopt again"
+    )]
+    UnknownEnv {
+        /// Its name.
+        name: String,
+        /// Instance id.
+        id: String,
+        /// The environments sharing its domain.
+        envs: String,
+    },
     /// Two instances of different runs claim one id in one scope.
     #[error(
         "{scope}.id {n} is claimed by {first} ({first_from}) and by {second} ({second_from}), built by different runs; \

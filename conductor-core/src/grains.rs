@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::cpid::Cpid;
 use crate::ids::IdScope;
+use crate::pillar::Pillar;
 use crate::salt::CachedGrains;
 
 /// One id a minion's cached grains hold.
@@ -66,16 +67,17 @@ impl GrainIds {
         self.minions.get(minion)
     }
 
-    /// Every id grain of the minions whose name is in `env` of `domain`
-    /// ([`name_in_env`]).
+    /// Every id grain of the minions whose name may be in `env` of `domain`
+    /// ([`name_env`]: it carries `env`'s label, or no environment's label).
     pub fn in_env<'a>(
         &'a self,
         env: &'a str,
         domain: &'a str,
+        pillar: &'a Pillar,
     ) -> impl Iterator<Item = GrainId> + 'a {
         self.minions
             .iter()
-            .filter(move |(m, _)| name_in_env(m, env, domain))
+            .filter(move |(m, _)| name_env(m, env, domain, pillar) != NameEnv::Other)
             .flat_map(|(m, g)| {
                 g.ids.iter().map(move |(scope, id)| GrainId {
                     minion: m.clone(),
@@ -86,13 +88,40 @@ impl GrainIds {
     }
 }
 
-/// Whether an instance name belongs to environment `env`: it ends with the
-/// environment's domain and one of the labels before it is `env` (basenames
-/// put `ENV` before the domain: `devops-mq01.us-east-1a.test.foobar.com`).
-pub fn name_in_env(name: &str, env: &str, domain: &str) -> bool {
-    name.strip_suffix(domain)
+/// What an instance name says about its environment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NameEnv {
+    /// It ends with the domain and one label before it is the environment
+    /// (basenames put `ENV` before the domain:
+    /// `devops-mq01.us-east-1a.test.foobar.com`).
+    Labeled,
+    /// It ends with the domain but no label before it names an environment
+    /// of the pillar (a basename without `ENV`): it may be any environment's
+    /// of that domain. Used ids count it (the safe side); adopt refuses it
+    /// unless only one environment has that domain.
+    Unlabeled,
+    /// Another domain's, or it names another environment.
+    Other,
+}
+
+/// Where instance `name` stands towards environment `env` of `domain`;
+/// the labels of `pillar`'s environments (and `env`) are the ones that
+/// place a name.
+pub fn name_env(name: &str, env: &str, domain: &str, pillar: &Pillar) -> NameEnv {
+    let Some(rest) = name
+        .strip_suffix(domain)
         .and_then(|rest| rest.strip_suffix('.'))
-        .is_some_and(|rest| rest.split('.').skip(1).any(|label| label == env))
+    else {
+        return NameEnv::Other;
+    };
+    let labels = || rest.split('.').skip(1);
+    if labels().any(|label| label == env) {
+        NameEnv::Labeled
+    } else if labels().any(|label| pillar.environments.keys().any(|e| e.as_str() == label)) {
+        NameEnv::Other
+    } else {
+        NameEnv::Unlabeled
+    }
 }
 
 fn scalar_text(v: &Value) -> Option<String> {
@@ -129,21 +158,53 @@ mod tests {
         .into_iter()
         .collect();
         let g = GrainIds::from_cache(&cache);
+        let pillar = two_envs();
         assert!(g.minion("other.example.com").is_none());
-        let test: Vec<GrainId> = g.in_env("test", "foobar.com").collect();
+        let test: Vec<GrainId> = g.in_env("test", "foobar.com", &pillar).collect();
         assert_eq!(test.len(), 2, "{test:?}");
         assert!(test
             .iter()
             .any(|i| i.id == 3 && i.scope.grain() == "cloud.nifi.cluster.id"));
-        let prod: Vec<GrainId> = g.in_env("prod", "foobar.com").collect();
+        let prod: Vec<GrainId> = g.in_env("prod", "foobar.com", &pillar).collect();
         assert_eq!(prod.len(), 1);
         assert!(g
             .minion("devops-nifi-01.clid-1.us-east-1a.test.foobar.com")
             .unwrap()
             .cpid
             .is_some());
-        assert!(!name_in_env("test.foobar.com", "test", "foobar.com"));
-        assert!(!name_in_env("a.test.foobar.org", "test", "foobar.com"));
-        assert!(name_in_env("a.test.foobar.com", "test", "foobar.com"));
+    }
+
+    fn two_envs() -> Pillar {
+        Pillar::from_yaml_str(
+            "conductor: {environments: {test: {domain: foobar.com}, prod: {domain: foobar.com}}, groups: {}}",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_name_without_an_env_label_may_be_any_envs_of_its_domain() {
+        let p = two_envs();
+        let env = |name: &str, env: &str| name_env(name, env, "foobar.com", &p);
+        assert_eq!(
+            env("a.us-east-1a.test.foobar.com", "test"),
+            NameEnv::Labeled
+        );
+        assert_eq!(env("a.us-east-1a.prod.foobar.com", "test"), NameEnv::Other);
+        assert_eq!(env("a.us-east-1a.foobar.com", "test"), NameEnv::Unlabeled);
+        assert_eq!(env("a.us-east-1a.foobar.com", "prod"), NameEnv::Unlabeled);
+        // The host label is not an env label; other domains are not ours.
+        assert_eq!(env("test.foobar.com", "test"), NameEnv::Unlabeled);
+        assert_eq!(env("a.test.foobar.org", "test"), NameEnv::Other);
+        assert_eq!(env("a.test.xfoobar.com", "test"), NameEnv::Other);
+        // Counted in both envs (the safe side).
+        let cache: CachedGrains = [(
+            "devops-mq01.us-east-1a.foobar.com".to_string(),
+            json!({"cloud.system.id": 4}),
+        )]
+        .into_iter()
+        .collect();
+        let g = GrainIds::from_cache(&cache);
+        assert_eq!(g.in_env("test", "foobar.com", &p).count(), 1);
+        assert_eq!(g.in_env("prod", "foobar.com", &p).count(), 1);
     }
 }

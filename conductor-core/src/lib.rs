@@ -174,7 +174,7 @@ pub use cloud::{
 pub use conductor::{Conductor, ConductorBuilder, Options, Provisioner};
 pub use cpid::Cpid;
 pub use error::{backend_class, Error, ErrorClass, PlanError, Result};
-pub use grains::{name_in_env, GrainId, GrainIds, MinionIds};
+pub use grains::{name_env, GrainId, GrainIds, MinionIds, NameEnv};
 pub use ids::IdScope;
 pub use input::{InputError, PillarError};
 pub use layout::Layout;

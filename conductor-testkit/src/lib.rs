@@ -32,6 +32,7 @@ pub mod mocks;
 #[cfg(feature = "moto")]
 pub mod moto;
 pub mod proxy;
+pub mod reserve_figures;
 #[cfg(feature = "salt")]
 pub mod salt_env;
 #[cfg(feature = "salt")]

@@ -356,6 +356,12 @@ impl SaltLab {
         self.json("salt-key", &["-L"], &["--out=json"]).await
     }
 
+    /// Runs `salt-run -c <conf> <args> --out=json` and returns its JSON
+    /// (`{}` when it printed nothing), e.g. `["cache.grains", "tgt=*"]`.
+    pub async fn salt_run(&self, args: &[&str]) -> Value {
+        self.json("salt-run", args, &["--out=json"]).await
+    }
+
     /// Accepted minion ids.
     pub async fn accepted(&self) -> Vec<String> {
         strings(&self.keys().await["minions"])

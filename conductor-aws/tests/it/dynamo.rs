@@ -1,11 +1,11 @@
 //! `DynamoReserver` on a real `moto_server`: the Reserver conformance suite,
 //! 16-task races (for keys, and to take over expired and dead owners' keys),
 //! transactions over the 100-item limit, key prefixes, the
-//! TTL attribute, error mapping, whole runs through `Conductor`, and its
-//! figures.
+//! TTL attribute, error mapping, whole runs through `Conductor`, and the
+//! calls a run makes.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use conductor_aws::dynamo::{DynamoReserver, DynamoReserverBuilder};
 use conductor_core::{BackendErrorKind, ReserveError};
@@ -118,46 +118,28 @@ async fn a_missing_table_is_a_clear_error() {
     );
 }
 
-/// Prints reserve+release latency of a 20-key run and the DynamoDB calls it
-/// makes (figures for the issue note; the assertions only bound the calls).
+/// A 20-key run costs one DynamoDB call to reserve, one to renew and one to
+/// release, whatever the key count.
 #[tokio::test]
-async fn twenty_key_run_figures() {
+async fn a_twenty_key_run_makes_three_calls() {
     let moto = MotoServer::start();
-    let r = reserver(&moto, "conductor-figures").await;
-    let rounds = 20;
+    let r = reserver(&moto, "conductor-calls").await;
+    let rounds = 5;
     let before = r.calls();
-    let mut reserve = Duration::ZERO;
-    let mut release = Duration::ZERO;
-    let mut renew = Duration::ZERO;
     for _ in 0..rounds {
-        let keys = fresh_keys("fig", 20);
-        let t = Instant::now();
-        let lease = r.try_reserve(&keys, &live_owner()).await.unwrap();
-        reserve += t.elapsed();
-        let t = Instant::now();
-        r.update(
-            &lease,
-            conductor_core::now_ms() + 600_000,
-            conductor_core::Phase::Planning,
-        )
-        .await
-        .unwrap();
-        renew += t.elapsed();
-        let t = Instant::now();
+        let lease = r
+            .try_reserve(&fresh_keys("calls", 20), &live_owner())
+            .await
+            .unwrap();
+        let until = conductor_core::now_ms() + 600_000;
+        r.update(&lease, until, conductor_core::Phase::Planning)
+            .await
+            .unwrap();
         r.release(&lease, Duration::ZERO).await.unwrap();
-        release += t.elapsed();
     }
-    let calls = (r.calls() - before) / rounds as usize;
-    let n = rounds as u32;
-    eprintln!(
-        "DynamoReserver(moto): 20-key reserve {:?} + release {:?} = {:?} per run (renewal {:?}); \
-         {calls} DynamoDB calls (1 TransactWriteItems to reserve, 1 to renew, 1 to release)",
-        reserve / n,
-        release / n,
-        (reserve + release) / n,
-        renew / n
-    );
-    assert_eq!(calls, 3);
+    // 1 TransactWriteItems to reserve, 1 to renew, 1 to release; the
+    // latencies are measured by `cargo bench --bench dynamo_reserver`.
+    assert_eq!((r.calls() - before) / rounds, 3);
     assert!(r.list().await.unwrap().is_empty());
 }
 

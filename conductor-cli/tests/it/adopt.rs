@@ -1,15 +1,18 @@
-//! The binary on moto with a real Salt master cache: instances the Python
-//! runner built (only a `Name` tag) whose minions' cached grains hold their
-//! ids. `plan` skips those ids, `adopt` lists and writes the tags once,
-//! plans then read them from tags with the cache cleared; conflicting
-//! evidence is refused, and a master that cannot be asked is exit 4.
+//! The binary on moto beside a real Salt master (the testkit's `SaltLab`)
+//! and real minions: instances the Python runner built (only a `Name` tag)
+//! whose minions' grains hold their ids. `plan` skips those ids (the master
+//! caches the grains its minions send), `adopt` lists and writes the tags
+//! once, plans then read them from tags after `salt-run cache.clear_grains`;
+//! conflicting evidence is refused, and a master that cannot be asked is
+//! exit 4.
 
-use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
+use conductor_testkit::logs;
 use conductor_testkit::moto::MotoServer;
-use conductor_testkit::salt_env::SaltEnv;
-use serde_json::{json, Value};
+use conductor_testkit::salt_lab::SaltLab;
+use serde_json::{json, Map, Value};
 
 use crate::support::{stderr, Lab};
 
@@ -18,6 +21,8 @@ const CPID_B: &str = "27733830331552303186";
 const MQ: &str = "devops-mq01.us-east-1a.test.foobar.com";
 const NIFI: &str = "devops-nifi-01.clid-1.us-east-1a.test.foobar.com";
 const MQ2: &str = "devops-mq02.us-east-1a.test.foobar.com";
+/// The autosign grain's value the lab's master accepts.
+const TOKEN: &str = "adopt-token";
 
 /// Launches an instance with only a `Name` tag, as the Python runner left them.
 fn by_hand(endpoint: &str, name: &str) {
@@ -34,32 +39,37 @@ fn by_hand(endpoint: &str, name: &str) {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
-/// A master config dir whose cache holds `minions` (id -> grains), written
-/// with Salt's own cache API, each minion with an accepted key file.
-fn master_cache(salt: &SaltEnv, d: &Path, minions: &Value) {
-    let root = d.join("root");
-    std::fs::create_dir_all(d.join("conf")).unwrap();
-    std::fs::create_dir_all(root.join("pki/minions")).unwrap();
-    std::fs::write(
-        d.join("conf/master"),
-        format!(
-            "root_dir: {r}\ncachedir: {r}/cache\npki_dir: {r}/pki\nlog_file: {r}/master.log\n",
-            r = root.display()
-        ),
-    )
-    .unwrap();
-    let script = format!(
-        "import json, sys, salt.config, salt.cache\nopts = salt.config.master_config('{conf}')\n\
-         c = salt.cache.Cache(opts)\nfor m, g in json.loads(sys.argv[1]).items():\n    \
-         c.store('minions/' + m, 'data', {{'grains': dict(g, id=m)}})\n    open('{pki}/' + m, 'w').write('key')\n",
-        conf = d.join("conf/master").display(),
-        pki = root.join("pki/minions").display(),
-    );
-    let o = Command::new(salt.python())
-        .args(["-c", &script, &minions.to_string()])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+/// Starts a real minion `id` whose grains are `grains` (plus the autosign
+/// grain) and waits until the master has accepted it and cached its grains
+/// (a minion sends them when it first compiles its pillar).
+async fn minion_with_grains(lab: &SaltLab, id: &str, grains: &Value) {
+    let mut g = grains.as_object().unwrap().clone();
+    g.insert("conductor_autosign".into(), json!(TOKEN));
+    let config: Map<String, Value> = json!({
+        "id": id,
+        "autosign_grains": ["conductor_autosign"],
+        "grains": g,
+    })
+    .as_object()
+    .unwrap()
+    .clone();
+    let log = lab.start_minion(&config);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let cached = lab.salt_run(&["cache.grains", &format!("tgt={id}")]).await;
+        if cached[id]["cpid"] == grains["cpid"] {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the master never cached {id}'s grains (cache.grains: {cached})\n{}",
+            logs::tails(
+                [lab.master_log().as_path(), log.as_path()],
+                logs::TAIL_BYTES
+            )
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 fn ids(plan: &Value) -> Vec<u64> {
@@ -72,8 +82,14 @@ fn ids(plan: &Value) -> Vec<u64> {
 }
 
 #[test]
-fn plan_and_adopt_read_the_masters_grains_cache_on_moto() {
-    let salt = SaltEnv::get();
+fn plan_and_adopt_read_a_live_masters_grains_on_moto() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let salt = rt.block_on(SaltLab::start(&SaltLab::fixture_file_roots()));
+    std::fs::write(
+        salt.autosign_grains_dir().join("conductor_autosign"),
+        format!("{TOKEN}\n"),
+    )
+    .unwrap();
     let moto = MotoServer::start();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -85,9 +101,14 @@ fn plan_and_adopt_read_the_masters_grains_cache_on_moto() {
     let mut nifi = sys.clone();
     nifi["cloud.nifi.cluster.id"] = json!(1);
     nifi["devops.nifi.cluster.id"] = json!(1);
-    master_cache(salt, d, &json!({MQ: sys, NIFI: nifi}));
+    rt.block_on(async {
+        tokio::join!(
+            minion_with_grains(&salt, MQ, &sys),
+            minion_with_grains(&salt, NIFI, &nifi)
+        )
+    });
     let bin = salt.bin_dir().display().to_string();
-    let conf = d.join("conf").display().to_string();
+    let conf = salt.config_dir().display().to_string();
     let salt_flags = ["--salt-bin-dir", &bin, "--salt-config-dir", &conf];
     let group = |verb: &'static str, more: &[&str]| -> Vec<String> {
         let mut a: Vec<String> = ["group", verb, "group=devops", "pillarenv=test"]
@@ -105,7 +126,13 @@ fn plan_and_adopt_read_the_masters_grains_cache_on_moto() {
     };
     let json_of = |args: &[String]| -> Value {
         let o = run(args);
-        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{args:?}: {}\nthe master's log:\n{}",
+            stderr(&o),
+            salt.log_tail("master.log")
+        );
         serde_json::from_slice(&o.stdout).unwrap()
     };
     let plan_args = group("plan", &["system=small_test", "region=us-east-1a"]);
@@ -150,19 +177,29 @@ fn plan_and_adopt_read_the_masters_grains_cache_on_moto() {
         "adopted instances are the group's: {status:#}"
     );
 
-    // The master's cache cleared: the ids now come from the tags.
-    std::fs::remove_dir_all(d.join("root/cache/minions")).unwrap();
+    // The master's grains cache cleared (minions stopped first, so none
+    // sends its grains again): the ids now come from the tags.
+    salt.stop_minion(MQ);
+    salt.stop_minion(NIFI);
+    rt.block_on(salt.salt_run(&["cache.clear_grains", "tgt=*"]));
+    let cached = rt.block_on(salt.salt_run(&["cache.grains", "tgt=*"]));
+    assert!(
+        cached
+            .as_object()
+            .is_none_or(|m| m.values().all(|g| g.get("cpid").is_none())),
+        "cleared: {cached}"
+    );
     let plan = json_of(&plan_args);
     assert_eq!(ids(&plan), [2, 2, 2, 2], "{plan:#}");
     assert_eq!(plan["ids_from_grains"], json!([]));
 
     // Conflicting evidence: an untagged mq02 of another run claims cloud.system.id 1.
     by_hand(&moto.endpoint(), MQ2);
-    master_cache(
-        salt,
-        d,
-        &json!({MQ2: {"cpid": CPID_B, "cloud.system.id": 1}}),
-    );
+    rt.block_on(minion_with_grains(
+        &salt,
+        MQ2,
+        &json!({"cpid": CPID_B, "cloud.system.id": 1}),
+    ));
     let o = run(&group("adopt", &["--apply"]));
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let e = stderr(&o);

@@ -13,10 +13,10 @@ use crate::cloud::{conductor_tag, Instance, InstanceTags, Scope, Selector};
 use crate::conductor::Conductor;
 use crate::cpid::Cpid;
 use crate::error::Error;
-use crate::grains::{name_in_env, GrainIds, MinionIds};
+use crate::grains::{name_env, GrainIds, MinionIds, NameEnv};
 use crate::ids::IdScope;
 use crate::names::{Env, Group, Region, Role, Zone};
-use crate::pillar::GroupSpec;
+use crate::pillar::{GroupSpec, Pillar};
 
 /// Which instances to adopt: those of a group and env without Conductor's tags.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -107,8 +107,10 @@ impl Conductor {
         for i in inventory.live() {
             let Some(name) = i.name() else { continue };
             if untagged(&i) {
-                if !name_in_env(name, req.saltenv.as_str(), &env.domain) {
-                    continue; // another env's instance
+                match name_env(name, req.saltenv.as_str(), &env.domain, &pillar) {
+                    NameEnv::Other => continue, // another env's instance
+                    NameEnv::Unlabeled => refuse_unlabeled(&pillar, &env.domain, name, i)?,
+                    NameEnv::Labeled => {}
                 }
                 let m = grains.minion(name).unwrap_or(&no_grains);
                 let a = derive(req, &patterns, &env.domain, i, m)?;
@@ -134,7 +136,7 @@ impl Conductor {
                 }
             }
         }
-        claim_other_minions(&mut claims, &grains, req, &env.domain, &instances);
+        claim_other_minions(&mut claims, &grains, req, &env.domain, &pillar, &instances);
         check_claims(&claims)?;
         if req.apply && !instances.is_empty() {
             let tags: Vec<InstanceTags> = instances
@@ -198,6 +200,27 @@ fn id_scopes(g: &Group, group: &GroupSpec) -> Vec<IdScope> {
         }
     }
     out
+}
+
+/// An instance whose name carries no environment label is the env's only
+/// when no other environment of the pillar shares its domain; otherwise
+/// adopt cannot tell whose it is and refuses, naming it.
+fn refuse_unlabeled(pillar: &Pillar, domain: &str, name: &str, i: &Instance) -> Result<(), Error> {
+    let envs: Vec<&str> = pillar
+        .environments
+        .iter()
+        .filter(|(_, spec)| spec.domain == domain)
+        .map(|(e, _)| e.as_str())
+        .collect();
+    if envs.len() > 1 {
+        return Err(AdoptError::UnknownEnv {
+            name: name.into(),
+            id: i.id.clone(),
+            envs: envs.join(", "),
+        }
+        .into());
+    }
+    Ok(())
 }
 
 /// The tags of one untagged instance, from its name and its minion's grains.
@@ -277,9 +300,10 @@ fn claim_other_minions(
     grains: &GrainIds,
     req: &AdoptRequest,
     domain: &str,
+    pillar: &Pillar,
     adopted: &[Adoption],
 ) {
-    for g in grains.in_env(req.saltenv.as_str(), domain) {
+    for g in grains.in_env(req.saltenv.as_str(), domain, pillar) {
         let key = (g.scope.clone(), g.id);
         let entry = claims.entry(key).or_default();
         if adopted.iter().any(|a| a.name == g.minion) || entry.iter().any(|c| c.name == g.minion) {

@@ -168,7 +168,7 @@ pub fn plan_with_grains(
     let build = resolve(pillar, req)?;
     let group = pillar.group(&req.group)?;
     let env_spec = pillar.environment(&req.pillarenv)?;
-    let mut used = Used::gather(req, &env_spec.domain, inventory, reserved, grains);
+    let mut used = Used::gather(req, &env_spec.domain, inventory, reserved, grains, pillar);
     let mut planner = Planner {
         cpid,
         req,

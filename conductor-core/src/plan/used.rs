@@ -7,6 +7,7 @@ use crate::basename::{Basename, NameMatch};
 use crate::cloud::{Instance, Inventory};
 use crate::grains::{GrainId, GrainIds};
 use crate::ids::IdScope;
+use crate::pillar::Pillar;
 use crate::request::CreateRequest;
 use crate::reserve::Key;
 
@@ -30,6 +31,7 @@ impl<'a> Used<'a> {
         inventory: &Inventory,
         reserved: &BTreeSet<Key>,
         grains: &GrainIds,
+        pillar: &Pillar,
     ) -> Self {
         let env = req.pillarenv.as_str();
         let mut names = BTreeSet::new();
@@ -49,7 +51,7 @@ impl<'a> Used<'a> {
         // Minions of instances without Conductor's tags (the Python
         // runner's): their id grains count as tags do.
         let from_grains: Vec<GrainId> = grains
-            .in_env(req.saltenv.as_str(), domain)
+            .in_env(req.saltenv.as_str(), domain, pillar)
             .filter(|g| !tagged.contains(g.minion.as_str()))
             .collect();
         for g in &from_grains {

@@ -245,3 +245,51 @@ async fn adopt_refuses_two_runs_claiming_one_id_and_names_matching_no_basename()
         "{e}"
     );
 }
+
+/// Basenames without `ENV` (`devops-mqXX.REGION`) and two environments on
+/// one domain: a minion's name says nothing of its env, so plans of either
+/// env skip its ids (the safe side) and adopt refuses to guess; with one
+/// env on the domain, adopt takes it.
+#[tokio::test]
+async fn names_without_an_env_label_count_in_every_env_of_their_domain() {
+    let unlabeled = conductor_testkit::fixtures::DEVOPS_PILLAR.replace(".REGION.ENV", ".REGION");
+    let mq = "devops-mq01.us-east-1a.foobar.com";
+    let setup = |pillar: &str| {
+        let h = Harness::new().with_pillar(conductor_core::Pillar::from_yaml_str(pillar).unwrap());
+        h.cloud.add_instance(mq, &zone(), &[]);
+        let salt = Arc::new(FakeSalt::new());
+        salt.set_grains(
+            mq,
+            json!({"cpid": CPID_A, "cloud.system.id": 1, "devops.system.id": 1}),
+        );
+        h.with_salt(salt)
+    };
+    let shared = unlabeled.replace(
+        "    test: {domain: foobar.com",
+        "    prod: {domain: foobar.com, regions: [us-east-1]}\n    test: {domain: foobar.com",
+    );
+    assert_ne!(shared, unlabeled, "the fixture's environments line moved");
+    let h = setup(&shared);
+    for env in ["test", "prod"] {
+        let mut req = system_request();
+        req.pillarenv = Env::new(env).unwrap();
+        req.saltenv = req.pillarenv.clone();
+        let p = h.conductor().plan(&req).await.unwrap();
+        let s = p.system.as_ref().unwrap();
+        assert_eq!((s.cloud_id, s.group_id), (2, 2), "{env}: {p:#?}");
+    }
+    let e = h.conductor().adopt(&adopt_request(true)).await.unwrap_err();
+    assert!(
+        matches!(&e, Error::Adopt(a) if matches!(**a, AdoptError::UnknownEnv { .. })),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains(mq) && e.to_string().contains("prod, test"),
+        "{e}"
+    );
+
+    let h = setup(&unlabeled);
+    let r = h.conductor().adopt(&adopt_request(true)).await.unwrap();
+    assert_eq!(r.instances.len(), 1, "{r:#?}");
+    assert_eq!(r.instances[0].tags["conductor:cloud.system.id"], "1");
+}

@@ -4,14 +4,15 @@
 //! `<!-- /bench:NAME -->` markers of FILE (docs/performance.md).
 //!
 //! Usage: `conductor-bench <conductor-binary> <pillar-dir> [--only SECTION,...]
-//! [--write FILE] [--dynamo-line FILE] [counts...]`
+//! [--write FILE] [--dynamo-row FILE] [counts...]`
 //!
 //! Sections: `plan` (plan latency at `counts` instances, default 1000 10000
 //! 50000, beside a boto3 pager and a raw page fetch), `parallel` (1, 8 and 32
 //! simultaneous creates sharing one FsReserver, on the replay endpoint with
 //! 100 ms per call and on moto), `startup` (`conductor --version` beside
 //! `salt-run --version`), `reserve` (FsReserver operations; the
-//! DynamoReserver line of conductor-aws's figures test from `--dynamo-line`),
+//! DynamoReserver row conductor-aws's `dynamo_reserver` bench printed,
+//! read from `--dynamo-row FILE`),
 //! `calls` (AWS calls of one create by instance count). Needs python3 with
 //! boto3, moto_server, and the Salt virtualenv (installed on first use).
 
@@ -22,11 +23,8 @@ mod reserve;
 mod startup;
 mod util;
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::Duration;
-
-use conductor_core::{FsReserver, Layout};
 
 use util::Conductor;
 
@@ -36,12 +34,12 @@ struct Args {
     conductor: Conductor,
     only: Vec<String>,
     write: Option<PathBuf>,
-    dynamo_line: Option<PathBuf>,
+    dynamo_row: Option<PathBuf>,
     counts: Vec<usize>,
 }
 
 fn usage() -> ! {
-    eprintln!("usage: conductor-bench <conductor-binary> <pillar-dir> [--only SECTION,...] [--write FILE] [--dynamo-line FILE] [counts...]\nsections: {}", SECTIONS.join(", "));
+    eprintln!("usage: conductor-bench <conductor-binary> <pillar-dir> [--only SECTION,...] [--write FILE] [--dynamo-row FILE] [counts...]\nsections: {}", SECTIONS.join(", "));
     std::process::exit(2)
 }
 
@@ -57,7 +55,7 @@ fn args() -> Args {
         },
         only: SECTIONS.iter().map(|s| s.to_string()).collect(),
         write: None,
-        dynamo_line: None,
+        dynamo_row: None,
         counts: vec![],
     };
     while let Some(arg) = it.next() {
@@ -74,7 +72,7 @@ fn args() -> Args {
                 }
             }
             "--write" => a.write = Some(it.next().unwrap_or_else(|| usage()).into()),
-            "--dynamo-line" => a.dynamo_line = Some(it.next().unwrap_or_else(|| usage()).into()),
+            "--dynamo-row" => a.dynamo_row = Some(it.next().unwrap_or_else(|| usage()).into()),
             n => a.counts.push(n.parse().unwrap_or_else(|_| usage())),
         }
     }
@@ -165,20 +163,7 @@ fn main() {
     }
     if on("reserve") {
         eprintln!("bench: reservations");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let fs = Arc::new(FsReserver::new(&Layout::new(
-            dir.path().join("etc"),
-            dir.path().join("runner"),
-        )));
-        let mut t = String::from(reserve::HEADER);
-        t.push_str(
-            &rt.block_on(reserve::measure(fs, 200, 8))
-                .row("`FsReserver` (ext4, fsync on)"),
-        );
-        match a.dynamo_line.as_deref().map(read_dynamo_line) {
-            Some(Some(row)) => t.push_str(&row),
-            _ => t.push_str("| `DynamoReserver` on moto | not measured in this run | | | | |\n"),
-        }
+        let t = reserve::section(&rt, a.dynamo_row.as_deref());
         tables.push(("reserve", t));
     }
     if on("calls") {
@@ -209,14 +194,6 @@ fn main() {
             .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
         eprintln!("bench: wrote {}", path.display());
     }
-}
-
-/// The DynamoReserver row from the file holding the figures test's output.
-fn read_dynamo_line(path: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(path).ok()?;
-    text.lines()
-        .find(|l| l.contains("DynamoReserver(moto):"))
-        .and_then(reserve::dynamo_row)
 }
 
 #[cfg(test)]

@@ -1,167 +1,57 @@
-//! Reservation operations per second and their latency, for any `Reserver`
-//! (here `FsReserver`; `DynamoReserver` on moto comes from conductor-aws's
-//! `twenty_key_run_figures` test, whose line `scripts/bench` passes in).
+//! The reservations table: `FsReserver` measured here, `DynamoReserver` on
+//! moto measured by conductor-aws's `dynamo_reserver` bench (which links the
+//! AWS SDK this binary does not), both through
+//! `conductor_testkit::reserve_figures`.
 
+use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use conductor_core::Cpid;
-use conductor_core::{Key, KeyKind, Owner, Reserver};
+use conductor_core::{FsReserver, Layout};
+use conductor_testkit::reserve_figures::{measure, HEADER};
 
-use crate::util::{ms, percentile};
-
-/// Keys per reservation: a run of the devops small_test system reserves
-/// 6 names and 4 ids, twice that is a large system.
-pub const KEYS: usize = 20;
-
-/// Latencies of each operation and the sequential and concurrent rates.
-pub struct Figures {
-    reserve: Vec<Duration>,
-    release: Vec<Duration>,
-    list: Vec<Duration>,
-    /// Reserve-and-release pairs per second, one client.
-    sequential: f64,
-    /// Reserve-and-release pairs per second over `clients` concurrent clients.
-    concurrent: f64,
-    clients: usize,
+/// The table: `FsReserver` under a fresh directory, then the DynamoReserver
+/// row read from `dynamo` (the output of the `dynamo_reserver` bench).
+pub fn section(rt: &tokio::runtime::Runtime, dynamo: Option<&Path>) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fs = Arc::new(FsReserver::new(&Layout::new(
+        dir.path().join("etc"),
+        dir.path().join("runner"),
+    )));
+    let mut t = String::from(HEADER);
+    t.push_str(
+        &rt.block_on(measure(fs, 200, 8))
+            .row("`FsReserver` (ext4, fsync on)"),
+    );
+    match dynamo.and_then(dynamo_row) {
+        Some(row) => t.push_str(&row),
+        None => t.push_str("| `DynamoReserver` on moto | not measured in this run | | | | |\n"),
+    }
+    t
 }
 
-fn keys(tag: &str, round: usize) -> Vec<Key> {
-    (0..KEYS)
-        .map(|k| {
-            Key::new(
-                KeyKind::Name,
-                format!("bench_{tag}{round}-k{k:02}.us-east-1a.test.foobar.com"),
-            )
-            .expect("a valid key")
-        })
-        .collect()
+/// The DynamoReserver row the `dynamo_reserver` bench printed into `path`.
+fn dynamo_row(path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    row_of(&text)
 }
 
-/// One reserve and release of fresh keys; returns their latencies.
-async fn pair<R: Reserver + ?Sized>(r: &R, tag: &str, round: usize) -> (Duration, Duration) {
-    let owner = Owner::this_process(Cpid::generate(), Duration::from_secs(600));
-    let t = Instant::now();
-    let lease = r
-        .try_reserve(&keys(tag, round), &owner)
-        .await
-        .expect("fresh keys are free");
-    let reserve = t.elapsed();
-    let t = Instant::now();
-    r.release(&lease, Duration::ZERO).await.expect("release");
-    (reserve, t.elapsed())
-}
-
-/// Measures `rounds` sequential pairs (and a listing after each), then
-/// `rounds` pairs spread over `clients` concurrent tasks.
-pub async fn measure<R: Reserver + 'static>(r: Arc<R>, rounds: usize, clients: usize) -> Figures {
-    let (mut reserve, mut release, mut list) = (Vec::new(), Vec::new(), Vec::new());
-    let start = Instant::now();
-    for round in 0..rounds {
-        let (a, b) = pair(&*r, "seq", round).await;
-        reserve.push(a);
-        release.push(b);
-    }
-    let sequential = rounds as f64 / start.elapsed().as_secs_f64();
-    for _ in 0..rounds {
-        let t = Instant::now();
-        r.list().await.expect("list");
-        list.push(t.elapsed());
-    }
-    let start = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for c in 0..clients {
-        let r = r.clone();
-        tasks.spawn(async move {
-            for round in (c..rounds).step_by(clients) {
-                pair(&*r, &format!("par{c}x"), round).await;
-            }
-        });
-    }
-    while let Some(t) = tasks.join_next().await {
-        t.expect("client task");
-    }
-    let concurrent = rounds as f64 / start.elapsed().as_secs_f64();
-    Figures {
-        reserve,
-        release,
-        list,
-        sequential,
-        concurrent,
-        clients,
-    }
-}
-
-/// Header of the reservation table.
-pub const HEADER: &str = "| reserver | reserve 20 keys p50 / p99 | release p50 / p99 | list p50 | reserve + release per second, one client | with concurrent clients |\n|---|---|---|---|---|---|\n";
-
-impl Figures {
-    /// The table row of these figures.
-    pub fn row(&self, label: &str) -> String {
-        let pp =
-            |v: &[Duration]| format!("{} / {}", ms(percentile(v, 50.0)), ms(percentile(v, 99.0)));
-        format!(
-            "| {label} | {} | {} | {} | {:.0} | {:.0} ({} clients) |\n",
-            pp(&self.reserve),
-            pp(&self.release),
-            ms(percentile(&self.list, 50.0)),
-            self.sequential,
-            self.concurrent,
-            self.clients,
-        )
-    }
-}
-
-/// A row from the line conductor-aws's `twenty_key_run_figures` test prints:
-/// `DynamoReserver(moto): 20-key reserve <d> + release <d> = <d> per run ...`
-/// (means of 20 runs; percentiles are not in the line).
-pub fn dynamo_row(line: &str) -> Option<String> {
-    let after = |tag: &str| -> Option<Duration> {
-        let rest = line.split(tag).nth(1)?.trim_start();
-        parse_debug_duration(rest.split_whitespace().next()?)
-    };
-    let (reserve, release) = (after("reserve")?, after("+ release")?);
-    Some(format!(
-        "| `DynamoReserver` on moto (mean of 20 runs, from `cargo test -p conductor-aws --test it dynamo::twenty_key_run_figures`) | {} (mean) | {} (mean) | | {:.0} | |\n",
-        ms(reserve),
-        ms(release),
-        1.0 / (reserve + release).as_secs_f64(),
-    ))
-}
-
-/// Parses a `Duration` as `{:?}` prints it (`12.3ms`, `850µs`, `1.2s`).
-fn parse_debug_duration(s: &str) -> Option<Duration> {
-    let s = s.trim_end_matches([',', ';', ')']);
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-    let (n, unit) = s.split_at(split);
-    let n: f64 = n.parse().ok()?;
-    let secs = match unit {
-        "s" => n,
-        "ms" => n / 1e3,
-        "µs" | "us" => n / 1e6,
-        "ns" => n / 1e9,
-        _ => return None,
-    };
-    Some(Duration::from_secs_f64(secs))
+/// The first table row of `text` that names `DynamoReserver`.
+fn row_of(text: &str) -> Option<String> {
+    text.lines()
+        .find(|l| l.starts_with("| `DynamoReserver`"))
+        .map(|l| format!("{l}\n"))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
-    fn reads_the_dynamo_test_line() {
-        let row = dynamo_row("DynamoReserver(moto): 20-key reserve 30.5ms + release 19.5ms = 50ms per run (renewal 12ms); 3 DynamoDB calls").unwrap();
-        assert!(row.contains("| 30.5 ms (mean) | 19.5 ms (mean) |"), "{row}");
-        assert!(row.contains("| 20 |"), "{row}");
-        assert_eq!(
-            parse_debug_duration("850µs"),
-            Some(Duration::from_micros(850))
+    fn finds_the_bench_row_among_cargo_output() {
+        let out = "   Compiling x\n| `DynamoReserver` on moto | 30.5 ms / 40.1 ms | 1 | 2 | 3 | 4 (8 clients) |\nbench done\n";
+        let row = super::row_of(out).unwrap();
+        assert!(
+            row.starts_with("| `DynamoReserver` on moto | 30.5 ms"),
+            "{row}"
         );
-        assert_eq!(
-            parse_debug_duration("1.5s"),
-            Some(Duration::from_millis(1500))
-        );
-        assert!(dynamo_row("something else").is_none());
+        assert!(super::row_of("nothing here").is_none());
     }
 }

@@ -5,6 +5,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use conductor_testkit::bin_lab::BinLab;
+pub use conductor_testkit::reserve_figures::{ms, percentile};
 
 /// Wall time, exit status and resource use of one child process.
 pub struct Finished {
@@ -157,26 +158,6 @@ pub fn run_wrapped(cmd: &Command) -> Finished {
 /// The median of `v` (upper one of an even count).
 pub fn median(v: &[Duration]) -> Duration {
     percentile(v, 50.0)
-}
-
-/// The `p`-th percentile of `v` (nearest rank).
-pub fn percentile(v: &[Duration], p: f64) -> Duration {
-    let mut v = v.to_vec();
-    v.sort();
-    let rank = ((p / 100.0 * v.len() as f64).ceil() as usize).clamp(1, v.len());
-    v[rank - 1]
-}
-
-/// Milliseconds, rounded to what the figure needs.
-pub fn ms(d: Duration) -> String {
-    let m = d.as_secs_f64() * 1e3;
-    if m >= 100.0 {
-        format!("{m:.0} ms")
-    } else if m >= 10.0 {
-        format!("{m:.1} ms")
-    } else {
-        format!("{m:.2} ms")
-    }
 }
 
 /// `a / b` with two decimals (three below 0.1).
