@@ -1,6 +1,6 @@
 //! Exit codes and the error the binary reports.
 
-use conductor_core::{Error, ErrorClass};
+use conductor_core::{Cpid, Error, ErrorClass};
 
 /// Success.
 pub const OK: u8 = 0;
@@ -22,6 +22,8 @@ pub struct Failure {
     pub code: u8,
     /// Message for stderr.
     pub message: String,
+    /// The run's CPID, when the failure came after the run claimed one.
+    pub cpid: Option<Cpid>,
 }
 
 impl Failure {
@@ -30,6 +32,7 @@ impl Failure {
         Self {
             code: BAD_INPUT,
             message: message.into(),
+            cpid: None,
         }
     }
 
@@ -38,6 +41,7 @@ impl Failure {
         Self {
             code,
             message: message.into(),
+            cpid: None,
         }
     }
 }
@@ -79,6 +83,7 @@ impl From<Error> for Failure {
         Self {
             code: code(e.class()),
             message,
+            cpid: None,
         }
     }
 }

@@ -10,6 +10,7 @@ mod commands;
 mod exit;
 mod logging;
 mod output;
+mod run_cpid;
 mod runs;
 mod signals;
 mod wiring;
@@ -57,14 +58,18 @@ pub fn main_with(
                 return exit::FAILED;
             }
         };
+        let run = Arc::new(run_cpid::RunCpid::new(observer));
         let ctx = commands::Ctx {
             g: &cli.global,
             interrupt: &interrupt,
-            observer,
+            observer: Some(run.clone()),
         };
         match commands::run(&ctx, cli.command).await {
             Ok(code) => code,
-            Err(f) => output::failure(&f, cli.global.json),
+            Err(mut f) => {
+                f.cpid = f.cpid.or(run.get());
+                output::failure(&f, cli.global.json)
+            }
         }
     });
     // The admin log ends each run with its result (bad input did nothing

@@ -20,14 +20,23 @@ pub fn print_json(value: &Value) {
 
 /// Reports a failure once: on stderr, in the admin log (not for bad input,
 /// which writes no file), and with `--json` as the document on stdout
-/// (`result`, `error`, `class`, `exit_code`). Returns the exit code.
+/// (`result`, `error`, `class`, `exit_code`, and `cpid` when the run had
+/// claimed one). Returns the exit code.
 pub fn failure(f: &Failure, json: bool) -> u8 {
+    let line = match f.cpid {
+        Some(cpid) => format!("{} (run {cpid})", f.message),
+        None => f.message.clone(),
+    };
     if f.code != exit::BAD_INPUT {
-        tracing::error!(target: logging::ADMIN, code = f.code, "{}", f.message);
+        tracing::error!(target: logging::ADMIN, code = f.code, "{line}");
     }
-    eprintln!("error: {}", f.message);
+    eprintln!("error: {line}");
     if json {
-        print_json(&failure_json(f.code, &f.message));
+        let mut doc = failure_json(f.code, &f.message);
+        if let Some(cpid) = f.cpid {
+            doc["cpid"] = json!(cpid.to_string());
+        }
+        print_json(&doc);
     }
     f.code
 }
@@ -59,7 +68,7 @@ fn failure_json(code: u8, message: &str) -> Value {
     })
 }
 
-/// The plan as the JSON document of DESIGN section 9.
+/// The plan as the JSON document of docs/design.md section 9.
 pub fn plan_json(plan: &Plan) -> Value {
     serde_json::to_value(plan).unwrap_or(Value::Null)
 }

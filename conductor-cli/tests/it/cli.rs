@@ -282,6 +282,8 @@ fn failures_are_one_json_document_and_nothing_is_coloured() {
     let (r, _dir) = lab();
     let o = r.run(&group_args("plan", &["system=nope", "--json"]), None);
     assert!(failure(&o, 2, "bad_input").contains("nope"));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v.get("cpid").is_none(), "bad input claims no run: {v}");
     let o = r.run(
         &group_args("plan", &["system=small_test", "--jsn", "--json"]),
         None,
@@ -317,6 +319,15 @@ fn failures_are_one_json_document_and_nothing_is_coloured() {
     ];
     let o = down.run(&group_args("create", &words), None);
     failure(&o, 4, "unreachable");
+    // The run had claimed its CPID: the document and stderr name it.
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let cpid = v["cpid"].as_str().unwrap_or_else(|| panic!("no cpid: {v}"));
+    assert!(conductor_core::Cpid::parse(cpid).is_ok(), "{v}");
+    assert!(
+        stderr(&o).contains(&format!("(run {cpid})")),
+        "{}",
+        stderr(&o)
+    );
     let admin = down.runner_dir().join("logs/conductor/conductor.log");
     let log = std::fs::read_to_string(&admin).unwrap();
     assert!(!log.contains('\x1b'), "{log}");
