@@ -1,7 +1,9 @@
 //! `DynamoReserver` on a local `moto_server`: p50/p99 of reserving and
 //! releasing 20 fresh keys, listing, and pairs per second from one and from
 //! 8 concurrent clients — the same measurement `conductor-bench` makes of
-//! `FsReserver`. Prints one row of docs/performance.md's reservations table;
+//! `FsReserver`. moto is not safe under concurrent transactions (it
+//! restores table snapshots, and answers some with HTTP 500), so requests
+//! go through the testkit's `SerialProxy`, one at a time, as in the tests. Prints one row of docs/performance.md's reservations table;
 //! `scripts/bench` passes it to `conductor-bench --dynamo-row`.
 //!
 //! `cargo bench -p conductor-aws --bench dynamo_reserver [-- ROUNDS]`
@@ -11,6 +13,7 @@ use std::sync::Arc;
 
 use conductor_aws::dynamo::DynamoReserver;
 use conductor_testkit::moto::{MotoServer, ACCESS_KEY_ID, SECRET_ACCESS_KEY};
+use conductor_testkit::proxy::SerialProxy;
 use conductor_testkit::reserve_figures::{measure, HEADER};
 
 fn main() {
@@ -22,8 +25,9 @@ fn main() {
     let moto = MotoServer::start();
     let rt = tokio::runtime::Runtime::new().expect("a tokio runtime");
     let figures = rt.block_on(async {
+        let proxy = SerialProxy::start(moto.port()).await;
         let r = DynamoReserver::builder("conductor-bench")
-            .endpoint_url(moto.endpoint())
+            .endpoint_url(proxy.endpoint())
             .region("us-east-1")
             .static_credentials(ACCESS_KEY_ID, SECRET_ACCESS_KEY)
             .create_table_if_missing(true)
@@ -34,6 +38,6 @@ fn main() {
     });
     print!(
         "{HEADER}{}",
-        figures.row("`DynamoReserver` on moto (one `moto_server` process on this machine)")
+        figures.row("`DynamoReserver` on moto (one `moto_server` process on this machine, requests serialized)")
     );
 }

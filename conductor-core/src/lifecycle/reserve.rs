@@ -7,7 +7,6 @@ use std::collections::BTreeSet;
 use tracing::{info, info_span, Instrument};
 
 use super::run::Run;
-use crate::backoff::Backoff;
 use crate::cloud::{Inventory, Scope};
 use crate::conductor::Conductor;
 use crate::cpid::Cpid;
@@ -98,8 +97,8 @@ impl Conductor {
     /// attempts over a window of a few of their own plan-and-reserve cycles.
     /// The inventory is read again for the check after a successful
     /// reserve, which keeps the guarantee: no run keeps a name or id the
-    /// cloud showed as taken when it reserved; a clash found there backs
-    /// off before planning again.
+    /// cloud showed as taken when it reserved; a clash found there plans
+    /// again at once on that fresh read.
     pub(crate) async fn plan_and_reserve(
         &self,
         run: &Run,
@@ -107,7 +106,6 @@ impl Conductor {
         pillar: &Pillar,
         scopes: &[Scope],
     ) -> Result<(Plan, u32), Error> {
-        let backoff = Backoff::new(self.opts.backoff_base, self.opts.backoff_max);
         let mut last = Vec::new();
         let mut inventory: Option<(Inventory, tokio::time::Instant)> = None;
         let grains = self.grain_ids().await?;
@@ -175,9 +173,10 @@ impl Conductor {
                 }
                 Err(e) => return Err(super::reserve_failed("reserving names and ids", e)),
             }
-            if attempt < self.opts.max_attempts {
-                tokio::time::sleep(backoff.delay(attempt)).await;
-            }
+            // A clash after reserving means the plan's inventory was older
+            // than the cloud (another run launched, and released its keys,
+            // since it was read); the next attempt plans on the fresh read,
+            // so it goes at once: sleeping would only lengthen the tail.
         }
         Err(Error::RetriesExhausted {
             attempts: self.opts.max_attempts,

@@ -93,6 +93,8 @@ struct Batch {
     wall: Duration,
     /// Median wall time of one process in the batch.
     each: Duration,
+    /// Wall time of the slowest process in the batch.
+    slowest: Duration,
     /// Runs that exited 0, of `runs`.
     ok: usize,
     /// Runs made (N times the repeats).
@@ -101,6 +103,8 @@ struct Batch {
     cpu: Duration,
     /// Mean plan-and-reserve attempts per run.
     attempts: f64,
+    /// Most attempts one run needed.
+    most_attempts: f64,
     /// Live instances afterwards.
     instances: usize,
     /// Extra occurrences of a name.
@@ -138,7 +142,13 @@ fn batch(
                 spawn(&mut conductor.create(&words, &endpoint, root.path()))
             })
             .collect();
-        done.extend(children.into_iter().map(|c| finish(c, start)));
+        // One waiter per child, so each run's wall ends when it exits
+        // (waiting in spawn order would give every run the slowest's).
+        let waiters: Vec<_> = children
+            .into_iter()
+            .map(|c| std::thread::spawn(move || finish(c, start)))
+            .collect();
+        done.extend(waiters.into_iter().map(|w| w.join().expect("waiter")));
         walls.push(start.elapsed());
     }
     let attempts: Vec<f64> = done
@@ -150,10 +160,12 @@ fn batch(
     Batch {
         wall: median(&walls),
         each: median(&done.iter().map(|f| f.wall).collect::<Vec<_>>()),
+        slowest: done.iter().map(|f| f.wall).max().unwrap_or_default(),
         ok: done.iter().filter(|f| f.ok).count(),
         runs: done.len(),
         cpu: done.iter().map(|f| f.cpu).sum::<Duration>() / done.len() as u32,
         attempts: attempts.iter().sum::<f64>() / attempts.len().max(1) as f64,
+        most_attempts: attempts.iter().copied().fold(0.0, f64::max),
         instances: names.len() - warm,
         duplicates: duplicates(names.iter().map(String::as_str)),
     }
@@ -178,16 +190,18 @@ pub fn table(
         // No schedule of N runs on these cores ends before this.
         let bound = base.max(b.cpu * n as u32 / cores);
         out.push_str(&format!(
-            "| {label} | {n} | {} | {} | {} | {} | {} | {} | {}/{} | {:.1} | {} | {} |\n",
+            "| {label} | {n} | {} | {} | {} | {} | {} / {} | {} | {}/{} | {:.1} / {} | {} | {} |\n",
             ms(b.wall),
             ratio(b.wall, base),
             ms(bound),
             ratio(b.wall, bound),
             ms(b.each),
+            ms(b.slowest),
             ms(b.cpu),
             b.ok,
             b.runs,
             b.attempts,
+            b.most_attempts,
             b.instances,
             b.duplicates,
         ));
@@ -196,4 +210,4 @@ pub fn table(
 }
 
 /// Header of the scaling table.
-pub const HEADER: &str = "| cloud, target | parallel runs | wall, all runs | / one run | CPU bound: max(one run, N × CPU per run / cores) | wall / CPU bound | one run (median in the batch) | CPU per run | succeeded | attempts per run (mean) | instances created | duplicate names |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+pub const HEADER: &str = "| cloud, target | parallel runs | wall, all runs | / one run | CPU bound: max(one run, N × CPU per run / cores) | wall / CPU bound | one run in the batch: median / slowest | CPU per run | succeeded | attempts per run: mean / most | instances created | duplicate names |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n";

@@ -1,5 +1,5 @@
 //! Start-up: `conductor --version` beside `salt-run --version` from the Salt
-//! virtualenv.
+//! virtualenv, and the size of the binary measured.
 
 use std::process::Command;
 use std::time::Duration;
@@ -20,9 +20,11 @@ pub fn section(conductor: &std::path::Path, runs: usize) -> String {
         c.arg("--version");
         c
     });
+    let size = std::fs::metadata(conductor).map_or(0, |m| m.len());
     let mut out = String::from("| command | median wall | / conductor |\n|---|---|---|\n");
     out.push_str(&format!(
-        "| `conductor --version` | {} | 1.00 |\n",
+        "| `conductor --version` (binary {:.1} MB) | {} | 1.00 |\n",
+        size as f64 / 1e6,
         ms(ours)
     ));
     // SaltEnv::get installs Salt on first use and panics when it cannot.
