@@ -5,7 +5,7 @@ use std::ffi::OsString;
 
 use conductor_core::{
     AdoptRequest, Cpid, CreateRequest, Env, Group, InputError, InstanceQuery, Role, Selection,
-    SystemName, Target, Zone,
+    SystemName, Target, Zone, MAX_NODES,
 };
 
 /// Words `create` and `plan` accept.
@@ -95,12 +95,17 @@ impl Words {
             .ok_or_else(|| InputError::invalid(k, "", &format!("is required: add {k}={example}")))
     }
 
-    fn number(&self, k: &str) -> Result<Option<u32>, InputError> {
+    /// `k`'s value as a whole number from 1 to `max` (the same range in
+    /// every message, whether the value is text or too large).
+    fn number(&self, k: &str, max: u32) -> Result<Option<u32>, InputError> {
         self.get(k)
-            .map(|v| {
-                v.parse::<u32>().map_err(|_| {
-                    InputError::invalid(k, v, "must be a whole number from 1 to 4294967295")
-                })
+            .map(|v| match v.parse::<u32>() {
+                Ok(n) if (1..=max).contains(&n) => Ok(n),
+                _ => Err(InputError::invalid(
+                    k,
+                    v,
+                    &format!("must be a whole number from 1 to {max}"),
+                )),
             })
             .transpose()
     }
@@ -119,7 +124,7 @@ impl Words {
         let group = Group::new(self.require("group", "devops")?)?;
         let (pillarenv, saltenv) = self.envs()?;
         let zone = Zone::new(self.require("region", "us-east-1a")?)?;
-        let count = self.number("count")?;
+        let count = self.number("count", MAX_NODES)?;
         let target = match (self.get("system"), self.get("role")) {
             (Some(s), None) => {
                 if count.is_some() {
@@ -188,6 +193,14 @@ impl Words {
     /// selector means every instance of the group.
     pub fn query(&self, all_by_default: bool) -> Result<InstanceQuery, InputError> {
         let group = Group::new(self.require("group", "devops")?)?;
+        if let Some(v) = self.get("saltenv") {
+            return Err(InputError::invalid(
+                "saltenv",
+                v,
+                "is not used to select instances: destroy, update and status select by the env tag; \
+                 give pillarenv= and drop saltenv=",
+            ));
+        }
         let (env, _) = self.envs()?;
         let region = self.region()?;
         let mut selections = Vec::new();
@@ -206,7 +219,7 @@ impl Words {
             }
             selections.push(Selection::Names(names));
         }
-        match (self.get("role"), self.number("cluster_id")?) {
+        match (self.get("role"), self.number("cluster_id", u32::MAX)?) {
             (Some(r), Some(id)) => selections.push(Selection::Cluster {
                 role: Role::new(r)?,
                 id,
@@ -227,7 +240,7 @@ impl Words {
             }
             (None, None) => {}
         }
-        if let Some(id) = self.number("system_id")? {
+        if let Some(id) = self.number("system_id", u32::MAX)? {
             selections.push(Selection::System(id));
         }
         let selection = match selections.len() {

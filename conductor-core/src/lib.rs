@@ -185,7 +185,9 @@ pub use lifecycle::{
 };
 pub use mem_cloud::MemCloud;
 pub use names::{check_instance_name, Env, Group, Region, Role, SystemName, Zone};
-pub use pillar::{EnvironmentSpec, GroupSpec, Hooks, Pillar, RoleSpec, SystemEntry, Throttle};
+pub use pillar::{
+    EnvironmentSpec, GroupSpec, Hooks, Pillar, RoleSpec, SystemEntry, Throttle, MAX_NODES,
+};
 pub use plan::{
     plan, plan_with_grains, ClusterIds, Plan, PlanFiles, PlanKeys, PlannedInstance, SystemIds,
 };

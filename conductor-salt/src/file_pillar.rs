@@ -52,7 +52,7 @@ impl FilePillar {
             return Err(PillarError::new(
                 "conductor",
                 format!(
-                    "no pillar for pillarenv {env:?}: neither {} nor {} holds *.sls or *.yaml files",
+                    "no pillar for pillarenv {env}: neither {} nor {} holds *.sls or *.yaml files",
                     self.dir.join(env.as_str()).display(),
                     self.dir.display()
                 ),
