@@ -3,7 +3,8 @@
 //! 8 concurrent clients — the same measurement `conductor-bench` makes of
 //! `FsReserver`. moto is not safe under concurrent transactions (it
 //! restores table snapshots, and answers some with HTTP 500), so requests
-//! go through the testkit's `SerialProxy`, one at a time, as in the tests. Prints one row of docs/performance.md's reservations table;
+//! go through the testkit's `SerialProxy`, one at a time, as in the tests.
+//! Prints one row of docs/performance.md's reservations table;
 //! `scripts/bench` passes it to `conductor-bench --dynamo-row`.
 //!
 //! `cargo bench -p conductor-aws --bench dynamo_reserver [-- ROUNDS]`

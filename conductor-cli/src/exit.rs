@@ -1,6 +1,6 @@
 //! Exit codes and the error the binary reports.
 
-use conductor_core::{Cpid, Error, ErrorClass};
+use conductor_core::{Error, ErrorClass};
 
 /// Success.
 pub const OK: u8 = 0;
@@ -22,8 +22,6 @@ pub struct Failure {
     pub code: u8,
     /// Message for stderr.
     pub message: String,
-    /// The run's CPID, when the failure came after the run claimed one.
-    pub cpid: Option<Cpid>,
 }
 
 impl Failure {
@@ -32,7 +30,6 @@ impl Failure {
         Self {
             code: BAD_INPUT,
             message: message.into(),
-            cpid: None,
         }
     }
 
@@ -41,7 +38,6 @@ impl Failure {
         Self {
             code,
             message: message.into(),
-            cpid: None,
         }
     }
 }
@@ -83,7 +79,6 @@ impl From<Error> for Failure {
         Self {
             code: code(e.class()),
             message,
-            cpid: None,
         }
     }
 }

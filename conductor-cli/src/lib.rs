@@ -66,10 +66,7 @@ pub fn main_with(
         };
         match commands::run(&ctx, cli.command).await {
             Ok(code) => code,
-            Err(mut f) => {
-                f.cpid = f.cpid.or(run.get());
-                output::failure(&f, cli.global.json)
-            }
+            Err(f) => output::failure(&f, run.get(), cli.global.json),
         }
     });
     // The admin log ends each run with its result (bad input did nothing

@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use conductor_core::{
-    AdoptReport, CreateReport, DestroyPlan, DestroyReport, IdScope, InstanceStatus, Plan,
+    AdoptReport, Cpid, CreateReport, DestroyPlan, DestroyReport, IdScope, InstanceStatus, Plan,
     UpdateReport,
 };
 use serde_json::{json, Value};
@@ -20,10 +20,10 @@ pub fn print_json(value: &Value) {
 
 /// Reports a failure once: on stderr, in the admin log (not for bad input,
 /// which writes no file), and with `--json` as the document on stdout
-/// (`result`, `error`, `class`, `exit_code`, and `cpid` when the run had
-/// claimed one). Returns the exit code.
-pub fn failure(f: &Failure, json: bool) -> u8 {
-    let line = match f.cpid {
+/// (`result`, `error`, `class`, `exit_code`, and `cpid` when the failure
+/// came after the run claimed one). Returns the exit code.
+pub fn failure(f: &Failure, cpid: Option<Cpid>, json: bool) -> u8 {
+    let line = match cpid {
         Some(cpid) => format!("{} (run {cpid})", f.message),
         None => f.message.clone(),
     };
@@ -33,7 +33,7 @@ pub fn failure(f: &Failure, json: bool) -> u8 {
     eprintln!("error: {line}");
     if json {
         let mut doc = failure_json(f.code, &f.message);
-        if let Some(cpid) = f.cpid {
+        if let Some(cpid) = cpid {
             doc["cpid"] = json!(cpid.to_string());
         }
         print_json(&doc);
