@@ -3,9 +3,21 @@
 //! retries. `Ec2Backend::builder()`, `DynamoReserver::builder()` and the S3
 //! upload all load their SDK configuration through it.
 
+use aws_config::environment::EnvironmentVariableRegionProvider;
+use aws_config::meta::region::RegionProviderChain;
+use aws_config::profile::region::ProfileFileRegionProvider;
 use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use tracing::{info_span, Instrument};
+
+/// Where the default region comes from when none is set.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RegionFrom {
+    /// The SDK's chain: environment, profile, instance metadata.
+    Chain,
+    /// Environment or profile, never the instance metadata service.
+    EnvOrProfile,
+}
 
 /// Attempts per call unless set: the SDK's standard mode retries throttling and 5xx.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
@@ -122,10 +134,28 @@ impl AwsConfig {
     /// profile, SSO, process, instance role) unless static credentials are
     /// given, standard retries, and the endpoint and region if set.
     pub async fn load(&self) -> SdkConfig {
+        self.load_with(RegionFrom::Chain).await
+    }
+
+    /// Loads the SDK configuration, with the default region (when none is
+    /// set) from the environment or profile only (`AWS_REGION`, `region` of
+    /// the profile): for backends that name the region of every call, to
+    /// which the instance metadata service adds nothing but a probe (and
+    /// three WARN blocks off EC2).
+    pub(crate) async fn load_without_imds_region(&self) -> SdkConfig {
+        self.load_with(RegionFrom::EnvOrProfile).await
+    }
+
+    async fn load_with(&self, from: RegionFrom) -> SdkConfig {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .retry_config(RetryConfig::standard().with_max_attempts(self.max_attempts.max(1)));
         if let Some(r) = &self.region {
             loader = loader.region(Region::new(r.clone()));
+        } else if from == RegionFrom::EnvOrProfile {
+            loader = loader.region(
+                RegionProviderChain::first_try(EnvironmentVariableRegionProvider::new())
+                    .or_else(ProfileFileRegionProvider::new()),
+            );
         }
         if let Some(url) = &self.endpoint_url {
             loader = loader.endpoint_url(url);

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::CommandFactory;
-use conductor_core::{now_ms, Conductor, Cpid, Holder, Observer, Options, Provisioner};
+use conductor_core::{now_ms, Conductor, Cpid, Holder, Observer, Options, Provisioner, Region};
 use serde_json::json;
 
 use crate::args::{self, Cli, Command, GroupCommand, ReservationsCommand, RunsCommand};
@@ -25,10 +25,16 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// A conductor with every backend wired, cancelled by the signals.
-    async fn conductor(&self, opts: Options) -> Result<Conductor, Failure> {
+    /// A conductor with every backend wired for a request in `region`,
+    /// cancelled by the signals.
+    async fn conductor(
+        &self,
+        region: Option<&Region>,
+        opts: Options,
+    ) -> Result<Conductor, Failure> {
         wiring::conductor(
             self.g,
+            region,
             opts,
             self.interrupt.token.clone(),
             self.observer.clone(),
@@ -142,7 +148,7 @@ pub async fn run(ctx: &Ctx<'_>, command: Command) -> Result<u8, Failure> {
 
 async fn plan(ctx: &Ctx<'_>, words: &[std::ffi::OsString]) -> Result<u8, Failure> {
     let req = Words::parse(words, "conductor group plan", CREATE_WORDS)?.create_request()?;
-    let c = wiring::conductor_for_plan(ctx.g).await?;
+    let c = wiring::conductor_for_plan(ctx.g, Some(&req.zone.region())).await?;
     let plan = c.plan(&req).await.map_err(|e| ctx.failure(e))?;
     if ctx.g.json {
         output::print_json(&output::plan_json(&plan));
@@ -154,7 +160,7 @@ async fn plan(ctx: &Ctx<'_>, words: &[std::ffi::OsString]) -> Result<u8, Failure
 
 async fn create(ctx: &Ctx<'_>, words: &[std::ffi::OsString], opts: Options) -> Result<u8, Failure> {
     let req = Words::parse(words, "conductor group create", CREATE_WORDS)?.create_request()?;
-    let c = ctx.conductor(opts).await?;
+    let c = ctx.conductor(Some(&req.zone.region()), opts).await?;
     progress(
         ctx.g,
         &format!("creating for group {} in {} ...", req.group, req.zone),
@@ -179,7 +185,9 @@ async fn destroy(
     yes: bool,
 ) -> Result<u8, Failure> {
     let req = Words::parse(words, "conductor group destroy", SELECT_WORDS)?.query(false)?;
-    let c = ctx.conductor(options(provisioner)).await?;
+    let c = ctx
+        .conductor(req.region.as_ref(), options(provisioner))
+        .await?;
     let plan = c.plan_destroy(&req).await.map_err(|e| ctx.failure(e))?;
     if dry_run {
         if ctx.g.json {
@@ -246,7 +254,9 @@ async fn confirm(ctx: &Ctx<'_>, plan: &conductor_core::DestroyPlan) -> Result<bo
 
 async fn update(ctx: &Ctx<'_>, words: &[std::ffi::OsString], dry_run: bool) -> Result<u8, Failure> {
     let q = Words::parse(words, "conductor group update", SELECT_WORDS)?.query(false)?;
-    let c = ctx.conductor(options(Provisioner::Ec2)).await?;
+    let c = ctx
+        .conductor(q.region.as_ref(), options(Provisioner::Ec2))
+        .await?;
     if dry_run {
         let selected = c.select(&q).await.map_err(|e| ctx.failure(e))?;
         let targets = selected.names();
@@ -276,7 +286,7 @@ async fn update(ctx: &Ctx<'_>, words: &[std::ffi::OsString], dry_run: bool) -> R
 
 async fn status(ctx: &Ctx<'_>, words: &[std::ffi::OsString]) -> Result<u8, Failure> {
     let q = Words::parse(words, "conductor group status", SELECT_WORDS)?.query(true)?;
-    let c = wiring::conductor_for_plan(ctx.g).await?;
+    let c = wiring::conductor_for_plan(ctx.g, q.region.as_ref()).await?;
     let rows = c.status(&q).await.map_err(|e| ctx.failure(e))?;
     if ctx.g.json {
         output::print_json(&json!(rows));
@@ -288,7 +298,9 @@ async fn status(ctx: &Ctx<'_>, words: &[std::ffi::OsString]) -> Result<u8, Failu
 
 async fn adopt(ctx: &Ctx<'_>, words: &[std::ffi::OsString], apply: bool) -> Result<u8, Failure> {
     let req = Words::parse(words, "conductor group adopt", ADOPT_WORDS)?.adopt_request(apply)?;
-    let c = ctx.conductor(options(Provisioner::Ec2)).await?;
+    let c = ctx
+        .conductor(req.region.as_ref(), options(Provisioner::Ec2))
+        .await?;
     let report = c.adopt(&req).await.map_err(|e| ctx.failure(e))?;
     if ctx.g.json {
         output::print_json(&json!(report));

@@ -105,6 +105,7 @@ pub fn create_json(report: &CreateReport) -> Value {
         "attempts": report.attempts,
         "launched": report.launched,
         "failed": report.failed.iter().map(|(n, m)| json!({"name": n, "error": m})).collect::<Vec<_>>(),
+        "not_deployed": report.not_deployed,
         "not_visible": report.not_visible,
         "minions_not_ready": report.minions_not_ready.iter().map(|(n, m)| json!({"name": n, "error": m})).collect::<Vec<_>>(),
         "state_failures": report.state_failures,
@@ -272,6 +273,8 @@ pub fn create_text(r: &CreateReport) -> String {
         } else if r.launched.iter().any(|n| n == name) {
             if r.state_failures.iter().any(|f| f.minion == name) {
                 Some("launched, state failed")
+            } else if r.not_deployed.iter().any(|n| n == name) {
+                Some("launched, not deployed")
             } else {
                 Some("launched")
             }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use conductor_core::{
     CancellationToken, CloudBackend, Conductor, FsReserver, Layout, MemCloud, Observer, Options,
-    PillarSource, Provisioner, Reserver, RetryCloud, SaltExecutor,
+    PillarSource, Provisioner, Region, Reserver, RetryCloud, SaltExecutor,
 };
 use conductor_salt::FilePillar;
 
@@ -37,14 +37,19 @@ pub async fn reserver(g: &Global) -> Result<Arc<dyn Reserver>, Failure> {
 
 /// The cloud chosen by `--cloud`, wrapped in [`RetryCloud`]: calls refused
 /// for rate limits or unanswered are retried with jittered backoff (on top of
-/// the SDK's own retries of each request).
-pub async fn cloud(g: &Global) -> Result<Arc<dyn CloudBackend>, Failure> {
+/// the SDK's own retries of each request). `region`, the request's
+/// (`region=`), is the SDK's default region: known, it is not looked for
+/// (the instance metadata service is not asked).
+pub async fn cloud(g: &Global, region: Option<&Region>) -> Result<Arc<dyn CloudBackend>, Failure> {
     match g.cloud {
         CloudKind::Fake => Ok(Arc::new(RetryCloud::new(MemCloud::new()))),
         CloudKind::Aws => {
             let mut b = conductor_aws::ec2::Ec2Backend::builder();
             if let Some(url) = &g.endpoint_url {
                 b = b.endpoint_url(url);
+            }
+            if let Some(r) = region {
+                b = b.region(r.as_str());
             }
             Ok(Arc::new(RetryCloud::new(b.build().await)))
         }
@@ -90,9 +95,11 @@ pub fn provisioner(p: ProvisionerArg) -> Provisioner {
     }
 }
 
-/// A conductor with every backend wired, stopped cleanly by `cancel`.
+/// A conductor with every backend wired for a request in `region` (see
+/// [`cloud`]), stopped cleanly by `cancel`.
 pub async fn conductor(
     g: &Global,
+    region: Option<&Region>,
     opts: Options,
     cancel: CancellationToken,
     observer: Option<Arc<dyn Observer>>,
@@ -102,7 +109,7 @@ pub async fn conductor(
         ..opts
     };
     let mut b = Conductor::builder()
-        .cloud(cloud(g).await?)
+        .cloud(cloud(g, region).await?)
         .reserver(reserver(g).await?)
         .pillar(pillar(g)?)
         .layout(layout(g))
@@ -119,10 +126,10 @@ pub async fn conductor(
 
 /// A conductor for `plan` and `status`: reads only (writes nothing; Salt,
 /// unless `--no-salt`, only for the master's grains cache).
-pub async fn conductor_for_plan(g: &Global) -> Result<Conductor, Failure> {
+pub async fn conductor_for_plan(g: &Global, region: Option<&Region>) -> Result<Conductor, Failure> {
     let opts = Options {
         provisioner: Provisioner::Ec2,
         ..Options::default()
     };
-    conductor(g, opts, CancellationToken::new(), None).await
+    conductor(g, region, opts, CancellationToken::new(), None).await
 }

@@ -62,6 +62,14 @@ pub struct CloudRunResult {
     pub ok: Vec<String>,
     /// Instances that failed, with salt-cloud's message.
     pub failed: Vec<(String, String)>,
+    /// Instances of `ok` created without deploying Salt, as their profile
+    /// asks (`deploy: False`: the image brings its minion).
+    #[serde(default)]
+    pub not_deployed: Vec<String>,
+    /// Instances of `ok` created, on which salt-cloud failed to deploy Salt,
+    /// with its message.
+    #[serde(default)]
+    pub deploy_failed: Vec<(String, String)>,
 }
 
 /// A VM salt-cloud created, as its cache knows it: the VM's name under

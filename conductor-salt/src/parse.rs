@@ -114,37 +114,61 @@ pub fn minion_keys(raw: &Value) -> MinionKeys {
 }
 
 /// Parses `salt-cloud -m <map> --out=json` (or `-d`): VMs by name, possibly
-/// nested under provider and driver; a VM whose object holds `Error` (or a
-/// string) failed. Only the `wanted` names are reported.
+/// nested under provider and driver; only the `wanted` names are reported.
+/// A VM whose object holds an instance id (`instanceId`) was created, even
+/// with an `Error` beside it: salt-cloud's `{"No Deploy": ...}` (the
+/// profile's `deploy: False`) leaves it not deployed, any other error after
+/// the launch (`Not Deployed`, a failed deploy script) is a failed deploy.
+/// A VM whose object holds an `Error` and no instance id, or that is a
+/// string or `false`, failed. An empty object (the EC2 driver's answer both
+/// when the launch was refused and when a step after it failed) is left out
+/// of every list: the VM may exist.
 pub fn cloud_run(raw: Value, wanted: &[String]) -> CloudRunResult {
-    let mut ok = Vec::new();
-    let mut failed = Vec::new();
-    fn walk(
-        v: &Value,
-        wanted: &[String],
-        ok: &mut Vec<String>,
-        failed: &mut Vec<(String, String)>,
-    ) {
-        let Some(map) = v.as_object() else { return };
-        for (k, child) in map {
-            if wanted.iter().any(|w| w == k) {
-                let err = match child {
-                    Value::String(s) => Some(s.clone()),
-                    Value::Object(o) => o.get("Error").or_else(|| o.get("error")).map(comment_text),
-                    Value::Bool(false) => Some("salt-cloud reported false".into()),
-                    _ => None,
-                };
-                match err {
-                    Some(e) => failed.push((k.clone(), e)),
-                    None => ok.push(k.clone()),
+    let mut r = CloudRunResult::default();
+    walk(&raw, wanted, &mut r);
+    r.raw = raw;
+    r
+}
+
+/// The VM objects of `v` named in `wanted`, sorted into `r`.
+fn walk(v: &Value, wanted: &[String], r: &mut CloudRunResult) {
+    let Some(map) = v.as_object() else { return };
+    for (name, vm) in map {
+        if !wanted.contains(name) {
+            walk(vm, wanted, r);
+            continue;
+        }
+        let error = match vm {
+            Value::String(s) => Some(s.clone()),
+            Value::Object(o) => o.get("Error").or_else(|| o.get("error")).map(comment_text),
+            Value::Bool(false) => Some("salt-cloud reported false".into()),
+            _ => None,
+        };
+        let created = ["instanceId", "instance_id"]
+            .iter()
+            .any(|k| vm.get(k).is_some_and(|id| !id.is_null()));
+        let empty = vm.as_object().is_some_and(|o| o.is_empty());
+        match error {
+            // The EC2 driver answers `{}` when RunInstances was refused, and
+            // also when a step after the launch failed: not reported either
+            // way, so the VM counts as one that may exist.
+            None if empty => {}
+            None => r.ok.push(name.clone()),
+            Some(e) if created => {
+                r.ok.push(name.clone());
+                let no_deploy = vm
+                    .get("Error")
+                    .and_then(Value::as_object)
+                    .is_some_and(|o| o.len() == 1 && o.contains_key("No Deploy"));
+                if no_deploy {
+                    r.not_deployed.push(name.clone());
+                } else {
+                    r.deploy_failed.push((name.clone(), e));
                 }
-            } else {
-                walk(child, wanted, ok, failed);
             }
+            Some(e) => r.failed.push((name.clone(), e)),
         }
     }
-    walk(&raw, wanted, &mut ok, &mut failed);
-    CloudRunResult { raw, ok, failed }
 }
 
 #[cfg(test)]
@@ -179,5 +203,42 @@ mod tests {
         );
         assert_eq!(r.ok, ["a"]);
         assert_eq!(r.failed, [("b".to_string(), "capacity".to_string())]);
+    }
+
+    /// salt-cloud 3007.16's EC2 driver with `deploy: False`, and with a
+    /// deploy that failed: both VMs exist (an instance id), neither failed.
+    #[test]
+    fn created_vms_with_an_error_beside_them_are_launched() {
+        let raw: Value = serde_json::from_str(include_str!(
+            "../tests/fixtures/salt-cloud-3007.16-no-deploy.json"
+        ))
+        .unwrap();
+        let wanted: Vec<String> = raw.as_object().unwrap().keys().cloned().collect();
+        let r = cloud_run(raw, &wanted);
+        assert_eq!(
+            r.ok, wanted,
+            "every VM of the real driver's return was created"
+        );
+        assert_eq!(r.not_deployed, wanted);
+        assert!(r.failed.is_empty() && r.deploy_failed.is_empty(), "{r:?}");
+
+        let names: Vec<String> = ["a", "b", "c", "d"].map(String::from).into();
+        let r = cloud_run(
+            json!({
+                "a": {"instanceId": "i-1", "Error": {"No Deploy": "'deploy' is not enabled. Not deploying."}},
+                "b": {"instanceId": "i-2", "Error": {"Not Deployed": "Failed to start Salt on host b"}},
+                "c": {"Error": "InvalidAMIID.NotFound"},
+                "d": {}
+            }),
+            &names,
+        );
+        assert_eq!(r.ok, ["a", "b"]);
+        assert_eq!(r.not_deployed, ["a"]);
+        assert_eq!(r.deploy_failed.len(), 1);
+        assert!(
+            r.deploy_failed[0].1.contains("Failed to start Salt"),
+            "{r:?}"
+        );
+        assert_eq!(r.failed.len(), 1, "d, answered {{}}, is in no list: {r:?}");
     }
 }

@@ -7,7 +7,7 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `moto` | on | `moto`: a moto server on a free loopback port (python3 with `moto[server]` at run time) |
-//! | `salt` | on | `salt_env`, `salt_lab`, `minion_cloud`: a Salt virtualenv, a real master and minions (python3 at run time); implies `moto` |
+//! | `salt` | on | `salt_env`, `salt_lab`, `minion_cloud`, `aws_front` (HTTPS front making moto answer Salt's EC2 driver as AWS does): a Salt virtualenv, a real master and minions (python3 at run time); implies `moto` |
 //! | `mock` | off | `mocks`: `mockall` mocks of the backend traits |
 //!
 //! A downstream CI that only tests naming or its own backends against the
@@ -16,6 +16,8 @@
 //! and needs no Python.
 #![warn(missing_docs)]
 
+#[cfg(feature = "salt")]
+pub mod aws_front;
 pub mod bin_lab;
 pub mod conformance;
 pub mod crash;

@@ -33,9 +33,16 @@ impl MotoServer {
     /// (and the install command) when it cannot. A port taken between
     /// choosing it and moto binding it is retried with another.
     pub fn start() -> Self {
+        Self::start_with_env(&[])
+    }
+
+    /// [`MotoServer::start`] with `env` in moto's environment: its settings,
+    /// such as `MOTO_ENABLE_AMI_VALIDATION=true` (launches of an image moto
+    /// does not know fail, as on EC2).
+    pub fn start_with_env(env: &[(&str, &str)]) -> Self {
         let mut last = String::new();
         for _ in 0..3 {
-            match Self::try_start() {
+            match Self::try_start(env) {
                 Ok(me) => return me,
                 Err(e) => last = e,
             }
@@ -43,13 +50,14 @@ impl MotoServer {
         panic!("{last}")
     }
 
-    fn try_start() -> Result<Self, String> {
+    fn try_start(env: &[(&str, &str)]) -> Result<Self, String> {
         use std::os::unix::process::CommandExt;
         let port = free_port();
         let spawn = |program: &str, args: &[&str]| {
             let mut c = Command::new(program);
             c.args(args)
                 .args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+            c.envs(env.iter().copied());
             c.stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -162,6 +170,24 @@ pub fn subnet_in_cidrs(endpoint: &str, zone: &Zone, vpc_cidr: &str, subnet_cidr:
         "subnetId",
     );
     Subnet { vpc_id, subnet_id }
+}
+
+/// The id of an image moto's EC2 has in `region` (moto ships a few).
+pub fn image_in(endpoint: &str, region: &str) -> String {
+    xml_text(
+        &ec2_call(endpoint, region, &[("Action", "DescribeImages")]),
+        "imageId",
+    )
+}
+
+/// Makes the EC2 key pair `name` in `region` of the moto at `endpoint`
+/// (Salt's EC2 driver names one in every launch, `keyname`).
+pub fn key_pair_in(endpoint: &str, region: &str, name: &str) {
+    ec2_call(
+        endpoint,
+        region,
+        &[("Action", "CreateKeyPair"), ("KeyName", name)],
+    );
 }
 
 /// One EC2 Query API call to moto at `endpoint` in `region`; its XML answer.

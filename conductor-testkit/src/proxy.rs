@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
 
@@ -180,16 +180,42 @@ struct Shared {
 async fn serve(client: TcpStream, shared: Shared) -> std::io::Result<()> {
     client.set_nodelay(true)?;
     let (read, mut write) = client.into_split();
-    let mut reader = BufReader::new(read);
-    // One request per connection: the upstream closes after its response,
-    // and so does the proxy; the client reconnects.
-    // One request: the head, then Content-Length bytes of body.
+    let Some((head, body)) = read_request(&mut BufReader::new(read)).await? else {
+        return Ok(());
+    };
+    let refuse = shared.throttler.as_ref().is_some_and(|t| {
+        t.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .refuse(&head, &body)
+    });
+    if refuse {
+        let n = shared.throttled.fetch_add(1, Ordering::Relaxed);
+        write.write_all(&request_limit_exceeded(n)).await?;
+        return Ok(());
+    }
+    let response = {
+        let _one_at_a_time = shared.lock.lock().await;
+        shared.forwarded.fetch_add(1, Ordering::Relaxed);
+        forward(shared.upstream, &head, &body).await?
+    };
+    write.write_all(&response).await?;
+    Ok(())
+}
+
+/// Reads one HTTP/1.1 request: its head (every header but `Connection`,
+/// then `Connection: close` and the blank line) and `Content-Length` bytes
+/// of body; `None` when the client closed first. One request per
+/// connection: the upstream closes after its response, and so do the
+/// proxies; the client reconnects.
+pub(crate) async fn read_request<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+) -> std::io::Result<Option<(Vec<u8>, Vec<u8>)>> {
     let mut head = Vec::new();
     let mut len = 0usize;
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line).await? == 0 {
-            return Ok(());
+            return Ok(None);
         }
         if let Some((k, v)) = line.split_once(':') {
             if k.eq_ignore_ascii_case("content-length") {
@@ -207,26 +233,15 @@ async fn serve(client: TcpStream, shared: Shared) -> std::io::Result<()> {
     }
     let mut body = vec![0; len];
     reader.read_exact(&mut body).await?;
-    let refuse = shared.throttler.as_ref().is_some_and(|t| {
-        t.lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .refuse(&head, &body)
-    });
-    if refuse {
-        let n = shared.throttled.fetch_add(1, Ordering::Relaxed);
-        write.write_all(&request_limit_exceeded(n)).await?;
-        return Ok(());
-    }
-    let response = {
-        let _one_at_a_time = shared.lock.lock().await;
-        shared.forwarded.fetch_add(1, Ordering::Relaxed);
-        let mut up = TcpStream::connect(("127.0.0.1", shared.upstream)).await?;
-        up.write_all(&head).await?;
-        up.write_all(&body).await?;
-        let mut response = Vec::new();
-        up.read_to_end(&mut response).await?;
-        response
-    };
-    write.write_all(&response).await?;
-    Ok(())
+    Ok(Some((head, body)))
+}
+
+/// Sends one request to 127.0.0.1:`upstream` and returns the whole response.
+pub(crate) async fn forward(upstream: u16, head: &[u8], body: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut up = TcpStream::connect(("127.0.0.1", upstream)).await?;
+    up.write_all(head).await?;
+    up.write_all(body).await?;
+    let mut response = Vec::new();
+    up.read_to_end(&mut response).await?;
+    Ok(response)
 }

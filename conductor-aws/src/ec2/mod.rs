@@ -104,7 +104,8 @@ impl Ec2BackendBuilder {
     /// Loads the shared AWS configuration (credentials chain: environment,
     /// profile, SSO, process, instance role) and builds the backend.
     pub async fn build(self) -> Ec2Backend {
-        let sdk = self.aws.load().await;
+        // Every call names its region: the default one never comes from IMDS.
+        let sdk = self.aws.load_without_imds_region().await;
         Ec2Backend {
             sdk,
             clients: Arc::new(Mutex::new(HashMap::new())),

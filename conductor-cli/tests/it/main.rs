@@ -11,5 +11,6 @@ mod faults;
 mod guarantee;
 mod moto;
 mod runner_module;
+mod salt_cloud_real;
 mod salt_lab;
 mod support;

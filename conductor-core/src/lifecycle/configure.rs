@@ -76,18 +76,29 @@ impl Conductor {
         visible: &BTreeSet<String>,
         autosign: Option<Autosign>,
     ) -> Result<(), Error> {
+        // Minions whose deploy failed already are not waited for.
+        let undeployed: BTreeSet<String> = report
+            .minions_not_ready
+            .iter()
+            .map(|(n, _)| n.clone())
+            .collect();
         let ready: Vec<(String, &RoleSpec)> = report
             .plan
             .instances
             .iter()
-            .filter(|i| visible.contains(&i.name) && report.launched.contains(&i.name))
+            .filter(|i| {
+                visible.contains(&i.name)
+                    && report.launched.contains(&i.name)
+                    && !undeployed.contains(&i.name)
+            })
             .map(|i| (i.name.clone(), render::role_spec(group, i)))
             .collect();
         // salt-cloud has deployed and keyed its minions itself.
         if self.opts.provisioner == Provisioner::Ec2 || !startup_plan(group, &ready).is_empty() {
             let names: Vec<String> = ready.iter().map(|(n, _)| n.clone()).collect();
             let wait = self.wait_minions(&names, &mut report.skipped);
-            report.minions_not_ready = run.step_in(wait).await??;
+            let late = run.step_in(wait).await??;
+            report.minions_not_ready.extend(late);
         }
         if let Some(a) = autosign {
             a.close().await?;

@@ -46,6 +46,9 @@ pub struct CreateReport {
     pub launched: Vec<String>,
     /// Instances that failed to launch, with the reason.
     pub failed: Vec<(String, String)>,
+    /// Instances salt-cloud launched without deploying Salt, as their
+    /// profile asks (`deploy: False`: the image brings its minion).
+    pub not_deployed: Vec<String>,
     /// Instances launched but not yet visible when the wait ended; their keys
     /// stay reserved until the lease expires.
     pub not_visible: Vec<String>,
@@ -92,6 +95,7 @@ impl CreateReport {
             attempts,
             launched: vec![],
             failed: vec![],
+            not_deployed: vec![],
             not_visible: vec![],
             minions_not_ready: vec![],
             state_failures: vec![],
@@ -414,6 +418,22 @@ impl Conductor {
                 Err(f) => report.failed.push((r.name.clone(), f.message.clone())),
             }
         }
+        report.not_deployed = report
+            .launched
+            .iter()
+            .filter(|n| provisioned.not_deployed.contains(n))
+            .cloned()
+            .collect();
+        report.minions_not_ready = provisioned
+            .deploy_failed
+            .into_iter()
+            .map(|(n, why)| {
+                (
+                    n,
+                    format!("salt-cloud launched it but did not deploy Salt: {why}"),
+                )
+            })
+            .collect();
         let wait = self.wait_visible(report);
         let visible = match run.step_in(wait).await {
             Ok(v) => v?,

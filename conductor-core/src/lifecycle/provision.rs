@@ -36,6 +36,10 @@ pub(crate) struct Job<'a> {
 pub(crate) struct Provisioned {
     pub(crate) results: Vec<LaunchResult>,
     pub(crate) raw: serde_json::Value,
+    /// Launched without Salt deployed, as the profile asks (salt-cloud).
+    pub(crate) not_deployed: Vec<String>,
+    /// Launched, but deploying Salt failed, with why (salt-cloud).
+    pub(crate) deploy_failed: Vec<(String, String)>,
 }
 
 /// A provisioning call that failed as a whole.
@@ -158,7 +162,12 @@ impl Provision for Native {
             }
         }
         let raw = json!(results);
-        Ok(Provisioned { results, raw })
+        Ok(Provisioned {
+            results,
+            raw,
+            not_deployed: vec![],
+            deploy_failed: vec![],
+        })
     }
 }
 
@@ -232,7 +241,7 @@ impl Provision for SaltCloudMap {
                     let reported = run.failed.iter().find(|(n, _)| *n == name);
                     Err(LaunchFailure {
                         message: reported.map_or_else(
-                            || "salt-cloud did not report this instance".into(),
+                            || "salt-cloud reported no instance for it (its log says why); it may exist".into(),
                             |(_, m)| m.clone(),
                         ),
                         definite: reported.is_some(),
@@ -244,6 +253,8 @@ impl Provision for SaltCloudMap {
         Ok(Provisioned {
             results,
             raw: run.raw,
+            not_deployed: run.not_deployed,
+            deploy_failed: run.deploy_failed,
         })
     }
 }

@@ -88,6 +88,7 @@ impl SaltExecutor for SaltCli {
             args.push("-P".into());
         }
         let names = map_names(map).await?;
+        self.make_cloud_cachedir().await;
         let (raw, _) = self.run_json("salt-cloud", args).await?;
         Ok(parse::cloud_run(raw, &names))
     }

@@ -195,6 +195,20 @@ impl SaltCli {
         }
     }
 
+    /// Makes salt-cloud's cache directories (the cache dir, `requested`,
+    /// `active`) before a map run: Salt 3007 creates each with an unguarded
+    /// "exists, then makedirs", and the parallel workers of one `-P` run on
+    /// a fresh root race on it (`FileExistsError`: the loser's VM is never
+    /// created). Failing here is no error: salt-cloud says what is wrong.
+    pub(crate) async fn make_cloud_cachedir(&self) {
+        let base = self.cloud_cachedir_value();
+        for sub in ["requested", "active"] {
+            if let Err(e) = tokio::fs::create_dir_all(base.join(sub)).await {
+                tracing::debug!(dir = %base.display(), error = %e, "cannot make salt-cloud's cache dir");
+            }
+        }
+    }
+
     /// The master's config file (`<config dir>/master`).
     fn master_config(&self) -> PathBuf {
         self.config_dir
