@@ -35,8 +35,25 @@ pub struct Global {
     /// Only errors on stderr.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
+    /// Where the pillar comes from [default: master; dir when --pillar-dir is given].
+    ///
+    /// master needs no minion: run conductor on the Salt master host (as a user
+    /// that can run salt-run). The master compiles the pillar of the pillarenv
+    /// as a runner does (Jinja, GPG, ext_pillar), for no particular minion
+    /// (id `*`): the env's top file must assign the conductor pillar to '*'.
+    /// Only that env's top file and pillar are read, never other envs'.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "CONDUCTOR_PILLAR_SOURCE",
+        value_name = "SOURCE"
+    )]
+    pub pillar_source: Option<PillarSourceArg>,
     /// Read pillar from YAML files: DIR/<pillarenv>/*.sls|*.yaml (or DIR/*), deep-merged in name order.
-    /// Without it, pillar comes from Salt (`salt-call pillar.items`).
+    ///
+    /// Implies --pillar-source dir; giving it with --pillar-source master or
+    /// salt-call is an error (exit 2).
     #[arg(long, global = true, env = "CONDUCTOR_PILLAR_DIR", value_name = "DIR")]
     pub pillar_dir: Option<PathBuf>,
     /// Salt config root: cloud.providers.d and cloud.profiles.d are written here.
@@ -105,6 +122,17 @@ pub enum ReserverKind {
     Fs,
     /// A DynamoDB table shared by several Salt masters or CI runners.
     Dynamodb,
+}
+
+/// Where the pillar comes from (`--pillar-source`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PillarSourceArg {
+    /// The Salt master compiles it: `salt-run pillar.show_pillar pillarenv=<env>`.
+    Master,
+    /// This host's minion asks its master: `salt-call pillar.items pillarenv=<env>`.
+    SaltCall,
+    /// YAML files under --pillar-dir; Salt is not asked.
+    Dir,
 }
 
 /// Which cloud backend.

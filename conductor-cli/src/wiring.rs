@@ -2,13 +2,14 @@
 
 use std::sync::Arc;
 
+use clap::ValueEnum;
 use conductor_core::{
     CancellationToken, CloudBackend, Conductor, FsReserver, Layout, MemCloud, Observer, Options,
     PillarSource, Provisioner, Region, Reserver, RetryCloud, SaltExecutor,
 };
-use conductor_salt::FilePillar;
+use conductor_salt::{FilePillar, PillarVia, SaltPillar};
 
-use crate::args::{CloudKind, Global, ProvisionerArg, ReserverKind};
+use crate::args::{CloudKind, Global, PillarSourceArg, ProvisionerArg, ReserverKind};
 use crate::exit::Failure;
 
 /// The file layout from `--config-dir` and `--runner-dir`.
@@ -56,15 +57,30 @@ pub async fn cloud(g: &Global, region: Option<&Region>) -> Result<Arc<dyn CloudB
     }
 }
 
-/// The pillar source: `--pillar-dir`, or Salt.
+/// The pillar source of `--pillar-source` and `--pillar-dir` (see
+/// [`Global::pillar_source`](crate::args::Global)): the master by default,
+/// the files of `--pillar-dir` when it is given.
 pub fn pillar(g: &Global) -> Result<Arc<dyn PillarSource>, Failure> {
-    match &g.pillar_dir {
-        Some(dir) => Ok(Arc::new(FilePillar::new(dir))),
-        None => Ok(Arc::new(conductor_salt::SaltPillar::new(
-            salt_cli(g),
-            false,
-        ))),
-    }
+    let via = match (g.pillar_source, &g.pillar_dir) {
+        (None | Some(PillarSourceArg::Dir), Some(dir)) => return Ok(Arc::new(FilePillar::new(dir))),
+        (Some(PillarSourceArg::Dir), None) => {
+            return Err(Failure::input(
+                "--pillar-source dir needs --pillar-dir DIR (or CONDUCTOR_PILLAR_DIR): the directory of the pillar YAML files; or use --pillar-source master to have the Salt master compile the pillar",
+            ))
+        }
+        (Some(source), Some(dir)) => {
+            let name = source
+                .to_possible_value()
+                .map_or_else(String::new, |v| v.get_name().to_string());
+            return Err(Failure::input(format!(
+                "--pillar-source {name} asks Salt for the pillar, but --pillar-dir {} (or CONDUCTOR_PILLAR_DIR) reads it from files: give only one of them (--pillar-dir alone means --pillar-source dir)",
+                dir.display()
+            )));
+        }
+        (None | Some(PillarSourceArg::Master), None) => PillarVia::Master,
+        (Some(PillarSourceArg::SaltCall), None) => PillarVia::Minion,
+    };
+    Ok(Arc::new(SaltPillar::new(salt_cli(g), via)))
 }
 
 /// The Salt executor, unless `--no-salt`.

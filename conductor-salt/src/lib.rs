@@ -13,7 +13,7 @@ pub mod salt_pillar;
 pub use file_pillar::FilePillar;
 pub use process::Captured;
 pub use salt_cli::SaltCli;
-pub use salt_pillar::SaltPillar;
+pub use salt_pillar::{PillarVia, SaltPillar};
 
 /// The examples of README.md, run as doctests.
 #[cfg(doctest)]

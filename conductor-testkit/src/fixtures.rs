@@ -68,3 +68,64 @@ pub fn seed_requests() -> Vec<CreateRequest> {
         system_request("small_test"),
     ]
 }
+
+/// The top file of [`write_jinja_pillar`]: each of pillarenvs `test` and
+/// `prod` assigns its own sls to every minion id (`'*'`).
+pub const JINJA_PILLAR_TOP: &str =
+    "test:\n  '*':\n    - conductor.test\nprod:\n  '*':\n    - conductor.prod\n";
+
+/// The Jinja pillar of one env: `{% set %}` values and a loop over the roles.
+fn jinja_pillar(env: &str, domain: &str, roles: &str) -> String {
+    format!(
+        r#"{{% set domain = '{domain}' %}}
+{{% set roles = {roles} %}}
+conductor:
+  environments:
+    {env}: {{domain: {{{{ domain }}}}, regions: [us-east-1]}}
+  groups:
+    devops:
+      provider: {{size: t3.small, ssh_interface: private_ips}}
+      profile:
+        image: ami-0abc
+        minion: {{master: salt.{{{{ domain }}}}}}
+      roles:
+{{% for role, nodes in roles %}}
+        {{{{ role }}}}: {{basename: devops-{{{{ role }}}}XX.REGION.ENV, nodes: {{{{ nodes }}}}, size: t3.medium}}
+{{% endfor %}}
+"#
+    )
+}
+
+/// Writes a Jinja pillar for pillarenvs `test` (domain `foobar.com`, roles
+/// `mq` and `kafka`) and `prod` (domain `example.org`, role `mq` only)
+/// under the pillar root `root`, served as both envs (e.g.
+/// `SaltLab::pillar_dir`): [`JINJA_PILLAR_TOP`], `conductor/test.sls`,
+/// `conductor/prod.sls`. [`jinja_pillar_rendered`] is what each renders to.
+pub fn write_jinja_pillar(root: &std::path::Path) {
+    let dir = root.join("conductor");
+    std::fs::create_dir_all(&dir).expect("pillar dir");
+    std::fs::write(root.join("top.sls"), JINJA_PILLAR_TOP).expect("top.sls");
+    let test = jinja_pillar("test", "foobar.com", "[('mq', 2), ('kafka', 3)]");
+    let prod = jinja_pillar("prod", "example.org", "[('mq', 1)]");
+    std::fs::write(dir.join("test.sls"), test).expect("test.sls");
+    std::fs::write(dir.join("prod.sls"), prod).expect("prod.sls");
+}
+
+/// What the pillar [`write_jinja_pillar`] wrote for `env` (`test` or `prod`)
+/// renders to, as plain YAML.
+pub fn jinja_pillar_rendered(env: &str) -> String {
+    let (domain, roles) = match env {
+        "test" => (
+            "foobar.com",
+            "        mq: {basename: devops-mqXX.REGION.ENV, nodes: 2, size: t3.medium}\n        kafka: {basename: devops-kafkaXX.REGION.ENV, nodes: 3, size: t3.medium}\n",
+        ),
+        "prod" => (
+            "example.org",
+            "        mq: {basename: devops-mqXX.REGION.ENV, nodes: 1, size: t3.medium}\n",
+        ),
+        other => panic!("the Jinja pillar has envs test and prod, not {other}"),
+    };
+    format!(
+        "conductor:\n  environments:\n    {env}: {{domain: {domain}, regions: [us-east-1]}}\n  groups:\n    devops:\n      provider: {{size: t3.small, ssh_interface: private_ips}}\n      profile:\n        image: ami-0abc\n        minion: {{master: salt.{domain}}}\n      roles:\n{roles}"
+    )
+}

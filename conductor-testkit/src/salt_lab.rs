@@ -63,7 +63,8 @@ impl SaltLab {
     }
 
     /// Starts a master serving `file_roots` as the `base` and `test`
-    /// environments and waits until it listens. Panics with the reason and
+    /// environments, and [`SaltLab::pillar_dir`] (empty) as the pillar roots
+    /// of `base`, `test` and `prod`, and waits until it listens. Panics with the reason and
     /// the master's log when it cannot start.
     pub async fn start(file_roots: &Path) -> Self {
         let bin = SaltEnv::get().bin_dir();
@@ -82,7 +83,7 @@ impl SaltLab {
             started: AtomicUsize::new(0),
         };
         let roots = file_roots.display().to_string();
-        let pillar = lab.root.path().join("pillar");
+        let pillar = lab.pillar_dir();
         std::fs::create_dir_all(&pillar).expect("pillar dir");
         // Salt 3007 creates these master cache directories with an unguarded
         // "isdir, then makedirs" (salt/state.py get_accumulator_dir at the end
@@ -108,7 +109,7 @@ impl SaltLab {
             "open_mode": false,
             "autosign_grains_dir": AUTOSIGN,
             "file_roots": {"base": [&roots], "test": [&roots]},
-            "pillar_roots": {"base": [&pillar], "test": [&pillar]},
+            "pillar_roots": {"base": [&pillar], "test": [&pillar], "prod": [&pillar]},
             "state_output": "full",
         });
         write_yaml(&lab.config_dir().join("master"), &config);
@@ -145,6 +146,13 @@ impl SaltLab {
     /// when `$CONDUCTOR_SALT_LAB` names [`SaltLab::info_file`]).
     pub fn bin_dir(&self) -> PathBuf {
         self.root.path().join("bin")
+    }
+
+    /// The master's pillar root of the `base`, `test` and `prod` pillarenvs
+    /// (one directory: a `top.sls` there names each env's pillar; with
+    /// `pillarenv=` given, the master reads only that env's part of it).
+    pub fn pillar_dir(&self) -> PathBuf {
+        self.root.path().join("pillar")
     }
 
     /// Where the master looks for autosign grain files (absolute path).

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use conductor_testkit::moto::MotoServer;
 use serde_json::Value;
 
-use crate::support::{stderr, Lab};
+use crate::support::{names, stderr, Lab};
 
 const ACTIVEMQ: &[&str] = &[
     "group=devops",
@@ -26,16 +26,6 @@ fn words<'a>(cmd: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
     v.extend(ACTIVEMQ);
     v.extend(extra);
     v
-}
-
-/// The names a plan (or a create's report) lists.
-fn names(doc: &Value) -> Vec<String> {
-    doc["instances"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["name"].as_str().unwrap().to_string())
-        .collect()
 }
 
 fn no_hooks_no_states(p: String) -> String {

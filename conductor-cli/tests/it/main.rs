@@ -10,6 +10,7 @@ mod destroy_safety;
 mod faults;
 mod guarantee;
 mod moto;
+mod pillar_source;
 mod runner_module;
 mod salt_cloud_real;
 mod salt_lab;

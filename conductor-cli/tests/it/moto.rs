@@ -6,7 +6,7 @@ use std::process::Command;
 use conductor_testkit::bin_lab::{create_args, group_args};
 use conductor_testkit::moto::MotoServer;
 
-use crate::support::Lab;
+use crate::support::{names, Lab};
 
 /// moto, a lab on it (the example pillar without its placeholder subnet,
 /// which moto checks), and the lab's temp dir.
@@ -26,15 +26,6 @@ impl Env {
             _dir: dir,
         }
     }
-}
-
-fn names(v: &serde_json::Value) -> Vec<String> {
-    v["instances"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["name"].as_str().unwrap().to_string())
-        .collect()
 }
 
 #[test]

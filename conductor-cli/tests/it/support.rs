@@ -37,6 +37,16 @@ fn crash_child() {
     panic!("the run was not killed at {:?}: it exited {code:?}", kill.0);
 }
 
+/// The names a plan (or a create's report) lists.
+pub fn names(doc: &serde_json::Value) -> Vec<String> {
+    doc["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
 /// The seed's three commands (DESIGN section 9), as the words after `group=devops`.
 pub const SEED: [&[&str]; 3] = [
     &["role=nifi"],

@@ -3,6 +3,7 @@
 //! `cargo test -p conductor-salt --test it <module>::`.
 
 mod command_limits;
+mod master_pillar;
 mod real_salt;
 mod salt_cloud_moto;
 mod salt_cloud_scope;

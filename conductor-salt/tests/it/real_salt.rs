@@ -10,7 +10,7 @@ use std::time::Duration;
 use conductor_core::Options;
 use conductor_core::SaltExecutor;
 use conductor_core::{CreateReport, Env, Layout, PillarSource, Provisioner};
-use conductor_salt::{FilePillar, SaltCli, SaltPillar};
+use conductor_salt::{FilePillar, PillarVia, SaltCli, SaltPillar};
 use conductor_testkit::fixtures;
 use conductor_testkit::harness::{master_layout, Harness};
 use conductor_testkit::logs;
@@ -185,7 +185,7 @@ async fn salt_pillar_renders_jinja_like_file_pillar() {
     let conf = local_minion(dir.path(), &dir.path().join("states"), &jinja);
     let from_salt = SaltPillar::new(
         SaltCli::new().bin_dir(salt.bin_dir()).config_dir(&conf),
-        true,
+        PillarVia::Local,
     )
     .load(&Env::new("test").unwrap())
     .await
@@ -196,7 +196,7 @@ async fn salt_pillar_renders_jinja_like_file_pillar() {
     write(&jinja.join("conductor.sls"), "conductor: {{ broken\n");
     let e = SaltPillar::new(
         SaltCli::new().bin_dir(salt.bin_dir()).config_dir(&conf),
-        true,
+        PillarVia::Local,
     )
     .load(&Env::new("test").unwrap())
     .await
@@ -354,7 +354,7 @@ async fn file_pillar_and_salt_pillar_conform() {
     let conf = local_minion(dir.path(), &dir.path().join("states"), &roots);
     let source = SaltPillar::new(
         SaltCli::new().bin_dir(salt.bin_dir()).config_dir(&conf),
-        true,
+        PillarVia::Local,
     );
     conductor_testkit::conformance::pillar::run_all(&source).await;
 }
@@ -554,7 +554,7 @@ async fn salt_pillar_with_an_absent_master_times_out_with_a_hint() {
     let started = std::time::Instant::now();
     let e = SaltPillar::new(
         SaltCli::new().bin_dir(salt.bin_dir()).config_dir(&conf),
-        false,
+        PillarVia::Minion,
     )
     .timeout(Duration::from_secs(4))
     .load(&Env::new("test").unwrap())
