@@ -14,15 +14,27 @@ def image():
     return ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
 
 
-def seed(pillar_in, pillar_out):
+def seed(pillar_in, pillar_out, front=None):
     """Creates a subnet in us-east-1a, the two existing instances, and a copy
-    of the example pillar that uses the subnet."""
+    of the example pillar that uses the subnet. With `front` (the host:port
+    of an AwsFront), the pillar is for Salt's real EC2 driver: its provider
+    reaches moto through the front with a key pair, the profile has
+    `deploy: False` (no SSH targets here), and no hooks or startup states
+    (no master)."""
     vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
     subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24", AvailabilityZone="us-east-1a")["Subnet"]["SubnetId"]
     with open(pillar_in) as f:
-        text = f.read()
+        text = f.read().replace("subnet_id: subnet-1", "subnet_id: " + subnet)
+    if front:
+        ec2.create_key_pair(KeyName="conductor-demo")
+        text = (text
+                .replace("ssh_interface: private_ips,",
+                         "ssh_interface: private_ips, endpoint: '%s', id: testing, key: testing, keyname: conductor-demo," % front)
+                .replace("image: ami-0abc", "image: " + image())
+                .replace("        startup_states: [devops.conductor]\n", "        deploy: False\n")
+                .replace("      hooks: {pre_create: [orch.conductor_common], post_create: [orch.conductor_common]}\n", ""))
     with open(pillar_out, "w") as f:
-        f.write(text.replace("subnet_id: subnet-1", "subnet_id: " + subnet))
+        f.write(text)
     print("subnet:", subnet)
     for name in ["devops-mq01.us-east-1a.test.foobar.com", "devops-mq02.us-east-1a.test.foobar.com"]:
         ec2.run_instances(ImageId=image(), MinCount=1, MaxCount=1, InstanceType="t3.small",

@@ -226,8 +226,8 @@ pub enum GroupCommand {
         /// key=value words as for `create`.
         #[arg(required = true, value_name = "KEY=VALUE")]
         words: Vec<OsString>,
-        /// Accepted by every group action so one `conductor_args` serves them
-        /// all (salt-run); a plan is the same for both provisioners.
+        /// The names and ids are the same for both provisioners; with ec2 (or
+        /// --no-salt) the plan also checks each launch's user data size (EC2 allows 16 KiB).
         #[arg(long, value_enum, default_value_t = ProvisionerArg::SaltCloud, env = "CONDUCTOR_PROVISIONER")]
         provisioner: ProvisionerArg,
     },

@@ -89,12 +89,13 @@ fn options(provisioner: Provisioner) -> Options {
 pub async fn run(ctx: &Ctx<'_>, command: Command) -> Result<u8, Failure> {
     let g = ctx.g;
     match command {
-        Command::Group(GroupCommand::Plan { words, .. })
+        Command::Group(GroupCommand::Plan { words, provisioner })
         | Command::Group(GroupCommand::Create {
             words,
+            provisioner,
             dry_run: true,
             ..
-        }) => plan(ctx, &words).await,
+        }) => plan(ctx, &words, wiring::provisioner(provisioner)).await,
         Command::Group(GroupCommand::Create {
             words,
             provisioner,
@@ -146,9 +147,13 @@ pub async fn run(ctx: &Ctx<'_>, command: Command) -> Result<u8, Failure> {
     }
 }
 
-async fn plan(ctx: &Ctx<'_>, words: &[std::ffi::OsString]) -> Result<u8, Failure> {
+async fn plan(
+    ctx: &Ctx<'_>,
+    words: &[std::ffi::OsString],
+    provisioner: Provisioner,
+) -> Result<u8, Failure> {
     let req = Words::parse(words, "conductor group plan", CREATE_WORDS)?.create_request()?;
-    let c = wiring::conductor_for_plan(ctx.g, Some(&req.zone.region())).await?;
+    let c = wiring::conductor_for_plan(ctx.g, Some(&req.zone.region()), provisioner).await?;
     let plan = c.plan(&req).await.map_err(|e| ctx.failure(e))?;
     if ctx.g.json {
         output::print_json(&output::plan_json(&plan));
@@ -286,7 +291,7 @@ async fn update(ctx: &Ctx<'_>, words: &[std::ffi::OsString], dry_run: bool) -> R
 
 async fn status(ctx: &Ctx<'_>, words: &[std::ffi::OsString]) -> Result<u8, Failure> {
     let q = Words::parse(words, "conductor group status", SELECT_WORDS)?.query(true)?;
-    let c = wiring::conductor_for_plan(ctx.g, q.region.as_ref()).await?;
+    let c = wiring::conductor_for_plan(ctx.g, q.region.as_ref(), Provisioner::Ec2).await?;
     let rows = c.status(&q).await.map_err(|e| ctx.failure(e))?;
     if ctx.g.json {
         output::print_json(&json!(rows));

@@ -7,6 +7,8 @@
 
 mod args;
 mod commands;
+#[cfg(test)]
+mod docs_commands;
 mod exit;
 mod logging;
 mod output;

@@ -141,10 +141,20 @@ pub async fn conductor(
 }
 
 /// A conductor for `plan` and `status`: reads only (writes nothing; Salt,
-/// unless `--no-salt`, only for the master's grains cache).
-pub async fn conductor_for_plan(g: &Global, region: Option<&Region>) -> Result<Conductor, Failure> {
+/// unless `--no-salt`, only for the master's grains cache). The provisioner
+/// decides only what a plan checks of the launches (the native user data);
+/// without Salt only the ec2 provisioner can create, so that is the one.
+pub async fn conductor_for_plan(
+    g: &Global,
+    region: Option<&Region>,
+    provisioner: Provisioner,
+) -> Result<Conductor, Failure> {
     let opts = Options {
-        provisioner: Provisioner::Ec2,
+        provisioner: if g.no_salt {
+            Provisioner::Ec2
+        } else {
+            provisioner
+        },
         ..Options::default()
     };
     conductor(g, region, opts, CancellationToken::new(), None).await

@@ -51,6 +51,14 @@ pub enum PlanError {
         /// The name.
         name: String,
     },
+    /// A planned launch breaks one of EC2's limits (tags, user data).
+    #[error("{instance}: {why}; EC2 would refuse its launch")]
+    Ec2Limit {
+        /// The planned instance.
+        instance: String,
+        /// Which limit, by how much, and the fix.
+        why: String,
+    },
 }
 
 /// How an error should be reported; maps to the CLI's exit codes.

@@ -188,6 +188,7 @@ pub use names::{check_instance_name, Env, Group, Region, Role, SystemName, Zone}
 pub use pillar::{
     EnvironmentSpec, GroupSpec, Hooks, Pillar, RoleSpec, SystemEntry, Throttle, MAX_NODES,
 };
+pub use plan::limits::{MAX_TAGS, MAX_TAG_KEY_CHARS, MAX_TAG_VALUE_CHARS, MAX_USER_DATA_BYTES};
 pub use plan::{
     plan, plan_with_grains, ClusterIds, Plan, PlanFiles, PlanKeys, PlannedInstance, SystemIds,
 };

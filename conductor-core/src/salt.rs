@@ -70,6 +70,10 @@ pub struct CloudRunResult {
     /// with its message.
     #[serde(default)]
     pub deploy_failed: Vec<(String, String)>,
+    /// Instances salt-cloud gave no answer for (its process died or timed
+    /// out), with why: they may exist.
+    #[serde(default)]
+    pub lost: Vec<(String, String)>,
 }
 
 /// A VM salt-cloud created, as its cache knows it: the VM's name under

@@ -23,6 +23,8 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
+use crate::proxy::form_decode;
+
 /// One instance the endpoint serves.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReplayInstance {
@@ -522,31 +524,10 @@ fn status_line(code: u16) -> String {
     format!("{code} {reason}")
 }
 
-fn decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                out.push(
-                    u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("00"), 16)
-                        .unwrap_or(0),
-                );
-                i += 2;
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 fn parse_form(body: &str) -> BTreeMap<String, String> {
     body.split('&')
         .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (decode(k), decode(v)))
+        .map(|(k, v)| (form_decode(k), form_decode(v)))
         .collect()
 }
 
@@ -1001,7 +982,7 @@ mod tests {
         assert!(glob("devops-mq*", "devops-mq01.x"));
         assert!(!glob("devops-mq*", "devops-nifi-01"));
         assert!(glob("a\\*b", "a*b") && !glob("a\\*b", "axb"));
-        assert_eq!(decode("tag%3AName+x"), "tag:Name x");
+        assert_eq!(form_decode("tag%3AName+x"), "tag:Name x");
     }
 
     #[test]

@@ -39,6 +39,9 @@ pub mod reserve_figures;
 pub mod salt_env;
 #[cfg(feature = "salt")]
 pub mod salt_lab;
+#[cfg(feature = "salt")]
+pub mod script_server;
+pub mod strict_ec2;
 pub mod wrappers;
 
 pub use fake_cloud::FakeCloud;

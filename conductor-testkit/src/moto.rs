@@ -1,5 +1,7 @@
 //! Starts `moto_server` (EC2, DynamoDB, S3 emulation) on a free loopback
-//! port, and makes the network a launch in moto's EC2 needs ([`subnet_in`]).
+//! port behind a [`StrictEc2`] front (EC2's request limits, which moto does
+//! not enforce), and makes the network a launch in moto's EC2 needs
+//! ([`subnet_in`]).
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -7,17 +9,20 @@ use std::time::{Duration, Instant};
 
 use conductor_core::Zone;
 
+use crate::strict_ec2::StrictEc2;
+
 /// Credentials moto accepts (any); tests pass them to the backends' builders.
 pub const ACCESS_KEY_ID: &str = "testing";
 /// Secret of [`ACCESS_KEY_ID`].
 pub const SECRET_ACCESS_KEY: &str = "testing";
 
-/// A running `moto_server` on 127.0.0.1; killed (with its process group) on drop,
-/// also when the test panics.
+/// A running `moto_server` on 127.0.0.1, reached through a [`StrictEc2`]
+/// front; killed (with its process group) on drop, also when the test panics.
 #[derive(Debug)]
 pub struct MotoServer {
     child: Child,
     port: u16,
+    strict: Option<StrictEc2>,
 }
 
 /// A free TCP port on 127.0.0.1.
@@ -72,10 +77,15 @@ impl MotoServer {
                 )
             })?;
         // From here on, Drop kills the server whatever happens.
-        let mut me = Self { child, port };
+        let mut me = Self {
+            child,
+            port,
+            strict: None,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if me.answers() {
+                me.strict = Some(StrictEc2::start(port));
                 return Ok(me);
             }
             if let Ok(Some(status)) = me.child.try_wait() {
@@ -111,14 +121,21 @@ impl MotoServer {
         self.child.id()
     }
 
-    /// The endpoint URL, `http://127.0.0.1:<port>`.
+    /// The endpoint URL, `http://127.0.0.1:<port>` of the strict front
+    /// (every request passes through it; EC2 requests beyond EC2's limits
+    /// are refused as EC2 refuses them).
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://127.0.0.1:{}", self.port())
     }
 
-    /// The port.
+    /// The port of the strict front (proxies put before moto forward to it).
     pub fn port(&self) -> u16 {
-        self.port
+        self.strict.as_ref().map_or(self.port, StrictEc2::port)
+    }
+
+    /// The strict front's count of refused requests.
+    pub fn refused(&self) -> usize {
+        self.strict.as_ref().map_or(0, StrictEc2::refused)
     }
 }
 

@@ -16,7 +16,7 @@ use super::{convert, user_data};
 use crate::errors::classify;
 
 /// Most bytes of user data EC2 takes (before base64).
-pub const USER_DATA_LIMIT: usize = 16 * 1024;
+pub const USER_DATA_LIMIT: usize = conductor_core::MAX_USER_DATA_BYTES;
 
 /// Launches `spec` once a slot of `inflight` is free.
 pub(super) async fn launch_one(

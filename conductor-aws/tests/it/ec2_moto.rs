@@ -336,3 +336,64 @@ async fn a_regionless_name_used_in_another_region_is_not_planned_again() {
         "nr01 runs in us-west-2"
     );
 }
+
+/// The testkit's strict front before moto refuses what EC2 refuses and moto
+/// takes: a 51st tag (`TagLimitExceeded`), a tag key of 129 characters and
+/// user data of 17 KiB (`InvalidParameterValue`), each before moto sees it;
+/// 50 tags pass. (Conductor's plan refuses such launches first: conductor-cli
+/// `moto::launches_beyond_ec2_limits_are_refused_before_anything_is_reserved`.)
+#[tokio::test]
+async fn the_strict_front_refuses_launches_beyond_ec2_limits_with_ec2_codes() {
+    use aws_sdk_ec2::error::ProvideErrorMetadata;
+    use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
+    let moto = MotoServer::start();
+    let ec2 = backend(&moto).await;
+    let image = conductor_testkit::moto::image_in(&moto.endpoint(), "us-east-1");
+    let client = ec2.client(&fixtures::zone().region());
+    let tags = |n: usize, key_len: usize| {
+        let spec = (0..n).fold(
+            TagSpecification::builder().resource_type(ResourceType::Instance),
+            |s, i| {
+                s.tags(
+                    Tag::builder()
+                        .key(format!("{i:0>key_len$}"))
+                        .value("v")
+                        .build(),
+                )
+            },
+        );
+        spec.build()
+    };
+    let launch = |spec: TagSpecification, user_data: usize| {
+        client
+            .run_instances()
+            .image_id(&image)
+            .min_count(1)
+            .max_count(1)
+            .tag_specifications(spec)
+            .user_data("A".repeat(user_data / 3 * 4))
+            .send()
+    };
+    let code = |r: Result<_, aws_sdk_ec2::error::SdkError<_>>| match r {
+        Ok(_) => None,
+        Err(e) => Some(e.code().unwrap_or("<none>").to_string()),
+    };
+    assert_eq!(
+        code(launch(tags(50, 128), 1024).await),
+        None,
+        "50 tags, 128-character keys"
+    );
+    assert_eq!(
+        code(launch(tags(51, 3), 1024).await).as_deref(),
+        Some("TagLimitExceeded")
+    );
+    assert_eq!(
+        code(launch(tags(1, 129), 1024).await).as_deref(),
+        Some("InvalidParameterValue")
+    );
+    assert_eq!(
+        code(launch(tags(1, 3), 17 * 1024).await).as_deref(),
+        Some("InvalidParameterValue")
+    );
+    assert_eq!(moto.refused(), 3, "refused by the front, not by moto");
+}

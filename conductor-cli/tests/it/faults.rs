@@ -91,24 +91,23 @@ fn parallel_runs_complete_through_a_proxy_that_throttles_30_percent() {
 
 const BAD_VM: &str = "devops-nifigr-01.clid-1.us-east-1a.test.foobar.com";
 
-/// salt-cloud reports an error for one VM of the system's map: exit 1, the
-/// JSON names the VM and salt-cloud's message, the cloud_runs log holds
-/// salt-cloud's return, the other five instances are kept and reported, and
-/// no key of theirs is held.
-#[test]
-fn a_salt_cloud_error_for_one_vm_exits_1_and_keeps_the_others() {
-    let moto = MotoServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    // No master here: no hooks or startup states.
-    let mut lab = Lab::new(moto.endpoint(), dir.path(), |p| {
+/// `group create group=devops system=small_test` on the stand-in
+/// salt-cloud with `fault=value` set, with no master (no hooks or startup
+/// states); the lab and its output.
+fn small_test_with(
+    moto: &MotoServer,
+    dir: &std::path::Path,
+    fault: (&str, &str),
+) -> (Lab, std::process::Output) {
+    let mut lab = Lab::new(moto.endpoint(), dir, |p| {
         p.replace("      hooks: {pre_create: [orch.conductor_common], post_create: [orch.conductor_common]}\n", "")
             .replace("        startup_states: [devops.conductor]\n", "")
     });
     lab.env = vec![
         ("AWS_ENDPOINT_URL".into(), moto.endpoint()),
-        ("CONDUCTOR_STANDIN_FAIL".into(), BAD_VM.into()),
+        (fault.0.into(), fault.1.into()),
     ];
-    let etc = dir.path().join("etc").display().to_string();
+    let etc = dir.join("etc").display().to_string();
     let bin = stand_in_bin_dir().display().to_string();
     let o = lab.run(
         &[
@@ -130,6 +129,18 @@ fn a_salt_cloud_error_for_one_vm_exits_1_and_keeps_the_others() {
         ],
         None,
     );
+    (lab, o)
+}
+
+/// salt-cloud reports an error for one VM of the system's map: exit 1, the
+/// JSON names the VM and salt-cloud's message, the cloud_runs log holds
+/// salt-cloud's return, the other five instances are kept and reported, and
+/// no key of theirs is held.
+#[test]
+fn a_salt_cloud_error_for_one_vm_exits_1_and_keeps_the_others() {
+    let moto = MotoServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (lab, o) = small_test_with(&moto, dir.path(), ("CONDUCTOR_STANDIN_FAIL", BAD_VM));
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let failed = report["result"]["failed"].as_array().unwrap();
@@ -177,4 +188,44 @@ fn a_salt_cloud_error_for_one_vm_exits_1_and_keeps_the_others() {
     }
     lab.json(&["reservations", "prune", "--json"]);
     assert!(lab.reservation_files().is_empty());
+}
+
+/// The salt-cloud process of one VM dies after launching it, with no answer
+/// (as one that loses Salt's cloud index race does): the run exits 1 and
+/// names that VM with salt-cloud's last words and "may exist", the other
+/// five (each run by a process of its own) are launched and kept, and the
+/// lost VM's name stays held until its lease ends.
+#[test]
+fn a_salt_cloud_process_that_dies_names_the_vm_it_lost() {
+    let moto = MotoServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (lab, o) = small_test_with(&moto, dir.path(), ("CONDUCTOR_STANDIN_CRASH", BAD_VM));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let failed = report["result"]["failed"].as_array().unwrap();
+    assert_eq!(failed.len(), 1, "{report}");
+    assert_eq!(failed[0]["name"], BAD_VM);
+    let error = failed[0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("CONDUCTOR_STANDIN_CRASH") && error.contains("may exist"),
+        "the VM is named with salt-cloud's last words: {error}"
+    );
+    let names = launched(&report);
+    assert_eq!(names.len(), 5, "{names:?}");
+    // The lost VM does exist (the process died after its launch): holding
+    // its name was the safe side.
+    let mut in_ec2 = names.clone();
+    in_ec2.push(BAD_VM.to_string());
+    in_ec2.sort();
+    assert_eq!(lab.names_of_run(report["cpid"].as_str().unwrap()), in_ec2);
+    let held: Vec<String> = lab
+        .reservation_files()
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert!(held.contains(&format!("test_{BAD_VM}")), "{held:?}");
+    assert!(
+        !names.iter().any(|n| held.contains(&format!("test_{n}"))),
+        "no kept instance's name is held: {held:?}"
+    );
 }

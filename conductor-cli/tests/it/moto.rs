@@ -393,3 +393,52 @@ fn status_after_the_seeds_three_parallel_runs_shows_every_id() {
     assert_eq!(clusters.len(), 2);
     assert!(clusters.values().all(|c| c.len() == 1), "{clusters:?}");
 }
+
+/// A pillar whose launches EC2 would refuse (too many tags, a key too long,
+/// an `aws:` key, user data over 16 KiB) is refused by `plan` and by
+/// `create` with exit 2 naming the tag or the size, before anything is
+/// reserved or launched. moto itself accepts all of these.
+#[test]
+fn launches_beyond_ec2_limits_are_refused_before_anything_is_reserved() {
+    let moto = MotoServer::start();
+    let activemq = "activemq: {basename: devops-mqXX.REGION.ENV, nodes: 2, size: t3.medium}";
+    let many: String = (0..46).map(|i| format!("t{i}: v, ")).collect();
+    let cases = [
+        (format!("tags: {{{many}}}"), "51 tags, EC2 allows 50"),
+        (
+            format!("tags: {{{}: v}}", "k".repeat(129)),
+            "129 characters",
+        ),
+        ("tags: {'aws:owner': me}".to_string(), "\"aws:owner\""),
+        (
+            format!("grains: {{blob: {}}}", "x".repeat(17_000)),
+            "user data",
+        ),
+    ];
+    for (extra, expect) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let role = activemq.replace("size: t3.medium}", &format!("size: t3.medium, {extra}}}"));
+        let lab = Lab::new(moto.endpoint(), dir.path(), |p| p.replace(activemq, &role));
+        let plan = group_args(
+            "plan",
+            &["role=activemq", "--provisioner", "ec2", "--no-salt"],
+        );
+        for args in [plan, create_args(&["role=activemq"])] {
+            let o = lab.run(&args, None);
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(o.status.code(), Some(2), "{args:?} with {expect}: {err}");
+            assert!(
+                err.contains(expect)
+                    && err.contains("devops-mq01")
+                    && err.contains("EC2 would refuse"),
+                "{args:?}: {err}"
+            );
+            assert!(
+                lab.reservation_files().is_empty(),
+                "{expect}: nothing reserved"
+            );
+        }
+        let status = lab.json(&group_args("status", &["--json"]));
+        assert_eq!(status, serde_json::json!([]), "{expect}: nothing launched");
+    }
+}

@@ -5,9 +5,6 @@
 //! `deploy: False` (an image with a baked-in minion), the one configuration
 //! testable without SSH targets: salt-cloud creates and tags the VMs and
 //! reports each "not deployed".
-//!
-//! The seed's three runs in parallel are not run here on the real driver:
-//! see [`create_fail_and_destroy_through_the_real_salt_cloud_driver`].
 
 use crate::support;
 
@@ -148,50 +145,115 @@ impl RealLab {
     }
 }
 
-/// One salt-cloud map run at a time, one VM each, through the real driver:
-/// - `role=activemq count=1`: exit 0, the VM "launched, not deployed", its
-///   Name and Conductor's tags on the instance (the Name is the first tag
-///   of the driver's 0-based list), no WARN at all and no IMDS probe;
-/// - a role whose image EC2 does not know: exit 1, the report names the VM,
-///   its key is held until it expires (the driver's answer cannot tell a
-///   refused launch from a later failure);
-/// - `group destroy cpid=` of the first run through `salt-cloud -d` (the
-///   default provisioner's scoped destroy) terminates exactly its instance.
-///
-/// One VM per map run and one run at a time: Salt 3007's cloud index
-/// (`<cachedir>/index.p`) is written under a lock that parallel workers can
-/// both take, and a worker that reads it half-written kills the whole map
-/// run (docs/salt.md, "salt-cloud's index race").
+/// The seed's three runs at once through the real driver, then a failing
+/// launch and a scoped destroy:
+/// - `role=nifi`, `role=activemq count=2` and `system=small_test` started
+///   together: each exits 0 with its VMs "launched, not deployed"; the 12
+///   instances carry unique Names (the first tag of the driver's 0-based
+///   list), their run's cpid, cluster and system ids as tags; no WARN at all
+///   and no IMDS probe. salt-cloud runs once per VM, each in a cache
+///   directory of its own: Salt's cloud index race (docs/salt.md) cannot hit;
+/// - a system of an image EC2 does not know and one good VM: exit 1, the
+///   bad VM is named and its key held until it expires (the driver's answer
+///   cannot tell a refused launch from a later failure), the good one kept;
+/// - `group destroy cpid=` of the `count=2` run (native terminate, then
+///   salt-cloud's cache entries of exactly those VMs removed) terminates
+///   exactly its two instances.
 #[test]
-fn create_fail_and_destroy_through_the_real_salt_cloud_driver() {
+fn the_seeds_runs_a_failing_launch_and_destroy_through_the_real_salt_cloud_driver() {
     let r = RealLab::start(|p| {
         p.replace(
             "      systems:",
             "        broken: {basename: devops-brokenXX.REGION.ENV, nodes: 1, image: ami-0badbadbadbad0000}\n      systems:",
         )
+        .replace(
+            "        small_test: [{role: nifi}, {role: activemq, count: 2}]\n",
+            "        small_test: [{role: nifi}, {role: activemq, count: 2}]\n        mixed: [{role: broken}, {role: activemq, count: 1}]\n",
+        )
     });
-    let o = r.create(&["role=activemq", "count=1"]);
-    let report = r.report(&o, 0);
-    assert!(
-        !stderr(&o).contains("WARN"),
-        "a run that succeeds warns of nothing: {}",
-        stderr(&o)
-    );
-    let mq = "devops-mq01.us-east-1a.test.foobar.com";
-    assert_eq!(strings(&report["result"]["launched"]), [mq], "{report}");
-    assert_eq!(strings(&report["result"]["not_deployed"]), [mq], "{report}");
-    let cpid = report["cpid"].as_str().unwrap().to_string();
+    let seeds: [&[&str]; 3] = [
+        &["role=nifi"],
+        &["role=activemq", "count=2"],
+        &["system=small_test"],
+    ];
+    let outputs: Vec<(String, std::process::Output)> = std::thread::scope(|scope| {
+        let runs: Vec<_> = seeds
+            .iter()
+            .map(|words| {
+                let r = &r;
+                scope.spawn(move || (words.join(" "), r.create(words)))
+            })
+            .collect();
+        runs.into_iter().map(|run| run.join().unwrap()).collect()
+    });
+    let mut by_cpid = std::collections::BTreeMap::new();
+    let mut launched = Vec::new();
+    let mut count2_cpid = String::new();
+    for (words, o) in outputs {
+        let report = r.report(&o, 0);
+        assert!(
+            !stderr(&o).contains("WARN"),
+            "{words}: a run that succeeds warns of nothing: {}",
+            stderr(&o)
+        );
+        let names = strings(&report["result"]["launched"]);
+        assert_eq!(
+            strings(&report["result"]["not_deployed"]),
+            names,
+            "{report}"
+        );
+        let cpid = report["cpid"].as_str().unwrap().to_string();
+        if words.contains("count=2") {
+            count2_cpid = cpid.clone();
+        }
+        launched.extend(names.clone());
+        by_cpid.insert(cpid, (words, names));
+    }
+    assert_eq!(by_cpid.len(), 3, "one cpid per run: {by_cpid:?}");
+    // Each VM's salt-cloud ran in a cache dir of its own, removed after it;
+    // the shared index was never written.
+    let cache = r.lab.dir.join("salt/var/cache/salt/cloud");
+    let private: Vec<_> = std::fs::read_dir(cache.join("conductor"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(private.is_empty(), "{private:?}");
+    assert!(!cache.join("index.p").exists());
+    assert!(cache.join("requested").is_dir() && cache.join("active").is_dir());
+    let unique: std::collections::BTreeSet<&String> = launched.iter().collect();
+    assert_eq!((launched.len(), unique.len()), (12, 12), "{launched:?}");
+
     let rows = r.status();
-    assert_eq!(rows.len(), 1, "{rows:?}");
-    assert_eq!(rows[0]["name"], mq, "the Name tag landed: {rows:?}");
-    assert_eq!(rows[0]["cpid"], cpid.as_str(), "{rows:?}");
-    assert_eq!(rows[0]["role"], "activemq", "{rows:?}");
+    assert_eq!(rows.len(), 12, "{rows:?}");
+    let mut clusters = std::collections::BTreeSet::new();
+    for row in &rows {
+        let cpid = row["cpid"].as_str().unwrap_or_else(|| panic!("{row}"));
+        let (words, names) = &by_cpid[cpid];
+        assert!(
+            names.contains(&row["name"].as_str().unwrap().to_string()),
+            "{row} in {names:?}"
+        );
+        let systems = row["system_ids"].as_object().unwrap();
+        assert_eq!(
+            !systems.is_empty(),
+            words.starts_with("system="),
+            "{words}: {row}"
+        );
+        let cluster = row["cluster_ids"].as_object().unwrap();
+        assert_eq!(!cluster.is_empty(), row["role"] == "nifi", "{row}");
+        if let Some(id) = cluster.values().next() {
+            clusters.insert((cpid.to_string(), id.to_string()));
+        }
+    }
+    let ids: std::collections::BTreeSet<_> = clusters.iter().map(|(_, id)| id).collect();
+    assert_eq!(
+        (clusters.len(), ids.len()),
+        (2, 2),
+        "a cluster id per nifi cluster: {clusters:?}"
+    );
     assert!(r.front.requests() > 0);
 
-    // The driver answers `{}` for a VM whose RunInstances was refused, as for
-    // one whose launch succeeded before a later step failed: the VM is
-    // named, and its key held until it expires (it may exist).
-    let report = r.report(&r.create(&["role=broken"]), 1);
+    let report = r.report(&r.create(&["system=mixed"]), 1);
     let broken = "devops-broken01.us-east-1a.test.foobar.com";
     let failed = report["result"]["failed"].as_array().unwrap();
     assert_eq!(failed.len(), 1, "{report}");
@@ -200,21 +262,42 @@ fn create_fail_and_destroy_through_the_real_salt_cloud_driver() {
         failed[0]["error"].as_str().unwrap().contains("may exist"),
         "{report}"
     );
-    assert!(
-        strings(&report["result"]["launched"]).is_empty(),
-        "{report}"
-    );
-    let held = r.lab.reservation_files();
-    assert_eq!(held.len(), 1, "{held:?}");
-    assert!(held[0].ends_with(format!("test_{broken}")), "{held:?}");
-    assert_eq!(r.status().len(), 1, "only the first run's instance lives");
+    let kept = strings(&report["result"]["launched"]);
+    assert_eq!(kept.len(), 1, "the good VM is launched and kept: {report}");
+    // Held: the name of the VM that may exist, and the system id it shares
+    // with the good VM (whose instance carries it visibly); not the good
+    // VM's name.
+    let held: Vec<String> = r
+        .lab
+        .reservation_files()
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    let system = |scope: &str| {
+        held.iter()
+            .any(|f| f.starts_with(&format!("test_{scope}.system.id.")))
+    };
+    assert!(held.contains(&format!("test_{broken}")), "{held:?}");
+    assert!(system("devops") && system("cloud"), "{held:?}");
+    assert_eq!(held.len(), 3, "{held:?}");
+    assert_eq!(r.status().len(), 13);
 
-    let word = format!("cpid={cpid}");
+    let word = format!("cpid={count2_cpid}");
     let o = r.group("destroy", &[&word], &["--yes", "--json"]);
     assert_eq!(o.status.code(), Some(0), "{}\n{}", stderr(&o), r.salt_log());
     let d: Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(strings(&d["destroyed"]), [mq], "{d}");
-    assert!(r.status().is_empty(), "the run's instance is gone");
+    let mut gone = strings(&d["destroyed"]);
+    gone.sort();
+    let mut want = by_cpid[&count2_cpid].1.clone();
+    want.sort();
+    assert_eq!(gone, want, "{d}");
+    let left: Vec<String> = r
+        .status()
+        .iter()
+        .map(|row| row["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(left.len(), 11, "{left:?}");
+    assert!(want.iter().all(|n| !left.contains(n)), "{left:?}");
 }
 
 /// The strings of a JSON array.

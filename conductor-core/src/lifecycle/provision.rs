@@ -15,7 +15,7 @@ use crate::conductor::{Conductor, Provisioner};
 use crate::cpid::Cpid;
 use crate::error::Error;
 use crate::pillar::GroupSpec;
-use crate::plan::Plan;
+use crate::plan::{Plan, PlannedInstance};
 use crate::render;
 use crate::salt::SaltExecutor;
 use crate::settings::LaunchSettings;
@@ -59,6 +59,27 @@ pub(crate) trait Provision: Send + Sync {
 }
 
 impl Conductor {
+    /// Checks what `plan`'s native launches would send against EC2's
+    /// limits (the user data, rendered as the launch renders it; tags are
+    /// checked by the planner), so a launch EC2 would refuse is refused
+    /// before anything is reserved. salt-cloud renders its own launches.
+    pub(crate) fn check_launches(&self, plan: &Plan, group: &GroupSpec) -> Result<(), Error> {
+        if matches!(
+            (self.opts.provisioner, &self.salt),
+            (Provisioner::SaltCloud, Some(_))
+        ) {
+            return Ok(());
+        }
+        // A token as long as the run's own (see `open_autosign`).
+        let token = (self.opts.autosign_grains_dir.is_some() && self.salt.is_some())
+            .then(autosign::new_token);
+        for i in &plan.instances {
+            let spec = launch_spec(plan, group, i, token.as_deref())?;
+            crate::plan::limits::check_user_data(&i.name, spec.user_data.as_deref().unwrap_or(""))?;
+        }
+        Ok(())
+    }
+
     /// The provisioner the options name.
     pub(crate) fn provisioner(&self) -> Box<dyn Provision> {
         match (self.opts.provisioner, &self.salt) {
@@ -86,31 +107,40 @@ struct Native {
     cloud: Arc<dyn CloudBackend>,
 }
 
+/// The native launch of one planned instance, its user data rendered
+/// (with the run's autosign token, if any).
+pub(crate) fn launch_spec(
+    plan: &Plan,
+    group: &GroupSpec,
+    i: &PlannedInstance,
+    autosign_token: Option<&str>,
+) -> Result<LaunchSpec, Error> {
+    let settings = render::launch_settings(plan, group, i);
+    let settings = LaunchSettings::parse(&settings)
+        .map_err(|e| rejected("reading the launch settings", &i.name, &e))?;
+    let mut spec = LaunchSpec {
+        name: i.name.clone(),
+        zone: plan.zone.clone(),
+        client_token: client_token(plan.cpid, &i.name),
+        tags: i.tags.clone(),
+        settings,
+        user_data: None,
+    };
+    if let Some(token) = autosign_token {
+        autosign::add_to_settings(&mut spec.settings, token);
+    }
+    let user_data = crate::user_data::render(&spec)
+        .map_err(|e| rejected("rendering the user data", &i.name, &e.to_string()))?;
+    spec.user_data = Some(user_data);
+    Ok(spec)
+}
+
 impl Native {
     fn specs(job: &Job<'_>) -> Result<Vec<LaunchSpec>, Error> {
-        let plan = job.plan;
-        plan.instances
+        job.plan
+            .instances
             .iter()
-            .map(|i| {
-                let settings = render::launch_settings(plan, job.group, i);
-                let settings = LaunchSettings::parse(&settings)
-                    .map_err(|e| rejected("reading the launch settings", &i.name, &e))?;
-                let mut spec = LaunchSpec {
-                    name: i.name.clone(),
-                    zone: plan.zone.clone(),
-                    client_token: client_token(plan.cpid, &i.name),
-                    tags: i.tags.clone(),
-                    settings,
-                    user_data: None,
-                };
-                if let Some(token) = job.autosign_token {
-                    autosign::add_to_settings(&mut spec.settings, token);
-                }
-                let user_data = crate::user_data::render(&spec)
-                    .map_err(|e| rejected("rendering the user data", &i.name, &e.to_string()))?;
-                spec.user_data = Some(user_data);
-                Ok(spec)
-            })
+            .map(|i| launch_spec(job.plan, job.group, i, job.autosign_token))
             .collect()
     }
 }
@@ -238,13 +268,15 @@ impl Provision for SaltCloudMap {
                     // never created it, or created it before a later step
                     // failed, and then it shows within the release grace.
                     // A VM missing from its return may still come up.
-                    let reported = run.failed.iter().find(|(n, _)| *n == name);
+                    let find = |list: &[(String, String)]| {
+                        list.iter().find(|(n, _)| *n == name).map(|(_, m)| m.clone())
+                    };
+                    let reported = find(&run.failed);
                     Err(LaunchFailure {
-                        message: reported.map_or_else(
-                            || "salt-cloud reported no instance for it (its log says why); it may exist".into(),
-                            |(_, m)| m.clone(),
-                        ),
                         definite: reported.is_some(),
+                        message: reported.or_else(|| find(&run.lost)).unwrap_or_else(|| {
+                            "salt-cloud reported no instance for it (its log says why); it may exist".into()
+                        }),
                     })
                 };
                 LaunchResult { name, outcome }

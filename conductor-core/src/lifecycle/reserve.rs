@@ -58,6 +58,7 @@ impl Conductor {
             .into_iter()
             .collect();
         let mut plan = compute(cpid, req, pillar, inventory, &held, grains)?;
+        self.check_launches(&plan, pillar.group(&req.group)?)?;
         plan.files = Some(PlanFiles {
             provider: self.layout.provider_file(&req.group, cpid),
             profile: self.layout.profile_file(&req.group, cpid),

@@ -19,6 +19,7 @@ use crate::pillar::Pillar;
 use crate::request::{resolve, BuildItem, CreateRequest};
 use crate::reserve::Key;
 
+pub(crate) mod limits;
 mod planner;
 mod scopes;
 mod used;
@@ -212,6 +213,9 @@ pub fn plan_with_grains(
     let Planner {
         instances, keys, ..
     } = planner;
+    for i in &instances {
+        limits::check_tags(&i.name, &i.tags)?;
+    }
     let taken: BTreeSet<IdScope> = keys
         .ids
         .iter()

@@ -78,19 +78,7 @@ impl SaltCli {
 #[async_trait]
 impl SaltExecutor for SaltCli {
     async fn cloud_map(&self, map: &Path) -> Result<CloudRunResult, BackendError> {
-        let mut args = vec![
-            "-m".to_string(),
-            map.display().to_string(),
-            "-y".into(),
-            "--out=json".into(),
-        ];
-        if self.parallel {
-            args.push("-P".into());
-        }
-        let names = map_names(map).await?;
-        self.make_cloud_cachedir().await;
-        let (raw, _) = self.run_json("salt-cloud", args).await?;
-        Ok(parse::cloud_run(raw, &names))
+        self.cloud_map_per_vm(map).await
     }
 
     async fn cloud_forget(&self, vms: &[CloudVm]) -> Result<(), BackendError> {

@@ -3,6 +3,7 @@
 //! `salt-call`) through the bounded [`process`] runner, and
 //! reads what they print: Salt's JSON, or the sign of an unreachable master.
 
+mod cloud_map;
 mod executor;
 
 use std::path::{Path, PathBuf};
@@ -27,7 +28,7 @@ const NO_MINIONS_MATCHED: &str = "No minions matched the target.";
 ///
 /// Each command runs in its own process group, so a timeout (or dropping the
 /// future that runs it) kills Salt's worker processes too, not only the
-/// program started (`salt-cloud -P` forks one process per VM).
+/// program started (salt-cloud forks workers of its own).
 #[derive(Clone, Debug)]
 pub struct SaltCli {
     bin_dir: Option<PathBuf>,
@@ -103,7 +104,7 @@ pub fn timed_out(e: &BackendError) -> bool {
 }
 
 impl SaltCli {
-    /// Salt commands from `PATH`, default config dir, 1 h timeout, `salt-cloud -P`.
+    /// Salt commands from `PATH`, default config dir, 1 h timeout, a map's VMs created at once.
     pub fn new() -> Self {
         Self::default()
     }
@@ -131,7 +132,8 @@ impl SaltCli {
         self.timeout
     }
 
-    /// Whether salt-cloud provisions the map's instances in parallel (`-P`).
+    /// Whether the map's VMs are created at once (one salt-cloud process
+    /// each, the default) or one after the other.
     pub fn parallel(mut self, yes: bool) -> Self {
         self.parallel = yes;
         self
@@ -173,10 +175,7 @@ impl SaltCli {
         if let Some(d) = &self.cloud_cachedir {
             return d.clone();
         }
-        let conf = self
-            .config_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("/etc/salt"));
+        let conf = self.config_dir_value();
         let setting = |file: &str, key: &str| -> Option<PathBuf> {
             let text = std::fs::read_to_string(conf.join(file)).ok()?;
             let doc: serde_yaml::Value = serde_yaml::from_str(&text).ok()?;
@@ -209,12 +208,16 @@ impl SaltCli {
         }
     }
 
-    /// The master's config file (`<config dir>/master`).
-    fn master_config(&self) -> PathBuf {
+    /// The config directory in effect: the one set, else Salt's `/etc/salt`.
+    fn config_dir_value(&self) -> PathBuf {
         self.config_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from("/etc/salt"))
-            .join("master")
+    }
+
+    /// The master's config file (`<config dir>/master`).
+    fn master_config(&self) -> PathBuf {
+        self.config_dir_value().join("master")
     }
 
     fn program(&self, name: &str) -> PathBuf {
@@ -243,13 +246,25 @@ impl SaltCli {
     /// with its process group and is a `Failed` error (it ran, and may have
     /// done part of its work: salt-cloud may have created instances).
     pub async fn run(&self, program: &str, args: &[String]) -> Result<Captured, BackendError> {
+        self.run_env(program, args, &[]).await
+    }
+
+    /// [`SaltCli::run`] with more environment variables for this command.
+    async fn run_env(
+        &self,
+        program: &str,
+        args: &[String],
+        env: &[(&str, std::ffi::OsString)],
+    ) -> Result<Captured, BackendError> {
         let path = self.program(program);
         let shown = self.shown(&path, args);
         let mut cmd = tokio::process::Command::new(&path);
         if let Some(c) = &self.config_dir {
             cmd.arg("-c").arg(c);
         }
-        cmd.envs(self.envs.iter().map(|(k, v)| (k, v))).args(args);
+        cmd.envs(self.envs.iter().map(|(k, v)| (k, v)))
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .args(args);
         let limits = Limits {
             timeout: self.timeout,
             max_output: self.max_output,
@@ -274,7 +289,17 @@ impl SaltCli {
         program: &str,
         args: Vec<String>,
     ) -> Result<(Value, Captured), BackendError> {
-        let c = self.run(program, &args).await?;
+        self.run_json_env(program, args, &[]).await
+    }
+
+    /// [`SaltCli::run_json`] with more environment variables for this command.
+    async fn run_json_env(
+        &self,
+        program: &str,
+        args: Vec<String>,
+        env: &[(&str, std::ffi::OsString)],
+    ) -> Result<(Value, Captured), BackendError> {
+        let c = self.run_env(program, &args, env).await?;
         match salt_json(&c.stdout) {
             Ok(v) => Ok((v, c)),
             Err(e) => Err(self.no_json(program, &args, &c, &e)),

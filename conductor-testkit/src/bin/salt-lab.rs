@@ -7,9 +7,9 @@
 //! Usage: `salt-lab <ready-file> <stop-file>`
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use conductor_testkit::salt_lab::SaltLab;
+use conductor_testkit::script_server::serve_until_stopped;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
@@ -18,15 +18,7 @@ async fn main() {
         eprintln!("usage: salt-lab <ready-file> <stop-file>");
         std::process::exit(2);
     };
-    // SAFETY: getppid has no preconditions.
-    let parent = unsafe { libc::getppid() };
     let lab = SaltLab::start(&SaltLab::fixture_file_roots()).await;
-    let tmp = ready.with_extension("tmp");
-    std::fs::write(&tmp, lab.info_file().display().to_string()).expect("write the ready file");
-    std::fs::rename(&tmp, ready).expect("publish the ready file");
-    // SAFETY: as above.
-    while !stop.exists() && unsafe { libc::getppid() } == parent {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    serve_until_stopped(ready, &lab.info_file().display().to_string(), stop).await;
     drop(lab);
 }
