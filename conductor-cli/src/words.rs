@@ -63,8 +63,10 @@ impl Words {
                     "word",
                     w,
                     &format!(
-                        "unknown key {k:?}; {command} accepts: {}",
-                        allowed.join(", ")
+                        "unknown key {k:?}; {command} accepts: {}{}",
+                        allowed.join(", "),
+                        conductor_core::did_you_mean(k, allowed.iter().copied())
+                            .map_or_else(String::new, |c| format!("; did you mean {c}=?"))
                     ),
                 ));
             }

@@ -161,6 +161,7 @@ mod reserve;
 mod retry;
 mod salt;
 mod settings;
+mod suggest;
 pub mod user_data;
 
 pub use backend::{BackendError, BackendErrorKind};
@@ -204,6 +205,7 @@ pub use salt::{
     StateRunResult, StaticPillar,
 };
 pub use settings::{LaunchSettings, NetworkInterface, Volume, DEFAULT_SIZE};
+pub use suggest::did_you_mean;
 pub use tokio_util::sync::CancellationToken;
 
 /// The examples of README.md, run as doctests.

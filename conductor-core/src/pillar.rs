@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::basename::Basename;
 use crate::input::{InputError, PillarError};
 use crate::names::{check_domain, Env, Group, Region, Role, SystemName};
+use crate::suggest::{suggestion, with_serde_suggestion};
 
 /// Most instances one role may ask for (`nodes` or `count`).
 pub const MAX_NODES: u32 = 500;
@@ -210,7 +211,7 @@ impl Pillar {
             } else {
                 format!("conductor.{path}")
             };
-            PillarError::new(path, e.into_inner().to_string())
+            PillarError::new(path, with_serde_suggestion(e.into_inner().to_string()))
         })?;
         pillar.validate()?;
         Ok(pillar)
@@ -296,8 +297,10 @@ impl Pillar {
             PillarError::new(
                 format!("conductor.environments.{env}"),
                 format!(
-                    "missing: pillarenv {env:?} is not configured; pillar has: {}",
-                    keys(&self.environments)
+                    "missing: pillarenv {:?} is not configured; pillar has: {}{}",
+                    env.as_str(),
+                    keys(&self.environments),
+                    suggestion(env.as_str(), self.environments.keys().map(Env::as_str))
                 ),
             )
         })
@@ -309,9 +312,10 @@ impl Pillar {
             PillarError::new(
                 format!("conductor.groups.{group}"),
                 format!(
-                    "missing: group {:?} is not in pillar; pillar has: {}",
+                    "missing: group {:?} is not in pillar; pillar has: {}{}",
                     group.as_str(),
-                    keys(&self.groups)
+                    keys(&self.groups),
+                    suggestion(group.as_str(), self.groups.keys().map(Group::as_str))
                 ),
             )
         })

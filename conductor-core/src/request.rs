@@ -7,6 +7,7 @@ use crate::error::Error;
 use crate::input::InputError;
 use crate::names::{Env, Group, Role, SystemName, Zone};
 use crate::pillar::{check_count, keys, Pillar, RoleSpec};
+use crate::suggest::suggestion;
 
 /// What to build: a system (set of roles) or one role.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -92,9 +93,10 @@ pub fn resolve(pillar: &Pillar, req: &CreateRequest) -> Result<Build, Error> {
                 "role",
                 role.as_str(),
                 &format!(
-                    "group {} has no such role; it has: {}",
+                    "group {} has no such role; it has: {}{}",
                     req.group,
-                    keys(&group.roles)
+                    keys(&group.roles),
+                    suggestion(role.as_str(), group.roles.keys().map(Role::as_str))
                 ),
             )
             .into()
@@ -127,9 +129,10 @@ pub fn resolve(pillar: &Pillar, req: &CreateRequest) -> Result<Build, Error> {
                     "system",
                     name.as_str(),
                     &format!(
-                        "group {} has no such system; it has: {}",
+                        "group {} has no such system; it has: {}{}",
                         req.group,
-                        keys(&group.systems)
+                        keys(&group.systems),
+                        suggestion(name.as_str(), group.systems.keys().map(SystemName::as_str))
                     ),
                 )
             })?;

@@ -199,7 +199,8 @@ pub struct MinionKeys {
 /// ```
 #[async_trait]
 pub trait SaltExecutor: Send + Sync + fmt::Debug {
-    /// `salt-cloud -m <map>`: creates the map's instances.
+    /// `salt-cloud -m <map>`: creates the map's instances (how is the
+    /// executor's: `SaltCli` runs one salt-cloud process per VM).
     async fn cloud_map(&self, map: &Path) -> Result<CloudRunResult, BackendError>;
     /// Forgets VMs that Conductor terminated through the cloud by instance
     /// id: removes salt-cloud's cache entries of each VM under its own
