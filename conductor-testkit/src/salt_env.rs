@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-/// The Salt release the tests pin: the newest 3007.x that installs here and
-/// still ships the EC2 cloud driver (see SALT-NOTES.md).
+/// The Salt release the tests pin: the newest 3007.x that installs here
+/// (3007.17 and 3008.5 do not) and still ships the EC2 cloud driver (3008
+/// has none).
 pub const SALT_VERSION: &str = "3007.16";
 
 /// A virtualenv holding Salt.
