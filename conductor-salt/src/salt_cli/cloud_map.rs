@@ -105,10 +105,11 @@ impl SaltCli {
         let vms = split_map(&doc);
         let names: Vec<String> = vms.iter().map(|(n, _)| n.clone()).collect();
         let cloud = self.cloud_config_doc().await?;
-        self.make_cloud_cachedir().await;
+        let base = self.cloud_cachedir_value();
+        Self::make_cloud_cachedir(&base).await;
         let runs = vms
             .iter()
-            .map(|(name, one)| self.cloud_map_one(&cloud, name, one));
+            .map(|(name, one)| self.cloud_map_one(&base, &cloud, name, one));
         let answers = if self.parallel {
             futures_util::future::join_all(runs).await
         } else {
@@ -172,17 +173,17 @@ impl SaltCli {
     /// Runs salt-cloud for one VM's map in a private cache directory.
     async fn cloud_map_one(
         &self,
+        base: &Path,
         cloud: &Mapping,
         name: &str,
         map: &Yaml,
     ) -> Result<Value, BackendError> {
-        let base = self.cloud_cachedir_value();
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let dir = PrivateDir(
             base.join("conductor")
                 .join(format!("{name}.{}.{n}", std::process::id())),
         );
-        self.write_private_dir(&dir.0, &base, cloud, map).await?;
+        self.write_private_dir(&dir.0, base, cloud, map).await?;
         let args = vec![
             "-m".to_string(),
             dir.0.join("map").display().to_string(),

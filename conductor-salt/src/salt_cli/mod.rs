@@ -195,12 +195,12 @@ impl SaltCli {
     }
 
     /// Makes salt-cloud's cache directories (the cache dir, `requested`,
-    /// `active`) before a map run: Salt 3007 creates each with an unguarded
-    /// "exists, then makedirs", and the parallel workers of one `-P` run on
-    /// a fresh root race on it (`FileExistsError`: the loser's VM is never
-    /// created). Failing here is no error: salt-cloud says what is wrong.
-    pub(crate) async fn make_cloud_cachedir(&self) {
-        let base = self.cloud_cachedir_value();
+    /// `active`) at `base` before a map run: Salt 3007 creates each with an
+    /// unguarded "exists, then makedirs", and salt-cloud processes started
+    /// together on a fresh root race on it (`FileExistsError`: the loser's
+    /// VM is never created); each VM's private cache dir links to these.
+    /// Failing here is no error: salt-cloud says what is wrong.
+    pub(crate) async fn make_cloud_cachedir(base: &Path) {
         for sub in ["requested", "active"] {
             if let Err(e) = tokio::fs::create_dir_all(base.join(sub)).await {
                 tracing::debug!(dir = %base.display(), error = %e, "cannot make salt-cloud's cache dir");
