@@ -85,7 +85,8 @@ pub struct Global {
         long,
         global = true,
         default_value = "conductor-reservations",
-        value_name = "TABLE"
+        value_name = "TABLE",
+        env = "CONDUCTOR_DYNAMODB_TABLE"
     )]
     pub dynamodb_table: String,
     /// Create the DynamoDB table if it does not exist.

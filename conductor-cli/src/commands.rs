@@ -318,7 +318,7 @@ async fn adopt(ctx: &Ctx<'_>, words: &[std::ffi::OsString], apply: bool) -> Resu
 async fn reservations_list(g: &args::Global) -> Result<u8, Failure> {
     let r = wiring::reserver(g).await?;
     let list = r
-        .list()
+        .list(None)
         .await
         .map_err(|e| Failure::backend("reservations", e))?;
     if g.json {
@@ -360,7 +360,7 @@ async fn reservations_list(g: &args::Global) -> Result<u8, Failure> {
 async fn reservations_prune(g: &args::Global, older_than: Option<Duration>) -> Result<u8, Failure> {
     let r = wiring::reserver(g).await?;
     let pruned = r
-        .prune(now_ms(), older_than)
+        .prune(now_ms(), None, older_than)
         .await
         .map_err(|e| Failure::backend("reservations", e))?;
     if g.json {
@@ -452,7 +452,7 @@ async fn runs_prune(
 ) -> Result<u8, Failure> {
     let r = wiring::reserver(g).await?;
     let held: std::collections::BTreeSet<String> = r
-        .held(now_ms(), None)
+        .held(now_ms(), None, None)
         .await
         .map_err(|e| Failure::backend("reservations", e))?
         .into_iter()

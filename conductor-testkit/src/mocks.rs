@@ -28,15 +28,72 @@ mockall::mock! {
     }
 }
 
+/// The calls of a [`Reserver`] with the environment owned, the shape
+/// `mockall` can mock (it cannot mock an `Option<&Env>` argument of an
+/// async trait method); [`MockReserver`] implements [`Reserver`] through it.
+///
+/// ```
+/// use conductor_core::{Env, Reserver};
+/// use conductor_testkit::mocks::MockReserver;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let mut reserver = MockReserver::new();
+/// reserver
+///     .expect_list()
+///     .withf(|env| env.as_ref().map(Env::as_str) == Some("test"))
+///     .returning(|_| Ok(vec![]));
+/// let test = Env::new("test").unwrap();
+/// assert!(reserver.list(Some(&test)).await.unwrap().is_empty());
+/// # }
+/// ```
+#[async_trait]
+pub trait ReserverCalls {
+    /// [`Reserver::try_reserve`].
+    async fn try_reserve(&self, keys: &[Key], owner: &Owner) -> Result<Lease, ReserveError>;
+    /// [`Reserver::update`].
+    async fn update(&self, lease: &Lease, expires: u64, phase: Phase) -> Result<(), ReserveError>;
+    /// [`Reserver::list`].
+    async fn list(&self, env: Option<Env>) -> Result<Vec<Reservation>, BackendError>;
+    /// [`Reserver::prune`].
+    async fn prune(
+        &self,
+        now: u64,
+        env: Option<Env>,
+        older_than: Option<Duration>,
+    ) -> Result<Vec<Key>, BackendError>;
+}
+
 mockall::mock! {
-    /// A mock [`Reserver`].
+    /// A mock [`Reserver`] (expectations are set on its [`ReserverCalls`]).
     pub Reserver {}
     #[async_trait]
-    impl Reserver for Reserver {
+    impl ReserverCalls for Reserver {
         async fn try_reserve(&self, keys: &[Key], owner: &Owner) -> Result<Lease, ReserveError>;
         async fn update(&self, lease: &Lease, expires: u64, phase: Phase) -> Result<(), ReserveError>;
-        async fn list(&self) -> Result<Vec<Reservation>, BackendError>;
-        async fn prune(&self, now: u64, older_than: Option<Duration>) -> Result<Vec<Key>, BackendError>;
+        async fn list(&self, env: Option<Env>) -> Result<Vec<Reservation>, BackendError>;
+        async fn prune(&self, now: u64, env: Option<Env>, older_than: Option<Duration>) -> Result<Vec<Key>, BackendError>;
+    }
+}
+
+#[async_trait]
+impl Reserver for MockReserver {
+    async fn try_reserve(&self, keys: &[Key], owner: &Owner) -> Result<Lease, ReserveError> {
+        ReserverCalls::try_reserve(self, keys, owner).await
+    }
+    async fn update(&self, lease: &Lease, expires: u64, phase: Phase) -> Result<(), ReserveError> {
+        ReserverCalls::update(self, lease, expires, phase).await
+    }
+    async fn list(&self, env: Option<&Env>) -> Result<Vec<Reservation>, BackendError> {
+        ReserverCalls::list(self, env.cloned()).await
+    }
+    async fn prune(
+        &self,
+        now: u64,
+        env: Option<&Env>,
+        older_than: Option<Duration>,
+    ) -> Result<Vec<Key>, BackendError> {
+        ReserverCalls::prune(self, now, env.cloned(), older_than).await
     }
 }
 

@@ -20,7 +20,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use conductor_core::{Cpid, Key, KeyKind, Owner, Reserver};
+use conductor_core::{now_ms, Cpid, Env, Key, KeyKind, Owner, Reserver};
 
 /// Keys per reservation: a run of the devops small_test system reserves
 /// 6 names and 4 ids, twice that is a large system.
@@ -35,7 +35,7 @@ pub struct Figures {
     pub reserve: Vec<Duration>,
     /// Latency of each sequential release (grace 0).
     pub release: Vec<Duration>,
-    /// Latency of each listing.
+    /// Latency of each listing of the environment's held keys.
     pub list: Vec<Duration>,
     /// Reserve-and-release pairs per second, one client.
     pub sequential: f64,
@@ -71,7 +71,8 @@ async fn pair<R: Reserver + ?Sized>(r: &R, tag: &str, round: usize) -> (Duration
     (reserve, t.elapsed())
 }
 
-/// Measures `rounds` sequential pairs, `rounds` listings, then `rounds`
+/// Measures `rounds` sequential pairs, `rounds` listings (the keys of the
+/// pairs' environment others hold: a plan attempt's read), then `rounds`
 /// pairs spread over `clients` concurrent tasks. Panics on a reserver error:
 /// a benchmark of a failing reserver has no figures.
 pub async fn measure<R: Reserver + ?Sized + 'static>(
@@ -87,9 +88,10 @@ pub async fn measure<R: Reserver + ?Sized + 'static>(
         release.push(b);
     }
     let sequential = rounds as f64 / start.elapsed().as_secs_f64();
+    let env = Env::new("bench").expect("an env");
     for _ in 0..rounds {
         let t = Instant::now();
-        r.list().await.expect("list");
+        r.held(now_ms(), Some(&env), None).await.expect("list");
         list.push(t.elapsed());
     }
     let start = Instant::now();

@@ -1,7 +1,8 @@
 //! The item codec: an [`Owner`] of a [`Key`] as a DynamoDB item and back,
 //! and the condition and update expressions written on those attributes.
 //!
-//! Attributes: `pk` (prefix + key text), `kind` (`name` or `id`), `cpid`,
+//! Attributes: `pk` (the partition: prefix + the key's environment, see
+//! [`partition`]), `sk` (the key text), `kind` (`name` or `id`), `cpid`,
 //! `host`, `pid`, `started` (when known), `created`, `expires` (epoch ms),
 //! `expires_at` ([`TTL_ATTRIBUTE`], epoch s) and `phase`.
 
@@ -17,6 +18,25 @@ pub(super) type Item = HashMap<String, AttributeValue>;
 
 /// The update of a key's expiry, TTL attribute and phase (values of [`set_values`]).
 pub(super) const SET_EXPIRY: &str = "SET expires = :e, #ttl = :t, phase = :ph";
+
+/// The partition of the keys of environment `env` (`None`: keys of no
+/// environment, such as `cpid.<CPID>`) under `prefix`: `<prefix>env/<env>`,
+/// or `<prefix>global`. Environments are DNS labels, so no environment's
+/// partition is another's.
+pub(super) fn partition(prefix: &str, env: Option<&str>) -> String {
+    match env {
+        Some(env) => format!("{prefix}env/{env}"),
+        None => format!("{prefix}global"),
+    }
+}
+
+/// The primary key (`pk`, `sk`) of `key` under `prefix`.
+pub(super) fn primary_key(prefix: &str, key: &Key) -> Item {
+    HashMap::from([
+        ("pk".to_string(), s(partition(prefix, key.env()))),
+        ("sk".to_string(), s(key.as_str())),
+    ])
+}
 
 /// A string attribute.
 pub(super) fn s(v: impl Into<String>) -> AttributeValue {
@@ -69,15 +89,15 @@ pub(super) fn owner_of(item: &Item) -> Option<Owner> {
     })
 }
 
-/// The item of `key`, stored under `pk`, held by `owner`.
-pub(super) fn item_of(pk: String, key: &Key, owner: &Owner) -> Item {
+/// The item of `key` under `prefix`, held by `owner`.
+pub(super) fn item_of(prefix: &str, key: &Key, owner: &Owner) -> Item {
     let kind = if key.kind() == KeyKind::Name {
         "name"
     } else {
         "id"
     };
-    let mut item = HashMap::from([
-        ("pk".to_string(), s(pk)),
+    let mut item = primary_key(prefix, key);
+    item.extend([
         ("kind".to_string(), s(kind)),
         ("cpid".to_string(), s(owner.cpid.to_string())),
         ("host".to_string(), s(owner.host.clone())),
@@ -93,15 +113,17 @@ pub(super) fn item_of(pk: String, key: &Key, owner: &Owner) -> Item {
     item
 }
 
-/// The reservation stored in `item`, if it is well formed and its `pk` starts
-/// with `prefix`.
+/// The reservation stored in `item`, if it is well formed and stored in its
+/// key's partition under `prefix`.
 pub(super) fn reservation_of(item: &Item, prefix: &str) -> Option<Reservation> {
     let kind = match get_s(item, "kind")? {
         "name" => KeyKind::Name,
         _ => KeyKind::Id,
     };
-    let text = get_s(item, "pk")?.strip_prefix(prefix)?;
-    let key = Key::new(kind, text).ok()?;
+    let key = Key::new(kind, get_s(item, "sk")?).ok()?;
+    if get_s(item, "pk")? != partition(prefix, key.env()) {
+        return None;
+    }
     Some(Reservation {
         key,
         kind,
@@ -173,8 +195,10 @@ mod tests {
             (Some(1), Phase::Released),
         ] {
             let o = owner(started, phase);
-            let key = Key::new(KeyKind::Id, "web-01.example.com").unwrap();
-            let item = item_of(format!("prod/{}", key.as_str()), &key, &o);
+            let key = Key::new(KeyKind::Id, "lab_web.cluster.id.1").unwrap();
+            let item = item_of("prod/", &key, &o);
+            assert_eq!(item["pk"], s("prod/env/lab"));
+            assert_eq!(item["sk"], s("lab_web.cluster.id.1"));
             assert_eq!(item.contains_key("started"), started.is_some());
             let r = reservation_of(&item, "prod/").expect("decodes");
             assert_eq!((r.key, r.kind), (key, KeyKind::Id));
@@ -190,7 +214,8 @@ mod tests {
     fn the_ttl_attribute_rounds_up_to_seconds() {
         let o = owner(None, Phase::Planning);
         let key = Key::new(KeyKind::Name, "a.example.com").unwrap();
-        let item = item_of("a.example.com".into(), &key, &o);
+        let item = item_of("", &key, &o);
+        assert_eq!(item["pk"], s("global"), "a key of no environment");
         assert_eq!(item[TTL_ATTRIBUTE], n(1_700_000_601));
         assert_eq!(ttl_seconds(2_000), 2);
     }
@@ -199,7 +224,7 @@ mod tests {
     fn a_missing_phase_reads_as_launching_and_bad_items_as_nothing() {
         let o = owner(None, Phase::Planning);
         let key = Key::new(KeyKind::Name, "a.example.com").unwrap();
-        let mut item = item_of("a.example.com".into(), &key, &o);
+        let mut item = item_of("", &key, &o);
         item.remove("phase");
         assert_eq!(owner_of(&item).unwrap().phase, Phase::Launching);
         item.insert("pid".into(), s("not a number"));

@@ -1,12 +1,20 @@
 //! `DynamoReserver`: reservations in a DynamoDB table, shared by every Salt
 //! master and CI runner that points at it.
 //!
-//! One item per key: `pk` (the key text, after an optional prefix), `kind`
-//! (`name` or `id`), the owner (`cpid`, `host`, `pid`, `started`, `created`,
-//! `expires` in epoch milliseconds, and the run's `phase`: `planning`,
-//! `launching` or `released`) and `expires_at` (epoch seconds, the
-//! attribute DynamoDB's TTL deletes expired items by; TTL is only a janitor,
-//! correctness never depends on it). A run's keys are written in one
+//! One item per key, partitioned by environment: `pk` is the key's
+//! partition (an optional prefix, then `env/<env>` for the keys of an
+//! environment, `<env>_…`, or `global` for the keys of none, such as
+//! `cpid.<CPID>`), `sk` the key text; then `kind` (`name` or `id`), the
+//! owner (`cpid`, `host`, `pid`, `started`, `created`, `expires` in epoch
+//! milliseconds, and the run's `phase`: `planning`, `launching` or
+//! `released`) and `expires_at` (epoch seconds, the attribute DynamoDB's
+//! TTL deletes expired items by; TTL is only a janitor, correctness never
+//! depends on it). A local secondary index, [`LIVE_INDEX`], sorts each
+//! partition by `expires`, so a plan reads its environment's unexpired keys
+//! with one strongly consistent `Query`, whatever the table holds for other
+//! environments and however many expired items wait for TTL.
+//!
+//! A run's keys are written in one
 //! `TransactWriteItems` whose every put is conditioned on
 //! `attribute_not_exists(pk) OR expires <= :now`, so the grant is
 //! all-or-nothing and expired keys are taken over. The puts ask for the old
@@ -22,13 +30,16 @@
 //! updates or deletes conditioned on the owner; if one condition fails (a key
 //! already taken over after its expiry), the chunk falls back to one
 //! conditional call per key, and the keys that failed are reported lost.
-//! Every call is in a `tracing` span and counted ([`DynamoReserver::calls`]).
+//! Every call is in a `tracing` span and counted ([`DynamoReserver::calls`],
+//! and the items listings read, [`DynamoReserver::items_read`]).
 //!
-//! Files: `setup` (the builder, the table and its TTL), `codec` (owners as
-//! items, and the conditions on them), `reserve` (grants and takeovers) and
-//! `update` (renewal, fencing, release, list and prune).
+//! Files: `setup` (the builder, the table, its index and TTL, and the
+//! check that refuses a table of the old layout), `codec` (owners as
+//! items, and the conditions on them), `read` (listings), `reserve` (grants
+//! and takeovers) and `update` (renewal, fencing, release and prune).
 
 mod codec;
+mod read;
 mod reserve;
 mod setup;
 mod update;
@@ -42,7 +53,7 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{CancellationReason, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
 use conductor_core::{BackendError, BackendErrorKind, ReserveError};
-use conductor_core::{Key, Lease, Owner, Phase, Reservation, Reserver};
+use conductor_core::{Env, Key, Lease, Owner, Phase, Reservation, Reserver};
 use tracing::{info_span, Instrument};
 
 pub use setup::DynamoReserverBuilder;
@@ -55,6 +66,10 @@ const TRANSACTION_ITEMS: usize = 100;
 /// The attribute DynamoDB's TTL is enabled on (epoch seconds).
 pub const TTL_ATTRIBUTE: &str = "expires_at";
 
+/// The local secondary index on (`pk`, `expires`): a partition's keys by
+/// expiry, read by [`Reserver::held`] to skip expired items.
+pub const LIVE_INDEX: &str = "live";
+
 /// A [`Reserver`] on a DynamoDB table (see the module docs).
 #[derive(Clone, Debug)]
 pub struct DynamoReserver {
@@ -62,6 +77,7 @@ pub struct DynamoReserver {
     table: String,
     prefix: String,
     calls: Arc<AtomicUsize>,
+    items_read: Arc<AtomicUsize>,
 }
 
 /// The keys of a cancelled transaction, each with its cancellation reason.
@@ -90,13 +106,24 @@ impl DynamoReserver {
         self.calls.load(Ordering::Relaxed)
     }
 
+    /// Items read by listings so far (DynamoDB's `ScannedCount`, what reads
+    /// are billed by; for measurements).
+    pub fn items_read(&self) -> usize {
+        self.items_read.load(Ordering::Relaxed)
+    }
+
     fn count(&self) {
         self.calls.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The `pk` of `key`.
-    fn pk(&self, key: &Key) -> String {
-        format!("{}{}", self.prefix, key.as_str())
+    fn count_read(&self, items: i32) {
+        let items = usize::try_from(items).unwrap_or(0);
+        self.items_read.fetch_add(items, Ordering::Relaxed);
+    }
+
+    /// The primary key (`pk`, `sk`) of `key`.
+    fn primary_key(&self, key: &Key) -> codec::Item {
+        codec::primary_key(&self.prefix, key)
     }
 
     /// Writes one transaction of `items` (one per key of `keys`, in order);
@@ -153,16 +180,41 @@ impl Reserver for DynamoReserver {
             .await
     }
 
-    async fn list(&self) -> Result<Vec<Reservation>, BackendError> {
-        self.scan().await
+    async fn list(&self, env: Option<&Env>) -> Result<Vec<Reservation>, BackendError> {
+        let span = info_span!("dynamodb.list", table = %self.table, env = env.map(Env::as_str));
+        match env {
+            None => self.scan().instrument(span).await,
+            Some(env) => self.query(Some(env), None).instrument(span).await,
+        }
+    }
+
+    /// One `Query` of `env`'s partition on [`LIVE_INDEX`] for the keys not
+    /// expired at `now`: expired items and other environments' are not read.
+    async fn held(
+        &self,
+        now: u64,
+        env: Option<&Env>,
+        except: Option<&Owner>,
+    ) -> Result<Vec<Key>, BackendError> {
+        let span = info_span!("dynamodb.held", table = %self.table, env = env.map(Env::as_str));
+        let listed = match env {
+            None => self.scan().instrument(span).await?,
+            Some(env) => self.query(Some(env), Some(now)).instrument(span).await?,
+        };
+        Ok(listed
+            .into_iter()
+            .filter(|r| r.is_held(now, except))
+            .map(|r| r.key)
+            .collect())
     }
 
     async fn prune(
         &self,
         now: u64,
+        env: Option<&Env>,
         older_than: Option<Duration>,
     ) -> Result<Vec<Key>, BackendError> {
-        let span = info_span!("dynamodb.prune", table = %self.table);
-        self.prune_free(now, older_than).instrument(span).await
+        let span = info_span!("dynamodb.prune", table = %self.table, env = env.map(Env::as_str));
+        self.prune_free(now, env, older_than).instrument(span).await
     }
 }

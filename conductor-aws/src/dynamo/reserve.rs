@@ -9,7 +9,7 @@ use conductor_core::{now_ms, BackendError, BackendErrorKind, ReserveError};
 use conductor_core::{Key, Lease, Owner, Phase, Reservation, Reserver};
 use tracing::{info_span, Instrument};
 
-use super::codec::{grant_condition, item_of, owner_of, reservation_of, s};
+use super::codec::{grant_condition, item_of, owner_of, reservation_of};
 use super::{build_err, Cancelled, DynamoReserver, TRANSACTION_ITEMS};
 use crate::errors::classify;
 
@@ -70,7 +70,7 @@ impl DynamoReserver {
         let (condition, values) = grant_condition(now, replacing);
         let put = Put::builder()
             .table_name(&self.table)
-            .set_item(Some(item_of(self.pk(key), key, owner)))
+            .set_item(Some(item_of(&self.prefix, key, owner)))
             .condition_expression(condition)
             .set_expression_attribute_values(Some(values))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
@@ -99,7 +99,7 @@ impl DynamoReserver {
             .client
             .get_item()
             .table_name(&self.table)
-            .key("pk", s(self.pk(key)))
+            .set_key(Some(self.primary_key(key)))
             .consistent_read(true)
             .send()
             .instrument(info_span!("dynamodb.get_item", table = %self.table))

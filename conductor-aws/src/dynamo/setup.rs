@@ -1,6 +1,8 @@
 //! Table set-up: the [`DynamoReserverBuilder`] (connection, table name, key
-//! prefix), and checking or creating the table with TTL on
-//! [`TTL_ATTRIBUTE`].
+//! prefix), and checking or creating the table (hash key `pk`, range key
+//! `sk`, the local index [`LIVE_INDEX`], TTL on [`TTL_ATTRIBUTE`]). A table
+//! of the layout before partitions (hash key `pk` only) is refused with
+//! the way to migrate.
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -9,14 +11,14 @@ use std::time::Duration;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::describe_table::{DescribeTableError, DescribeTableOutput};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus,
-    TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, LocalSecondaryIndex, Projection,
+    ProjectionType, ScalarAttributeType, TableDescription, TableStatus, TimeToLiveSpecification,
 };
 use aws_sdk_dynamodb::Client;
 use conductor_core::{BackendError, BackendErrorKind};
 use tracing::{info_span, Instrument};
 
-use super::{build_err, DynamoReserver, TTL_ATTRIBUTE};
+use super::{build_err, DynamoReserver, LIVE_INDEX, TTL_ATTRIBUTE};
 use crate::config::AwsConfig;
 use crate::errors::classify;
 
@@ -105,6 +107,7 @@ impl DynamoReserverBuilder {
             table: self.table.clone(),
             prefix: self.prefix.clone(),
             calls: Arc::new(AtomicUsize::new(0)),
+            items_read: Arc::new(AtomicUsize::new(0)),
         };
         me.check_table(self.create_table)
             .instrument(info_span!("dynamodb.check_table", table = %self.table))
@@ -146,7 +149,7 @@ impl DynamoReserver {
     /// (waiting for it to be active, then enabling TTL).
     async fn check_table(&self, create: bool) -> Result<(), BackendError> {
         match self.describe().await {
-            Ok(_) => return Ok(()),
+            Ok(d) => return self.check_layout(d.table()),
             Err(e)
                 if e.as_service_error()
                     .is_some_and(|s| s.is_resource_not_found_exception()) => {}
@@ -162,7 +165,7 @@ impl DynamoReserver {
             return Err(BackendError::new(
                 BackendErrorKind::Rejected,
                 format!(
-                    "DynamoDB table {:?} does not exist; create it (hash key `pk`, a string), or pass --create-table",
+                    "DynamoDB table {:?} does not exist; pass --create-table to create it (or see docs/reservations.md for its layout)",
                     self.table
                 ),
             ));
@@ -183,27 +186,92 @@ impl DynamoReserver {
             .await
     }
 
-    /// Creates the table: on-demand, hash key `pk` (a string).
+    /// Refuses a table whose keys are not this layout's: hash key `pk`,
+    /// range key `sk`, and the local index [`LIVE_INDEX`] on `expires`.
+    fn check_layout(&self, table: Option<&TableDescription>) -> Result<(), BackendError> {
+        let Some(table) = table else {
+            return Ok(());
+        };
+        let has = |keys: &[KeySchemaElement], name: &str, kind: KeyType| {
+            keys.iter()
+                .any(|k| k.attribute_name() == name && *k.key_type() == kind)
+        };
+        let keys = table.key_schema();
+        let live = table
+            .local_secondary_indexes()
+            .iter()
+            .find(|i| i.index_name() == Some(LIVE_INDEX))
+            .map(|i| i.key_schema());
+        let ok = has(keys, "pk", KeyType::Hash)
+            && has(keys, "sk", KeyType::Range)
+            && live.is_some_and(|k| has(k, "expires", KeyType::Range));
+        if ok {
+            return Ok(());
+        }
+        let found: Vec<String> = keys
+            .iter()
+            .map(|k| format!("{} ({})", k.attribute_name(), k.key_type().as_str()))
+            .collect();
+        let old = keys.len() == 1 && has(keys, "pk", KeyType::Hash);
+        let what = if old {
+            "has the layout of Conductor 0.1 (hash key `pk` only, one item per key)"
+        } else {
+            "is not a Conductor reservation table"
+        };
+        Err(BackendError::new(
+            BackendErrorKind::Rejected,
+            format!(
+                "DynamoDB table {:?} {what}: keys {}; this version partitions reservations by \
+                 environment (hash key `pk`, range key `sk`, local index `{LIVE_INDEX}` on \
+                 `expires`). Create a new table with --create-table and another \
+                 --dynamodb-table name, and move every master to it once no run uses the \
+                 old one (docs/reservations.md, \"Migrating the DynamoDB table\")",
+                self.table,
+                found.join(", "),
+            ),
+        ))
+    }
+
+    /// Creates the table: on-demand, hash key `pk` and range key `sk`
+    /// (strings), and the local index [`LIVE_INDEX`] on `expires` (a
+    /// number) holding every attribute.
     async fn create_table(&self) -> Result<(), BackendError> {
+        let attr = |name: &str, t: ScalarAttributeType| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(t)
+                .build()
+                .map_err(build_err)
+        };
+        let key = |name: &str, t: KeyType| {
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(t)
+                .build()
+                .map_err(build_err)
+        };
+        let live = LocalSecondaryIndex::builder()
+            .index_name(LIVE_INDEX)
+            .key_schema(key("pk", KeyType::Hash)?)
+            .key_schema(key("expires", KeyType::Range)?)
+            .projection(
+                Projection::builder()
+                    .projection_type(ProjectionType::All)
+                    .build(),
+            )
+            .build()
+            .map_err(build_err)?;
         self.count();
         self.client
             .create_table()
             .table_name(&self.table)
             .billing_mode(BillingMode::PayPerRequest)
-            .attribute_definitions(
-                AttributeDefinition::builder()
-                    .attribute_name("pk")
-                    .attribute_type(ScalarAttributeType::S)
-                    .build()
-                    .map_err(build_err)?,
-            )
-            .key_schema(
-                KeySchemaElement::builder()
-                    .attribute_name("pk")
-                    .key_type(KeyType::Hash)
-                    .build()
-                    .map_err(build_err)?,
-            )
+            .attribute_definitions(attr("pk", ScalarAttributeType::S)?)
+            .attribute_definitions(attr("sk", ScalarAttributeType::S)?)
+            .attribute_definitions(attr("expires", ScalarAttributeType::N)?)
+            .key_schema(key("pk", KeyType::Hash)?)
+            .key_schema(key("sk", KeyType::Range)?)
+            .local_secondary_indexes(live)
             .send()
             .instrument(info_span!("dynamodb.create_table", table = %self.table))
             .await

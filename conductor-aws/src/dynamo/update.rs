@@ -6,10 +6,10 @@ use std::time::Duration;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{Delete, TransactWriteItem, Update};
 use conductor_core::{now_ms, BackendError, ReserveError};
-use conductor_core::{Key, Lease, Owner, Phase, Reservation, Reserver};
+use conductor_core::{Env, Key, Lease, Owner, Phase};
 use tracing::{info_span, Instrument};
 
-use super::codec::{owned_condition, reservation_of, s, set_values, Item, SET_EXPIRY};
+use super::codec::{owned_condition, set_values, SET_EXPIRY};
 use super::{build_err, DynamoReserver, TRANSACTION_ITEMS, TTL_ATTRIBUTE};
 use crate::errors::classify;
 
@@ -61,52 +61,24 @@ impl DynamoReserver {
         }
     }
 
-    /// Every reservation with this reserver's prefix, by key: a consistent
-    /// `Scan`, page by page.
-    pub(super) async fn scan(&self) -> Result<Vec<Reservation>, BackendError> {
-        let mut out = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            self.count();
-            let mut scan = self
-                .client
-                .scan()
-                .table_name(&self.table)
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take());
-            if !self.prefix.is_empty() {
-                scan = scan
-                    .filter_expression("begins_with(pk, :prefix)")
-                    .expression_attribute_values(":prefix", s(self.prefix.clone()));
-            }
-            let page = scan
-                .send()
-                .instrument(info_span!("dynamodb.scan", table = %self.table))
-                .await
-                .map_err(|e| classify("Scan", &format!("listing table {}", self.table), e))?;
-            out.extend(
-                page.items()
-                    .iter()
-                    .filter_map(|i| reservation_of(i, &self.prefix)),
-            );
-            match page.last_evaluated_key() {
-                Some(k) if !k.is_empty() => start = Some(k.clone()),
-                _ => break,
-            }
-        }
-        out.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(out)
-    }
-
-    /// Removes the keys prunable at `now` (see [`Reserver::prune`]); returns them.
+    /// Removes the keys prunable at `now` (see [`Reserver::prune`](conductor_core::Reserver::prune)); returns
+    /// them. With `env`, reads that environment's partition and the
+    /// partition of keys of no environment (two `Query`s), not the table.
     pub(super) async fn prune_free(
         &self,
         now: u64,
+        env: Option<&Env>,
         older_than: Option<Duration>,
     ) -> Result<Vec<Key>, BackendError> {
-        let doomed: Vec<Target> = self
-            .list()
-            .await?
+        let listed = match env {
+            None => self.scan().await?,
+            Some(env) => {
+                let mut listed = self.query(Some(env), None).await?;
+                listed.extend(self.query(None, None).await?);
+                listed
+            }
+        };
+        let doomed: Vec<Target> = listed
             .into_iter()
             .filter(|r| r.holder.is_prunable(now, older_than))
             .filter_map(|r| {
@@ -163,7 +135,7 @@ impl DynamoReserver {
         expires: Option<u64>,
     ) -> Result<TransactWriteItem, BackendError> {
         let (condition, mut values) = owned_condition(owner, expires);
-        let pk = Item::from([("pk".to_string(), s(self.pk(key)))]);
+        let pk = self.primary_key(key);
         let item = match change {
             Change::Remove => TransactWriteItem::builder().delete(
                 Delete::builder()
@@ -211,7 +183,7 @@ impl DynamoReserver {
                     .client
                     .delete_item()
                     .table_name(&self.table)
-                    .key("pk", s(self.pk(key)))
+                    .set_key(Some(self.primary_key(key)))
                     .condition_expression(condition)
                     .set_expression_attribute_values(Some(values))
                     .send()
@@ -225,7 +197,7 @@ impl DynamoReserver {
                     .client
                     .update_item()
                     .table_name(&self.table)
-                    .key("pk", s(self.pk(key)))
+                    .set_key(Some(self.primary_key(key)))
                     .update_expression(SET_EXPIRY)
                     .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
                     .condition_expression(condition)

@@ -15,7 +15,7 @@ use conductor_testkit::moto::{MotoServer, ACCESS_KEY_ID, SECRET_ACCESS_KEY};
 use conductor_testkit::proxy::SerialProxy;
 
 /// A builder of `table` on `endpoint` with moto's credentials.
-fn on(endpoint: impl Into<String>, table: &str) -> DynamoReserverBuilder {
+pub(crate) fn on(endpoint: impl Into<String>, table: &str) -> DynamoReserverBuilder {
     DynamoReserver::builder(table)
         .endpoint_url(endpoint)
         .region("us-east-1")
@@ -97,15 +97,15 @@ async fn over_one_hundred_keys_are_all_or_nothing() {
         Err(ReserveError::Conflict(k)) => assert_eq!(k, vec![keys[240].clone()]),
         other => panic!("expected a conflict, got {other:?}"),
     }
-    let held = r.list().await.unwrap();
+    let held = r.list(None).await.unwrap();
     assert_eq!(held.len(), 1, "earlier chunks were rolled back");
     // Free, the 250 keys are granted together.
-    r.prune(u64::MAX, None).await.unwrap();
-    assert!(r.list().await.unwrap().is_empty());
+    r.prune(u64::MAX, None, None).await.unwrap();
+    assert!(r.list(None).await.unwrap().is_empty());
     let lease = r.try_reserve(&keys, &live_owner()).await.unwrap();
-    assert_eq!(r.list().await.unwrap().len(), 250);
+    assert_eq!(r.list(None).await.unwrap().len(), 250);
     r.release(&lease, Duration::ZERO).await.unwrap();
-    assert!(r.list().await.unwrap().is_empty());
+    assert!(r.list(None).await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -140,7 +140,7 @@ async fn a_twenty_key_run_makes_three_calls() {
     // 1 TransactWriteItems to reserve, 1 to renew, 1 to release; the
     // latencies are measured by `cargo bench --bench dynamo_reserver`.
     assert_eq!((r.calls() - before) / rounds, 3);
-    assert!(r.list().await.unwrap().is_empty());
+    assert!(r.list(None).await.unwrap().is_empty());
 }
 
 /// Two installations share one table under different key prefixes: each
@@ -164,7 +164,7 @@ async fn key_prefixes_partition_one_table() {
         Err(ReserveError::Conflict(_))
     ));
     let listed: Vec<Key> = prod
-        .list()
+        .list(None)
         .await
         .unwrap()
         .into_iter()
@@ -176,9 +176,9 @@ async fn key_prefixes_partition_one_table() {
         k
     });
     prod.release(&a, Duration::ZERO).await.unwrap();
-    assert!(prod.list().await.unwrap().is_empty());
+    assert!(prod.list(None).await.unwrap().is_empty());
     assert_eq!(
-        test.list().await.unwrap().len(),
+        test.list(None).await.unwrap().len(),
         3,
         "the other prefix keeps its keys"
     );
@@ -210,11 +210,17 @@ async fn items_carry_the_ttl_attribute() {
     let keys = fresh_keys("ttl", 1);
     let owner = live_owner();
     let lease = r.try_reserve(&keys, &owner).await.unwrap();
-    let item = |client: aws_sdk_dynamodb::Client, pk: String| async move {
+    // Items live in their environment's partition (`env/conf` for the
+    // suite's `conf_…` keys), sorted by key text.
+    let item = |client: aws_sdk_dynamodb::Client, sk: String| async move {
         client
             .get_item()
             .table_name("conductor-ttl")
-            .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(pk))
+            .key(
+                "pk",
+                aws_sdk_dynamodb::types::AttributeValue::S("env/conf".into()),
+            )
+            .key("sk", aws_sdk_dynamodb::types::AttributeValue::S(sk))
             .consistent_read(true)
             .send()
             .await
@@ -294,10 +300,11 @@ async fn parallel_runs_through_conductor() {
     let one_run = dynamo.calls() - before;
     eprintln!(
         "one role=activemq run (2 names): {one_run} DynamoDB calls \
-         (cpid put, Scan to plan, reserve, the fence before the launch, release, \
-         Scan to prune, cpid delete; renewals add 2 per TTL/3)"
+         (cpid put, a Query to plan, reserve, the fence before the launch, release, \
+         two Queries to prune (its env and the keys of none), cpid delete; \
+         renewals add 2 per TTL/3)"
     );
-    assert!(one_run <= 7, "{one_run} calls");
+    assert!(one_run <= 8, "{one_run} calls");
     // Three at once.
     let runs: Vec<_> = (0..3)
         .map(|_| {
@@ -318,26 +325,13 @@ async fn parallel_runs_through_conductor() {
     assert_eq!(names.len(), 8);
     assert_eq!(unique.len(), names.len(), "{names:?}");
     assert!(
-        dynamo.list().await.unwrap().is_empty(),
+        dynamo.list(None).await.unwrap().is_empty(),
         "nothing left behind"
     );
 }
 
-async fn raw_client(moto: &MotoServer) -> aws_sdk_dynamodb::Client {
-    let creds = aws_sdk_dynamodb::config::Credentials::new(
-        ACCESS_KEY_ID,
-        SECRET_ACCESS_KEY,
-        None,
-        None,
-        "test",
-    );
-    let conf = aws_sdk_dynamodb::config::Builder::new()
-        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
-        .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
-        .endpoint_url(moto.endpoint())
-        .credentials_provider(creds)
-        .build();
-    aws_sdk_dynamodb::Client::from_conf(conf)
+pub(crate) async fn raw_client(moto: &MotoServer) -> aws_sdk_dynamodb::Client {
+    crate::dynamo_fill::client(&moto.endpoint()).await
 }
 
 /// The failed condition returns the holder, so a conflict costs one call and
@@ -354,7 +348,7 @@ async fn conflicts_and_takeovers_cost_one_or_two_calls() {
         Err(ReserveError::Conflict(k)) if k == vec![keys[5].clone()]
     ));
     assert_eq!(r.calls() - before, 1, "a conflict: one TransactWriteItems");
-    r.prune(u64::MAX, None).await.unwrap();
+    r.prune(u64::MAX, None, None).await.unwrap();
     let mut dead = live_owner();
     dead.pid = reserver::DEAD_PID;
     r.try_reserve(&keys[..10], &dead).await.unwrap();

@@ -172,20 +172,20 @@ async fn sigkill_at_every_lifecycle_point_with_dynamodb() {
         // planning, prune frees them; once it may have launched, they stay
         // held until they expire (released ones have a grace of 0 here).
         // The live run's key survives every prune.
-        let left = table.list().await.unwrap();
+        let left = table.list(None).await.unwrap();
         let killed: Vec<&Key> = left
             .iter()
             .filter(|r| r.holder.owner().is_some_and(|o| o.cpid != live.cpid))
             .map(|r| &r.key)
             .collect();
         assert!(!killed.is_empty(), "{point}: the killed run held keys");
-        let pruned = table.prune(now_ms(), None).await.unwrap();
+        let pruned = table.prune(now_ms(), None, None).await.unwrap();
         assert!(
             !pruned.contains(&held_name),
             "{point}: prune freed a live run's key"
         );
         let after: Vec<Key> = table
-            .list()
+            .list(None)
             .await
             .unwrap()
             .into_iter()
@@ -205,8 +205,11 @@ async fn sigkill_at_every_lifecycle_point_with_dynamodb() {
             );
         }
         // `--older-than 0` frees a dead run's keys, and keeps a live owner's key.
-        table.prune(now_ms(), Some(Duration::ZERO)).await.unwrap();
-        assert_eq!(table.list().await.unwrap().len(), 1, "{point}");
+        table
+            .prune(now_ms(), None, Some(Duration::ZERO))
+            .await
+            .unwrap();
+        assert_eq!(table.list(None).await.unwrap().len(), 1, "{point}");
 
         // What the killed run launched carries its cpid and avoids the held name.
         let now = instances(&ec2).await;
@@ -237,11 +240,11 @@ async fn sigkill_at_every_lifecycle_point_with_dynamodb() {
             "{point}: the held name was used: {names:?}"
         );
         assert_eq!(
-            table.list().await.unwrap().len(),
+            table.list(None).await.unwrap().len(),
             1,
             "{point}: run left keys"
         );
     }
     table.release(&live_lease, Duration::ZERO).await.unwrap();
-    assert!(table.list().await.unwrap().is_empty());
+    assert!(table.list(None).await.unwrap().is_empty());
 }

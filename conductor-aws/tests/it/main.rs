@@ -6,6 +6,10 @@
 mod dynamo;
 #[cfg(feature = "dynamodb")]
 mod dynamo_crash;
+#[cfg(feature = "dynamodb")]
+mod dynamo_fill;
+#[cfg(feature = "dynamodb")]
+mod dynamo_partitions;
 mod ec2_errors;
 mod ec2_moto;
 mod ec2_native_moto;

@@ -14,4 +14,5 @@ mod pillar_source;
 mod runner_module;
 mod salt_cloud_real;
 mod salt_lab;
+mod saltext;
 mod support;

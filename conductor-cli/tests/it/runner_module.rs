@@ -1,27 +1,11 @@
 //! `salt-run conduct.group ...` through `salt/runners/conduct.py`, with the
 //! real `salt-run` of the test virtualenv, returns what the binary returns.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use conductor_testkit::salt_env::SaltEnv;
 
-use crate::support::Lab;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()
-        .unwrap()
-}
-
-const WORDS: [&str; 5] = [
-    "group=devops",
-    "system=small_test",
-    "pillarenv=test",
-    "region=us-east-1a",
-    "cpid=16833830331552303186",
-];
+use crate::support::{repo, write_master_config, Lab, RUNNER_PLAN_WORDS};
 
 #[test]
 fn salt_run_conduct_group_returns_the_binarys_json() {
@@ -30,31 +14,19 @@ fn salt_run_conduct_group_returns_the_binarys_json() {
     let d = dir.path();
     let lab = Lab::example(&d.join("conductor"));
     // The lab's roots and `--cloud fake`, for every call of the runner, and
-    // the documented `conductor_args: [--provisioner, ec2]`, which every
-    // action accepts.
-    let mut extra: Vec<String> = lab
-        .args::<&str>(&[])
-        .into_iter()
-        .map(|a| a.into_string().unwrap())
-        .collect();
-    extra.extend(["--provisioner".into(), "ec2".into()]);
-    let master = format!(
-        "root_dir: {root}\nrunner_dirs: [{runners}]\ncachedir: {root}/cache\nlog_file: {root}/master.log\n\
-         conductor_binary: {bin}\nconductor_args: [{args}]\n",
-        root = d.join("root").display(),
-        runners = repo().join("salt/runners").display(),
-        bin = lab.bin.display(),
-        args = extra.iter().map(|a| format!("'{a}'")).collect::<Vec<_>>().join(", "),
+    // the documented `conductor_args: [--provisioner, ec2]`.
+    let conf = write_master_config(
+        d,
+        &[repo().join("salt/runners")],
+        &lab.bin,
+        &lab.runner_args(),
     );
-    std::fs::create_dir_all(d.join("conf")).unwrap();
-    std::fs::create_dir_all(d.join("root/cache/proc")).unwrap();
-    std::fs::write(d.join("conf/master"), master).unwrap();
 
     let via_salt = Command::new(salt.bin("salt-run"))
         .arg("-c")
-        .arg(d.join("conf"))
+        .arg(&conf)
         .args(["conduct.group", "plan"])
-        .args(WORDS)
+        .args(RUNNER_PLAN_WORDS)
         .args(["--out=json", "--log-level=quiet"])
         .output()
         .unwrap();
@@ -71,12 +43,7 @@ fn salt_run_conduct_group_returns_the_binarys_json() {
             )
         });
 
-    let mut plan = vec!["group", "plan"];
-    plan.extend(WORDS);
-    plan.push("--json");
-    let direct = lab.run(&plan, None);
-    assert!(direct.status.success());
-    let from_binary: serde_json::Value = serde_json::from_slice(&direct.stdout).unwrap();
+    let from_binary = lab.runner_plan();
     assert_eq!(
         from_salt, from_binary,
         "salt-run returns the binary's document"
@@ -87,7 +54,7 @@ fn salt_run_conduct_group_returns_the_binarys_json() {
     for action in [&["status"][..], &["update", "dry_run=True"]] {
         let o = Command::new(salt.bin("salt-run"))
             .arg("-c")
-            .arg(d.join("conf"))
+            .arg(&conf)
             .args(["conduct.group", action[0]])
             .args(["group=devops", "pillarenv=test", "region=us-east-1a"])
             .args(&action[1..])
@@ -109,7 +76,7 @@ fn salt_run_conduct_group_returns_the_binarys_json() {
     // A bad word: conductor's message and exit code come back through salt-run.
     let bad = Command::new(salt.bin("salt-run"))
         .arg("-c")
-        .arg(d.join("conf"))
+        .arg(&conf)
         .args([
             "conduct.group",
             "plan",
@@ -152,19 +119,11 @@ fn salt_run_destroy_passes_yes() {
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let master = format!(
-        "root_dir: {root}\nrunner_dirs: [{runners}]\ncachedir: {root}/cache\nlog_file: {root}/master.log\nconductor_binary: {bin}\n",
-        root = d.join("root").display(),
-        runners = repo().join("salt/runners").display(),
-        bin = bin.display(),
-    );
-    std::fs::create_dir_all(d.join("conf")).unwrap();
-    std::fs::create_dir_all(d.join("root/cache/proc")).unwrap();
-    std::fs::write(d.join("conf/master"), master).unwrap();
+    let conf = write_master_config(d, &[repo().join("salt/runners")], &bin, &[]);
     let args_of = |action: &str, extra: &[&str]| -> Vec<String> {
         let o = Command::new(salt.bin("salt-run"))
             .arg("-c")
-            .arg(d.join("conf"))
+            .arg(&conf)
             .args(["conduct.group", action])
             .args([
                 "group=devops",

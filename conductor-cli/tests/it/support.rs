@@ -59,6 +59,57 @@ pub fn example_pillar() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/pillar")
 }
 
+/// The repository's root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// The words of the runner tests' plan: `salt-run conduct.group plan
+/// <words>` and `conductor group plan <words>` must return the same document.
+pub const RUNNER_PLAN_WORDS: [&str; 5] = [
+    "group=devops",
+    "system=small_test",
+    "pillarenv=test",
+    "region=us-east-1a",
+    "cpid=16833830331552303186",
+];
+
+/// Writes a Salt master config for `salt-run -c <d>/conf` and returns that
+/// directory: root, cache and log under `<d>/root`; `runner_dirs` when some
+/// are given (none: Salt's default, which lists no directory); the runner's
+/// `conductor_binary` and, when some are given, `conductor_args`.
+pub fn write_master_config(
+    d: &Path,
+    runner_dirs: &[PathBuf],
+    bin: &Path,
+    args: &[String],
+) -> PathBuf {
+    let mut master = format!(
+        "root_dir: {root}\ncachedir: {root}/cache\nlog_file: {root}/master.log\nconductor_binary: {bin}\n",
+        root = d.join("root").display(),
+        bin = bin.display(),
+    );
+    if !runner_dirs.is_empty() {
+        let dirs: Vec<String> = runner_dirs
+            .iter()
+            .map(|r| r.display().to_string())
+            .collect();
+        master.push_str(&format!("runner_dirs: [{}]\n", dirs.join(", ")));
+    }
+    if !args.is_empty() {
+        let args: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
+        master.push_str(&format!("conductor_args: [{}]\n", args.join(", ")));
+    }
+    let conf = d.join("conf");
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::create_dir_all(d.join("root/cache/proc")).unwrap();
+    std::fs::write(conf.join("master"), master).unwrap();
+    conf
+}
+
 /// The `conductor` binary with a pillar, config and runner directory, and
 /// the cloud every run uses (the testkit's [`BinLab`]), run as it is or as
 /// a crash child.
@@ -151,6 +202,28 @@ impl Lab {
     /// `conductor <args>` alone: no roots, cloud or environment of the lab.
     pub fn bare(&self, args: &[&str]) -> Output {
         Command::new(&self.bin).args(args).output().unwrap()
+    }
+
+    /// The flags the Salt runner adds to every call (`conductor_args`) to
+    /// reach this lab: its roots and cloud, and the documented
+    /// `--provisioner ec2`, which every action accepts.
+    pub fn runner_args(&self) -> Vec<String> {
+        let mut args: Vec<String> = self
+            .args::<&str>(&[])
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect();
+        args.extend(["--provisioner".into(), "ec2".into()]);
+        args
+    }
+
+    /// The document of `conductor group plan <RUNNER_PLAN_WORDS> --json`,
+    /// which `salt-run conduct.group plan <RUNNER_PLAN_WORDS>` must return.
+    pub fn runner_plan(&self) -> serde_json::Value {
+        let mut plan = vec!["group", "plan"];
+        plan.extend(RUNNER_PLAN_WORDS);
+        plan.push("--json");
+        self.json(&plan)
     }
 
     /// Runs `conductor <args>`, asserts success and parses its JSON.

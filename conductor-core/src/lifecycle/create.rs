@@ -192,9 +192,13 @@ impl Conductor {
                 report.error = Some((&e).into());
             }
         }
-        // Expired leftovers of other runs are removed here rather than waiting for `prune`.
-        if let Err(e) = self.reserver.prune(now_ms(), None).await {
-            warn!(error = %e, "pruning expired reservations failed");
+        // Expired leftovers of other runs in this run's environments (and
+        // of no environment: cpids, slots) are removed here rather than
+        // waiting for `prune`; other environments' keys are not read.
+        for env in BTreeSet::from([&req.saltenv, &req.pillarenv]) {
+            if let Err(e) = self.reserver.prune(now_ms(), Some(env), None).await {
+                warn!(error = %e, env = %env, "pruning expired reservations failed");
+            }
         }
         Ok(report)
     }

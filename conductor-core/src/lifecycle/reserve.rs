@@ -49,14 +49,19 @@ impl Conductor {
         (inventory, grains): (&Inventory, &GrainIds),
         own: Option<&Owner>,
     ) -> Result<Plan, Error> {
-        let held: BTreeSet<Key> = self
-            .reserver
-            .held(now_ms(), own)
-            .instrument(info_span!("reserver.list"))
-            .await
-            .map_err(|e| Error::backend("listing reservations", e))?
-            .into_iter()
-            .collect();
+        // Names are keyed by the saltenv, ids by the pillarenv: read those
+        // environments' keys only (one read when they are the same).
+        let mut held = BTreeSet::new();
+        let envs = BTreeSet::from([&req.saltenv, &req.pillarenv]);
+        for env in envs {
+            let keys = self
+                .reserver
+                .held(now_ms(), Some(env), own)
+                .instrument(info_span!("reserver.list", env = %env))
+                .await
+                .map_err(|e| Error::backend("listing reservations", e))?;
+            held.extend(keys);
+        }
         let mut plan = compute(cpid, req, pillar, inventory, &held, grains)?;
         self.check_launches(&plan, pillar.group(&req.group)?)?;
         plan.files = Some(PlanFiles {

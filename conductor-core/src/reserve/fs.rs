@@ -39,6 +39,7 @@ use super::{
 };
 use crate::backend::BackendError;
 use crate::layout::{write_atomic, Layout};
+use crate::names::Env;
 
 /// A [`Reserver`] on the local filesystem (see the module docs for guarantees).
 #[derive(Clone, Debug)]
@@ -289,10 +290,15 @@ impl FsReserver {
         Ok(out)
     }
 
-    fn list_sync(&self) -> Result<Vec<Reservation>, BackendError> {
+    /// The reservations whose key `wanted` accepts; the others' files are
+    /// skipped by name, unread.
+    fn list_sync(&self, wanted: impl Fn(&Key) -> bool) -> Result<Vec<Reservation>, BackendError> {
         let mut out = Vec::new();
         for kind in [KeyKind::Name, KeyKind::Id] {
             for (key, path) in self.entries(kind)? {
+                if !wanted(&key) {
+                    continue;
+                }
                 if let Some(holder) = Self::read_holder(&path)? {
                     out.push(Reservation { key, kind, holder });
                 }
@@ -302,10 +308,15 @@ impl FsReserver {
         Ok(out)
     }
 
-    fn prune_sync(&self, now: u64, older_than: Option<Duration>) -> Result<Vec<Key>, BackendError> {
+    fn prune_sync(
+        &self,
+        now: u64,
+        env: Option<&Env>,
+        older_than: Option<Duration>,
+    ) -> Result<Vec<Key>, BackendError> {
         let _guard = self.lock()?;
         let mut pruned = Vec::new();
-        for r in self.list_sync()? {
+        for r in self.list_sync(|k| k.in_prune_scope(env))? {
             if r.holder.is_prunable(now, older_than) {
                 if matches!(r.holder, Holder::Foreign { .. }) {
                     tracing::warn!(key = %r.key, "removing a reservation file of an unknown owner (older than --older-than)");
@@ -402,16 +413,20 @@ impl Reserver for FsReserver {
             .await?
     }
 
-    async fn list(&self) -> Result<Vec<Reservation>, BackendError> {
-        self.blocking(|me| me.list_sync()).await?
+    async fn list(&self, env: Option<&Env>) -> Result<Vec<Reservation>, BackendError> {
+        let env = env.cloned();
+        self.blocking(move |me| me.list_sync(|k| env.as_ref().is_none_or(|e| k.in_env(e))))
+            .await?
     }
 
     async fn prune(
         &self,
         now: u64,
+        env: Option<&Env>,
         older_than: Option<Duration>,
     ) -> Result<Vec<Key>, BackendError> {
-        self.blocking(move |me| me.prune_sync(now, older_than))
+        let env = env.cloned();
+        self.blocking(move |me| me.prune_sync(now, env.as_ref(), older_than))
             .await?
     }
 }

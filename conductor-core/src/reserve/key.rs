@@ -72,6 +72,29 @@ impl Key {
         &self.text
     }
 
+    /// The environment a key belongs to: the text before the first `_` of
+    /// a name or id key (`test` for `test_devops-mq01...`); `None` for keys
+    /// of no environment (`cpid.<CPID>`, throttle slots). Reservers that
+    /// partition their store by environment use it.
+    pub fn env(&self) -> Option<&str> {
+        let (env, _) = self.text.split_once('_')?;
+        crate::names::check_label("environment", env)
+            .is_ok()
+            .then_some(env)
+    }
+
+    /// Whether the key belongs to `env` (see [`Key::env`]).
+    pub fn in_env(&self, env: &Env) -> bool {
+        self.env() == Some(env.as_str())
+    }
+
+    /// Whether a prune of `env` looks at the key (see [`Reserver::prune`](crate::Reserver::prune)):
+    /// without `env` every key; with it, that environment's keys and the
+    /// keys of no environment.
+    pub fn in_prune_scope(&self, env: Option<&Env>) -> bool {
+        env.is_none_or(|e| self.in_env(e) || self.env().is_none())
+    }
+
     /// The fqdn of a name key of `env` (`test_devops-mq01...` -> `devops-mq01...`).
     pub fn name_in(&self, env: &Env) -> Option<&str> {
         (self.kind == KeyKind::Name)
@@ -114,6 +137,15 @@ mod tests {
             Some("devops-mq01.us-east-1a.test.foobar.com")
         );
         assert_eq!(k.name_in(&Env::new("tes").unwrap()), None);
+        assert_eq!(k.env(), Some("test"));
+        assert!(k.in_env(&env) && !k.in_env(&Env::new("tes").unwrap()));
+        assert_eq!(Key::cpid(Cpid::generate()).env(), None);
+        let id = Key::new(KeyKind::Id, "prod_devops.system.id.3").unwrap();
+        assert_eq!(id.env(), Some("prod"));
+        assert!(Key::new(KeyKind::Id, "slot.us-east-1.0")
+            .unwrap()
+            .env()
+            .is_none());
         assert!(Key::new(KeyKind::Name, "../etc").is_err());
         assert!(Key::new(KeyKind::Name, "a/b").is_err());
         assert!(Key::new(KeyKind::Name, ".hidden").is_err());

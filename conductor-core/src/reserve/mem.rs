@@ -9,6 +9,7 @@ use async_trait::async_trait;
 
 use super::{now_ms, Holder, Key, Lease, Owner, Phase, Reservation, ReserveError, Reserver};
 use crate::backend::BackendError;
+use crate::names::Env;
 
 /// Keys in a mutex-guarded map; all-or-nothing by holding the lock.
 #[derive(Debug, Default)]
@@ -75,10 +76,11 @@ impl Reserver for MemReserver {
         }
     }
 
-    async fn list(&self) -> Result<Vec<Reservation>, BackendError> {
+    async fn list(&self, env: Option<&Env>) -> Result<Vec<Reservation>, BackendError> {
         Ok(self
             .map()
             .iter()
+            .filter(|(k, _)| env.is_none_or(|e| k.in_env(e)))
             .map(|(k, o)| Reservation {
                 key: k.clone(),
                 kind: k.kind(),
@@ -90,12 +92,13 @@ impl Reserver for MemReserver {
     async fn prune(
         &self,
         now: u64,
+        env: Option<&Env>,
         older_than: Option<Duration>,
     ) -> Result<Vec<Key>, BackendError> {
         let mut map = self.map();
         let gone: Vec<Key> = map
             .iter()
-            .filter(|(_, o)| o.is_prunable(now, older_than))
+            .filter(|(k, o)| k.in_prune_scope(env) && o.is_prunable(now, older_than))
             .map(|(k, _)| k.clone())
             .collect();
         for k in &gone {

@@ -9,6 +9,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::backend::BackendError;
+use crate::names::Env;
 
 mod fs;
 mod key;
@@ -102,6 +103,15 @@ pub struct Reservation {
     pub holder: Holder,
 }
 
+impl Reservation {
+    /// Whether the key is held at `now` (not free) by someone other than
+    /// `except`'s run: what [`Reserver::held`] returns.
+    pub fn is_held(&self, now: u64, except: Option<&Owner>) -> bool {
+        !self.holder.is_free(now)
+            && !matches!((except, self.holder.owner()), (Some(me), Some(o)) if me.same_run(o))
+    }
+}
+
 /// The error of a [`Reserver`].
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -131,7 +141,7 @@ pub enum ReserveError {
 /// ```
 /// use std::time::Duration;
 ///
-/// use conductor_core::{Cpid, Key, KeyKind, MemReserver, Owner, ReserveError, Reserver};
+/// use conductor_core::{Cpid, Env, Key, KeyKind, MemReserver, Owner, ReserveError, Reserver};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -151,7 +161,12 @@ pub enum ReserveError {
 ///
 /// // Released without a grace, the name is free again.
 /// reserver.release(&lease, Duration::ZERO).await?;
-/// assert!(reserver.try_reserve(&[name], &b).await.is_ok());
+/// assert!(reserver.try_reserve(&[name.clone()], &b).await.is_ok());
+///
+/// // Listings of one environment see only its keys (`lab_…` here).
+/// let (lab, prod): (Env, Env) = ("lab".parse()?, "prod".parse()?);
+/// assert_eq!(reserver.list(Some(&lab)).await?.len(), 2);
+/// assert!(reserver.list(Some(&prod)).await?.is_empty());
 /// # Ok(())
 /// # }
 /// ```
@@ -166,14 +181,24 @@ pub trait Reserver: Send + Sync + fmt::Debug {
     /// or by nobody, are left alone and returned as [`ReserveError::Lost`].
     async fn update(&self, lease: &Lease, expires: u64, phase: Phase) -> Result<(), ReserveError>;
 
-    /// Every key held, expired ones and foreign holders included.
-    async fn list(&self) -> Result<Vec<Reservation>, BackendError>;
+    /// Every key held, expired ones and foreign holders included; with
+    /// `env`, only that environment's keys (`<env>_…`, see [`Key::env`]),
+    /// which a backend should read without reading the others (a plan
+    /// lists its environment's keys on every attempt).
+    async fn list(&self, env: Option<&Env>) -> Result<Vec<Reservation>, BackendError>;
 
     /// Removes keys that are free at `now`, keys created more than
     /// `older_than` ago whose owner is not known to be alive, and foreign
-    /// holders older than `older_than`; returns them.
-    async fn prune(&self, now: u64, older_than: Option<Duration>)
-        -> Result<Vec<Key>, BackendError>;
+    /// holders older than `older_than`; returns them. With `env`, only
+    /// among that environment's keys and the keys of no environment
+    /// (`cpid.<CPID>`, throttle slots): what a run cleans up after itself
+    /// without reading other environments' keys.
+    async fn prune(
+        &self,
+        now: u64,
+        env: Option<&Env>,
+        older_than: Option<Duration>,
+    ) -> Result<Vec<Key>, BackendError>;
 
     /// Releases the lease: its keys stay held for `grace` (phase
     /// [`Phase::Released`]), then are free.
@@ -182,16 +207,20 @@ pub trait Reserver: Send + Sync + fmt::Debug {
         self.update(lease, expires, Phase::Released).await
     }
 
-    /// Keys held at `now` (not free), other than by `except`'s run.
-    async fn held(&self, now: u64, except: Option<&Owner>) -> Result<Vec<Key>, BackendError> {
+    /// Keys held at `now` (not free), other than by `except`'s run; with
+    /// `env`, only that environment's. The default filters [`list`](Reserver::list);
+    /// a backend that can skip expired keys when reading overrides it.
+    async fn held(
+        &self,
+        now: u64,
+        env: Option<&Env>,
+        except: Option<&Owner>,
+    ) -> Result<Vec<Key>, BackendError> {
         Ok(self
-            .list()
+            .list(env)
             .await?
             .into_iter()
-            .filter(|r| !r.holder.is_free(now))
-            .filter(
-                |r| !matches!((except, r.holder.owner()), (Some(me), Some(o)) if me.same_run(o)),
-            )
+            .filter(|r| r.is_held(now, except))
             .map(|r| r.key)
             .collect())
     }
@@ -205,20 +234,26 @@ impl<T: Reserver + ?Sized> Reserver for std::sync::Arc<T> {
     async fn update(&self, lease: &Lease, expires: u64, phase: Phase) -> Result<(), ReserveError> {
         (**self).update(lease, expires, phase).await
     }
-    async fn list(&self) -> Result<Vec<Reservation>, BackendError> {
-        (**self).list().await
+    async fn list(&self, env: Option<&Env>) -> Result<Vec<Reservation>, BackendError> {
+        (**self).list(env).await
     }
     async fn prune(
         &self,
         now: u64,
+        env: Option<&Env>,
         older_than: Option<Duration>,
     ) -> Result<Vec<Key>, BackendError> {
-        (**self).prune(now, older_than).await
+        (**self).prune(now, env, older_than).await
     }
     async fn release(&self, lease: &Lease, grace: Duration) -> Result<(), ReserveError> {
         (**self).release(lease, grace).await
     }
-    async fn held(&self, now: u64, except: Option<&Owner>) -> Result<Vec<Key>, BackendError> {
-        (**self).held(now, except).await
+    async fn held(
+        &self,
+        now: u64,
+        env: Option<&Env>,
+        except: Option<&Owner>,
+    ) -> Result<Vec<Key>, BackendError> {
+        (**self).held(now, env, except).await
     }
 }

@@ -139,7 +139,7 @@ async fn fs_reserver_twenty_key_figures() {
         "FsReserver: 20-key reserve+release {:?} per run",
         start.elapsed() / rounds
     );
-    assert!(r.list().await.unwrap().is_empty());
+    assert!(r.list(None).await.unwrap().is_empty());
 }
 
 #[tokio::test]

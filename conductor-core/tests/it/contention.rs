@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use conductor_core::{
-    BackendError, Cpid, Key, Lease, MemReserver, Observer, Owner, Phase, Reservation, ReserveError,
-    Reserver, Step,
+    BackendError, Cpid, Env, Key, Lease, MemReserver, Observer, Owner, Phase, Reservation,
+    ReserveError, Reserver, Step,
 };
 use conductor_testkit::fake_cloud::{Lag, Op};
 use conductor_testkit::harness::{paused_runtime, Harness};
@@ -35,17 +35,18 @@ impl Reserver for SlowReserver {
         pause().await;
         self.0.update(lease, expires, phase).await
     }
-    async fn list(&self) -> Result<Vec<Reservation>, BackendError> {
+    async fn list(&self, env: Option<&Env>) -> Result<Vec<Reservation>, BackendError> {
         pause().await;
-        self.0.list().await
+        self.0.list(env).await
     }
     async fn prune(
         &self,
         now: u64,
+        env: Option<&Env>,
         older_than: Option<Duration>,
     ) -> Result<Vec<Key>, BackendError> {
         pause().await;
-        self.0.prune(now, older_than).await
+        self.0.prune(now, env, older_than).await
     }
 }
 

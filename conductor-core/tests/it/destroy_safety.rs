@@ -277,7 +277,7 @@ async fn dry_run_lists_the_right_set_and_changes_nothing() {
     assert_eq!(w.cloud.all_instances(), before);
     assert!(w.salt.calls().is_empty());
     assert!(
-        w.reserver.list().await.unwrap().is_empty(),
+        w.reserver.list(None).await.unwrap().is_empty(),
         "no CPID claimed"
     );
     assert!(!w.dir.path().join("runner").exists(), "no file written");

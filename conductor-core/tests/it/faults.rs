@@ -124,7 +124,7 @@ async fn three_parallel_runs_complete_on_a_cloud_that_throttles_30_percent() {
         // The throttled launches were retried: 2 refused + 3 that launched.
         assert_eq!(w.cloud.launch_calls().len(), 3, "seed {seed}");
         assert!(w.cloud.calls(Op::Launch) >= 5, "seed {seed}");
-        let left = w.reserver.list().await.unwrap();
+        let left = w.reserver.list(None).await.unwrap();
         assert!(left.is_empty(), "seed {seed}: keys left: {left:?}");
     }
 }
@@ -248,15 +248,15 @@ async fn a_salt_cloud_error_and_a_failed_state_are_reported_and_logged() {
 
     // salt-cloud answered with an error for the failed VM, so its keys are
     // released with the grace (0 here) like those of the visible instances.
-    let held = w.reserver.list().await.unwrap();
+    let held = w.reserver.list(None).await.unwrap();
     let now = now_ms();
     assert!(
         held.iter()
             .all(|r| r.holder.owner().is_some_and(|o| o.expires <= now)),
         "every key released: {held:?}"
     );
-    w.reserver.prune(now, None).await.unwrap();
-    assert!(w.reserver.list().await.unwrap().is_empty());
+    w.reserver.prune(now, None, None).await.unwrap();
+    assert!(w.reserver.list(None).await.unwrap().is_empty());
 
     // A new run afterwards succeeds and uses no name twice.
     let c = w.conductor(

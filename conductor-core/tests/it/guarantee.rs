@@ -46,15 +46,16 @@ impl Reserver for Flaky {
         }
         self.inner.update(lease, expires, phase).await
     }
-    async fn list(&self) -> Result<Vec<Reservation>, BackendError> {
-        self.inner.list().await
+    async fn list(&self, env: Option<&Env>) -> Result<Vec<Reservation>, BackendError> {
+        self.inner.list(env).await
     }
     async fn prune(
         &self,
         now: u64,
+        env: Option<&Env>,
         older_than: Option<Duration>,
     ) -> Result<Vec<Key>, BackendError> {
-        self.inner.prune(now, older_than).await
+        self.inner.prune(now, env, older_than).await
     }
 }
 
@@ -122,7 +123,7 @@ fn a_key_taken_over_by_another_run_stops_the_run_before_it_launches() {
             other => panic!("expected a lost lease, got {other}"),
         }
         assert_eq!(h.cloud.calls(Op::Launch), 0, "fenced: no launch call");
-        let held = flaky.list().await.unwrap();
+        let held = flaky.list(None).await.unwrap();
         let mq01_owner = held
             .iter()
             .find(|r| r.key == mq01())
@@ -150,7 +151,7 @@ fn cancelled_before_the_launch_frees_every_key_and_launches_nothing() {
         assert_eq!(e.class(), ErrorClass::Interrupted);
         assert_eq!(h.cloud.calls(Op::Launch), 0);
         assert!(
-            h.reserver.list().await.unwrap().is_empty(),
+            h.reserver.list(None).await.unwrap().is_empty(),
             "nothing launched: every key freed"
         );
     });
@@ -172,7 +173,7 @@ fn cancelled_during_the_launch_keeps_its_names_held_and_reports() {
         let report = run.await.unwrap().expect("a report once the launch began");
         assert!(report.interrupted && !report.success(), "{report:?}");
         assert_eq!(report.failed.len(), 2, "both may exist: {report:?}");
-        let held: Vec<Reservation> = h.reserver.list().await.unwrap();
+        let held: Vec<Reservation> = h.reserver.list(None).await.unwrap();
         let names: Vec<&Reservation> = held
             .iter()
             .filter(|r| r.key.as_str().starts_with("test_devops-mq"))
@@ -258,7 +259,7 @@ fn cancelled_while_minions_join_withdraws_the_token_and_releases_what_showed() {
             "the run's token is withdrawn: {file}"
         );
         assert!(
-            h.reserver.list().await.unwrap().is_empty(),
+            h.reserver.list(None).await.unwrap().is_empty(),
             "visible instances' keys are released (grace 0 here)"
         );
     });

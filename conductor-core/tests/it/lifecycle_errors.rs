@@ -73,7 +73,10 @@ async fn inventory_failure_is_unreachable_and_frees_the_cpid() {
         .unwrap_err();
     assert_eq!(e.class(), ErrorClass::Unreachable);
     assert!(e.to_string().contains("reading the inventory"), "{e}");
-    assert!(reserver.list().await.unwrap().is_empty(), "no key leaked");
+    assert!(
+        reserver.list(None).await.unwrap().is_empty(),
+        "no key leaked"
+    );
 }
 
 #[tokio::test]
@@ -107,7 +110,7 @@ async fn persistent_conflicts_exhaust_retries_with_exit_class_3() {
             Err(conductor_core::ReserveError::Conflict(keys.to_vec()))
         }
     });
-    reserver.expect_list().returning(|| Ok(vec![]));
+    reserver.expect_list().returning(|_| Ok(vec![]));
     reserver.expect_update().returning(|_, _, _| Ok(()));
     let e = conductor(Arc::new(FakeCloud::new()), Arc::new(reserver), &h)
         .create(&fixtures::role_request("activemq", None))
@@ -156,7 +159,7 @@ async fn launch_unreachable_keeps_keys_until_expiry() {
     assert_eq!(report.failed.len(), 2, "{report:?}");
     assert!(!report.success());
     let held: Vec<String> = reserver
-        .list()
+        .list(None)
         .await
         .unwrap()
         .into_iter()
@@ -190,7 +193,7 @@ async fn launch_rejected_frees_every_key() {
         .unwrap_err();
     assert_eq!(e.class(), ErrorClass::BadInput);
     assert!(e.to_string().contains("ami-0abc"), "{e}");
-    assert!(reserver.list().await.unwrap().is_empty());
+    assert!(reserver.list(None).await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -220,7 +223,7 @@ async fn uncertain_launch_failures_keep_their_names() {
     assert!(!report.success());
     assert_eq!(report.failed.len(), 2);
     assert_eq!(
-        reserver.list().await.unwrap().len(),
+        reserver.list(None).await.unwrap().len(),
         2,
         "uncertain launches keep their names"
     );
@@ -252,7 +255,7 @@ async fn pre_create_hook_failure_launches_nothing_and_frees_keys() {
         "names the log: {e}"
     );
     assert!(h.cloud.live_instances().is_empty());
-    assert!(h.reserver.list().await.unwrap().is_empty());
+    assert!(h.reserver.list(None).await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -302,7 +305,7 @@ async fn wait_visible_failure_is_reported_and_keeps_keys() {
         "launched instances are not touched"
     );
     assert_eq!(
-        reserver.list().await.unwrap().len(),
+        reserver.list(None).await.unwrap().len(),
         2,
         "their names stay reserved until they show or expire"
     );

@@ -133,10 +133,10 @@ fn run_case(case: &Case) -> Outcome {
         // Released keys expire after the grace; then prune empties the store.
         tokio::time::sleep(GRACE + Duration::from_millis(1)).await;
         reserver
-            .prune(conductor_core::now_ms(), None)
+            .prune(conductor_core::now_ms(), None, None)
             .await
             .unwrap();
-        let leftover_keys = reserver.list().await.unwrap().len();
+        let leftover_keys = reserver.list(None).await.unwrap().len();
         Outcome {
             names,
             ids,

@@ -139,7 +139,7 @@ fn leases_are_renewed_while_a_run_works() {
             tokio::spawn(async move { c.create(&fixtures::role_request("activemq", None)).await });
         // Well past the TTL, during the 30 s launch: the names are still held.
         tokio::time::sleep(Duration::from_secs(75)).await;
-        let held = reserver.held(now_ms(), None).await.unwrap();
+        let held = reserver.held(now_ms(), None, None).await.unwrap();
         let names: Vec<&str> = held
             .iter()
             .map(|k| k.as_str())
@@ -152,7 +152,7 @@ fn leases_are_renewed_while_a_run_works() {
         );
         assert!(run.await.unwrap().unwrap().success());
         assert!(
-            reserver.list().await.unwrap().is_empty(),
+            reserver.list(None).await.unwrap().is_empty(),
             "released at the end"
         );
     });
@@ -170,14 +170,18 @@ fn renewal_stops_when_a_run_is_cancelled() {
             tokio::spawn(async move { c.create(&fixtures::role_request("activemq", None)).await });
         tokio::time::sleep(Duration::from_secs(10)).await;
         assert!(
-            !reserver.held(now_ms(), None).await.unwrap().is_empty(),
+            !reserver
+                .held(now_ms(), None, None)
+                .await
+                .unwrap()
+                .is_empty(),
             "held while the run works"
         );
         run.abort();
         assert!(run.await.unwrap_err().is_cancelled());
         // One TTL (3 s) after the last renewal, nothing renews them any more.
         tokio::time::sleep(Duration::from_secs(4)).await;
-        let held = reserver.held(now_ms(), None).await.unwrap();
+        let held = reserver.held(now_ms(), None, None).await.unwrap();
         assert!(
             held.is_empty(),
             "still renewed after cancellation: {held:?}"
@@ -257,11 +261,11 @@ mod fs_hardening {
         }
         age(&stale, Duration::from_secs(3600));
         age(&stale_atomic, Duration::from_secs(3600));
-        let pruned = r.prune(conductor_core::now_ms(), None).await.unwrap();
+        let pruned = r.prune(conductor_core::now_ms(), None, None).await.unwrap();
         assert!(pruned.is_empty(), "temp files are not keys: {pruned:?}");
         assert!(!stale.exists() && !stale_atomic.exists());
         assert!(fresh.exists(), "a fresh temp file may be a writer at work");
-        assert_eq!(r.list().await.unwrap().len(), 1, "the live key stays");
+        assert_eq!(r.list(None).await.unwrap().len(), 1, "the live key stays");
         r.release(&lease, Duration::ZERO).await.unwrap();
     }
 
@@ -281,15 +285,17 @@ mod fs_hardening {
             Err(ReserveError::Conflict(_))
         ));
         let now = conductor_core::now_ms();
-        assert!(r.prune(now, None).await.unwrap().is_empty());
+        assert!(r.prune(now, None, None).await.unwrap().is_empty());
         assert!(r
-            .prune(now, Some(Duration::from_secs(3600)))
+            .prune(now, None, Some(Duration::from_secs(3600)))
             .await
             .unwrap()
             .is_empty());
         age(&path, Duration::from_secs(7200));
         assert_eq!(
-            r.prune(now, Some(Duration::from_secs(3600))).await.unwrap(),
+            r.prune(now, None, Some(Duration::from_secs(3600)))
+                .await
+                .unwrap(),
             vec![k.clone()]
         );
         r.try_reserve(std::slice::from_ref(&k), &owner())
@@ -314,7 +320,7 @@ mod fs_hardening {
         let k = key("test_old.example.com");
         let path = layout.reserved_names_dir().join(k.as_str());
         std::fs::write(&path, &old).unwrap();
-        let listed = r.list().await.unwrap();
+        let listed = r.list(None).await.unwrap();
         assert_eq!(listed.len(), 1);
         let o = listed[0].holder.owner().expect("Conductor's record");
         assert_eq!(

@@ -210,7 +210,7 @@ async fn the_seeds_three_simultaneous_runs() {
                 "reservation directories are empty afterwards"
             );
         } else {
-            assert!(reserver.list().await.unwrap().is_empty());
+            assert!(reserver.list(None).await.unwrap().is_empty());
         }
     }
 }
@@ -337,7 +337,7 @@ async fn a_failed_launch_frees_its_name_only_when_definite() {
         vec!["devops-mq03.us-east-1a.test.foobar.com".to_string()]
     );
     let held: Vec<String> = reserver
-        .list()
+        .list(None)
         .await
         .unwrap()
         .into_iter()

@@ -173,7 +173,10 @@ fn two_slots_bound_six_parallel_runs() {
         let most = cloud.max_concurrent_launching_runs();
         assert!(most <= 2, "at most two runs launch at once, saw {most}");
         assert_eq!(most, 2, "the two slots are used in parallel");
-        assert!(reserver.list().await.unwrap().is_empty(), "slots released");
+        assert!(
+            reserver.list(None).await.unwrap().is_empty(),
+            "slots released"
+        );
     });
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use conductor_core::{now_ms, this_host, Key, KeyKind, Lease, Owner, Phase, Reservation, Reserver};
-use conductor_core::{Cpid, ReserveError};
+use conductor_core::{Cpid, Env, ReserveError};
 
 /// A pid no process can have (above Linux's largest `pid_max`): an owner that is dead.
 pub const DEAD_PID: u32 = 2_000_000_000;
@@ -31,6 +31,7 @@ pub async fn run_all(r: &dyn Reserver) {
     update_sets_the_phase(r).await;
     a_renewed_expired_lease_is_kept(r).await;
     list_shows_kind_and_owner(r).await;
+    listings_by_environment(r).await;
     prune_respects_live_owners(r).await;
 }
 
@@ -105,7 +106,7 @@ pub async fn all_or_nothing(r: &dyn Reserver) {
         r.try_reserve(&k, &b).await,
         Err(ReserveError::Conflict(_))
     ));
-    let list = r.list().await.unwrap();
+    let list = r.list(None).await.unwrap();
     for key in k.iter().filter(|key| **key != k[3]) {
         assert_eq!(
             held_by(&list, key),
@@ -126,7 +127,7 @@ pub async fn release_frees(r: &dyn Reserver) {
     let (a, b) = (live_owner(), live_owner());
     let lease = r.try_reserve(&k, &a).await.unwrap();
     r.release(&lease, Duration::ZERO).await.unwrap();
-    let list = r.list().await.unwrap();
+    let list = r.list(None).await.unwrap();
     assert!(
         k.iter().all(|key| held_by(&list, key).is_none()),
         "released keys are removed"
@@ -144,7 +145,7 @@ pub async fn release_with_grace_holds(r: &dyn Reserver) {
         matches!(r.try_reserve(&k, &b).await, Err(ReserveError::Conflict(_))),
         "still held during grace"
     );
-    let got = owner_of(&r.list().await.unwrap(), &k[0]);
+    let got = owner_of(&r.list(None).await.unwrap(), &k[0]);
     assert!(
         got.expires > now_ms() && got.expires <= now_ms() + 601_000,
         "expiry moved to now + grace, got {}",
@@ -164,7 +165,7 @@ pub async fn expired_lease_is_free(r: &dyn Reserver) {
     r.try_reserve(&k, &b)
         .await
         .expect("expired keys are taken over");
-    assert_eq!(held_by(&r.list().await.unwrap(), &k[0]), Some(b.cpid));
+    assert_eq!(held_by(&r.list(None).await.unwrap(), &k[0]), Some(b.cpid));
 }
 
 /// A key whose owner ran on this host, is gone, and was still planning
@@ -241,7 +242,7 @@ pub async fn owner_round_trips(r: &dyn Reserver) {
     let k = fresh_keys("roundtrip", 1);
     let a = live_owner();
     r.try_reserve(&k, &a).await.unwrap();
-    let got = owner_of(&r.list().await.unwrap(), &k[0]);
+    let got = owner_of(&r.list(None).await.unwrap(), &k[0]);
     assert_eq!(got, a, "the stored owner is the granted one");
 }
 
@@ -254,7 +255,7 @@ pub async fn duplicate_keys_in_one_request(r: &dyn Reserver) {
         .await
         .expect("a repeated key is not a conflict with itself");
     r.release(&lease, Duration::ZERO).await.unwrap();
-    let list = r.list().await.unwrap();
+    let list = r.list(None).await.unwrap();
     assert!(k.iter().all(|key| held_by(&list, key).is_none()));
 }
 
@@ -284,7 +285,7 @@ pub async fn update_only_touches_own_keys(r: &dyn Reserver) {
         Err(ReserveError::Lost(lost)) => assert_eq!(lost, k[..2].to_vec()),
         other => panic!("expected the two keys of the other run as lost, got {other:?}"),
     }
-    let list = r.list().await.unwrap();
+    let list = r.list(None).await.unwrap();
     assert_eq!(
         owner_of(&list, &k[2]).phase,
         Phase::Launching,
@@ -317,7 +318,7 @@ pub async fn renew_extends(r: &dyn Reserver) {
     r.update(&lease, now_ms() + 7_200_000, Phase::Planning)
         .await
         .unwrap();
-    let e = owner_of(&r.list().await.unwrap(), &k[0]).expires;
+    let e = owner_of(&r.list(None).await.unwrap(), &k[0]).expires;
     assert!(e >= now_ms() + 7_000_000, "renewed expiry, got {e}");
 }
 
@@ -327,12 +328,12 @@ pub async fn update_sets_the_phase(r: &dyn Reserver) {
     let a = live_owner();
     let lease = r.try_reserve(&k, &a).await.unwrap();
     assert_eq!(
-        owner_of(&r.list().await.unwrap(), &k[0]).phase,
+        owner_of(&r.list(None).await.unwrap(), &k[0]).phase,
         Phase::Planning
     );
     let until = now_ms() + 900_000;
     r.update(&lease, until, Phase::Launching).await.unwrap();
-    let got = owner_of(&r.list().await.unwrap(), &k[1]);
+    let got = owner_of(&r.list(None).await.unwrap(), &k[1]);
     assert_eq!((got.phase, got.expires), (Phase::Launching, until));
 }
 
@@ -362,13 +363,80 @@ pub async fn list_shows_kind_and_owner(r: &dyn Reserver) {
     let k = fresh_keys("list", 2);
     let a = live_owner();
     r.try_reserve(&k, &a).await.unwrap();
-    let list = r.list().await.unwrap();
+    let list = r.list(None).await.unwrap();
     for key in &k {
         let e = list.iter().find(|x| &x.key == key).expect("listed");
         assert_eq!(e.kind, key.kind());
         let o = owner_of(&list, key);
         assert_eq!((o.cpid, o.host, o.pid), (a.cpid, a.host.clone(), a.pid));
     }
+}
+
+/// A listing of one environment holds its keys (`<env>_…`) and no other
+/// environment's nor the keys of none (`cpid.<CPID>`); `held` of it leaves
+/// out expired keys and the caller's own run.
+pub async fn listings_by_environment(r: &dyn Reserver) {
+    let run = rand::random::<u32>();
+    let env = |x: &str| Env::new(format!("env{run}{x}")).unwrap();
+    let (a, b) = (env("a"), env("b"));
+    let key = |e: &Env, kind, what: &str| Key::new(kind, format!("{e}_{what}")).unwrap();
+    let live_a = [
+        key(&a, KeyKind::Name, "web01.example.com"),
+        key(&a, KeyKind::Id, "web.cluster.id.1"),
+    ];
+    let expired_a = key(&a, KeyKind::Name, "web02.example.com");
+    let in_b = key(&b, KeyKind::Name, "web01.example.com");
+    let no_env = Key::cpid(Cpid::generate());
+    let owner = live_owner();
+    let mut expired = live_owner();
+    expired.expires = now_ms() - 1_000;
+    r.try_reserve(&live_a, &owner).await.unwrap();
+    r.try_reserve(std::slice::from_ref(&expired_a), &expired)
+        .await
+        .unwrap();
+    let other = r
+        .try_reserve(&[in_b.clone(), no_env.clone()], &live_owner())
+        .await
+        .unwrap();
+
+    let keys = |list: Vec<Reservation>| list.into_iter().map(|x| x.key).collect::<Vec<_>>();
+    let mut all_a = vec![live_a[0].clone(), live_a[1].clone(), expired_a.clone()];
+    all_a.sort();
+    assert_eq!(
+        keys(r.list(Some(&a)).await.unwrap()),
+        all_a,
+        "env {a}'s keys, expired included"
+    );
+    assert_eq!(
+        keys(r.list(Some(&b)).await.unwrap()),
+        std::slice::from_ref(&in_b)
+    );
+    let everything = keys(r.list(None).await.unwrap());
+    for k in all_a.iter().chain([&in_b, &no_env]) {
+        assert!(everything.contains(k), "{k} in the whole listing");
+    }
+    let mut held = r.held(now_ms(), Some(&a), None).await.unwrap();
+    held.sort();
+    let mut want = live_a.to_vec();
+    want.sort();
+    assert_eq!(held, want, "held: env {a}'s live keys only");
+    assert!(
+        r.held(now_ms(), Some(&a), Some(&owner))
+            .await
+            .unwrap()
+            .is_empty(),
+        "held leaves out the caller's own run"
+    );
+    r.release(
+        &Lease {
+            keys: live_a.to_vec(),
+            owner,
+        },
+        Duration::ZERO,
+    )
+    .await
+    .unwrap();
+    r.release(&other, Duration::ZERO).await.unwrap();
 }
 
 /// `prune` removes expired keys, dead owners' keys and, with `older_than`, old
@@ -396,13 +464,16 @@ pub async fn prune_respects_live_owners(r: &dyn Reserver) {
             .await
             .unwrap();
     }
-    let pruned = r.prune(now, Some(Duration::from_secs(500))).await.unwrap();
+    let pruned = r
+        .prune(now, None, Some(Duration::from_secs(500)))
+        .await
+        .unwrap();
     for (i, key) in k.iter().enumerate() {
         let gone = pruned.contains(key);
         let expect_gone = matches!(i, 1..=3);
         assert_eq!(gone, expect_gone, "key {i} ({key}) pruned={gone}");
     }
-    let list = r.list().await.unwrap();
+    let list = r.list(None).await.unwrap();
     assert_eq!(
         held_by(&list, &k[0]),
         Some(live.cpid),
@@ -411,7 +482,7 @@ pub async fn prune_respects_live_owners(r: &dyn Reserver) {
     assert_eq!(held_by(&list, &k[4]), Some(remote_young.cpid));
     assert_eq!(held_by(&list, &k[1]), None);
     assert!(r
-        .prune(now, Some(Duration::ZERO))
+        .prune(now, None, Some(Duration::ZERO))
         .await
         .unwrap()
         .iter()
@@ -442,7 +513,7 @@ pub async fn race(r: Arc<dyn Reserver>, tasks: usize) -> usize {
         }
     }
     assert_eq!(winners.len(), 1, "every set holds k[0]: exactly one winner");
-    let list = r.list().await.unwrap();
+    let list = r.list(None).await.unwrap();
     for (cpid, keys) in &winners {
         for key in keys {
             assert_eq!(held_by(&list, key), Some(*cpid));
@@ -486,6 +557,9 @@ pub async fn race_takeover_of(r: Arc<dyn Reserver>, tasks: usize, free: Owner) -
         }
     }
     assert_eq!(winners.len(), 1, "one takeover wins: {winners:?}");
-    assert_eq!(held_by(&r.list().await.unwrap(), &k[0]), Some(winners[0]));
+    assert_eq!(
+        held_by(&r.list(None).await.unwrap(), &k[0]),
+        Some(winners[0])
+    );
     winners.len()
 }

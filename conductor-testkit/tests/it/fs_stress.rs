@@ -108,7 +108,7 @@ fn race(dead_owners: bool) {
             .unwrap();
         rt.block_on(async {
             use conductor_core::Reserver;
-            for left in r.list().await.unwrap() {
+            for left in r.list(None).await.unwrap() {
                 assert_eq!(
                     left.holder.owner().map(|o| o.pid),
                     Some(conductor_testkit::conformance::reserver::DEAD_PID),
@@ -116,7 +116,7 @@ fn race(dead_owners: bool) {
                     left.key
                 );
             }
-            r.prune(conductor_core::now_ms(), None).await.unwrap();
+            r.prune(conductor_core::now_ms(), None, None).await.unwrap();
         });
     }
     for d in ["reserved_names", "reserved_ids"] {

@@ -165,6 +165,10 @@ fn main() {
         eprintln!("bench: reservations");
         let t = reserve::section(&rt, a.dynamo_row.as_deref());
         tables.push(("reserve", t));
+        tables.push((
+            "reserve-read",
+            reserve::read_section(a.dynamo_row.as_deref()),
+        ));
     }
     if on("calls") {
         eprintln!("bench: AWS calls per create");

@@ -29,6 +29,28 @@ pub fn section(rt: &tokio::runtime::Runtime, dynamo: Option<&Path>) -> String {
     t
 }
 
+/// The `reserve-read` table the `dynamo_reserver` bench printed into
+/// `dynamo`: a plan's reservation read at 0 and 100,000 other items.
+pub fn read_section(dynamo: Option<&Path>) -> String {
+    dynamo
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .and_then(|text| read_table(&text))
+        .unwrap_or_else(|| {
+            "Not measured in this run (the `dynamo_reserver` bench failed or did not run).\n".into()
+        })
+}
+
+/// The table lines after the `<!-- reserve-read -->` line of `text`.
+fn read_table(text: &str) -> Option<String> {
+    let (_, after) = text.split_once("<!-- reserve-read -->\n")?;
+    let table: String = after
+        .lines()
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    (!table.is_empty()).then_some(table)
+}
+
 /// The DynamoReserver row the `dynamo_reserver` bench printed into `path`.
 fn dynamo_row(path: &Path) -> Option<String> {
     let text = std::fs::read_to_string(path).ok()?;
@@ -53,5 +75,12 @@ mod tests {
             "{row}"
         );
         assert!(super::row_of("nothing here").is_none());
+        let out =
+            format!("{out}\n<!-- reserve-read -->\n| a | b |\n|---|---|\n| 1 | 2 |\nbench: done\n");
+        assert_eq!(
+            super::read_table(&out).unwrap(),
+            "| a | b |\n|---|---|\n| 1 | 2 |\n"
+        );
+        assert!(super::read_table(out.split("<!--").next().unwrap()).is_none());
     }
 }

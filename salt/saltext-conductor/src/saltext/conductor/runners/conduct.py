@@ -1,0 +1,1 @@
+../../../../../runners/conduct.py
