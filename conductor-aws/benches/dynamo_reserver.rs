@@ -25,7 +25,7 @@ use conductor_aws::dynamo::DynamoReserver;
 use conductor_core::{now_ms, Cpid, Env, Key, Owner, Reserver};
 use conductor_testkit::moto::{MotoServer, ACCESS_KEY_ID, SECRET_ACCESS_KEY};
 use conductor_testkit::proxy::SerialProxy;
-use conductor_testkit::reserve_figures::{measure, ms, percentile, HEADER};
+use conductor_testkit::reserve_figures::{measure, ms, percentile, thousands, HEADER};
 
 #[path = "../tests/it/dynamo_fill.rs"]
 mod dynamo_fill;
@@ -133,17 +133,4 @@ where
         thousands(items),
         ms(percentile(&took, 50.0))
     )
-}
-
-/// `n` with thousands separators.
-fn thousands(n: usize) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }

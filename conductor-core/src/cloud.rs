@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::BackendError;
 use crate::backoff::Backoff;
+use crate::clock::CloudTime;
 use crate::cpid::Cpid;
 use crate::names::{Region, Zone};
 use crate::settings::LaunchSettings;
@@ -357,6 +358,14 @@ pub trait CloudBackend: Send + Sync + fmt::Debug {
         ))
     }
 
+    /// The cloud's clock as its latest answer told it (its `Date`), which
+    /// a run compares with its own before it plans (see
+    /// [`ClockSkew`](crate::ClockSkew)); `None` when the backend has no such
+    /// reading, and then nothing is checked. Wrappers forward it.
+    fn clock(&self) -> Option<CloudTime> {
+        None
+    }
+
     /// Polls until every name is visible in the inventory or `timeout` passes;
     /// returns the names seen.
     async fn wait_visible(
@@ -433,5 +442,8 @@ impl<T: CloudBackend + ?Sized> CloudBackend for std::sync::Arc<T> {
         timeout: Duration,
     ) -> Result<BTreeSet<String>, BackendError> {
         (**self).wait_visible(region, names, timeout).await
+    }
+    fn clock(&self) -> Option<CloudTime> {
+        (**self).clock()
     }
 }

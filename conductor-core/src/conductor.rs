@@ -71,6 +71,10 @@ pub struct Options {
     /// when planning and adopting; needs a Salt executor. A cache that
     /// cannot be read is then an error ([`Error::GrainsUnreadable`]).
     pub read_grains: bool,
+    /// The clock a run compares with the cloud's before it plans (see
+    /// [`ClockSkew`](crate::ClockSkew)): the system's unless a test injects
+    /// a skewed one.
+    pub clock: crate::clock::Clock,
 }
 
 impl Default for Options {
@@ -88,6 +92,7 @@ impl Default for Options {
             minion_timeout: Duration::from_secs(900),
             check_after_reserve: true,
             read_grains: true,
+            clock: crate::clock::Clock::system(),
         }
     }
 }

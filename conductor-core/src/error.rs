@@ -155,6 +155,20 @@ pub enum Error {
         #[source]
         source: BackendError,
     },
+    /// This host's clock is further from the cloud's than the release
+    /// grace: other masters would see this run's leases expire early or
+    /// late. Nothing was reserved.
+    #[error(
+        "{skew}, more than the release grace ({} s): other masters would see this run's reservations expire early or late, and reuse names still being launched. \
+         Fix this host's clock (NTP: `chronyc tracking` or `timedatectl` shows the offset), or raise --release-grace; nothing was reserved",
+        grace.as_secs()
+    )]
+    ClockSkew {
+        /// The clocks compared.
+        skew: crate::clock::ClockSkew,
+        /// The release grace it exceeds.
+        grace: std::time::Duration,
+    },
     /// The caller cancelled the run before anything was launched.
     #[error("interrupted; nothing was launched")]
     Interrupted,
@@ -202,9 +216,11 @@ impl Error {
     /// How this error should be reported (exit code class).
     pub fn class(&self) -> ErrorClass {
         match self {
-            Error::Input(_) | Error::Pillar(_) | Error::Plan(_) | Error::Adopt(_) => {
-                ErrorClass::BadInput
-            }
+            Error::Input(_)
+            | Error::Pillar(_)
+            | Error::Plan(_)
+            | Error::Adopt(_)
+            | Error::ClockSkew { .. } => ErrorClass::BadInput,
             Error::RetriesExhausted { .. } | Error::LeaseLost { .. } => ErrorClass::Exhausted,
             Error::Backend { source, .. } => backend_class(source.kind),
             Error::Interrupted => ErrorClass::Interrupted,

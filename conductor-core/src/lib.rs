@@ -142,6 +142,7 @@ mod adopt_error;
 mod backend;
 mod backoff;
 mod basename;
+mod clock;
 mod cloud;
 mod conductor;
 mod cpid;
@@ -167,6 +168,7 @@ pub mod user_data;
 pub use backend::{BackendError, BackendErrorKind};
 pub use backoff::Backoff;
 pub use basename::{Basename, NameMatch};
+pub use clock::{iso_utc, iso_utc_ms, Clock, ClockSkew, CloudTime, SkewVerdict, SKEW_FLOOR};
 pub use cloud::{
     conductor_tag, poll_visible, CloudBackend, Instance, InstanceRef, InstanceState, InstanceTags,
     Inventory, LaunchFailure, LaunchResult, LaunchSpec, Launched, Scope, Selector, NAME_TAG,

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use serde_json::json;
 
 use crate::backend::{BackendError, BackendErrorKind};
+use crate::clock::CloudTime;
 use crate::cloud::{
     CloudBackend, Instance, InstanceRef, InstanceState, InstanceTags, Inventory, LaunchResult,
     LaunchSpec, Launched, Scope, NAME_TAG,
@@ -160,5 +161,11 @@ impl CloudBackend for MemCloud {
             }
         }
         Ok(())
+    }
+
+    /// The fake cloud's clock is this host's, as an HTTP `Date` gives it
+    /// (whole seconds).
+    fn clock(&self) -> Option<CloudTime> {
+        Some(CloudTime::now(now_ms() / 1000 * 1000))
     }
 }

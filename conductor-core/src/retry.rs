@@ -29,6 +29,7 @@ use tracing::{debug, warn};
 
 use crate::backend::{BackendError, BackendErrorKind};
 use crate::backoff::Backoff;
+use crate::clock::CloudTime;
 use crate::cloud::{
     CloudBackend, InstanceRef, InstanceTags, Inventory, LaunchResult, LaunchSpec, Scope,
 };
@@ -207,6 +208,10 @@ impl<C: CloudBackend> CloudBackend for RetryCloud<C> {
             self.inner.wait_visible(region, names, timeout)
         })
         .await
+    }
+
+    fn clock(&self) -> Option<CloudTime> {
+        self.inner.clock()
     }
 }
 

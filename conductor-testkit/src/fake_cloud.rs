@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use conductor_core::CloudTime;
 use conductor_core::{
     BackendError, BackendErrorKind, CloudBackend, Instance, InstanceRef, InstanceTags, Inventory,
     LaunchResult, LaunchSpec, MemCloud, Region, Scope, Zone,
@@ -176,5 +177,8 @@ impl CloudBackend for FakeCloud {
         timeout: Duration,
     ) -> Result<BTreeSet<String>, BackendError> {
         self.stack.wait_visible(region, names, timeout).await
+    }
+    fn clock(&self) -> Option<CloudTime> {
+        self.stack.clock()
     }
 }

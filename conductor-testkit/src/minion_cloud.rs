@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use conductor_core::user_data;
-use conductor_core::Region;
 use conductor_core::{BackendError, BackendErrorKind};
 use conductor_core::{
     CloudBackend, InstanceRef, InstanceTags, Inventory, LaunchResult, LaunchSpec, Scope,
 };
+use conductor_core::{CloudTime, Region};
 use serde_json::{Map, Value};
 
 use crate::salt_lab::SaltLab;
@@ -129,5 +129,8 @@ impl CloudBackend for MinionCloud {
         timeout: Duration,
     ) -> Result<BTreeSet<String>, BackendError> {
         self.inner.wait_visible(region, names, timeout).await
+    }
+    fn clock(&self) -> Option<CloudTime> {
+        self.inner.clock()
     }
 }

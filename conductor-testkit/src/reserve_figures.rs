@@ -154,3 +154,16 @@ pub fn ms(d: Duration) -> String {
         format!("{m:.2} ms")
     }
 }
+
+/// `50000` as `50,000`.
+pub fn thousands(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}

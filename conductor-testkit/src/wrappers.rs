@@ -12,6 +12,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use conductor_core::CloudTime;
 use conductor_core::{
     poll_visible, BackendError, BackendErrorKind, CloudBackend, InstanceRef, InstanceTags,
     Inventory, LaunchFailure, LaunchResult, LaunchSpec, Region, Scope,
@@ -139,6 +140,9 @@ impl<C: CloudBackend> CloudBackend for LagCloud<C> {
     ) -> Result<BTreeSet<String>, BackendError> {
         poll_visible(self, region, names, timeout).await
     }
+    fn clock(&self) -> Option<CloudTime> {
+        self.inner.clock()
+    }
 }
 
 /// Makes every call take `latency`: reads see the state at the call's
@@ -206,6 +210,9 @@ impl<C: CloudBackend> CloudBackend for LatencyCloud<C> {
         timeout: Duration,
     ) -> Result<BTreeSet<String>, BackendError> {
         poll_visible(self, region, names, timeout).await
+    }
+    fn clock(&self) -> Option<CloudTime> {
+        self.inner.clock()
     }
 }
 
@@ -356,6 +363,9 @@ impl<C: CloudBackend> CloudBackend for FaultCloud<C> {
     ) -> Result<BTreeSet<String>, BackendError> {
         poll_visible(self, region, names, timeout).await
     }
+    fn clock(&self) -> Option<CloudTime> {
+        self.inner.clock()
+    }
 }
 
 /// One `launch` call as a [`RecordingCloud`] saw it.
@@ -466,5 +476,8 @@ impl<C: CloudBackend> CloudBackend for RecordingCloud<C> {
         timeout: Duration,
     ) -> Result<BTreeSet<String>, BackendError> {
         poll_visible(self, region, names, timeout).await
+    }
+    fn clock(&self) -> Option<CloudTime> {
+        self.inner.clock()
     }
 }

@@ -8,6 +8,7 @@
 //! minion ([`user_data`]); at most `max_inflight` launches run at once.
 
 mod convert;
+mod date;
 pub mod inventory;
 mod launch;
 pub use conductor_core::user_data;
@@ -22,7 +23,7 @@ use aws_sdk_ec2::Client;
 use conductor_core::Region;
 use conductor_core::{BackendError, BackendErrorKind};
 use conductor_core::{
-    CloudBackend, InstanceRef, InstanceTags, Inventory, LaunchResult, LaunchSpec, Scope,
+    CloudBackend, CloudTime, InstanceRef, InstanceTags, Inventory, LaunchResult, LaunchSpec, Scope,
 };
 use tokio::sync::Semaphore;
 use tracing::{info_span, Instrument};
@@ -113,6 +114,7 @@ impl Ec2BackendBuilder {
             max_inflight: self.max_inflight,
             page_size: self.page_size,
             retry_partition: self.retry_partition,
+            last_date: date::LastDate::default(),
         }
     }
 }
@@ -127,6 +129,7 @@ pub struct Ec2Backend {
     max_inflight: usize,
     page_size: Option<i32>,
     retry_partition: Option<String>,
+    last_date: date::LastDate,
 }
 
 impl std::fmt::Debug for Ec2Backend {
@@ -164,6 +167,7 @@ impl Ec2Backend {
             .or_insert_with(|| {
                 let mut conf = aws_sdk_ec2::config::Builder::from(&self.sdk)
                     .region(aws_sdk_ec2::config::Region::new(region.to_string()));
+                conf = conf.interceptor(self.last_date.clone());
                 if let Some(p) = &self.retry_partition {
                     conf = conf.retry_partition(RetryPartition::new(format!("{p}-{region}")));
                 }
@@ -266,6 +270,11 @@ impl CloudBackend for Ec2Backend {
             }
         }
         Ok(())
+    }
+
+    /// The `Date` of the latest EC2 answer, any region.
+    fn clock(&self) -> Option<CloudTime> {
+        self.last_date.get()
     }
 }
 

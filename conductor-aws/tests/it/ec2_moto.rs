@@ -106,6 +106,9 @@ async fn ec2_backend_conforms_on_moto() {
         visible_timeout: Duration::from_secs(20),
     };
     run_all(&ec2, &fixture).await;
+    // The answers' `Date` (moto's, through the strict front) is the
+    // cloud's clock a run checks its own against.
+    assert!(ec2.clock().is_some(), "EC2's answers carry a Date");
 }
 
 #[tokio::test]

@@ -4,9 +4,10 @@
 
 use std::collections::BTreeSet;
 
-use tracing::{info, info_span, Instrument};
+use tracing::{info, info_span, warn, Instrument};
 
 use super::run::Run;
+use crate::clock::{ClockSkew, SkewVerdict};
 use crate::cloud::{Inventory, Scope};
 use crate::conductor::Conductor;
 use crate::cpid::Cpid;
@@ -63,6 +64,7 @@ impl Conductor {
             held.extend(keys);
         }
         let mut plan = compute(cpid, req, pillar, inventory, &held, grains)?;
+        plan.clock_skew = self.check_clock()?;
         self.check_launches(&plan, pillar.group(&req.group)?)?;
         plan.files = Some(PlanFiles {
             provider: self.layout.provider_file(&req.group, cpid),
@@ -72,6 +74,29 @@ impl Conductor {
                 .map_file(cpid, &req.group, &req.zone, &req.saltenv),
         });
         Ok(plan)
+    }
+
+    /// Compares this run's clock with the cloud's latest answer (read after
+    /// an inventory): `Some` past a quarter of the release grace (a
+    /// warning), an error past the grace. Lease expiries are each host's
+    /// epoch milliseconds, so a skewed host frees or holds keys by its skew.
+    fn check_clock(&self) -> Result<Option<ClockSkew>, Error> {
+        let Some(reading) = self.cloud.clock() else {
+            return Ok(None);
+        };
+        let skew = ClockSkew::measure(&self.opts.clock, &reading);
+        let grace = self.opts.release_grace;
+        match skew.verdict(grace) {
+            SkewVerdict::Fine => Ok(None),
+            SkewVerdict::Warn => {
+                warn!(
+                    "{skew}: more than a quarter of the release grace ({} s); keep this host's clock under NTP",
+                    grace.as_secs()
+                );
+                Ok(Some(skew))
+            }
+            SkewVerdict::Refuse => Err(Error::ClockSkew { skew, grace }),
+        }
     }
 
     /// Reads every scope (in parallel) into one inventory.

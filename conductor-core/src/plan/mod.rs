@@ -129,6 +129,11 @@ pub struct Plan {
     /// Ids in the scopes this plan takes ids in that were found used only
     /// through the master's grains cache (instances without Conductor's tags).
     pub ids_from_grains: Vec<GrainId>,
+    /// This host's clock against the cloud's, when it is off by more than
+    /// a quarter of the release grace (a warning; beyond the grace the run
+    /// refuses).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clock_skew: Option<crate::clock::ClockSkew>,
 }
 
 impl Plan {
@@ -238,6 +243,7 @@ pub fn plan_with_grains(
         reservations: keys,
         files: None,
         ids_from_grains,
+        clock_skew: None,
     })
 }
 

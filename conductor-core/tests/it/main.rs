@@ -4,6 +4,7 @@
 
 mod adopt;
 mod bootstrap;
+mod clock_skew;
 mod conformance;
 mod contention;
 mod destroy_safety;

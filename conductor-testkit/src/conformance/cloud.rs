@@ -26,6 +26,7 @@ pub async fn run_all(c: &dyn CloudBackend, f: &CloudFixture) {
     other_regions_are_separate(c, f).await;
     tag_instances_adds_and_keeps_tags(c, f).await;
     terminate_removes(c, f).await;
+    clock_is_the_clouds_time(c, f).await;
 }
 
 /// Specs for `n` instances named `<prefix>NN.<zone>.conformance.example.com`.
@@ -170,6 +171,23 @@ pub async fn other_regions_are_separate(c: &dyn CloudBackend, f: &CloudFixture) 
         select: vec![Selector::NamePrefix(p)],
     };
     assert!(names(&c.inventory(&scope).await.unwrap()).is_empty());
+}
+
+/// After an inventory read, a backend that reports the cloud's clock
+/// reports a time within a few seconds of this host's (the cloud and the
+/// test run on one machine, or NTP-synchronized ones), in whole seconds.
+pub async fn clock_is_the_clouds_time(c: &dyn CloudBackend, f: &CloudFixture) {
+    c.inventory(&Scope::all(f.zone.region())).await.unwrap();
+    let Some(reading) = c.clock() else {
+        return;
+    };
+    assert_eq!(reading.date_ms % 1000, 0, "an HTTP date: whole seconds");
+    let skew = conductor_core::ClockSkew::measure(&conductor_core::Clock::system(), &reading);
+    assert_eq!(
+        skew.verdict(Duration::ZERO),
+        conductor_core::SkewVerdict::Fine,
+        "{skew}"
+    );
 }
 
 /// Terminated instances leave the inventory.

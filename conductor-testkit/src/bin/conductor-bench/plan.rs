@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use conductor_testkit::bin_lab::group_args;
 use conductor_testkit::ec2_replay::{Ec2Replay, ReplayInstance};
+use conductor_testkit::reserve_figures::thousands;
 
 use crate::util::{median, ms, ratio, run_wrapped, Conductor};
 
@@ -121,19 +122,6 @@ pub fn section(rt: &tokio::runtime::Runtime, conductor: &Conductor, counts: &[us
             ratio(p, r),
         ));
         drop(replay);
-    }
-    out
-}
-
-/// `50000` as `50,000`.
-pub fn thousands(n: usize) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
     }
     out
 }
