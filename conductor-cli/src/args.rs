@@ -298,8 +298,15 @@ pub enum GroupCommand {
 #[derive(Debug, Subcommand)]
 pub enum ReservationsCommand {
     /// List every reserved name and id with its owner and expiry.
-    #[command(after_help = "Example:\n  conductor reservations list --runner-dir /srv/runners")]
-    List,
+    #[command(
+        after_help = "Examples:\n  conductor reservations list --runner-dir /srv/runners\n  conductor reservations list --env test --reserver dynamodb --json"
+    )]
+    List {
+        /// Only this environment's keys (`<env>_...`): one read of its
+        /// partition on a DynamoDB table, not a scan of every environment's.
+        #[arg(long, value_name = "ENV")]
+        env: Option<conductor_core::Env>,
+    },
     /// Remove expired reservations and those of dead runs on this host.
     #[command(after_help = "Example:\n  conductor reservations prune --older-than 2h")]
     Prune {

@@ -124,7 +124,9 @@ pub async fn run(ctx: &Ctx<'_>, command: Command) -> Result<u8, Failure> {
         }
         Command::Group(GroupCommand::Status { words, .. }) => status(ctx, &words).await,
         Command::Group(GroupCommand::Adopt { words, apply }) => adopt(ctx, &words, apply).await,
-        Command::Reservations(ReservationsCommand::List) => reservations_list(g).await,
+        Command::Reservations(ReservationsCommand::List { env }) => {
+            reservations_list(g, env.as_ref()).await
+        }
         Command::Reservations(ReservationsCommand::Prune { older_than }) => {
             reservations_prune(g, older_than).await
         }
@@ -315,10 +317,13 @@ async fn adopt(ctx: &Ctx<'_>, words: &[std::ffi::OsString], apply: bool) -> Resu
     Ok(exit::OK)
 }
 
-async fn reservations_list(g: &args::Global) -> Result<u8, Failure> {
+async fn reservations_list(
+    g: &args::Global,
+    env: Option<&conductor_core::Env>,
+) -> Result<u8, Failure> {
     let r = wiring::reserver(g).await?;
     let list = r
-        .list(None)
+        .list(env)
         .await
         .map_err(|e| Failure::backend("reservations", e))?;
     if g.json {

@@ -214,6 +214,29 @@ fn reservations_and_runs_commands() {
     let o = r.run(&["reservations", "list"], None);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("no reservations"));
+    // Two environments' keys (files of an unknown owner, as the Python
+    // runner writes): --env lists one.
+    let names = r.runner_dir().join("reserved_names");
+    std::fs::create_dir_all(&names).unwrap();
+    for key in ["test_web01.example.com", "prod_web01.example.com"] {
+        std::fs::write(names.join(key), "held by the Python runner\n").unwrap();
+    }
+    let listed = |extra: &[&str]| -> Vec<String> {
+        let mut args = vec!["reservations", "list", "--json"];
+        args.extend(extra);
+        let o = r.run(&args, None);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["key"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(listed(&[]).len(), 2);
+    assert_eq!(listed(&["--env", "test"]), ["test_web01.example.com"]);
+    let o = r.run(&["reservations", "list", "--env", "Bad_Env"], None);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let o = r.run(
         &["reservations", "prune", "--older-than", "2h", "--json"],
         None,
