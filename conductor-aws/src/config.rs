@@ -7,7 +7,10 @@ use aws_config::environment::EnvironmentVariableRegionProvider;
 use aws_config::meta::region::RegionProviderChain;
 use aws_config::profile::region::ProfileFileRegionProvider;
 use aws_config::retry::RetryConfig;
+use aws_config::sts::AssumeRoleProvider;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_ec2::config::SharedCredentialsProvider;
+use conductor_core::AccountSpec;
 use tracing::{info_span, Instrument};
 
 /// Where the default region comes from when none is set.
@@ -36,6 +39,7 @@ pub struct AwsConfig {
     pub(crate) endpoint_url: Option<String>,
     pub(crate) credentials: Option<(String, String)>,
     pub(crate) max_attempts: u32,
+    pub(crate) account: Option<AccountSpec>,
 }
 
 impl Default for AwsConfig {
@@ -45,6 +49,7 @@ impl Default for AwsConfig {
             endpoint_url: None,
             credentials: None,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
+            account: None,
         }
     }
 }
@@ -57,6 +62,8 @@ impl std::fmt::Debug for AwsConfig {
             .field("endpoint_url", &self.endpoint_url)
             .field("key_id", &self.credentials.as_ref().map(|(id, _)| id))
             .field("max_attempts", &self.max_attempts)
+            .field("role_arn", &self.account.as_ref().map(|a| &a.role_arn))
+            .field("profile", &self.account.as_ref().map(|a| &a.profile))
             .finish_non_exhaustive()
     }
 }
@@ -103,6 +110,16 @@ macro_rules! aws_setters {
         /// Attempts per call in the SDK's standard retry mode (throttling and 5xx are retried).
         pub fn max_attempts(mut self, n: u32) -> Self {
             self$(.$field)?.max_attempts = n.max(1);
+            self
+        }
+
+        /// The AWS account to work in (pillar `environments.<env>.aws`):
+        /// the credentials of its `profile` (else of the chain or the static
+        /// ones), with which its `role_arn` is assumed through STS
+        /// (`external_id`, `session_name`, default `conductor-<host>`);
+        /// assumed credentials are cached and renewed before they expire.
+        pub fn account(mut self, account: &conductor_core::AccountSpec) -> Self {
+            self$(.$field)?.account = Some(account.clone());
             self
         }
     };
@@ -160,6 +177,10 @@ impl AwsConfig {
         if let Some(url) = &self.endpoint_url {
             loader = loader.endpoint_url(url);
         }
+        let account = self.account.as_ref();
+        if let Some(profile) = account.and_then(|a| a.profile.as_ref()) {
+            loader = loader.profile_name(profile);
+        }
         if let Some((id, secret)) = &self.credentials {
             loader = loader.credentials_provider(aws_sdk_ec2::config::Credentials::new(
                 id.clone(),
@@ -169,14 +190,63 @@ impl AwsConfig {
                 "conductor-static",
             ));
         }
-        loader
+        let sdk = loader
             .load()
             .instrument(info_span!(
                 "aws.config.load",
                 endpoint = self.endpoint().unwrap_or("")
             ))
-            .await
+            .await;
+        match account {
+            Some(a) if a.role_arn.is_some() => assume_role(sdk, a).await,
+            _ => sdk,
+        }
     }
+}
+
+/// `sdk` with the credentials of `account.role_arn`, assumed with `sdk`'s
+/// own (its endpoint and region serve STS too). The SDK config's identity
+/// cache keeps them and asks STS again shortly before they expire.
+async fn assume_role(sdk: SdkConfig, account: &AccountSpec) -> SdkConfig {
+    let Some(arn) = &account.role_arn else {
+        return sdk;
+    };
+    let session = account
+        .session_name
+        .clone()
+        .unwrap_or_else(|| default_session_name(&conductor_core::this_host()));
+    let mut role = AssumeRoleProvider::builder(arn)
+        .session_name(session)
+        .configure(&sdk);
+    if let Some(id) = &account.external_id {
+        role = role.external_id(id);
+    }
+    if sdk.region().is_none() {
+        // STS needs a region; with none configured, the global endpoint's.
+        role = role.region(Region::from_static("us-east-1"));
+    }
+    let provider = role.build().await;
+    sdk.into_builder()
+        .credentials_provider(SharedCredentialsProvider::new(provider))
+        .build()
+}
+
+/// `conductor-<host>` in the characters and length STS allows in a role
+/// session name (letters, digits, `+=,.@-`, at most 64).
+fn default_session_name(host: &str) -> String {
+    let clean: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "+=,.@-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let mut name = format!("conductor-{clean}");
+    name.truncate(64);
+    name
 }
 
 #[cfg(test)]
@@ -208,5 +278,15 @@ mod tests {
             .await;
         assert_eq!(sdk.region().map(|r| r.as_ref()), Some("eu-west-1"));
         assert_eq!(sdk.endpoint_url(), Some("http://127.0.0.1:1"));
+    }
+
+    #[test]
+    fn session_names_fit_sts() {
+        assert_eq!(
+            default_session_name("salt-master_01"),
+            "conductor-salt-master-01"
+        );
+        let long = default_session_name(&"h".repeat(100));
+        assert_eq!(long.len(), 64);
     }
 }

@@ -89,6 +89,14 @@ pub struct Global {
         env = "CONDUCTOR_DYNAMODB_TABLE"
     )]
     pub dynamodb_table: String,
+    /// Region of the --dynamodb-table: one table shared by every environment, region and account (default: AWS_REGION or the AWS profile's region).
+    #[arg(
+        long,
+        global = true,
+        value_name = "REGION",
+        env = "CONDUCTOR_DYNAMODB_REGION"
+    )]
+    pub dynamodb_region: Option<String>,
     /// Create the DynamoDB table if it does not exist.
     #[arg(long, global = true)]
     pub create_table: bool,

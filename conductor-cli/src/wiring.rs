@@ -3,9 +3,11 @@
 use std::sync::Arc;
 
 use clap::ValueEnum;
+use conductor_aws::ec2::{Ec2Accounts, Ec2Backend, Ec2BackendBuilder};
 use conductor_core::{
-    CancellationToken, CloudBackend, Conductor, FsReserver, Layout, MemCloud, Observer, Options,
-    PillarSource, Provisioner, Region, Reserver, RetryCloud, SaltExecutor,
+    CancellationToken, CloudAccounts, CloudBackend, Conductor, FsReserver, Layout, MemAccounts,
+    MemCloud, Observer, Options, PillarSource, Provisioner, Region, Reserver, RetryCloud,
+    SaltExecutor,
 };
 use conductor_salt::{FilePillar, PillarVia, SaltPillar};
 
@@ -27,6 +29,9 @@ pub async fn reserver(g: &Global) -> Result<Arc<dyn Reserver>, Failure> {
             if let Some(url) = &g.endpoint_url {
                 b = b.endpoint_url(url);
             }
+            if let Some(region) = &g.dynamodb_region {
+                b = b.region(region);
+            }
             let table = b
                 .build()
                 .await
@@ -44,17 +49,34 @@ pub async fn reserver(g: &Global) -> Result<Arc<dyn Reserver>, Failure> {
 pub async fn cloud(g: &Global, region: Option<&Region>) -> Result<Arc<dyn CloudBackend>, Failure> {
     match g.cloud {
         CloudKind::Fake => Ok(Arc::new(RetryCloud::new(MemCloud::new()))),
-        CloudKind::Aws => {
-            let mut b = conductor_aws::ec2::Ec2Backend::builder();
-            if let Some(url) = &g.endpoint_url {
-                b = b.endpoint_url(url);
-            }
-            if let Some(r) = region {
-                b = b.region(r.as_str());
-            }
-            Ok(Arc::new(RetryCloud::new(b.build().await)))
-        }
+        CloudKind::Aws => Ok(Arc::new(RetryCloud::new(
+            ec2_builder(g, region).build().await,
+        ))),
     }
+}
+
+/// The clouds of the accounts environments name in pillar
+/// (`environments.<env>.aws`): like [`cloud`], with each account's
+/// credentials.
+pub fn accounts(g: &Global, region: Option<&Region>) -> Arc<dyn CloudAccounts> {
+    match g.cloud {
+        CloudKind::Fake => Arc::new(MemAccounts::new()),
+        CloudKind::Aws => Arc::new(
+            Ec2Accounts::new(ec2_builder(g, region)).wrap(|ec2| Arc::new(RetryCloud::new(ec2))),
+        ),
+    }
+}
+
+/// The EC2 connection of `--endpoint-url` with `region` as the default.
+fn ec2_builder(g: &Global, region: Option<&Region>) -> Ec2BackendBuilder {
+    let mut b = Ec2Backend::builder();
+    if let Some(url) = &g.endpoint_url {
+        b = b.endpoint_url(url);
+    }
+    if let Some(r) = region {
+        b = b.region(r.as_str());
+    }
+    b
 }
 
 /// The pillar source of `--pillar-source` and `--pillar-dir` (see
@@ -126,6 +148,7 @@ pub async fn conductor(
     };
     let mut b = Conductor::builder()
         .cloud(cloud(g, region).await?)
+        .accounts(accounts(g, region))
         .reserver(reserver(g).await?)
         .pillar(pillar(g)?)
         .layout(layout(g))

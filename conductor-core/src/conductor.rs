@@ -10,6 +10,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tracing::{info_span, Instrument};
 
+use crate::account::{AccountCache, CloudAccounts};
 use crate::cloud::CloudBackend;
 use crate::error::Error;
 use crate::grains::GrainIds;
@@ -132,6 +133,7 @@ impl Default for Options {
 #[derive(Clone, Debug)]
 pub struct Conductor {
     pub(crate) cloud: Arc<dyn CloudBackend>,
+    pub(crate) accounts: Option<Arc<AccountCache>>,
     pub(crate) reserver: Arc<dyn Reserver>,
     pub(crate) pillar: Arc<dyn PillarSource>,
     pub(crate) salt: Option<Arc<dyn SaltExecutor>>,
@@ -175,6 +177,7 @@ pub struct Conductor {
 #[derive(Clone, Default)]
 pub struct ConductorBuilder {
     cloud: Option<Arc<dyn CloudBackend>>,
+    accounts: Option<Arc<dyn CloudAccounts>>,
     reserver: Option<Arc<dyn Reserver>>,
     pillar: Option<Arc<dyn PillarSource>>,
     salt: Option<Arc<dyn SaltExecutor>>,
@@ -188,6 +191,14 @@ impl ConductorBuilder {
     /// The cloud backend.
     pub fn cloud(mut self, cloud: Arc<dyn CloudBackend>) -> Self {
         self.cloud = Some(cloud);
+        self
+    }
+    /// Opens the cloud of each environment whose pillar names an AWS
+    /// account (`environments.<env>.aws`); without it, such an environment
+    /// is refused (its instances are never looked for nor launched with
+    /// the default [`cloud`](Self::cloud)).
+    pub fn accounts(mut self, accounts: Arc<dyn CloudAccounts>) -> Self {
+        self.accounts = Some(accounts);
         self
     }
     /// The reserver.
@@ -247,6 +258,7 @@ impl ConductorBuilder {
         }
         Ok(Conductor {
             cloud: self.cloud.ok_or_else(|| missing("cloud"))?,
+            accounts: self.accounts.map(|a| Arc::new(AccountCache::new(a))),
             reserver: self.reserver.ok_or_else(|| missing("reserver"))?,
             pillar: self.pillar.ok_or_else(|| missing("pillar"))?,
             salt: self.salt,
@@ -291,6 +303,33 @@ impl Conductor {
             .await
             .map_err(|source| Error::GrainsUnreadable { source })?;
         Ok(GrainIds::from_cache(&cache))
+    }
+
+    /// This conductor as it runs in environment `env` of `pillar`: with the
+    /// cloud of the environment's AWS account when pillar names one.
+    pub(crate) async fn in_env(&self, pillar: &Pillar, env: &Env) -> Result<Conductor, Error> {
+        let Some(account) = pillar.environment(env)?.aws.as_ref() else {
+            return Ok(self.clone());
+        };
+        let Some(accounts) = &self.accounts else {
+            return Err(InputError::invalid(
+                "environment",
+                env.as_str(),
+                &format!(
+                    "names an AWS account (conductor.environments.{env}.aws) but this conductor cannot open accounts: give the builder `accounts` (the conductor binary does)"
+                ),
+            )
+            .into());
+        };
+        let cloud = accounts
+            .cloud(account)
+            .instrument(info_span!("cloud.account", account = %account.label()))
+            .await
+            .map_err(|e| Error::backend("opening the environment's AWS account", e))?;
+        Ok(Conductor {
+            cloud,
+            ..self.clone()
+        })
     }
 
     pub(crate) async fn load_pillar(&self, env: &Env) -> Result<Pillar, Error> {

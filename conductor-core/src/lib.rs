@@ -138,6 +138,7 @@
 //! None: no optional parts, and no AWS or Salt dependency.
 #![warn(missing_docs)]
 
+mod account;
 mod adopt_error;
 mod backend;
 mod backoff;
@@ -165,6 +166,7 @@ mod settings;
 mod suggest;
 pub mod user_data;
 
+pub use account::{AccountSpec, CloudAccounts, MemAccounts};
 pub use backend::{BackendError, BackendErrorKind};
 pub use backoff::Backoff;
 pub use basename::{Basename, NameMatch};

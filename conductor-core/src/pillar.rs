@@ -3,6 +3,7 @@
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
+use crate::account::AccountSpec;
 use crate::basename::Basename;
 use crate::input::{InputError, PillarError};
 use crate::names::{check_domain, Env, Group, Region, Role, SystemName};
@@ -46,6 +47,10 @@ pub struct EnvironmentSpec {
     /// Regions whose instances count when choosing ids (default: the run's region).
     #[serde(default)]
     pub regions: Vec<Region>,
+    /// The AWS account of the environment's instances (default: the
+    /// conductor's own credentials).
+    #[serde(default)]
+    pub aws: Option<AccountSpec>,
 }
 
 impl EnvironmentSpec {
@@ -236,6 +241,13 @@ impl Pillar {
                     e.to_string(),
                 )
             })?;
+            if let Some(Err((key, message))) = spec.aws.as_ref().map(AccountSpec::validate) {
+                let dot = if key.is_empty() { "" } else { "." };
+                return Err(PillarError::new(
+                    format!("conductor.environments.{env}.aws{dot}{key}"),
+                    message,
+                ));
+            }
         }
         for (group, g) in &self.groups {
             let at = |rest: &str| format!("conductor.groups.{group}.{rest}");

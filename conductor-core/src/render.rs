@@ -4,6 +4,7 @@
 
 use serde_yaml::{Mapping, Value};
 
+use crate::account::AccountSpec;
 use crate::layout::Layout;
 use crate::pillar::{GroupSpec, RoleSpec};
 use crate::plan::{Plan, PlannedInstance};
@@ -26,14 +27,18 @@ fn one(key: String, value: Value) -> Value {
     Value::Mapping(m)
 }
 
-/// The provider document: `{<group>_<CPID>: {driver, location, availability_zone, ...}}`.
-pub fn provider(plan: &Plan, group: &GroupSpec) -> Value {
+/// The provider document: `{<group>_<CPID>: {driver, location, availability_zone, ...}}`;
+/// with the `role_arn` of the environment's `account` (which wins over the group's).
+pub fn provider(plan: &Plan, group: &GroupSpec, account: Option<&AccountSpec>) -> Value {
     let mut m = Mapping::new();
     m.insert(s("driver"), s(DRIVER));
     m.insert(s("location"), s(plan.region.as_str()));
     m.insert(s("availability_zone"), s(plan.zone.as_str()));
     for (k, v) in &group.provider {
         m.insert(k.clone(), v.clone());
+    }
+    if let Some(arn) = account.and_then(|a| a.role_arn.as_deref()) {
+        m.insert(s("role_arn"), s(arn));
     }
     one(Layout::cloud_id(&plan.group, plan.cpid), Value::Mapping(m))
 }
@@ -172,4 +177,48 @@ pub fn map_vms(doc: &Value) -> Vec<(String, Value)> {
         }
     }
     vms
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::cloud::Inventory;
+    use crate::cpid::Cpid;
+    use crate::names::{Env, Group, Role, Zone};
+    use crate::pillar::Pillar;
+    use crate::request::{CreateRequest, Target};
+
+    #[test]
+    fn the_provider_carries_the_accounts_role_over_the_groups() {
+        let pillar = Pillar::from_yaml_str(
+            "conductor: {environments: {test: {domain: foobar.com}}, groups: {devops: {provider: {role_arn: 'arn:aws:iam::999999999999:role/old'}, profile: {image: ami-1}, roles: {mq: {basename: mq-XX.REGION.ENV}}}}}",
+        )
+        .unwrap();
+        let req = CreateRequest::new(
+            Group::new("devops").unwrap(),
+            Env::new("test").unwrap(),
+            Zone::new("us-east-1a").unwrap(),
+            Target::Role {
+                role: Role::new("mq").unwrap(),
+                count: None,
+            },
+        );
+        let (inventory, held) = (Inventory::default(), BTreeSet::new());
+        let plan = crate::plan::plan(Cpid::generate(), &req, &pillar, &inventory, &held).unwrap();
+        let group = pillar.group(&req.group).unwrap();
+        let account = AccountSpec {
+            role_arn: Some("arn:aws:iam::111111111111:role/conductor".into()),
+            ..AccountSpec::default()
+        };
+        let text = |a| serde_yaml::to_string(&provider(&plan, group, a)).unwrap();
+        let with = text(Some(&account));
+        assert!(
+            with.contains("role_arn: arn:aws:iam::111111111111:role/conductor"),
+            "{with}"
+        );
+        assert!(!with.contains("999999999999"), "{with}");
+        assert!(text(None).contains("999999999999"));
+    }
 }

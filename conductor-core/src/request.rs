@@ -53,6 +53,12 @@ impl CreateRequest {
             cpid: None,
         }
     }
+
+    /// The environments whose reservations the run touches: names are
+    /// keyed by the saltenv, ids by the pillarenv (one when they are equal).
+    pub fn envs(&self) -> std::collections::BTreeSet<&Env> {
+        std::collections::BTreeSet::from([&self.saltenv, &self.pillarenv])
+    }
 }
 
 /// One thing to build, resolved from pillar.

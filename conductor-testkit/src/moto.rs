@@ -207,8 +207,45 @@ pub fn key_pair_in(endpoint: &str, region: &str, name: &str) {
     );
 }
 
+/// The `Name` tags of the live (pending or running) instances of `region`
+/// in `account` (moto's default one when `None`) of the moto at `endpoint`,
+/// sorted: what each account holds, read as moto itself keeps it.
+pub fn live_names_in(endpoint: &str, region: &str, account: Option<&str>) -> Vec<String> {
+    let xml = ec2_call_as(
+        endpoint,
+        region,
+        account,
+        &[
+            ("Action", "DescribeInstances"),
+            ("Filter.1.Name", "instance-state-name"),
+            ("Filter.1.Value.1", "pending"),
+            ("Filter.1.Value.2", "running"),
+        ],
+    );
+    let mut names: Vec<String> = xml
+        .split("<key>Name</key>")
+        .skip(1)
+        .filter_map(|rest| {
+            let (_, value) = rest.split_once("<value>")?;
+            Some(value.split_once("</value>")?.0.to_string())
+        })
+        .collect();
+    names.sort();
+    names
+}
+
 /// One EC2 Query API call to moto at `endpoint` in `region`; its XML answer.
 fn ec2_call(endpoint: &str, region: &str, params: &[(&str, &str)]) -> String {
+    ec2_call_as(endpoint, region, None, params)
+}
+
+/// [`ec2_call`] in `account` (moto's `x-moto-account-id`), else moto's default account.
+fn ec2_call_as(
+    endpoint: &str,
+    region: &str,
+    account: Option<&str>,
+    params: &[(&str, &str)],
+) -> String {
     use std::io::{Read, Write};
     let authority = endpoint
         .strip_prefix("http://")
@@ -220,11 +257,14 @@ fn ec2_call(endpoint: &str, region: &str, params: &[(&str, &str)]) -> String {
         .map(|(k, v)| format!("{k}={}", form_encode(v)))
         .collect::<Vec<_>>()
         .join("&");
+    let account_header = account
+        .map(|a| format!("x-moto-account-id: {a}\r\n"))
+        .unwrap_or_default();
     let request = format!(
         "POST / HTTP/1.1\r\nHost: {authority}\r\n\
          Content-Type: application/x-www-form-urlencoded; charset=utf-8\r\n\
          Authorization: AWS4-HMAC-SHA256 Credential={ACCESS_KEY_ID}/20240101/{region}/ec2/aws4_request, SignedHeaders=host, Signature=0\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+         {account_header}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     let mut answer = String::new();

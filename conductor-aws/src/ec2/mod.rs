@@ -21,6 +21,7 @@ use aws_sdk_ec2::config::retry::RetryPartition;
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::Client;
 use conductor_core::Region;
+use conductor_core::{AccountSpec, CloudAccounts};
 use conductor_core::{BackendError, BackendErrorKind};
 use conductor_core::{
     CloudBackend, CloudTime, InstanceRef, InstanceTags, Inventory, LaunchResult, LaunchSpec, Scope,
@@ -174,6 +175,71 @@ impl Ec2Backend {
                 Client::from_conf(conf.build())
             })
             .clone()
+    }
+}
+
+/// The [`CloudAccounts`] of EC2: an [`Ec2Backend`] per account, from one
+/// builder (endpoint, default region, limits) given each account's
+/// credentials ([`Ec2BackendBuilder::account`]), optionally wrapped (in
+/// `RetryCloud`, say).
+///
+/// ```
+/// use std::sync::Arc;
+///
+/// use conductor_aws::ec2::{Ec2Accounts, Ec2Backend};
+/// use conductor_core::{AccountSpec, CloudAccounts, RetryCloud};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let accounts = Ec2Accounts::new(Ec2Backend::builder().region("eu-west-1"))
+///     .wrap(|ec2| Arc::new(RetryCloud::new(ec2)));
+/// let prod = AccountSpec {
+///     role_arn: Some("arn:aws:iam::222222222222:role/conductor".into()),
+///     ..AccountSpec::default()
+/// };
+/// // Nothing is called yet: the role is assumed at the first EC2 call.
+/// let _cloud = accounts.open(&prod).await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Ec2Accounts {
+    builder: Ec2BackendBuilder,
+    wrap: Arc<dyn Fn(Ec2Backend) -> Arc<dyn CloudBackend> + Send + Sync>,
+}
+
+impl Ec2Accounts {
+    /// Accounts opened from `builder`, each cloud an unwrapped [`Ec2Backend`].
+    pub fn new(builder: Ec2BackendBuilder) -> Self {
+        Self {
+            builder,
+            wrap: Arc::new(|ec2| Arc::new(ec2)),
+        }
+    }
+
+    /// Wraps each account's backend (in `RetryCloud`, say) before use.
+    pub fn wrap(
+        mut self,
+        wrap: impl Fn(Ec2Backend) -> Arc<dyn CloudBackend> + Send + Sync + 'static,
+    ) -> Self {
+        self.wrap = Arc::new(wrap);
+        self
+    }
+}
+
+impl std::fmt::Debug for Ec2Accounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ec2Accounts")
+            .field("builder", &self.builder)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl CloudAccounts for Ec2Accounts {
+    async fn open(&self, account: &AccountSpec) -> Result<Arc<dyn CloudBackend>, BackendError> {
+        let ec2 = self.builder.clone().account(account).build().await;
+        Ok((self.wrap)(ec2))
     }
 }
 

@@ -400,3 +400,48 @@ async fn the_strict_front_refuses_launches_beyond_ec2_limits_with_ec2_codes() {
     );
     assert_eq!(moto.refused(), 3, "refused by the front, not by moto");
 }
+
+/// `Ec2Accounts` on moto, whose STS hands out credentials of the role's
+/// account: the CloudAccounts conformance suite, accounts A and B by role,
+/// the default account by the static credentials.
+#[tokio::test]
+async fn ec2_accounts_conform_on_moto() {
+    let moto = MotoServer::start();
+    let builder = Ec2Backend::builder()
+        .region("us-east-1")
+        .endpoint_url(moto.endpoint())
+        .static_credentials(ACCESS_KEY_ID, SECRET_ACCESS_KEY)
+        .max_attempts(3);
+    let role = |account: &str, external_id: Option<&str>| conductor_core::AccountSpec {
+        role_arn: Some(format!("arn:aws:iam::{account}:role/conductor")),
+        external_id: external_id.map(str::to_string),
+        session_name: Some("conformance".into()),
+        profile: None,
+    };
+    let fixture = CloudFixture {
+        zone: fixtures::zone(),
+        settings: conductor_core::LaunchSettings::parse(
+            &serde_json::json!({"image": "ami-0abc", "size": "t3.small"}),
+        )
+        .unwrap(),
+        visible_timeout: Duration::from_secs(20),
+    };
+    let accounts = conductor_aws::ec2::Ec2Accounts::new(builder.clone());
+    let default = builder.build().await;
+    conductor_testkit::conformance::accounts::run_all(
+        &accounts,
+        (
+            &role("111111111111", None),
+            &role("222222222222", Some("ext-1")),
+        ),
+        &default,
+        &fixture,
+    )
+    .await;
+    assert_eq!(
+        conductor_testkit::moto::live_names_in(&moto.endpoint(), "us-east-1", Some("111111111111"))
+            .len(),
+        1,
+        "the launch is in account 111111111111 as moto keeps it"
+    );
+}

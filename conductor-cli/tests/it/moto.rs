@@ -442,3 +442,131 @@ fn launches_beyond_ec2_limits_are_refused_before_anything_is_reserved() {
         assert_eq!(status, serde_json::json!([]), "{expect}: nothing launched");
     }
 }
+
+/// Two environments in two AWS accounts (pillar `environments.<env>.aws`;
+/// moto's STS hands out credentials of the role's account, and keeps
+/// accounts apart by them): each env's instances land in its account, its
+/// names are planned from that account's inventory alone, and one DynamoDB
+/// table (in the default account) holds both envs' reservations.
+#[test]
+fn two_environments_in_two_accounts_share_one_reservation_table() {
+    const A: &str = "111111111111";
+    const B: &str = "222222222222";
+    let mut e = Env::new();
+    let endpoint = e.moto.endpoint();
+    let live = |account: Option<&str>| {
+        conductor_testkit::moto::live_names_in(&endpoint, "us-east-1", account)
+    };
+    let dyn_args = [
+        "--reserver",
+        "dynamodb",
+        "--dynamodb-table",
+        "conductor-accounts",
+        "--dynamodb-region",
+        "eu-west-1",
+        "--create-table",
+    ];
+    // A create of activemq in `env`, its keys held `grace` after the run.
+    let create = |lab: &Lab, env: &str, grace: &str| {
+        let word = format!("pillarenv={env}");
+        let mut args = vec![
+            "group",
+            "create",
+            "group=devops",
+            &word,
+            "region=us-east-1a",
+            "role=activemq",
+            "--provisioner",
+            "ec2",
+            "--no-salt",
+            "--release-grace",
+            grace,
+            "--json",
+        ];
+        args.extend(dyn_args);
+        lab.json(&args)
+    };
+    // Without `aws`, env test builds in the default account.
+    let default = create(&e.lab, "test", "0");
+    assert_eq!(names(&default).len(), 2);
+    assert_eq!(live(None), names(&default));
+
+    let example = std::fs::read_to_string(e.lab.pillar.join("test/conductor.sls")).unwrap();
+    let env_line = "    test: {domain: foobar.com, regions: [us-east-1, us-west-2]}\n";
+    assert!(example.contains(env_line));
+    let pillar = example.replace(
+        env_line,
+        &format!(
+            "    test: {{domain: foobar.com, regions: [us-east-1], aws: {{role_arn: 'arn:aws:iam::{A}:role/conductor'}}}}\n    prod: {{domain: foobar.com, regions: [us-east-1], aws: {{role_arn: 'arn:aws:iam::{B}:role/conductor', external_id: ext-7, session_name: ci-master}}}}\n"
+        ),
+    );
+    e.lab.write_pillar(&pillar);
+    std::fs::create_dir_all(e.lab.pillar.join("prod")).unwrap();
+    std::fs::write(e.lab.pillar.join("prod/conductor.sls"), &pillar).unwrap();
+
+    // Account A has none of test's instances: the plan starts at 01 again.
+    let in_a = create(&e.lab, "test", "0");
+    assert_eq!(
+        names(&in_a),
+        names(&default),
+        "A's inventory, not the default's"
+    );
+    assert_eq!(live(Some(A)), names(&in_a));
+    let in_a2 = create(&e.lab, "test", "10m");
+    assert_eq!(
+        names(&in_a2),
+        ["03", "04"].map(|i| format!("devops-mq{i}.us-east-1a.test.foobar.com"))
+    );
+    let in_b = create(&e.lab, "prod", "10m");
+    assert_eq!(
+        names(&in_b),
+        ["01", "02"].map(|i| format!("devops-mq{i}.us-east-1a.prod.foobar.com"))
+    );
+    assert_eq!(live(Some(B)), names(&in_b));
+    assert_eq!(live(Some(A)).len(), 4, "prod's run left A alone");
+    assert_eq!(live(None), names(&default), "and the default account");
+
+    // One table holds both envs' reservations (the last two runs', held
+    // for their 10-minute grace).
+    let mut list = vec!["reservations", "list", "--json"];
+    list.extend(dyn_args);
+    let held = e.lab.json(&list);
+    let keys: Vec<&str> = held
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["key"].as_str())
+        .collect();
+    for key in [
+        "test_devops-mq03.us-east-1a.test.foobar.com",
+        "prod_devops-mq01.us-east-1a.prod.foobar.com",
+    ] {
+        assert!(keys.contains(&key), "{key} in {keys:?}");
+    }
+    // Status and destroy of prod act in B only.
+    let status = e.lab.json(&[
+        "group",
+        "status",
+        "group=devops",
+        "pillarenv=prod",
+        "region=us-east-1a",
+        "--json",
+    ]);
+    assert_eq!(status.as_array().unwrap().len(), 2, "{status}");
+    let cpid = format!("cpid={}", in_b["cpid"].as_str().unwrap());
+    let d = e.lab.json(&[
+        "group",
+        "destroy",
+        "group=devops",
+        "pillarenv=prod",
+        "region=us-east-1a",
+        &cpid,
+        "--provisioner",
+        "ec2",
+        "--no-salt",
+        "--json",
+    ]);
+    assert_eq!(d["destroyed"].as_array().unwrap().len(), 2);
+    assert!(live(Some(B)).is_empty());
+    assert_eq!(live(Some(A)).len(), 4);
+}

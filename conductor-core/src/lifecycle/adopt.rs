@@ -97,7 +97,8 @@ impl Conductor {
                 select: select.clone(),
             })
             .collect();
-        let inventory = self.read_inventory(&scopes).await?;
+        let this = self.in_env(&pillar, &req.env).await?;
+        let inventory = this.read_inventory(&scopes).await?;
         let grains = self.grain_ids().await?;
         let no_grains = MinionIds::default();
 
@@ -150,7 +151,7 @@ impl Conductor {
                     tags: a.tags.clone(),
                 })
                 .collect();
-            self.cloud
+            this.cloud
                 .tag_instances(&tags)
                 .instrument(info_span!("cloud.tag_instances", instances = tags.len()))
                 .await

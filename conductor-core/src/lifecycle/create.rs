@@ -21,6 +21,7 @@ use super::observe::Step;
 use super::provision::{Job, ProvisionFailed, Provisioned};
 use super::run::Run;
 use super::write_file;
+use crate::account::AccountSpec;
 use crate::cloud::Scope;
 use crate::conductor::{Conductor, Provisioner};
 use crate::cpid::Cpid;
@@ -144,12 +145,25 @@ impl Conductor {
         let pillar = self.load_pillar(&req.pillarenv).await?;
         let scopes = self.scopes(&pillar, req)?;
         let group = pillar.group(&req.group)?;
+        self.in_env(&pillar, &req.pillarenv)
+            .await?
+            .create_in_env(req, &pillar, group, &scopes)
+            .await
+    }
+
+    async fn create_in_env(
+        &self,
+        req: &CreateRequest,
+        pillar: &Pillar,
+        group: &GroupSpec,
+        scopes: &[Scope],
+    ) -> Result<CreateReport, Error> {
         let run = Run::start(self, req.cpid, |cpid| {
             info_span!("create", %cpid, group = %req.group, env = %req.pillarenv, zone = %req.zone)
         })
         .await?;
         let result = self
-            .create_run(&run, req, &pillar, group, &scopes)
+            .create_run(&run, req, pillar, group, scopes)
             .instrument(run.span.clone())
             .await;
         self.remove_cloud_files(&req.group, run.cpid)
@@ -173,7 +187,9 @@ impl Conductor {
         run.step(Step::Reserved);
         info!(instances = plan.instances.len(), attempts, "reserved");
         let mut report = CreateReport::new(plan, self.opts.provisioner, attempts);
-        run.step_in(self.prepare(run, &mut report, group)).await??;
+        let account = pillar.environment(&req.pillarenv)?.aws.as_ref();
+        run.step_in(self.prepare(run, &mut report, group, account))
+            .await??;
         let Some((provisioned, autosign)) = self
             .provision_phase(run, &mut report, pillar, group)
             .await?
@@ -195,7 +211,7 @@ impl Conductor {
         // Expired leftovers of other runs in this run's environments (and
         // of no environment: cpids, slots) are removed here rather than
         // waiting for `prune`; other environments' keys are not read.
-        for env in BTreeSet::from([&req.saltenv, &req.pillarenv]) {
+        for env in req.envs() {
             if let Err(e) = self.reserver.prune(now_ms(), Some(env), None).await {
                 warn!(error = %e, env = %env, "pruning expired reservations failed");
             }
@@ -210,8 +226,9 @@ impl Conductor {
         run: &Run,
         report: &mut CreateReport,
         group: &GroupSpec,
+        account: Option<&AccountSpec>,
     ) -> Result<(), Error> {
-        let written = self.write_files(&report.plan, group).await?;
+        let written = self.write_files(&report.plan, group, account).await?;
         report.logs.extend(written);
         run.step(Step::FilesWritten);
         let (saltenv, env) = (report.plan.saltenv.clone(), report.plan.env.clone());
@@ -236,7 +253,12 @@ impl Conductor {
     /// stay. Maps and profiles start with `#!yaml`: Salt renders a map (and
     /// would render a profile) through Jinja unless told otherwise, and
     /// pillar values must reach salt-cloud as data, never as templates.
-    async fn write_files(&self, plan: &Plan, group: &GroupSpec) -> Result<Vec<PathBuf>, Error> {
+    async fn write_files(
+        &self,
+        plan: &Plan,
+        group: &GroupSpec,
+        account: Option<&AccountSpec>,
+    ) -> Result<Vec<PathBuf>, Error> {
         let files = plan
             .files
             .clone()
@@ -249,7 +271,7 @@ impl Conductor {
                 text
             }
         };
-        let provider = yaml(&render::provider(plan, group), false);
+        let provider = yaml(&render::provider(plan, group, account), false);
         let profile = yaml(&render::profile(plan, group), true);
         let map = yaml(&render::map(plan, group), true);
         let docs = [
@@ -319,9 +341,10 @@ impl Conductor {
         pillar: &Pillar,
         group: &GroupSpec,
     ) -> Result<Option<(Provisioned, Option<Autosign>)>, Error> {
+        let account = pillar.environment(&report.plan.env)?.aws.as_ref();
         let slot = match pillar.throttle.max_provisioning_runs {
             Some(k) => Some(
-                run.step_in(self.take_slot(run, &report.plan.region, k))
+                run.step_in(self.take_slot(run, (account, &report.plan.region), k))
                     .await??,
             ),
             None => None,

@@ -134,6 +134,14 @@ impl Conductor {
     /// its targets are terminated, whatever the cloud shows meanwhile.
     pub async fn destroy_planned(&self, plan: DestroyPlan) -> Result<DestroyReport, Error> {
         let q = &plan.query;
+        self.in_env(&plan.pillar, &q.env)
+            .await?
+            .destroy_in_env(&plan)
+            .await
+    }
+
+    async fn destroy_in_env(&self, plan: &DestroyPlan) -> Result<DestroyReport, Error> {
+        let q = &plan.query;
         let group = plan.pillar.group(&q.group)?;
         let run = Run::start(
             self,
@@ -142,7 +150,7 @@ impl Conductor {
         )
         .await?;
         let result = run
-            .step_in(self.destroy_targets(run.cpid, &plan, group))
+            .step_in(self.destroy_targets(run.cpid, plan, group))
             .await
             .map_err(Error::from)
             .and_then(|r| r);

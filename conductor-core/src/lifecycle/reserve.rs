@@ -9,7 +9,7 @@ use tracing::{info, info_span, warn, Instrument};
 use super::run::Run;
 use crate::clock::{ClockSkew, SkewVerdict};
 use crate::cloud::{Inventory, Scope};
-use crate::conductor::Conductor;
+use crate::conductor::{Conductor, Provisioner};
 use crate::cpid::Cpid;
 use crate::error::Error;
 use crate::grains::GrainIds;
@@ -28,10 +28,14 @@ impl Conductor {
         let pillar = self.load_pillar(&req.pillarenv).await?;
         let cpid = req.cpid.unwrap_or_else(Cpid::generate);
         let scopes = self.scopes(&pillar, req)?;
-        let inventory = self.read_inventory(&scopes).await?;
-        let grains = self.grain_ids().await?;
-        self.compute_plan(cpid, req, &pillar, (&inventory, &grains), None)
-            .await
+        let this = self.in_env(&pillar, &req.pillarenv).await?;
+        let inventory = this.read_inventory(&scopes).await?;
+        let grains = this.grain_ids().await?;
+        let plan = this
+            .compute_plan(cpid, req, &pillar, (&inventory, &grains), None)
+            .await?;
+        this.warn_clock(&plan);
+        Ok(plan)
     }
 
     /// The inventory reads `req` needs; validates the request against
@@ -39,6 +43,13 @@ impl Conductor {
     pub(crate) fn scopes(&self, pillar: &Pillar, req: &CreateRequest) -> Result<Vec<Scope>, Error> {
         let build = resolve(pillar, req)?;
         check_launch_settings(pillar, req, &build)?;
+        let account = pillar.environment(&req.pillarenv)?.aws.as_ref();
+        if let (Some(account), Provisioner::SaltCloud) = (account, self.opts.provisioner) {
+            account.check_salt_cloud().map_err(|(key, message)| {
+                let env = &req.pillarenv;
+                PillarError::new(format!("conductor.environments.{env}.aws.{key}"), message)
+            })?;
+        }
         inventory_scopes(pillar, req, &build)
     }
 
@@ -53,8 +64,7 @@ impl Conductor {
         // Names are keyed by the saltenv, ids by the pillarenv: read those
         // environments' keys only (one read when they are the same).
         let mut held = BTreeSet::new();
-        let envs = BTreeSet::from([&req.saltenv, &req.pillarenv]);
-        for env in envs {
+        for env in req.envs() {
             let keys = self
                 .reserver
                 .held(now_ms(), Some(env), own)
@@ -88,14 +98,18 @@ impl Conductor {
         let grace = self.opts.release_grace;
         match skew.verdict(grace) {
             SkewVerdict::Fine => Ok(None),
-            SkewVerdict::Warn => {
-                warn!(
-                    "{skew}: more than a quarter of the release grace ({} s); keep this host's clock under NTP",
-                    grace.as_secs()
-                );
-                Ok(Some(skew))
-            }
+            SkewVerdict::Warn => Ok(Some(skew)),
             SkewVerdict::Refuse => Err(Error::ClockSkew { skew, grace }),
+        }
+    }
+
+    /// Warns of the clock skew `plan` found (once per run: the first plan).
+    fn warn_clock(&self, plan: &Plan) {
+        if let Some(skew) = &plan.clock_skew {
+            warn!(
+                "{skew}: more than a quarter of the release grace ({} s); keep this host's clock under NTP",
+                self.opts.release_grace.as_secs()
+            );
         }
     }
 
@@ -156,6 +170,9 @@ impl Conductor {
             let plan = self
                 .compute_plan(run.cpid, req, pillar, (&inv.0, &grains), Some(&owner))
                 .await?;
+            if attempt == 1 {
+                self.warn_clock(&plan);
+            }
             inventory = Some(inv);
             let keys = plan.reservations.all();
             match self

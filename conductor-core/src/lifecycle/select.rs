@@ -243,7 +243,11 @@ impl Conductor {
                 select: select.clone(),
             })
             .collect();
-        let inventory = self.read_inventory(&scopes).await?;
+        let inventory = self
+            .in_env(&pillar, &q.env)
+            .await?
+            .read_inventory(&scopes)
+            .await?;
         let mut out = Selected::default();
         let foreign = format!(
             "not built by Conductor for group {} in env {}",

@@ -4,30 +4,37 @@
 use tracing::{info, info_span, Instrument};
 
 use super::run::Run;
+use crate::account::AccountSpec;
 use crate::backoff::Backoff;
 use crate::conductor::Conductor;
 use crate::error::Error;
 use crate::names::Region;
 use crate::reserve::{Key, KeyKind, ReserveError};
 
-/// The key of provisioning slot `i` of `region`: `slot.<region>.<i>`.
-pub fn slot_key(region: &Region, i: u32) -> Key {
-    Key::new(KeyKind::Id, format!("slot.{region}.{i}"))
-        .expect("regions and numbers make valid keys")
+/// The key of provisioning slot `i` of `region`: `slot.<region>.<i>` in
+/// the default account, `slot.<account>.<region>.<i>` in the `account` an
+/// environment names (its [label](AccountSpec::label)), so each account
+/// and region has its own slots.
+pub fn slot_key(account: Option<&AccountSpec>, region: &Region, i: u32) -> Key {
+    let text = match account {
+        None => format!("slot.{region}.{i}"),
+        Some(a) => format!("slot.{}.{region}.{i}", a.label()),
+    };
+    Key::new(KeyKind::Id, text).expect("account labels, regions and numbers make valid keys")
 }
 
 impl Conductor {
-    /// Takes one of `slots` provisioning slots of `region` for `run` (held
+    /// Takes one of `slots` provisioning slots of `region` (of `account`) for `run` (held
     /// in its holdings; returns the slot's key), waiting (with a progress
     /// message) while all are taken. A crashed holder's slot frees itself
     /// when its owner is gone or its lease expires.
     pub(super) async fn take_slot(
         &self,
         run: &Run,
-        region: &Region,
+        (account, region): (Option<&AccountSpec>, &Region),
         slots: u32,
     ) -> Result<Vec<Key>, Error> {
-        let keys: Vec<Key> = (1..=slots).map(|i| slot_key(region, i)).collect();
+        let keys: Vec<Key> = (1..=slots).map(|i| slot_key(account, region, i)).collect();
         let deadline = tokio::time::Instant::now() + self.opts.slot_wait;
         let backoff = Backoff::new(self.opts.backoff_base, self.opts.backoff_max);
         let mut attempt = 0;

@@ -147,3 +147,24 @@ async fn static_pillar_conforms() {
     let p = conductor_core::StaticPillar(conductor_testkit::fixtures::devops_pillar());
     conductor_testkit::conformance::pillar::run_all(&p).await;
 }
+
+#[tokio::test]
+async fn mem_accounts_conform() {
+    let a = conductor_core::AccountSpec {
+        role_arn: Some("arn:aws:iam::111111111111:role/a".into()),
+        ..Default::default()
+    };
+    let b = conductor_core::AccountSpec {
+        profile: Some("b".into()),
+        ..Default::default()
+    };
+    let f = cloud::CloudFixture {
+        zone: Zone::new("us-east-1a").unwrap(),
+        settings: conductor_core::LaunchSettings::parse(&serde_json::json!({"image": "ami-0abc"}))
+            .unwrap(),
+        visible_timeout: Duration::from_secs(5),
+    };
+    let accounts = conductor_core::MemAccounts::new();
+    conductor_testkit::conformance::accounts::run_all(&accounts, (&a, &b), &MemCloud::new(), &f)
+        .await;
+}

@@ -2,6 +2,7 @@
 //! so the crate graph is linked once. Run one topic with
 //! `cargo test -p conductor-core --test it <module>::`.
 
+mod accounts;
 mod adopt;
 mod bootstrap;
 mod clock_skew;

@@ -192,7 +192,7 @@ fn a_dead_runs_slot_frees_at_expiry() {
         dead.host = "other-master.invalid".into();
         let expires = dead.expires;
         h.reserver
-            .try_reserve(&[slot_key(&fixtures::zone().region(), 1)], &dead)
+            .try_reserve(&[slot_key(None, &fixtures::zone().region(), 1)], &dead)
             .await
             .unwrap();
         let c = h.conductor();
