@@ -180,6 +180,24 @@ pub enum Command {
         after_help = "Example:\n  conductor runs show 16833830331552303186"
     )]
     Runs(RunsCommand),
+    /// Check this host's set-up: file roots, Salt, the autosign dir, EC2 and credentials (and an environment's account), the clock, the reserver.
+    #[command(
+        after_help = "Prints one line per check (ok, warn, FAIL, skip) and, under each warning or failure, what to fix.\nExit 0 unless a check failed; else the exit code of the first failure (2 bad set-up, 4 unreachable).\n\nExamples:\n  conductor doctor --region us-east-1\n  conductor doctor --env prod --region us-east-1 --reserver dynamodb --json"
+    )]
+    Doctor {
+        /// Also load this environment's pillar and check its AWS account (`environments.<env>.aws`).
+        #[arg(long, value_name = "ENV")]
+        env: Option<conductor_core::Env>,
+        /// The region to call EC2 in [default: AWS_REGION or the AWS profile's].
+        #[arg(long, value_name = "REGION")]
+        region: Option<conductor_core::Region>,
+        /// The master's autosign_grains_dir.
+        #[command(flatten)]
+        autosign: AutosignDir,
+        /// The release grace runs use, which the clock skew is measured against.
+        #[arg(long, default_value = "120s", value_parser = parse_duration, value_name = "DURATION")]
+        release_grace: Duration,
+    },
     /// Print shell completions.
     #[command(
         after_help = "Example:\n  conductor completions bash > /etc/bash_completion.d/conductor"
@@ -191,6 +209,21 @@ pub enum Command {
     /// Print the man page (roff).
     #[command(after_help = "Example:\n  conductor man > /usr/local/share/man/man1/conductor.1")]
     Man,
+}
+
+/// `--autosign-grains-dir`, of `group create` and `doctor`.
+#[derive(Debug, Args)]
+pub struct AutosignDir {
+    /// The master's autosign_grains_dir (ec2 provisioner): the run lists a
+    /// one-time token there while its minions bootstrap, so the master
+    /// accepts exactly their keys.
+    #[arg(
+        long,
+        default_value = "/etc/salt/autosign_grains",
+        env = "CONDUCTOR_AUTOSIGN_GRAINS_DIR",
+        value_name = "DIR"
+    )]
+    pub autosign_grains_dir: PathBuf,
 }
 
 /// `conductor group ...`.
@@ -213,16 +246,9 @@ pub enum GroupCommand {
         /// Seconds a released name stays reserved (EC2 reads are eventually consistent).
         #[arg(long, default_value = "120s", value_parser = parse_duration, value_name = "DURATION")]
         release_grace: Duration,
-        /// The master's autosign_grains_dir (ec2 provisioner): the run lists a
-        /// one-time token there while its minions bootstrap, so the master
-        /// accepts exactly their keys.
-        #[arg(
-            long,
-            default_value = "/etc/salt/autosign_grains",
-            env = "CONDUCTOR_AUTOSIGN_GRAINS_DIR",
-            value_name = "DIR"
-        )]
-        autosign_grains_dir: PathBuf,
+        /// The master's autosign_grains_dir.
+        #[command(flatten)]
+        autosign: AutosignDir,
         /// How long the ec2 provisioner waits for new minions to be accepted and answer.
         #[arg(long, default_value = "15m", value_parser = parse_duration, value_name = "DURATION")]
         minion_timeout: Duration,

@@ -100,14 +100,14 @@ pub async fn run(ctx: &Ctx<'_>, command: Command) -> Result<u8, Failure> {
             words,
             provisioner,
             release_grace,
-            autosign_grains_dir,
+            autosign,
             minion_timeout,
             ..
         }) => {
             let opts = Options {
                 provisioner: wiring::provisioner(provisioner),
                 release_grace,
-                autosign_grains_dir: Some(autosign_grains_dir),
+                autosign_grains_dir: Some(autosign.autosign_grains_dir),
                 minion_timeout,
                 ..Options::default()
             };
@@ -131,6 +131,20 @@ pub async fn run(ctx: &Ctx<'_>, command: Command) -> Result<u8, Failure> {
             reservations_prune(g, older_than).await
         }
         Command::Runs(cmd) => runs_command(ctx, cmd).await,
+        Command::Doctor {
+            env,
+            region,
+            autosign,
+            release_grace,
+        } => {
+            let scope = crate::doctor::Scope {
+                env: env.as_ref(),
+                region: region.as_ref(),
+                autosign_grains_dir: &autosign.autosign_grains_dir,
+                release_grace,
+            };
+            crate::doctor::run(g, &scope).await
+        }
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

@@ -9,6 +9,7 @@ mod args;
 mod commands;
 #[cfg(test)]
 mod docs_commands;
+mod doctor;
 mod exit;
 mod logging;
 mod output;

@@ -68,7 +68,7 @@ pub fn accounts(g: &Global, region: Option<&Region>) -> Arc<dyn CloudAccounts> {
 }
 
 /// The EC2 connection of `--endpoint-url` with `region` as the default.
-fn ec2_builder(g: &Global, region: Option<&Region>) -> Ec2BackendBuilder {
+pub(crate) fn ec2_builder(g: &Global, region: Option<&Region>) -> Ec2BackendBuilder {
     let mut b = Ec2Backend::builder();
     if let Some(url) = &g.endpoint_url {
         b = b.endpoint_url(url);
@@ -114,7 +114,7 @@ pub fn salt(g: &Global) -> Result<Option<Arc<dyn SaltExecutor>>, Failure> {
 }
 
 /// The Salt commands, from `--salt-bin-dir` with `-c --salt-config-dir`.
-fn salt_cli(g: &Global) -> conductor_salt::SaltCli {
+pub(crate) fn salt_cli(g: &Global) -> conductor_salt::SaltCli {
     let mut cli = conductor_salt::SaltCli::new();
     if let Some(d) = &g.salt_bin_dir {
         cli = cli.bin_dir(d);

@@ -182,10 +182,7 @@ impl Reserver for DynamoReserver {
 
     async fn list(&self, env: Option<&Env>) -> Result<Vec<Reservation>, BackendError> {
         let span = info_span!("dynamodb.list", table = %self.table, env = env.map(Env::as_str));
-        match env {
-            None => self.scan().instrument(span).await,
-            Some(env) => self.query(Some(env), None).instrument(span).await,
-        }
+        self.read(env, None).instrument(span).await
     }
 
     /// One `Query` of `env`'s partition on [`LIVE_INDEX`] for the keys not
@@ -197,10 +194,7 @@ impl Reserver for DynamoReserver {
         except: Option<&Owner>,
     ) -> Result<Vec<Key>, BackendError> {
         let span = info_span!("dynamodb.held", table = %self.table, env = env.map(Env::as_str));
-        let listed = match env {
-            None => self.scan().instrument(span).await?,
-            Some(env) => self.query(Some(env), Some(now)).instrument(span).await?,
-        };
+        let listed = self.read(env, Some(now)).instrument(span).await?;
         Ok(listed
             .into_iter()
             .filter(|r| r.is_held(now, except))

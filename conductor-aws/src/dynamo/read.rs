@@ -47,6 +47,18 @@ impl DynamoReserver {
         .await
     }
 
+    /// Every reservation (`env` `None`: a `Scan`), or `env`'s ([`query`](Self::query)).
+    pub(super) async fn read(
+        &self,
+        env: Option<&Env>,
+        live_at: Option<u64>,
+    ) -> Result<Vec<Reservation>, BackendError> {
+        match env {
+            None => self.scan().await,
+            Some(env) => self.query(Some(env), live_at).await,
+        }
+    }
+
     /// `env`'s reservations (`None`: the keys of no environment), by key:
     /// a consistent `Query` of its partition; with `live_at`, of
     /// [`LIVE_INDEX`] for the keys whose expiry is after it, so expired

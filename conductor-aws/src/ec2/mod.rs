@@ -160,6 +160,42 @@ impl Ec2Backend {
         self.sdk.endpoint_url()
     }
 
+    /// One cheap call (DescribeAvailabilityZones) in `region`: whether EC2
+    /// answers with these credentials (an assumed role's included); the
+    /// names of the region's zones. Its answer's `Date` is then
+    /// [`clock`](CloudBackend::clock).
+    pub async fn probe(&self, region: &Region) -> Result<Vec<String>, BackendError> {
+        use aws_sdk_ec2::config::ProvideCredentials;
+        let Some(creds) = self.sdk.credentials_provider() else {
+            return Err(BackendError::new(
+                BackendErrorKind::Rejected,
+                "no AWS credentials provider is configured",
+            ));
+        };
+        creds
+            .provide_credentials()
+            .instrument(info_span!("aws.credentials"))
+            .await
+            .map_err(|e| {
+                BackendError::new(
+                    BackendErrorKind::Rejected,
+                    format!("no AWS credentials: {}", chain(&e)),
+                )
+            })?;
+        let out = self
+            .client(region)
+            .describe_availability_zones()
+            .send()
+            .instrument(info_span!("ec2.probe", %region))
+            .await
+            .map_err(|e| classify("DescribeAvailabilityZones", &format!("in {region}"), e))?;
+        Ok(out
+            .availability_zones()
+            .iter()
+            .filter_map(|z| z.zone_name().map(str::to_string))
+            .collect())
+    }
+
     /// The client of `region`.
     pub fn client(&self, region: &Region) -> Client {
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
@@ -176,6 +212,21 @@ impl Ec2Backend {
             })
             .clone()
     }
+}
+
+/// `e` and its sources' messages (Display only), joined by `: `.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = s.source();
+    }
+    text
 }
 
 /// The [`CloudAccounts`] of EC2: an [`Ec2Backend`] per account, from one
@@ -209,6 +260,11 @@ pub struct Ec2Accounts {
 }
 
 impl Ec2Accounts {
+    /// The backend of `account`, unwrapped (for [`Ec2Backend::probe`]).
+    pub async fn backend(&self, account: &AccountSpec) -> Ec2Backend {
+        self.builder.clone().account(account).build().await
+    }
+
     /// Accounts opened from `builder`, each cloud an unwrapped [`Ec2Backend`].
     pub fn new(builder: Ec2BackendBuilder) -> Self {
         Self {
@@ -238,8 +294,7 @@ impl std::fmt::Debug for Ec2Accounts {
 #[async_trait]
 impl CloudAccounts for Ec2Accounts {
     async fn open(&self, account: &AccountSpec) -> Result<Arc<dyn CloudBackend>, BackendError> {
-        let ec2 = self.builder.clone().account(account).build().await;
-        Ok((self.wrap)(ec2))
+        Ok((self.wrap)(self.backend(account).await))
     }
 }
 

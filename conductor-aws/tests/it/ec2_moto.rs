@@ -13,14 +13,29 @@ use conductor_testkit::fixtures;
 use conductor_testkit::harness::Harness;
 use conductor_testkit::moto::{subnet_in, MotoServer, ACCESS_KEY_ID, SECRET_ACCESS_KEY};
 
-async fn backend(moto: &MotoServer) -> Ec2Backend {
+/// us-east-1 of `moto`, with its throwaway credentials.
+fn builder(moto: &MotoServer) -> conductor_aws::ec2::Ec2BackendBuilder {
     Ec2Backend::builder()
         .region("us-east-1")
         .endpoint_url(moto.endpoint())
         .static_credentials(ACCESS_KEY_ID, SECRET_ACCESS_KEY)
         .max_attempts(3)
-        .build()
-        .await
+}
+
+async fn backend(moto: &MotoServer) -> Ec2Backend {
+    builder(moto).build().await
+}
+
+/// The conformance suites' launches: us-east-1a, a t3.small of any image.
+fn conformance_fixture() -> CloudFixture {
+    CloudFixture {
+        zone: fixtures::zone(),
+        settings: conductor_core::LaunchSettings::parse(
+            &serde_json::json!({"image": "ami-0abc", "size": "t3.small"}),
+        )
+        .unwrap(),
+        visible_timeout: Duration::from_secs(20),
+    }
 }
 
 /// A subnet in us-east-1a, and the devops pillar using it.
@@ -97,15 +112,7 @@ async fn moto_instances(ec2: &Ec2Backend) -> Vec<conductor_core::Instance> {
 async fn ec2_backend_conforms_on_moto() {
     let moto = MotoServer::start();
     let ec2 = backend(&moto).await;
-    let fixture = CloudFixture {
-        zone: fixtures::zone(),
-        settings: conductor_core::LaunchSettings::parse(
-            &serde_json::json!({"image": "ami-0abc", "size": "t3.small"}),
-        )
-        .unwrap(),
-        visible_timeout: Duration::from_secs(20),
-    };
-    run_all(&ec2, &fixture).await;
+    run_all(&ec2, &conformance_fixture()).await;
     // The answers' `Date` (moto's, through the strict front) is the
     // cloud's clock a run checks its own against.
     assert!(ec2.clock().is_some(), "EC2's answers carry a Date");
@@ -407,25 +414,14 @@ async fn the_strict_front_refuses_launches_beyond_ec2_limits_with_ec2_codes() {
 #[tokio::test]
 async fn ec2_accounts_conform_on_moto() {
     let moto = MotoServer::start();
-    let builder = Ec2Backend::builder()
-        .region("us-east-1")
-        .endpoint_url(moto.endpoint())
-        .static_credentials(ACCESS_KEY_ID, SECRET_ACCESS_KEY)
-        .max_attempts(3);
+    let builder = builder(&moto);
     let role = |account: &str, external_id: Option<&str>| conductor_core::AccountSpec {
         role_arn: Some(format!("arn:aws:iam::{account}:role/conductor")),
         external_id: external_id.map(str::to_string),
         session_name: Some("conformance".into()),
         profile: None,
     };
-    let fixture = CloudFixture {
-        zone: fixtures::zone(),
-        settings: conductor_core::LaunchSettings::parse(
-            &serde_json::json!({"image": "ami-0abc", "size": "t3.small"}),
-        )
-        .unwrap(),
-        visible_timeout: Duration::from_secs(20),
-    };
+    let fixture = conformance_fixture();
     let accounts = conductor_aws::ec2::Ec2Accounts::new(builder.clone());
     let default = builder.build().await;
     conductor_testkit::conformance::accounts::run_all(

@@ -528,15 +528,8 @@ fn two_environments_in_two_accounts_share_one_reservation_table() {
 
     // One table holds both envs' reservations (the last two runs', held
     // for their 10-minute grace).
-    let mut list = vec!["reservations", "list", "--json"];
-    list.extend(dyn_args);
-    let held = e.lab.json(&list);
-    let keys: Vec<&str> = held
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|r| r["key"].as_str())
-        .collect();
+    let held = reservation_keys(&e.lab, &dyn_args);
+    let keys: Vec<&str> = held.iter().map(String::as_str).collect();
     for key in [
         "test_devops-mq03.us-east-1a.test.foobar.com",
         "prod_devops-mq01.us-east-1a.prod.foobar.com",
@@ -569,4 +562,130 @@ fn two_environments_in_two_accounts_share_one_reservation_table() {
     assert_eq!(d["destroyed"].as_array().unwrap().len(), 2);
     assert!(live(Some(B)).is_empty());
     assert_eq!(live(Some(A)).len(), 4);
+}
+
+/// `conductor doctor` on moto with the real Salt: every check of a sound
+/// set-up passes (Salt's versions, EC2 with the default credentials and
+/// with an environment's assumed role, the clock, a DynamoDB table); a
+/// missing table and a missing runner dir fail with exit 2 and their fixes;
+/// an unreachable endpoint with exit 4.
+#[test]
+fn doctor_checks_the_set_up_and_names_the_fix() {
+    let mut e = Env::new();
+    let example = std::fs::read_to_string(e.lab.pillar.join("test/conductor.sls")).unwrap();
+    e.lab.write_pillar(example.replace(
+        "regions: [us-east-1, us-west-2]}",
+        "regions: [us-east-1], aws: {role_arn: 'arn:aws:iam::111111111111:role/conductor'}}",
+    ));
+    let salt = conductor_testkit::salt_env::SaltEnv::get().bin_dir();
+    let autosign = e.lab.dir.join("autosign");
+    std::fs::create_dir_all(&autosign).unwrap();
+    let doctor = |lab: &Lab, extra: &[&str]| {
+        let mut args = vec![
+            "doctor",
+            "--env",
+            "test",
+            "--region",
+            "us-east-1",
+            "--salt-bin-dir",
+            salt.to_str().unwrap(),
+            "--autosign-grains-dir",
+            autosign.to_str().unwrap(),
+            "--json",
+        ];
+        args.extend(extra);
+        let o = lab.run(&args, None);
+        let report: serde_json::Value = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|err| panic!("{args:?}: {err}: {}", crate::support::stderr(&o)));
+        (o.status.code(), report)
+    };
+    let status_of = |report: &serde_json::Value, check: &str| {
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["check"] == check)
+            .unwrap_or_else(|| panic!("no {check} in {report}"))
+            .clone()
+    };
+    let table = ["--reserver", "dynamodb", "--dynamodb-table", "doctor-t"];
+    let (code, missing) = doctor(&e.lab, &table);
+    assert_eq!(code, Some(2), "{missing}");
+    let reserver = status_of(&missing, "reserver");
+    assert_eq!(reserver["status"], "fail", "{missing}");
+    assert!(
+        reserver["fix"].as_str().unwrap().contains("--create-table"),
+        "{reserver}"
+    );
+
+    let (code, sound) = doctor(&e.lab, &[&table[..], &["--create-table"]].concat());
+    assert_eq!(code, Some(0), "{sound}");
+    for check in [
+        "config dir",
+        "runner dir",
+        "salt-run",
+        "salt-cloud",
+        "autosign dir",
+        "ec2",
+        "pillar",
+        "account",
+        "clock",
+        "reserver",
+    ] {
+        assert_eq!(status_of(&sound, check)["status"], "ok", "{check}: {sound}");
+    }
+    assert!(status_of(&sound, "salt-run")["detail"]
+        .as_str()
+        .unwrap()
+        .contains("3007.16"));
+    assert!(status_of(&sound, "account")["detail"]
+        .as_str()
+        .unwrap()
+        .contains("111111111111"));
+
+    // A runner dir under a file cannot be created.
+    let mut no_runner = e.lab.clone();
+    no_runner.dir = e.lab.pillar.join("test/conductor.sls");
+    let (code, report) = doctor(&no_runner, &[]);
+    assert_eq!(code, Some(2), "{report}");
+    let runner = status_of(&report, "runner dir");
+    assert_eq!(runner["status"], "fail", "{report}");
+    assert!(
+        runner["detail"]
+            .as_str()
+            .unwrap()
+            .contains("is not a directory"),
+        "{runner}"
+    );
+
+    let mut dead = e.lab.clone();
+    dead.endpoint = Some(format!(
+        "http://127.0.0.1:{}",
+        conductor_testkit::moto::free_port()
+    ));
+    dead.env.push(("AWS_MAX_ATTEMPTS".into(), "1".into()));
+    let (code, report) = doctor(&dead, &[]);
+    assert_eq!(code, Some(4), "{report}");
+    assert_eq!(status_of(&report, "ec2")["status"], "fail");
+    assert_eq!(status_of(&report, "clock")["status"], "skipped");
+    // The human report names each check and the fix under a failure.
+    let o = dead.run(&["doctor", "--region", "us-east-1", "--no-salt"], None);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("FAIL  ec2"), "{text}");
+    assert!(
+        text.contains("fix: check the default credentials"),
+        "{text}"
+    );
+}
+
+/// The keys `reservations list --json` shows, with the reserver `flags`.
+fn reservation_keys(lab: &Lab, flags: &[&str]) -> Vec<String> {
+    let mut list = vec!["reservations", "list", "--json"];
+    list.extend(flags);
+    let held = lab.json(&list);
+    held.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["key"].as_str().unwrap().to_string())
+        .collect()
 }

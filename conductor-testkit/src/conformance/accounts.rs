@@ -48,7 +48,7 @@ pub async fn accounts_are_apart(
     let again = accounts.open(a).await.expect("open account a again");
     assert_eq!(
         names(&again, f).await,
-        [name.clone()],
+        [name.as_str()],
         "account a opened again"
     );
     let in_b = accounts.open(b).await.expect("open account b");
