@@ -6,6 +6,14 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// The command line with every option readable from an environment
+/// variable ([`crate::config`]): what is parsed, and what the man page,
+/// completions and `--help` show.
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    crate::config::with_env_vars(Cli::command())
+}
+
 /// Provision EC2 instances for Salt-managed groups, many runs at once, never
 /// two runs with the same instance name, cluster id or system id.
 #[derive(Debug, Parser)]
@@ -26,6 +34,9 @@ pub struct Cli {
 /// Options every command takes.
 #[derive(Debug, Args)]
 pub struct Global {
+    /// The config file: YAML, option names as keys (`runner_dir: /srv/runners`); flags and environment variables win over it [default: /etc/conductor/conductor.yaml when it exists].
+    #[arg(long, global = true, value_name = "FILE", env = "CONDUCTOR_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Print one JSON document on stdout instead of the human summary.
     #[arg(long, global = true)]
     pub json: bool,
@@ -198,6 +209,11 @@ pub enum Command {
         #[arg(long, default_value = "120s", value_parser = parse_duration, value_name = "DURATION")]
         release_grace: Duration,
     },
+    /// Print the settings in effect (flags, environment, config file, defaults) and where each comes from.
+    #[command(
+        after_help = "Every option is also an environment variable (shown in each command's --help) and a key of the\nconfig file (--config, CONDUCTOR_CONFIG, else /etc/conductor/conductor.yaml when it exists):\nthe long option without `--`, `runner_dir: /srv/runners`. Flag > environment > file > default.\n\nExamples:\n  conductor config\n  conductor config --config /etc/conductor/jenkins.yaml --json"
+    )]
+    Config,
     /// Print shell completions.
     #[command(
         after_help = "Example:\n  conductor completions bash > /etc/bash_completion.d/conductor"

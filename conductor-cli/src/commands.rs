@@ -4,11 +4,10 @@ use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::CommandFactory;
 use conductor_core::{now_ms, Conductor, Cpid, Holder, Observer, Options, Provisioner, Region};
 use serde_json::json;
 
-use crate::args::{self, Cli, Command, GroupCommand, ReservationsCommand, RunsCommand};
+use crate::args::{self, Command, GroupCommand, ReservationsCommand, RunsCommand};
 use crate::exit::{self, Failure};
 use crate::signals::Interrupt;
 use crate::words::{Words, ADOPT_WORDS, CREATE_WORDS, SELECT_WORDS};
@@ -131,6 +130,8 @@ pub async fn run(ctx: &Ctx<'_>, command: Command) -> Result<u8, Failure> {
             reservations_prune(g, older_than).await
         }
         Command::Runs(cmd) => runs_command(ctx, cmd).await,
+        // Printed by `main_with`, which holds the parsed command line.
+        Command::Config => Ok(exit::OK),
         Command::Doctor {
             env,
             region,
@@ -148,14 +149,14 @@ pub async fn run(ctx: &Ctx<'_>, command: Command) -> Result<u8, Failure> {
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
-                &mut Cli::command(),
+                &mut args::command(),
                 "conductor",
                 &mut std::io::stdout(),
             );
             Ok(exit::OK)
         }
         Command::Man => {
-            clap_mangen::Man::new(Cli::command())
+            clap_mangen::Man::new(args::command())
                 .render(&mut std::io::stdout())
                 .map_err(|e| Failure::new(exit::FAILED, format!("writing the man page: {e}")))?;
             Ok(exit::OK)

@@ -6,7 +6,7 @@
 use std::ffi::OsString;
 use std::path::Path;
 
-use clap::{CommandFactory, FromArgMatches};
+use clap::FromArgMatches;
 
 use crate::args::{Cli, Command, GroupCommand};
 use crate::words::{Words, ADOPT_WORDS, CREATE_WORDS, SELECT_WORDS};
@@ -107,7 +107,7 @@ fn help_examples(cmd: &clap::Command, path: &str, out: &mut Vec<(String, Vec<Str
 
 /// Parses `args` as the binary does and builds the request of its words.
 fn check(args: &[String]) -> Result<(), String> {
-    let m = Cli::command()
+    let m = crate::args::command()
         .try_get_matches_from(args)
         .map_err(|e| e.render().to_string())?;
     let cli = Cli::from_arg_matches(&m).map_err(|e| e.to_string())?;
@@ -150,7 +150,7 @@ fn every_documented_command_parses_and_its_words_are_a_valid_request() {
         }
     }
     let documented = commands.len();
-    help_examples(&Cli::command(), "", &mut commands);
+    help_examples(&crate::args::command(), "", &mut commands);
     assert!(
         documented >= 30,
         "found only {documented} documented commands"

@@ -7,6 +7,7 @@
 
 mod args;
 mod commands;
+mod config;
 #[cfg(test)]
 mod docs_commands;
 mod doctor;
@@ -23,7 +24,7 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{CommandFactory, FromArgMatches};
+use clap::FromArgMatches;
 use conductor_core::Observer;
 
 use args::Cli;
@@ -35,13 +36,34 @@ pub fn main_with(
     observer: Option<Arc<dyn Observer>>,
 ) -> ExitCode {
     let args: Vec<OsString> = args.into_iter().collect();
-    let parsed = Cli::command()
+    let json = args.iter().any(|a| a == "--json");
+    let cmd = args::command();
+    let file = match config::locate(&args) {
+        Some((path, _)) => match config::load(&path, &cmd) {
+            Ok(file) => file,
+            Err(f) => return ExitCode::from(output::failure(&f, None, json)),
+        },
+        None => config::ConfigFile::default(),
+    };
+    let cmd = config::apply(cmd, &file);
+    let parsed = cmd
+        .clone()
         .try_get_matches_from(&args)
-        .and_then(|m| Ok((Cli::from_arg_matches(&m)?, command_name(&m))));
-    let (cli, name) = match parsed {
+        .and_then(|m| Ok((Cli::from_arg_matches(&m)?, command_name(&m), m)));
+    let (cli, name, matches) = match parsed {
         Ok(parsed) => parsed,
         Err(e) => return ExitCode::from(output::usage_error(&e, &args)),
     };
+    if let args::Command::Config = cli.command {
+        let settings = config::settings(&cmd, &matches, &file);
+        if cli.global.json {
+            let path = file.path.as_ref().map(|p| p.display().to_string());
+            output::print_json(&serde_json::json!({"config_file": path, "settings": settings}));
+        } else {
+            print!("{}", config::settings_text(&file, &settings));
+        }
+        return ExitCode::from(exit::OK);
+    }
     let _guard = logging::init(&cli.global, commands::writes_files(&cli.command));
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

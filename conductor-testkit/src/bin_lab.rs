@@ -113,13 +113,15 @@ impl BinLab {
     }
 
     /// Gives `c` the lab's environment: throwaway credentials, region
-    /// us-east-1, no instance metadata, no profile, no `RUST_LOG`, then
+    /// us-east-1, no instance metadata, no profile, no config file (not
+    /// this host's `/etc/conductor/conductor.yaml`), no `RUST_LOG`, then
     /// [`BinLab::env`].
     pub fn set_env(&self, c: &mut Command) {
         c.env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")
             .env("AWS_REGION", "us-east-1")
             .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("CONDUCTOR_CONFIG", "/dev/null")
             .env_remove("AWS_PROFILE")
             .env_remove("RUST_LOG")
             .envs(self.env.iter().map(|(k, v)| (k, v)));

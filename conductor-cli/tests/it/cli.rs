@@ -269,6 +269,8 @@ fn help_teaches_with_examples() {
         &["runs", "prune"],
         &["completions"],
         &["man"],
+        &["doctor"],
+        &["config"],
     ];
     for command in every {
         let args: Vec<&str> = command.iter().copied().chain(["--help"]).collect();
@@ -360,5 +362,109 @@ fn failures_are_one_json_document_and_nothing_is_coloured() {
             .last()
             .is_some_and(|l| l.contains("conductor group create: unreachable (exit 4)")),
         "{log}"
+    );
+}
+
+/// The config file: its keys are the options' defaults, an environment
+/// variable wins over it and a flag over both (`conductor config` says
+/// which gave each); a plan runs on the file's settings alone; an unknown
+/// key or a bad value is exit 2 naming the file and the key.
+#[test]
+fn the_config_file_sets_defaults_under_the_environment_and_the_flags() {
+    let (r, dir) = lab();
+    let file = dir.path().join("conductor.yaml");
+    let runner = dir.path().join("from-file");
+    std::fs::write(
+        &file,
+        format!(
+            "# settings of this master\nrunner_dir: {}\nrelease-grace: 10m\ncloud: fake\nno_salt: true\nno_grains: true\npillar_dir: {}\nprovisioner: ec2\n",
+            runner.display(),
+            r.pillar.display()
+        ),
+    )
+    .unwrap();
+    let config = |env: &[(&str, &str)], extra: &[&str]| {
+        let mut c = std::process::Command::new(&r.bin);
+        c.args(["config", "--json", "--config"])
+            .arg(&file)
+            .args(extra);
+        c.env_remove("CONDUCTOR_RUNNER_DIR")
+            .envs(env.iter().copied());
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let setting = |key: &str| {
+            doc["settings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["key"] == key)
+                .unwrap_or_else(|| panic!("no {key} in {doc}"))
+                .clone()
+        };
+        (setting("runner_dir"), setting("release_grace"))
+    };
+    let (runner_dir, grace) = config(&[], &[]);
+    assert_eq!(runner_dir["value"][0], runner.display().to_string());
+    assert!(
+        runner_dir["source"].as_str().unwrap().starts_with("file "),
+        "{runner_dir}"
+    );
+    assert_eq!(grace["value"][0], "10m");
+    let (runner_dir, _) = config(&[("CONDUCTOR_RUNNER_DIR", "/from/env")], &[]);
+    assert_eq!(runner_dir["value"][0], "/from/env");
+    assert_eq!(runner_dir["source"], "env CONDUCTOR_RUNNER_DIR");
+    let (runner_dir, _) = config(
+        &[("CONDUCTOR_RUNNER_DIR", "/from/env")],
+        &["--runner-dir", "/from/flag"],
+    );
+    assert_eq!(runner_dir["value"][0], "/from/flag");
+    assert_eq!(runner_dir["source"], "flag");
+
+    // A plan with no flag but the words: the file's cloud, pillar and switches.
+    let o = std::process::Command::new(&r.bin)
+        .args([
+            "group",
+            "plan",
+            "group=devops",
+            "role=activemq",
+            "pillarenv=test",
+        ])
+        .args(["region=us-east-1a", "--json"])
+        .env("CONDUCTOR_CONFIG", &file)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(plan["instances"].as_array().unwrap().len(), 2, "{plan}");
+
+    for (text, named) in [
+        (
+            "runner_dri: /srv\n",
+            "unknown key `runner_dri` (did you mean `runner_dir`?)",
+        ),
+        ("reserver: dynamo\n", "`reserver: dynamo`"),
+        ("[runner_dir]\n", "must be a mapping"),
+    ] {
+        std::fs::write(&file, text).unwrap();
+        let o = r.bare(&["config", "--config", file.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(2), "{text}");
+        let err = stderr(&o);
+        assert!(
+            err.contains(&file.display().to_string()) && err.contains(named),
+            "{err}"
+        );
+    }
+    // The commented example loads as it is.
+    let example = crate::support::example_pillar().join("../conductor.yaml");
+    let o = r.bare(&["config", "--config", example.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // A named file that does not exist is refused too.
+    let o = r.bare(&["config", "--config", "/nonexistent/conductor.yaml"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("/nonexistent/conductor.yaml"),
+        "{}",
+        stderr(&o)
     );
 }
