@@ -181,7 +181,7 @@ pub use cpid::Cpid;
 pub use error::{backend_class, Error, ErrorClass, PlanError, Result};
 pub use grains::{name_env, GrainId, GrainIds, MinionIds, NameEnv};
 pub use ids::IdScope;
-pub use input::{InputError, PillarError};
+pub use input::{InputError, PillarError, MAX_PILLAR_ERRORS};
 pub use layout::Layout;
 pub use lifecycle::{
     client_token, slot_key, AdoptError, AdoptReport, AdoptRequest, Adoption, CreateReport,

@@ -5,9 +5,52 @@ use serde::{Deserialize, Serialize};
 
 use crate::account::AccountSpec;
 use crate::basename::Basename;
-use crate::input::{InputError, PillarError};
+use crate::input::{InputError, PillarError, MAX_PILLAR_ERRORS};
 use crate::names::{check_domain, Env, Group, Region, Role, SystemName};
 use crate::suggest::{suggestion, with_serde_suggestion};
+
+/// Takes out of `tree` what a deserializing error at `path` (saying
+/// `message`) points at, so the next read finds the next error: an unknown
+/// key, or the bad value at `path`. `false` when nothing can be taken out
+/// without hiding other errors (a missing key, the root).
+fn without_error(
+    tree: &mut serde_yaml::Value,
+    path: &serde_path_to_error::Path,
+    message: &str,
+) -> bool {
+    use serde_path_to_error::Segment;
+    let mut node = tree;
+    let segments: Vec<&Segment> = path.iter().collect();
+    let unknown = message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split('`').next());
+    let (walk, last) = match (unknown, segments.split_last()) {
+        (Some(_), _) => (&segments[..], None),
+        (None, Some((last, walk))) => (walk, Some(*last)),
+        (None, None) => return false,
+    };
+    if message.starts_with("missing field") {
+        return false;
+    }
+    for s in walk {
+        let next = match (s, node) {
+            (Segment::Map { key }, serde_yaml::Value::Mapping(m)) => m.get_mut(key.as_str()),
+            (Segment::Seq { index }, serde_yaml::Value::Sequence(v)) => v.get_mut(*index),
+            _ => None,
+        };
+        match next {
+            Some(n) => node = n,
+            None => return false,
+        }
+    }
+    match (unknown, last, node) {
+        (Some(field), None, serde_yaml::Value::Mapping(m)) => m.remove(field).is_some(),
+        (None, Some(Segment::Map { key }), serde_yaml::Value::Mapping(m)) => {
+            m.remove(key.as_str()).is_some()
+        }
+        _ => false,
+    }
+}
 
 /// Most instances one role may ask for (`nodes` or `count`).
 pub const MAX_NODES: u32 = 500;
@@ -207,43 +250,64 @@ impl Pillar {
         Self::from_pillar(value)
     }
 
-    /// Reads the contents of the `conductor:` key and validates it.
-    pub fn from_tree(tree: serde_yaml::Value) -> Result<Self, PillarError> {
-        let pillar: Pillar = serde_path_to_error::deserialize(tree).map_err(|e| {
-            let path = e.path().to_string();
-            let path = if path == "." {
-                "conductor".to_string()
-            } else {
-                format!("conductor.{path}")
-            };
-            PillarError::new(path, with_serde_suggestion(e.into_inner().to_string()))
-        })?;
-        pillar.validate()?;
-        Ok(pillar)
+    /// Reads the contents of the `conductor:` key and validates it. Every
+    /// error is reported at once (up to [`MAX_PILLAR_ERRORS`]): the shape
+    /// errors (unknown keys, bad values) found by reading again without
+    /// each one in turn, else every consistency error.
+    pub fn from_tree(mut tree: serde_yaml::Value) -> Result<Self, PillarError> {
+        let mut errors = Vec::new();
+        loop {
+            match serde_path_to_error::deserialize::<_, Pillar>(tree.clone()) {
+                Ok(pillar) if errors.is_empty() => {
+                    let mut found = pillar.validate();
+                    found.truncate(MAX_PILLAR_ERRORS);
+                    return match PillarError::all(found) {
+                        None => Ok(pillar),
+                        Some(e) => Err(e),
+                    };
+                }
+                Ok(_) => break,
+                Err(e) => {
+                    let path = e.path().clone();
+                    let message = with_serde_suggestion(e.into_inner().to_string());
+                    let shown = match path.to_string().as_str() {
+                        "." => "conductor".to_string(),
+                        p => format!("conductor.{p}"),
+                    };
+                    let removed = without_error(&mut tree, &path, &message);
+                    errors.push(PillarError::new(shown, message));
+                    if !removed || errors.len() >= MAX_PILLAR_ERRORS {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(PillarError::all(errors).expect("at least one error"))
     }
 
-    fn validate(&self) -> Result<(), PillarError> {
+    fn validate(&self) -> Vec<PillarError> {
+        let mut errors = Vec::new();
         for (key, v) in [
             ("max_provisioning_runs", self.throttle.max_provisioning_runs),
             ("max_inflight_calls", self.throttle.max_inflight_calls),
         ] {
             if v == Some(0) || v.is_some_and(|v| v > 10_000) {
-                return Err(PillarError::new(
+                errors.push(PillarError::new(
                     format!("conductor.throttle.{key}"),
                     "must be 1 to 10000, or left out for no limit",
                 ));
             }
         }
         for (env, spec) in &self.environments {
-            check_domain(&spec.domain).map_err(|e| {
-                PillarError::new(
+            if let Err(e) = check_domain(&spec.domain) {
+                errors.push(PillarError::new(
                     format!("conductor.environments.{env}.domain"),
                     e.to_string(),
-                )
-            })?;
+                ));
+            }
             if let Some(Err((key, message))) = spec.aws.as_ref().map(AccountSpec::validate) {
                 let dot = if key.is_empty() { "" } else { "." };
-                return Err(PillarError::new(
+                errors.push(PillarError::new(
                     format!("conductor.environments.{env}.aws{dot}{key}"),
                     message,
                 ));
@@ -251,33 +315,34 @@ impl Pillar {
         }
         for (group, g) in &self.groups {
             let at = |rest: &str| format!("conductor.groups.{group}.{rest}");
-            check_bootstrap(g).map_err(|m| PillarError::new(at("profile.bootstrap"), m))?;
+            if let Err(m) = check_bootstrap(g) {
+                errors.push(PillarError::new(at("profile.bootstrap"), m));
+            }
             for (role, r) in &g.roles {
                 match &r.cluster {
-                    None => check_role(r, &at(&format!("roles.{role}")))?,
+                    None => errors.extend(check_role(r, &at(&format!("roles.{role}"))).err()),
+                    Some(members) if members.is_empty() => errors.push(PillarError::new(
+                        at(&format!("roles.{role}.cluster")),
+                        "is empty: list at least one member",
+                    )),
                     Some(members) => {
-                        if members.is_empty() {
-                            return Err(PillarError::new(
-                                at(&format!("roles.{role}.cluster")),
-                                "is empty: list at least one member",
-                            ));
-                        }
                         for (m, spec) in members {
                             let p = at(&format!("roles.{role}.cluster.{m}"));
                             if spec.cluster.is_some() {
-                                return Err(PillarError::new(
+                                errors.push(PillarError::new(
                                     p,
                                     "clusters cannot nest: remove `cluster` from the member",
                                 ));
+                            } else {
+                                errors.extend(check_role(spec, &p).err());
                             }
-                            check_role(spec, &p)?;
                         }
                     }
                 }
             }
             for (system, entries) in &g.systems {
                 if entries.is_empty() {
-                    return Err(PillarError::new(
+                    errors.push(PillarError::new(
                         at(&format!("systems.{system}")),
                         "is empty: list at least one role",
                     ));
@@ -285,22 +350,25 @@ impl Pillar {
                 for (i, e) in entries.iter().enumerate() {
                     let p = at(&format!("systems.{system}[{i}]"));
                     if !g.roles.contains_key(&e.role) {
-                        return Err(PillarError::new(
+                        errors.push(PillarError::new(
                             format!("{p}.role"),
                             format!(
-                                "unknown role {:?}; the group has: {}",
+                                "unknown role {:?}; the group has: {}{}",
                                 e.role.as_str(),
-                                keys(&g.roles)
+                                keys(&g.roles),
+                                suggestion(e.role.as_str(), g.roles.keys().map(Role::as_str))
                             ),
                         ));
                     }
                     if let Some(c) = e.count {
-                        check_count(c).map_err(|m| PillarError::new(format!("{p}.count"), m))?;
+                        if let Err(m) = check_count(c) {
+                            errors.push(PillarError::new(format!("{p}.count"), m));
+                        }
                     }
                 }
             }
         }
-        Ok(())
+        errors
     }
 
     /// The environment `env`, or an error naming the ones pillar has.
@@ -392,6 +460,66 @@ mod tests {
     fn loads_minimal() {
         let p = load(OK).unwrap();
         assert_eq!(p.groups[&Group::new("devops").unwrap()].roles.len(), 1);
+    }
+
+    #[test]
+    fn every_shape_error_is_reported_at_once() {
+        let yaml = "conductor:\n  environments: {test: {domain: foobar.com, regoins: [us-east-1]}}\n  groups:\n    devops:\n      roles:\n        mq: {basename: devops-mqXX.REGION.ENV, nodez: 2}\n        kafka: {basename: devops-kafkaXX.REGION.ENV, nodes: -1}\n        zk: {basename: devops-zkXX.REGION.ENV, size: [1]}\n";
+        let e = load(yaml).unwrap_err();
+        let paths: Vec<&str> = std::iter::once(e.path.as_str())
+            .chain(e.also.iter().map(|e| e.path.as_str()))
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "conductor.environments.test",
+                "conductor.groups.devops.roles.mq",
+                "conductor.groups.devops.roles.kafka.nodes",
+                "conductor.groups.devops.roles.zk.size",
+            ],
+            "{e}"
+        );
+        let text = e.to_string();
+        assert_eq!(text.lines().count(), 4, "{text}");
+        assert!(text.contains("did you mean `regions`?"), "{text}");
+        assert!(text.contains("did you mean `nodes`?"), "{text}");
+    }
+
+    #[test]
+    fn every_consistency_error_is_reported_at_once() {
+        let yaml = format!(
+            "{}  throttle: {{max_inflight_calls: 0}}\n",
+            OK.replace(
+                "nodes: 2}\n",
+                "nodes: 2}\n        big: {basename: devops-bigXX.REGION.ENV, nodes: 501}\n      systems: {s: [{role: mw}], t: []}\n"
+            )
+        );
+        let e = load(&yaml).unwrap_err();
+        let mut paths: Vec<&str> = std::iter::once(e.path.as_str())
+            .chain(e.also.iter().map(|e| e.path.as_str()))
+            .collect();
+        paths.sort();
+        assert_eq!(
+            paths,
+            [
+                "conductor.groups.devops.roles.big.nodes",
+                "conductor.groups.devops.systems.s[0].role",
+                "conductor.groups.devops.systems.t",
+                "conductor.throttle.max_inflight_calls",
+            ],
+            "{e}"
+        );
+        assert!(e.to_string().contains("did you mean mq?"), "{e}");
+    }
+
+    #[test]
+    fn errors_stop_at_a_bound() {
+        let roles: String = (0..30)
+            .map(|i| format!("        r{i}: {{basename: devops-rXX.REGION.ENV, nodez: 1}}\n"))
+            .collect();
+        let yaml = format!("conductor:\n  environments: {{test: {{domain: foobar.com}}}}\n  groups:\n    devops:\n      roles:\n{roles}");
+        let e = load(&yaml).unwrap_err();
+        assert_eq!(1 + e.also.len(), MAX_PILLAR_ERRORS);
     }
 
     #[test]
