@@ -9,29 +9,24 @@ use crate::input::{InputError, PillarError, MAX_PILLAR_ERRORS};
 use crate::names::{check_domain, Env, Group, Region, Role, SystemName};
 use crate::suggest::{suggestion, with_serde_suggestion};
 
-/// Takes out of `tree` what a deserializing error at `path` (saying
-/// `message`) points at, so the next read finds the next error: an unknown
-/// key, or the bad value at `path`. `false` when nothing can be taken out
-/// without hiding other errors (a missing key, the root).
+/// Takes out of `tree` the key a deserializing error at `path` (saying
+/// `message`) points at, an unknown key or one with a bad value, so the
+/// next read finds the next error. `false` when nothing can be taken out
+/// without hiding other errors (a missing key, the root, a list item).
 fn without_error(
     tree: &mut serde_yaml::Value,
     path: &serde_path_to_error::Path,
     message: &str,
 ) -> bool {
     use serde_path_to_error::Segment;
-    let mut node = tree;
     let segments: Vec<&Segment> = path.iter().collect();
-    let unknown = message
-        .strip_prefix("unknown field `")
-        .and_then(|rest| rest.split('`').next());
-    let (walk, last) = match (unknown, segments.split_last()) {
-        (Some(_), _) => (&segments[..], None),
-        (None, Some((last, walk))) => (walk, Some(*last)),
-        (None, None) => return false,
+    let Some((Segment::Map { key }, walk)) = segments.split_last() else {
+        return false;
     };
     if message.starts_with("missing field") {
         return false;
     }
+    let mut node = tree;
     for s in walk {
         let next = match (s, node) {
             (Segment::Map { key }, serde_yaml::Value::Mapping(m)) => m.get_mut(key.as_str()),
@@ -43,11 +38,8 @@ fn without_error(
             None => return false,
         }
     }
-    match (unknown, last, node) {
-        (Some(field), None, serde_yaml::Value::Mapping(m)) => m.remove(field).is_some(),
-        (None, Some(Segment::Map { key }), serde_yaml::Value::Mapping(m)) => {
-            m.remove(key.as_str()).is_some()
-        }
+    match node {
+        serde_yaml::Value::Mapping(m) => m.remove(key.as_str()).is_some(),
         _ => false,
     }
 }
@@ -472,8 +464,8 @@ mod tests {
         assert_eq!(
             paths,
             [
-                "conductor.environments.test",
-                "conductor.groups.devops.roles.mq",
+                "conductor.environments.test.regoins",
+                "conductor.groups.devops.roles.mq.nodez",
                 "conductor.groups.devops.roles.kafka.nodes",
                 "conductor.groups.devops.roles.zk.size",
             ],
