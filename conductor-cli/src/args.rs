@@ -329,14 +329,17 @@ pub enum GroupCommand {
         #[arg(long)]
         apply: bool,
     },
-    /// Show the instances of a group: name, role, state, zone, cpid, cluster and system ids.
+    /// Show the instances of a group: name, id, role, state, zone, type, private IP, launch time, cpid, cluster and system ids.
     #[command(
-        after_help = "Words: group= pillarenv= [region=<zone>] [cpid= | names= | role= cluster_id= | system_id=]\n\nExample:\n  conductor group status group=devops pillarenv=test region=us-east-1a"
+        after_help = "Words: group= pillarenv= [region=<zone>] [cpid= | names= | role= cluster_id= | system_id=]\n\nExamples:\n  conductor group status group=devops pillarenv=test region=us-east-1a\n  conductor group status group=devops pillarenv=test region=us-east-1a --ping"
     )]
     Status {
         /// key=value words.
         #[arg(required = true, value_name = "KEY=VALUE")]
         words: Vec<OsString>,
+        /// Also ask each running instance's minion (`salt <names> test.ping`): the PING column, `answers` in JSON.
+        #[arg(long)]
+        ping: bool,
         /// Accepted by every group action so one `conductor_args` serves them
         /// all (salt-run); status reads EC2 the same way for both.
         #[arg(long, value_enum, default_value_t = ProvisionerArg::SaltCloud, env = "CONDUCTOR_PROVISIONER")]

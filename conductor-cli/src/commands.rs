@@ -121,7 +121,7 @@ pub async fn run(ctx: &Ctx<'_>, command: Command) -> Result<u8, Failure> {
         Command::Group(GroupCommand::Update { words, dry_run, .. }) => {
             update(ctx, &words, dry_run).await
         }
-        Command::Group(GroupCommand::Status { words, .. }) => status(ctx, &words).await,
+        Command::Group(GroupCommand::Status { words, ping, .. }) => status(ctx, &words, ping).await,
         Command::Group(GroupCommand::Adopt { words, apply }) => adopt(ctx, &words, apply).await,
         Command::Reservations(ReservationsCommand::List { env }) => {
             reservations_list(g, env.as_ref()).await
@@ -306,10 +306,15 @@ async fn update(ctx: &Ctx<'_>, words: &[std::ffi::OsString], dry_run: bool) -> R
     Ok(ctx.code(report.success(), false))
 }
 
-async fn status(ctx: &Ctx<'_>, words: &[std::ffi::OsString]) -> Result<u8, Failure> {
+async fn status(ctx: &Ctx<'_>, words: &[std::ffi::OsString], ping: bool) -> Result<u8, Failure> {
     let q = Words::parse(words, "conductor group status", SELECT_WORDS)?.query(true)?;
     let c = wiring::conductor_for_plan(ctx.g, q.region.as_ref(), Provisioner::Ec2).await?;
-    let rows = c.status(&q).await.map_err(|e| ctx.failure(e))?;
+    let rows = if ping {
+        c.status_pinged(&q).await
+    } else {
+        c.status(&q).await
+    };
+    let rows = rows.map_err(|e| ctx.failure(e))?;
     if ctx.g.json {
         output::print_json(&json!(rows));
     } else {

@@ -366,10 +366,21 @@ pub fn status_text(rows: &[InstanceStatus]) -> String {
     if rows.is_empty() {
         return "no instances\n".into();
     }
+    let ping = rows.iter().any(|r| r.answers.is_some());
     let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4);
+    let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
     let mut s = format!(
-        "{:width$}  {:<16} {:<13} {:<11} {:<21} IDS\n",
-        "NAME", "ROLE", "STATE", "ZONE", "CPID"
+        "{:width$}  {:<19} {:<16} {:<13} {:<11} {:<11} {:<15} {:<20} {:<21} {}IDS\n",
+        "NAME",
+        "ID",
+        "ROLE",
+        "STATE",
+        "ZONE",
+        "TYPE",
+        "PRIVATE-IP",
+        "LAUNCHED",
+        "CPID",
+        if ping { "PING  " } else { "" }
     );
     for r in rows {
         let role = match (&r.role, &r.member) {
@@ -383,11 +394,23 @@ pub fn status_text(rows: &[InstanceStatus]) -> String {
             .chain(&r.system_ids)
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
+        let launched = r
+            .launch_time
+            .map_or_else(|| "-".into(), conductor_core::iso_utc);
+        let answers = match (ping, r.answers) {
+            (false, _) => String::new(),
+            (true, Some(true)) => format!("{:<6}", "yes"),
+            (true, Some(false)) => format!("{:<6}", "NO"),
+            (true, None) => format!("{:<6}", "-"),
+        };
         s.push_str(&format!(
-            "{:width$}  {role:<16} {:<13} {:<11} {:<21} {}\n",
+            "{:width$}  {:<19} {role:<16} {:<13} {:<11} {:<11} {:<15} {launched:<20} {:<21} {answers}{}\n",
             r.name,
+            r.id,
             r.state.as_str(),
             r.zone,
+            dash(&r.instance_type),
+            dash(&r.private_ip),
             r.cpid.as_deref().unwrap_or("-"),
             ids.join(" ")
         ));

@@ -48,6 +48,8 @@ impl CloudBackend for ListCloud {
                     zone: spec.zone.to_string(),
                     state: InstanceState::Running,
                     launch_time: None,
+                    instance_type: None,
+                    private_ip: None,
                     tags: spec.tags.clone(),
                 });
                 let detail = serde_json::json!({ "id": id, "size": spec.settings.size });

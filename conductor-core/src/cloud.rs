@@ -91,6 +91,12 @@ pub struct Instance {
     pub state: InstanceState,
     /// Launch time, epoch seconds, when known.
     pub launch_time: Option<u64>,
+    /// Instance type (`t3.small`), when the cloud says.
+    #[serde(default)]
+    pub instance_type: Option<String>,
+    /// Private IPv4 address, when it has one.
+    #[serde(default)]
+    pub private_ip: Option<String>,
     /// All tags.
     pub tags: BTreeMap<String, String>,
 }

@@ -64,6 +64,8 @@
 //!                 zone: spec.zone.to_string(),
 //!                 state: InstanceState::Running,
 //!                 launch_time: None,
+//!                 instance_type: Some(spec.settings.size.clone()),
+//!                 private_ip: None,
 //!                 tags: spec.tags.clone(), // the Name tag and the id tags
 //!             });
 //!             let launched = Launched {

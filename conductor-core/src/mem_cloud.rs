@@ -56,6 +56,8 @@ impl MemCloud {
             zone: zone.to_string(),
             state: InstanceState::Running,
             launch_time: Some(now_ms() / 1000),
+            instance_type: None,
+            private_ip: None,
             tags: all,
         });
         id
@@ -73,6 +75,12 @@ impl MemCloud {
             .filter(|i| i.state.is_live())
             .collect()
     }
+}
+
+/// A private address of the fake VPC 10.0.0.0/16, from the id's counter.
+fn private_ip(id: &str) -> String {
+    let n = u64::from_str_radix(id.trim_start_matches("i-"), 16).unwrap_or(0);
+    format!("10.0.{}.{}", (n / 250) % 256, n % 250 + 4)
 }
 
 fn next_id(state: &mut State) -> String {
@@ -108,6 +116,8 @@ impl CloudBackend for MemCloud {
                         zone: spec.zone.to_string(),
                         state: InstanceState::Pending,
                         launch_time: Some(now_ms() / 1000),
+                        instance_type: Some(spec.settings.size.clone()),
+                        private_ip: Some(private_ip(&id)),
                         tags: spec.tags.clone(),
                     });
                     state.tokens.insert(spec.client_token.clone(), id.clone());

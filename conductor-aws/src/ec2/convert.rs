@@ -24,6 +24,8 @@ pub fn instance(i: &Ec2Instance, region: &Region) -> Option<Instance> {
             .to_string(),
         state,
         launch_time: i.launch_time().map(|t| t.secs().max(0) as u64),
+        instance_type: i.instance_type().map(|t| t.as_str().to_string()),
+        private_ip: i.private_ip_address().map(str::to_string),
         tags: i
             .tags()
             .iter()

@@ -96,6 +96,8 @@ async fn moto_instances(ec2: &Ec2Backend) -> Vec<conductor_core::Instance> {
                         .to_string(),
                     state: conductor_core::InstanceState::parse(state).unwrap(),
                     launch_time: None,
+                    instance_type: None,
+                    private_ip: None,
                     tags: i
                         .tags()
                         .iter()

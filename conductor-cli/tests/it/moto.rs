@@ -61,6 +61,28 @@ fn create_plan_and_destroy_on_moto() {
     // status lists all three with their cpids.
     let status = e.lab.json(&group_args("status", &["--json"]));
     assert_eq!(status.as_array().unwrap().len(), 3);
+    // With what EC2 says of each: type (activemq's t3.medium), private IP.
+    for row in status.as_array().unwrap() {
+        assert_eq!(row["instance_type"], "t3.medium", "{row}");
+        assert!(
+            row["private_ip"]
+                .as_str()
+                .is_some_and(|ip| ip.contains('.')),
+            "{row}"
+        );
+        assert!(row.get("answers").is_none(), "not asked: {row}");
+    }
+    let o = e.lab.run(&group_args("status", &[]), None);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("PRIVATE-IP") && text.contains("t3.medium"),
+        "{text}"
+    );
+    // --ping asks Salt; without it that is bad input.
+    let o = e
+        .lab
+        .run(&group_args("status", &["--ping", "--no-salt"]), None);
+    assert_eq!(o.status.code(), Some(2), "{}", crate::support::stderr(&o));
 
     // destroy by cpid removes exactly the first run's instances.
     let cpid = first["cpid"].as_str().unwrap();

@@ -319,6 +319,23 @@ async fn the_seeds_three_parallel_runs_join_a_real_master_and_destroy_removes_on
         w.lab.minions().len()
     );
 
+    // status --ping: every running instance's minion answers the real master.
+    let all = InstanceQuery {
+        group: Group::new("devops").unwrap(),
+        env: Env::new("test").unwrap(),
+        region: Some(fixtures::zone().region()),
+        selection: Selection::All,
+    };
+    let rows = w
+        .conductor(Duration::from_secs(60))
+        .status_pinged(&all)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), w.lab.minions().len(), "{rows:?}");
+    for r in &rows {
+        assert_eq!(r.answers, Some(true), "{} answers: {rows:?}", r.name);
+    }
+
     // destroy by cpid: the run's instances go, their minions stop, their keys
     // are deleted; the other runs' minions still answer.
     let victim = reports

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::Serialize;
-use tracing::warn;
+use tracing::{warn, Instrument};
 
 use crate::cloud::{conductor_tag, Instance, InstanceState, Scope, Selector, NAME_TAG};
 use crate::conductor::Conductor;
@@ -179,6 +179,14 @@ pub struct InstanceStatus {
     pub system_ids: BTreeMap<String, String>,
     /// Launch time, epoch seconds.
     pub launch_time: Option<u64>,
+    /// Instance type, when the cloud says.
+    pub instance_type: Option<String>,
+    /// Private IPv4 address, when it has one.
+    pub private_ip: Option<String>,
+    /// Whether its minion answered `test.ping` ([`Conductor::status_pinged`]);
+    /// `None` when not asked (or not running).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answers: Option<bool>,
 }
 
 impl InstanceStatus {
@@ -207,6 +215,9 @@ impl InstanceStatus {
             cluster_ids: ids(true),
             system_ids: ids(false),
             launch_time: i.launch_time,
+            instance_type: i.instance_type.clone(),
+            private_ip: i.private_ip.clone(),
+            answers: None,
         }
     }
 }
@@ -345,6 +356,38 @@ impl Conductor {
             .iter()
             .map(InstanceStatus::of)
             .collect())
+    }
+
+    /// [`status`](Self::status), with whether each running instance's
+    /// minion answers `test.ping` (one ping of them all through Salt).
+    /// Without a Salt executor it is bad input.
+    pub async fn status_pinged(&self, q: &InstanceQuery) -> Result<Vec<InstanceStatus>, Error> {
+        let Some(salt) = &self.salt else {
+            return Err(InputError::invalid(
+                "ping",
+                "--ping",
+                "asks the minions through Salt: leave out --no-salt",
+            )
+            .into());
+        };
+        let mut rows = self.status(q).await?;
+        let running: Vec<String> = rows
+            .iter()
+            .filter(|r| r.state == InstanceState::Running)
+            .map(|r| r.name.clone())
+            .collect();
+        if running.is_empty() {
+            return Ok(rows);
+        }
+        let answered = salt
+            .ping(&running)
+            .instrument(tracing::info_span!("salt.ping", minions = running.len()))
+            .await
+            .map_err(|e| Error::backend("pinging the minions", e))?;
+        for r in rows.iter_mut().filter(|r| running.contains(&r.name)) {
+            r.answers = Some(answered.contains(&r.name));
+        }
+        Ok(rows)
     }
 }
 
