@@ -21,9 +21,17 @@ pub struct Ctx<'a> {
     pub interrupt: &'a Interrupt,
     /// Told of each lifecycle step (tests).
     pub observer: Option<Arc<dyn Observer>>,
+    /// The instances the run launched, destroyed or updated (for its record).
+    pub instances: std::sync::Mutex<Vec<String>>,
 }
 
 impl Ctx<'_> {
+    /// Notes the instances the run acted on, for its record.
+    fn acted_on(&self, names: &[String]) {
+        let mut all = self.instances.lock().unwrap_or_else(|p| p.into_inner());
+        all.extend(names.iter().cloned());
+    }
+
     /// A conductor with every backend wired for a request in `region`,
     /// cancelled by the signals.
     async fn conductor(
@@ -188,6 +196,7 @@ async fn create(ctx: &Ctx<'_>, words: &[std::ffi::OsString], opts: Options) -> R
         &format!("creating for group {} in {} ...", req.group, req.zone),
     );
     let report = c.create(&req).await.map_err(|e| ctx.failure(e))?;
+    ctx.acted_on(&report.launched);
     if report.interrupted {
         tracing::warn!(cpid = %report.plan.cpid, "interrupted: the report lists what was launched; keys of instances that may exist stay reserved until they expire");
     }
@@ -228,6 +237,7 @@ async fn destroy(
     }
     progress(ctx.g, &format!("destroying for group {} ...", req.group));
     let report = c.destroy_planned(plan).await.map_err(|e| ctx.failure(e))?;
+    ctx.acted_on(&report.destroyed);
     if ctx.g.json {
         output::print_json(&output::destroy_json(&report));
     } else {
@@ -298,6 +308,7 @@ async fn update(ctx: &Ctx<'_>, words: &[std::ffi::OsString], dry_run: bool) -> R
         return Ok(exit::OK);
     }
     let report = c.update(&q).await.map_err(|e| ctx.failure(e))?;
+    ctx.acted_on(&report.targets);
     if ctx.g.json {
         output::print_json(&json!(report));
     } else {
@@ -411,16 +422,20 @@ async fn runs_command(ctx: &Ctx<'_>, cmd: RunsCommand) -> Result<u8, Failure> {
                 println!("no runs under {}", layout.runner_dir.display());
             } else {
                 println!(
-                    "{:<21} {:<21} {:<16} FILES",
-                    "CPID", "STARTED (UTC)", "GROUP"
+                    "{:<21} {:<21} {:<16} {:<15} {:<12} {:<10} FILES",
+                    "CPID", "STARTED (UTC)", "GROUP", "ACTION", "RESULT", "INSTANCES"
                 );
                 for r in &all {
                     let group = r.group.as_deref().unwrap_or("-");
+                    let rec = r.record.as_ref();
                     println!(
-                        "{:<21} {:<21} {:<16} {}",
+                        "{:<21} {:<21} {:<16} {:<15} {:<12} {:<10} {}",
                         r.cpid.to_string(),
                         r.started_at,
                         group,
+                        rec.map_or("-", |r| r.command.as_str()),
+                        rec.map_or("-", |r| r.result.as_str()),
+                        rec.map_or_else(|| "-".into(), |r| r.instances.len().to_string()),
                         r.files.len()
                     );
                 }

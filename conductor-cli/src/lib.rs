@@ -64,7 +64,8 @@ pub fn main_with(
         }
         return ExitCode::from(exit::OK);
     }
-    let _guard = logging::init(&cli.global, commands::writes_files(&cli.command));
+    let writes = commands::writes_files(&cli.command);
+    let _guard = logging::init(&cli.global, writes);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -88,11 +89,29 @@ pub fn main_with(
             g: &cli.global,
             interrupt: &interrupt,
             observer: Some(run.clone()),
+            instances: Default::default(),
         };
-        match commands::run(&ctx, cli.command).await {
+        let code = match commands::run(&ctx, cli.command).await {
             Ok(code) => code,
             Err(f) => output::failure(&f, run.get(), cli.global.json),
+        };
+        if let (true, Some(cpid)) = (writes, run.get()) {
+            let instances = ctx
+                .instances
+                .into_inner()
+                .unwrap_or_else(|p| p.into_inner());
+            let record = runs::RunRecord {
+                command: name.clone(),
+                group: word(&matches, "group"),
+                env: word(&matches, "pillarenv"),
+                result: exit::class_of(code).to_string(),
+                exit_code: code,
+                instances,
+                ended_at: conductor_core::iso_utc(conductor_core::now_ms() / 1000),
+            };
+            runs::write_record(&wiring::layout(&cli.global), cpid, &record);
         }
+        code
     });
     // The admin log ends each run with its result (bad input did nothing
     // and writes no log; commands without the log ignore the line).
@@ -105,6 +124,20 @@ pub fn main_with(
         );
     }
     ExitCode::from(code)
+}
+
+/// The value of the `key=` word of the command's words, if given.
+fn word(m: &clap::ArgMatches, key: &str) -> Option<String> {
+    let mut m = m;
+    while let Some((_, sub)) = m.subcommand() {
+        m = sub;
+    }
+    let prefix = format!("{key}=");
+    m.try_get_raw("words")
+        .ok()
+        .flatten()?
+        .filter_map(|w| w.to_str())
+        .find_map(|w| w.strip_prefix(&prefix).map(str::to_string))
 }
 
 /// The command's name as typed, subcommands included (`group create`).

@@ -18,6 +18,51 @@ pub struct RunFiles {
     pub group: Option<String>,
     /// Every file of the run.
     pub files: Vec<PathBuf>,
+    /// How it ended, when the run's record says (runs of this version on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record: Option<RunRecord>,
+}
+
+/// How a run ended, written by the binary at its end as
+/// `<runner-dir>/cloud_runs/<CPID>/run.json`.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct RunRecord {
+    /// The command (`group create`).
+    pub command: String,
+    /// Its `group=`, if any.
+    pub group: Option<String>,
+    /// Its `pillarenv=`, if any.
+    pub env: Option<String>,
+    /// `ok`, `failed`, `bad_input`, `exhausted`, `unreachable`, `interrupted`.
+    pub result: String,
+    /// The exit code.
+    pub exit_code: u8,
+    /// The instances it launched, destroyed or updated.
+    pub instances: Vec<String>,
+    /// When it ended, as UTC ISO 8601.
+    pub ended_at: String,
+}
+
+/// The file of `cpid`'s record.
+fn record_path(layout: &Layout, cpid: Cpid) -> PathBuf {
+    layout.cloud_runs_dir(cpid).join("run.json")
+}
+
+/// Writes `record` as `cpid`'s (crash-safely, mode 0644); a failure is
+/// only logged: the run itself is done.
+pub fn write_record(layout: &Layout, cpid: Cpid, record: &RunRecord) {
+    let bytes = serde_json::to_vec_pretty(record).expect("a record serializes");
+    let path = record_path(layout, cpid);
+    let write = || -> std::io::Result<()> {
+        let dir = path.parent().expect("a record lives in a run's dir");
+        std::fs::create_dir_all(dir)?;
+        let tmp = dir.join(".run.json.tmp");
+        std::fs::write(&tmp, &bytes)?;
+        std::fs::rename(&tmp, &path)
+    };
+    if let Err(e) = write() {
+        tracing::warn!(path = %path.display(), error = %e, "writing the run's record failed");
+    }
 }
 
 /// Every run with files under the runner root, oldest first.
@@ -33,12 +78,16 @@ pub fn list(layout: &Layout) -> Vec<RunFiles> {
                 let group = name.strip_suffix(&suffix)?;
                 (f.parent()?.file_name()? == "cloud.providers.d").then(|| group.to_string())
             });
+            let record: Option<RunRecord> = std::fs::read(record_path(layout, cpid))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
             RunFiles {
                 cpid,
                 started: cpid.epoch(),
                 started_at: iso_utc(cpid.epoch()),
-                group,
+                group: group.or_else(|| record.as_ref().and_then(|r| r.group.clone())),
                 files,
+                record,
             }
         })
         .collect()

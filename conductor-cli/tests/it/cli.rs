@@ -195,12 +195,14 @@ fn create_with_the_native_provisioner_and_no_salt() {
     assert!(!out.contains(&config), "{out}");
     assert_eq!(out.matches("cloud.providers.d").count(), 1, "{out}");
 
-    // runs list: a table with the start in UTC and the group.
+    // runs list: a table with the start in UTC, the group, the action (two
+    // words), the result, the instances and the files.
     let o = r.run(&["runs", "list"], None);
     let list = String::from_utf8_lossy(&o.stdout);
     let row = list.lines().nth(1).unwrap_or_else(|| panic!("{list}"));
     let cols: Vec<&str> = row.split_whitespace().collect();
-    assert_eq!(cols.len(), 4, "{list}");
+    assert_eq!(cols.len(), 8, "{list}");
+    assert_eq!(cols[3..7], ["group", "create", "ok", "2"], "{list}");
     assert!(
         cols[1].len() == 20 && cols[1].ends_with('Z') && &cols[1][10..11] == "T",
         "{list}"
@@ -467,4 +469,36 @@ fn the_config_file_sets_defaults_under_the_environment_and_the_flags() {
         "{}",
         stderr(&o)
     );
+}
+
+/// `runs list` says of each run what it was and how it ended, from the
+/// record the binary writes at the end (`cloud_runs/<CPID>/run.json`).
+#[test]
+fn runs_list_shows_each_runs_action_result_and_instances() {
+    let (r, _dir) = lab();
+    let created = r.json(&conductor_testkit::bin_lab::create_args(&["role=activemq"]));
+    let cpid = created["cpid"].as_str().unwrap();
+    let runs = r.json(&["runs", "list", "--json"]);
+    let run = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|run| run["cpid"] == cpid)
+        .unwrap_or_else(|| panic!("{cpid} in {runs}"));
+    let record = &run["record"];
+    assert_eq!(record["command"], "group create", "{run}");
+    assert_eq!(record["group"], "devops");
+    assert_eq!(record["env"], "test");
+    assert_eq!(record["result"], "ok");
+    assert_eq!(record["exit_code"], 0);
+    assert_eq!(record["instances"], created["result"]["launched"], "{run}");
+    let o = r.run(&["runs", "list"], None);
+    let text = String::from_utf8_lossy(&o.stdout);
+    let line = text.lines().find(|l| l.starts_with(cpid)).unwrap();
+    for part in ["devops", "group create", "ok", " 2 "] {
+        assert!(line.contains(part), "{part:?} in {line:?}");
+    }
+    // The record is one of the run's files.
+    let shown = r.json(&["runs", "show", cpid, "--json"]);
+    assert!(shown.to_string().contains("run.json"), "{shown}");
 }

@@ -247,8 +247,11 @@ fn runs_archive_to_moto_s3_holds_every_file_of_the_run() {
         .lines()
         .map(str::to_string)
         .collect();
+    // The run's files as it reported them, and the record it wrote at its end.
     let files = run["result"]["logs"].as_array().unwrap();
-    assert_eq!(names.len(), files.len(), "{names:?} vs {files:?}");
+    let record = format!("runner/cloud_runs/{cpid}/run.json");
+    assert!(names.contains(&record), "{record} in {names:?}");
+    assert_eq!(names.len(), files.len() + 1, "{names:?} vs {files:?}");
     // The run removed its provider and profile from the config dir when it
     // ended; the archive holds the copies it keeps beside its map.
     for kind in [
