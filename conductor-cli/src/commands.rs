@@ -422,16 +422,16 @@ async fn runs_command(ctx: &Ctx<'_>, cmd: RunsCommand) -> Result<u8, Failure> {
                 println!("no runs under {}", layout.runner_dir.display());
             } else {
                 println!(
-                    "{:<21} {:<21} {:<16} {:<15} {:<12} {:<10} FILES",
-                    "CPID", "STARTED (UTC)", "GROUP", "ACTION", "RESULT", "INSTANCES"
+                    "{:<21} {:<26} {:<16} {:<15} {:<12} {:<10} FILES",
+                    "CPID", "STARTED", "GROUP", "ACTION", "RESULT", "INSTANCES"
                 );
                 for r in &all {
                     let group = r.group.as_deref().unwrap_or("-");
                     let rec = r.record.as_ref();
                     println!(
-                        "{:<21} {:<21} {:<16} {:<15} {:<12} {:<10} {}",
+                        "{:<21} {:<26} {:<16} {:<15} {:<12} {:<10} {}",
                         r.cpid.to_string(),
-                        r.started_at,
+                        r.started_local,
                         group,
                         rec.map_or("-", |r| r.command.as_str()),
                         rec.map_or("-", |r| r.result.as_str()),

@@ -14,6 +14,9 @@ pub struct RunFiles {
     pub started: u64,
     /// When it started, as UTC ISO 8601 (`2026-12-01T17:30:00Z`).
     pub started_at: String,
+    /// When it started, in this host's time zone (`TZ`), ISO 8601 with the
+    /// offset (`2026-12-01T18:30:00+01:00`).
+    pub started_local: String,
     /// The group it built (from its provider file's name), when known.
     pub group: Option<String>,
     /// Every file of the run.
@@ -65,6 +68,43 @@ pub fn write_record(layout: &Layout, cpid: Cpid, record: &RunRecord) {
     }
 }
 
+extern "C" {
+    /// POSIX: reads `TZ` (localtime_r alone need not).
+    fn tzset();
+}
+
+/// `secs` (epoch) in the local time zone (`TZ`, else /etc/localtime), ISO
+/// 8601 with its offset; UTC's form when the time cannot be converted.
+pub fn local_iso(secs: u64) -> String {
+    let Ok(t) = libc::time_t::try_from(secs) else {
+        return iso_utc(secs);
+    };
+    // SAFETY: tzset and localtime_r only read the environment and the zone
+    // files; `tm` is a plain struct localtime_r fills.
+    let tm = unsafe {
+        tzset();
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::localtime_r(&t, &mut tm).is_null() {
+            return iso_utc(secs);
+        }
+        tm
+    };
+    let off = tm.tm_gmtoff;
+    let sign = if off < 0 { '-' } else { '+' };
+    let off = off.unsigned_abs();
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}{sign}{:02}:{:02}",
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec,
+        off / 3600,
+        off % 3600 / 60
+    )
+}
+
 /// Every run with files under the runner root, oldest first.
 pub fn list(layout: &Layout) -> Vec<RunFiles> {
     layout
@@ -85,6 +125,7 @@ pub fn list(layout: &Layout) -> Vec<RunFiles> {
                 cpid,
                 started: cpid.epoch(),
                 started_at: iso_utc(cpid.epoch()),
+                started_local: local_iso(cpid.epoch()),
                 group: group.or_else(|| record.as_ref().and_then(|r| r.group.clone())),
                 files,
                 record,

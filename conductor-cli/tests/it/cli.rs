@@ -195,7 +195,7 @@ fn create_with_the_native_provisioner_and_no_salt() {
     assert!(!out.contains(&config), "{out}");
     assert_eq!(out.matches("cloud.providers.d").count(), 1, "{out}");
 
-    // runs list: a table with the start in UTC, the group, the action (two
+    // runs list: a table with the start in local time, the group, the action (two
     // words), the result, the instances and the files.
     let o = r.run(&["runs", "list"], None);
     let list = String::from_utf8_lossy(&o.stdout);
@@ -204,8 +204,8 @@ fn create_with_the_native_provisioner_and_no_salt() {
     assert_eq!(cols.len(), 8, "{list}");
     assert_eq!(cols[3..7], ["group", "create", "ok", "2"], "{list}");
     assert!(
-        cols[1].len() == 20 && cols[1].ends_with('Z') && &cols[1][10..11] == "T",
-        "{list}"
+        cols[1].len() == 25 && &cols[1][10..11] == "T" && &cols[1][22..23] == ":",
+        "local time with its offset: {list}"
     );
     assert_eq!(cols[2], "devops", "{list}");
 }
@@ -498,6 +498,33 @@ fn runs_list_shows_each_runs_action_result_and_instances() {
     for part in ["devops", "group create", "ok", " 2 "] {
         assert!(line.contains(part), "{part:?} in {line:?}");
     }
+    // The start in the host's time zone, with its offset (a POSIX TZ rule,
+    // UTC+5:30, needs no zone files); the CPID's second in UTC beside it.
+    let mut local = r.clone();
+    local.env.push(("TZ".into(), "XYZ-5:30".into()));
+    let runs = local.json(&["runs", "list", "--json"]);
+    let run = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|run| run["cpid"] == cpid)
+        .unwrap();
+    let (utc, there) = (
+        run["started_at"].as_str().unwrap(),
+        run["started_local"].as_str().unwrap(),
+    );
+    assert!(there.ends_with("+05:30"), "{run}");
+    let minutes = |iso: &str| -> i64 {
+        let h: i64 = iso[11..13].parse().unwrap();
+        let m: i64 = iso[14..16].parse().unwrap();
+        h * 60 + m
+    };
+    assert_eq!(
+        (minutes(there) - minutes(utc)).rem_euclid(24 * 60),
+        330,
+        "{utc} vs {there}"
+    );
+    assert_eq!(utc[17..19], there[17..19], "the same second");
     // The record is one of the run's files.
     let shown = r.json(&["runs", "show", cpid, "--json"]);
     assert!(shown.to_string().contains("run.json"), "{shown}");
