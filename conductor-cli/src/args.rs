@@ -259,7 +259,7 @@ pub enum GroupCommand {
         /// How instances are created.
         #[arg(long, value_enum, default_value_t = ProvisionerArg::SaltCloud, env = "CONDUCTOR_PROVISIONER")]
         provisioner: ProvisionerArg,
-        /// Seconds a released name stays reserved (EC2 reads are eventually consistent).
+        /// How long a released name stays reserved, as `120s`, `10m` or `0` (EC2 reads are eventually consistent).
         #[arg(long, default_value = "120s", value_parser = parse_duration, value_name = "DURATION")]
         release_grace: Duration,
         /// The master's autosign_grains_dir.

@@ -310,6 +310,16 @@ impl Pillar {
             if let Err(m) = check_bootstrap(g) {
                 errors.push(PillarError::new(at("profile.bootstrap"), m));
             }
+            for (part, settings) in [("provider", &g.provider), ("profile", &g.profile)] {
+                for key in settings.keys().filter_map(|k| k.as_str()) {
+                    if let Some(meant) = misspelt_special(key) {
+                        errors.push(PillarError::new(
+                            at(&format!("{part}.{key}")),
+                            format!("is not a setting Conductor reads, nor one it passes on knowingly; did you mean `{meant}`?"),
+                        ));
+                    }
+                }
+            }
             for (role, r) in &g.roles {
                 match &r.cluster {
                     None => errors.extend(check_role(r, &at(&format!("roles.{role}"))).err()),
@@ -396,6 +406,19 @@ impl Pillar {
 
 /// The group's `bootstrap` (and older `bootstrap_url`) resolve to a script
 /// with a checksum: a URL other than the pinned release needs its sha256.
+/// The settings of a group's profile Conductor itself acts on (the rest
+/// go to salt-cloud as they are): a key one typo away from one of them is
+/// a mistake that would drop what it asks for silently.
+const SPECIAL_SETTINGS: &[&str] = &["startup_states", "bootstrap", "bootstrap_url"];
+
+/// The special setting `key` is a misspelling of, if any.
+fn misspelt_special(key: &str) -> Option<&'static str> {
+    if SPECIAL_SETTINGS.contains(&key) {
+        return None;
+    }
+    crate::suggest::did_you_mean(key, SPECIAL_SETTINGS.iter().copied())
+}
+
 fn check_bootstrap(g: &GroupSpec) -> Result<(), String> {
     let get = |key: &str| {
         let v = g.profile.get(key).or_else(|| g.provider.get(key))?;
@@ -502,6 +525,25 @@ mod tests {
             "{e}"
         );
         assert!(e.to_string().contains("did you mean mq?"), "{e}");
+    }
+
+    #[test]
+    fn a_misspelt_special_setting_is_refused() {
+        let yaml = OK.replace(
+            "      roles:",
+            "      profile: {startup_state: [devops.conductor], image: ami-1}\n      roles:",
+        );
+        let e = load(&yaml).unwrap_err();
+        assert_eq!(
+            e.path, "conductor.groups.devops.profile.startup_state",
+            "{e}"
+        );
+        assert!(e.message.contains("did you mean `startup_states`?"), "{e}");
+        let fine = OK.replace(
+            "      roles:",
+            "      profile: {startup_states: [a], image: ami-1, size: t3.small}\n      roles:",
+        );
+        assert!(load(&fine).is_ok());
     }
 
     #[test]
