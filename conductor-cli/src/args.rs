@@ -222,9 +222,15 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff).
-    #[command(after_help = "Example:\n  conductor man > /usr/local/share/man/man1/conductor.1")]
-    Man,
+    /// Print the man page (roff), or write one page per command into a directory.
+    #[command(
+        after_help = "Examples:\n  conductor man > /usr/local/share/man/man1/conductor.1\n  conductor man --dir /usr/local/share/man/man1"
+    )]
+    Man {
+        /// Write conductor.1 and a page per subcommand (conductor-group-create.1, ...) into DIR.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
+    },
 }
 
 /// `--autosign-grains-dir`, of `group create` and `doctor`.

@@ -163,10 +163,17 @@ pub async fn run(ctx: &Ctx<'_>, command: Command) -> Result<u8, Failure> {
             );
             Ok(exit::OK)
         }
-        Command::Man => {
+        Command::Man { dir: None } => {
             clap_mangen::Man::new(args::command())
                 .render(&mut std::io::stdout())
                 .map_err(|e| Failure::new(exit::FAILED, format!("writing the man page: {e}")))?;
+            Ok(exit::OK)
+        }
+        Command::Man { dir: Some(dir) } => {
+            let pages = man_pages(&dir)?;
+            if !g.quiet {
+                println!("wrote {pages} man pages to {}", dir.display());
+            }
             Ok(exit::OK)
         }
     }
@@ -560,4 +567,32 @@ fn progress(g: &args::Global, msg: &str) {
     if !g.json && !g.quiet && std::io::stderr().is_terminal() {
         eprintln!("{msg}");
     }
+}
+
+/// Writes `conductor.1` and one page per subcommand, named as the pages'
+/// SEE ALSO sections name them (`conductor-group-create.1`), into `dir`;
+/// how many.
+fn man_pages(dir: &std::path::Path) -> Result<usize, Failure> {
+    fn write(cmd: clap::Command, dir: &std::path::Path) -> std::io::Result<usize> {
+        let mut cmd = cmd;
+        cmd.build();
+        let name = cmd.get_name().to_string();
+        let mut page = Vec::new();
+        clap_mangen::Man::new(cmd.clone()).render(&mut page)?;
+        std::fs::write(dir.join(format!("{name}.1")), page)?;
+        let mut n = 1;
+        for sub in cmd.get_subcommands() {
+            let sub = sub.clone().name(format!("{name}-{}", sub.get_name()));
+            n += write(sub, dir)?;
+        }
+        Ok(n)
+    }
+    let fail = |e: std::io::Error| {
+        Failure::input(format!(
+            "writing the man pages into {}: {e}; give --dir an existing, writable directory",
+            dir.display()
+        ))
+    };
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    write(args::command(), dir).map_err(fail)
 }

@@ -529,3 +529,42 @@ fn runs_list_shows_each_runs_action_result_and_instances() {
     let shown = r.json(&["runs", "show", cpid, "--json"]);
     assert!(shown.to_string().contains("run.json"), "{shown}");
 }
+
+/// `man --dir` writes a page for every command, and every page another
+/// page names (SEE ALSO) exists.
+#[test]
+fn man_pages_exist_for_every_command_they_name() {
+    let (r, dir) = lab();
+    let out = dir.path().join("man1");
+    let o = r.bare(&["man", "--dir", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let pages: std::collections::BTreeSet<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    for page in [
+        "conductor.1",
+        "conductor-group-create.1",
+        "conductor-doctor.1",
+        "conductor-config.1",
+    ] {
+        assert!(pages.contains(page), "{page} in {pages:?}");
+    }
+    let mut checked = 0;
+    for page in &pages {
+        let text = std::fs::read_to_string(out.join(page)).unwrap();
+        for named in text.split("conductor\\-").skip(1) {
+            let Some((rest, _)) = named.split_once("(1)") else {
+                continue;
+            };
+            if rest.contains(char::is_whitespace) {
+                continue;
+            }
+            let file = format!("conductor-{}.1", rest.replace("\\-", "-"));
+            assert!(
+                pages.contains(&file),
+                "{page} names {file}, which was not written"
+            );
+        }
+    }
+}
