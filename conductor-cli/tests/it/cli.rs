@@ -565,6 +565,11 @@ fn man_pages_exist_for_every_command_they_name() {
                 pages.contains(&file),
                 "{page} names {file}, which was not written"
             );
+            checked += 1;
         }
     }
+    assert!(
+        checked > 20,
+        "the pages name each other ({checked} references)"
+    );
 }
