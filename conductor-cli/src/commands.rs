@@ -21,6 +21,8 @@ pub struct Ctx<'a> {
     pub interrupt: &'a Interrupt,
     /// Told of each lifecycle step (tests).
     pub observer: Option<Arc<dyn Observer>>,
+    /// The progress display (also among the observer's).
+    pub display: &'a crate::progress::Display,
     /// The instances the run launched, destroyed or updated (for its record).
     pub instances: std::sync::Mutex<Vec<String>>,
 }
@@ -155,12 +157,8 @@ pub async fn run(ctx: &Ctx<'_>, command: Command) -> Result<u8, Failure> {
             crate::doctor::run(g, &scope).await
         }
         Command::Completions { shell } => {
-            clap_complete::generate(
-                shell,
-                &mut args::command(),
-                "conductor",
-                &mut std::io::stdout(),
-            );
+            crate::complete::print_registration(shell)
+                .map_err(|e| Failure::new(exit::FAILED, format!("writing the completions: {e}")))?;
             Ok(exit::OK)
         }
         Command::Man { dir: None } => {
@@ -198,11 +196,13 @@ async fn plan(
 async fn create(ctx: &Ctx<'_>, words: &[std::ffi::OsString], opts: Options) -> Result<u8, Failure> {
     let req = Words::parse(words, "conductor group create", CREATE_WORDS)?.create_request()?;
     let c = ctx.conductor(Some(&req.zone.region()), opts).await?;
-    progress(
-        ctx.g,
-        &format!("creating for group {} in {} ...", req.group, req.zone),
-    );
+    ctx.display.note(&format!(
+        "creating for group {} in {} ...",
+        req.group, req.zone
+    ));
     let report = c.create(&req).await.map_err(|e| ctx.failure(e))?;
+    // The summary goes below the last progress line, not into it.
+    ctx.display.finish();
     ctx.acted_on(&report.launched);
     if report.interrupted {
         tracing::warn!(cpid = %report.plan.cpid, "interrupted: the report lists what was launched; keys of instances that may exist stay reserved until they expire");
@@ -242,8 +242,11 @@ async fn destroy(
             plan.targets.len()
         )));
     }
-    progress(ctx.g, &format!("destroying for group {} ...", req.group));
+    ctx.display
+        .note(&format!("destroying for group {} ...", req.group));
     let report = c.destroy_planned(plan).await.map_err(|e| ctx.failure(e))?;
+    // The summary goes below the last progress line, not into it.
+    ctx.display.finish();
     ctx.acted_on(&report.destroyed);
     if ctx.g.json {
         output::print_json(&output::destroy_json(&report));
@@ -315,6 +318,8 @@ async fn update(ctx: &Ctx<'_>, words: &[std::ffi::OsString], dry_run: bool) -> R
         return Ok(exit::OK);
     }
     let report = c.update(&q).await.map_err(|e| ctx.failure(e))?;
+    // The summary goes below the last progress line, not into it.
+    ctx.display.finish();
     ctx.acted_on(&report.targets);
     if ctx.g.json {
         output::print_json(&json!(report));
@@ -560,13 +565,6 @@ async fn archive(
         println!("{location}");
     }
     Ok(exit::OK)
-}
-
-/// A progress line on stderr when it is a terminal and output is for humans.
-fn progress(g: &args::Global, msg: &str) {
-    if !g.json && !g.quiet && std::io::stderr().is_terminal() {
-        eprintln!("{msg}");
-    }
 }
 
 /// Writes `conductor.1` and one page per subcommand, named as the pages'

@@ -7,6 +7,7 @@
 
 mod args;
 mod commands;
+mod complete;
 mod config;
 #[cfg(test)]
 mod docs_commands;
@@ -14,6 +15,7 @@ mod doctor;
 mod exit;
 mod logging;
 mod output;
+mod progress;
 mod run_cpid;
 mod runs;
 mod signals;
@@ -29,6 +31,13 @@ use conductor_core::Observer;
 
 use args::Cli;
 
+/// Answers the shell and exits the process when it is asking for
+/// completions (`COMPLETE=bash conductor -- <line>`, the scripts
+/// `conductor completions <shell>` prints); returns otherwise.
+pub fn answer_completion() {
+    complete::answer_if_asked();
+}
+
 /// Runs `conductor` with `args` (the first is the program name); `observer`,
 /// when given, is told of every lifecycle step of a create.
 pub fn main_with(
@@ -37,23 +46,17 @@ pub fn main_with(
 ) -> ExitCode {
     let args: Vec<OsString> = args.into_iter().collect();
     let json = args.iter().any(|a| a == "--json");
-    let cmd = args::command();
-    let file = match config::locate(&args) {
-        Some((path, _)) => match config::load(&path, &cmd) {
-            Ok(file) => file,
-            Err(f) => return ExitCode::from(output::failure(&f, None, json)),
-        },
-        None => config::ConfigFile::default(),
-    };
-    let cmd = config::apply(cmd, &file);
-    let parsed = cmd
-        .clone()
-        .try_get_matches_from(&args)
-        .and_then(|m| Ok((Cli::from_arg_matches(&m)?, command_name(&m), m)));
-    let (cli, name, matches) = match parsed {
+    let Parsed {
+        cli,
+        matches,
+        cmd,
+        file,
+    } = match parse(&args) {
         Ok(parsed) => parsed,
-        Err(e) => return ExitCode::from(output::usage_error(&e, &args)),
+        Err(Unparsed::Config(f)) => return ExitCode::from(output::failure(&f, None, json)),
+        Err(Unparsed::Usage(e)) => return ExitCode::from(output::usage_error(&e, &args)),
     };
+    let name = command_name(&matches);
     if let args::Command::Config = cli.command {
         let settings = config::settings(&cmd, &matches, &file);
         if cli.global.json {
@@ -84,14 +87,20 @@ pub fn main_with(
                 return exit::FAILED;
             }
         };
-        let run = Arc::new(run_cpid::RunCpid::new(observer));
+        let display = progress::Display::new(&cli.global);
+        let mut observers: Vec<Arc<dyn Observer>> = vec![display.clone()];
+        observers.extend(observer);
+        let run = Arc::new(run_cpid::RunCpid::new(observers));
         let ctx = commands::Ctx {
             g: &cli.global,
             interrupt: &interrupt,
             observer: Some(run.clone()),
+            display: &display,
             instances: Default::default(),
         };
-        let code = match commands::run(&ctx, cli.command).await {
+        let result = commands::run(&ctx, cli.command).await;
+        display.finish();
+        let code = match result {
             Ok(code) => code,
             Err(f) => output::failure(&f, run.get(), cli.global.json),
         };
@@ -124,6 +133,45 @@ pub fn main_with(
         );
     }
     ExitCode::from(code)
+}
+
+/// A command line parsed over its config file.
+struct Parsed {
+    cli: Cli,
+    matches: clap::ArgMatches,
+    /// The command, its defaults taken from the config file.
+    cmd: clap::Command,
+    file: config::ConfigFile,
+}
+
+/// Why a command line did not parse.
+enum Unparsed {
+    /// The config file is unreadable or names an unknown option.
+    Config(exit::Failure),
+    /// The line itself is wrong.
+    Usage(clap::Error),
+}
+
+/// Parses `args` (the first is the program name) over the config file
+/// they, or the environment, name.
+fn parse(args: &[OsString]) -> Result<Parsed, Unparsed> {
+    let cmd = args::command();
+    let file = match config::locate(args) {
+        Some((path, _)) => config::load(&path, &cmd).map_err(Unparsed::Config)?,
+        None => config::ConfigFile::default(),
+    };
+    let cmd = config::apply(cmd, &file);
+    let matches = cmd
+        .clone()
+        .try_get_matches_from(args)
+        .map_err(Unparsed::Usage)?;
+    let cli = Cli::from_arg_matches(&matches).map_err(Unparsed::Usage)?;
+    Ok(Parsed {
+        cli,
+        matches,
+        cmd,
+        file,
+    })
 }
 
 /// The value of the `key=` word of the command's words, if given.

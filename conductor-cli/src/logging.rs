@@ -20,20 +20,15 @@ pub const ADMIN: &str = "conductor::admin";
 /// Keeps logging alive for the process.
 pub struct Guard;
 
-/// Installs stderr logging (`-q` errors, default warnings plus the lifecycle's
-/// steps on a terminal, `-v` info, `-vv` debug, `-vvv` trace; `RUST_LOG`
+/// Installs stderr logging (`-q` errors, default warnings (progress is
+/// [`crate::progress`]'s), `-v` info, `-vv` debug, `-vvv` trace; `RUST_LOG`
 /// overrides) and, for commands that write
 /// files, the admin log `<runner-dir>/logs/conductor/conductor.log` at info.
 pub fn init(g: &Global, admin_log: bool) -> Guard {
-    // On a terminal, the lifecycle's step messages serve as progress.
-    let quiet_default = if std::io::stderr().is_terminal() && !g.json {
-        "warn,conductor_core=info"
-    } else {
-        "warn"
-    };
+    // Progress is the display's (crate::progress), not the log's.
     let level = match (g.quiet, g.verbose) {
         (true, _) => "error",
-        (false, 0) => quiet_default,
+        (false, 0) => "warn",
         (false, 1) => "info",
         (false, 2) => "debug",
         _ => "trace",
@@ -42,7 +37,7 @@ pub fn init(g: &Global, admin_log: bool) -> Guard {
     // Colour only for a person: stderr a terminal and NO_COLOR unset.
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let stderr = fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_writer(crate::progress::Stderr)
         .with_target(false)
         .with_ansi(ansi)
         .with_filter(filter)

@@ -4,19 +4,20 @@
 
 use std::sync::{Arc, OnceLock};
 
-use conductor_core::{Cpid, Observer, Step};
+use conductor_core::{Cpid, Observer, Progress, Step};
 
 /// An observer that keeps the first CPID it is told of and passes every
-/// step on to `inner`.
+/// step and progress on to `inner`.
 #[derive(Debug)]
 pub struct RunCpid {
-    inner: Option<Arc<dyn Observer>>,
+    inner: Vec<Arc<dyn Observer>>,
     cpid: OnceLock<Cpid>,
 }
 
 impl RunCpid {
-    /// Remembers the CPID, forwarding steps to `inner` (tests' observers).
-    pub fn new(inner: Option<Arc<dyn Observer>>) -> Self {
+    /// Remembers the CPID, forwarding to `inner` (the progress display,
+    /// tests' observers).
+    pub fn new(inner: Vec<Arc<dyn Observer>>) -> Self {
         Self {
             inner,
             cpid: OnceLock::new(),
@@ -32,8 +33,14 @@ impl RunCpid {
 impl Observer for RunCpid {
     fn step(&self, cpid: Cpid, step: Step) {
         let _ = self.cpid.set(cpid);
-        if let Some(o) = &self.inner {
+        for o in &self.inner {
             o.step(cpid, step);
+        }
+    }
+
+    fn progress(&self, cpid: Cpid, progress: &Progress) {
+        for o in &self.inner {
+            o.progress(cpid, progress);
         }
     }
 }

@@ -291,6 +291,13 @@ impl Conductor {
         &self.opts
     }
 
+    /// Tells the observer, if any, how far run `cpid` came.
+    pub(crate) fn progress(&self, cpid: crate::cpid::Cpid, progress: crate::lifecycle::Progress) {
+        if let Some(o) = &self.observer {
+            o.progress(cpid, &progress);
+        }
+    }
+
     /// The id grains of the master's cached minions; none without Salt or
     /// with [`Options::read_grains`] off.
     pub(crate) async fn grain_ids(&self) -> Result<GrainIds, Error> {

@@ -184,11 +184,11 @@ pub use error::{backend_class, Error, ErrorClass, PlanError, Result};
 pub use grains::{name_env, GrainId, GrainIds, MinionIds, NameEnv};
 pub use ids::IdScope;
 pub use input::{InputError, PillarError, MAX_PILLAR_ERRORS};
-pub use layout::Layout;
+pub use layout::{write_atomic, Layout};
 pub use lifecycle::{
     client_token, slot_key, AdoptError, AdoptReport, AdoptRequest, Adoption, CreateReport,
-    DestroyPlan, DestroyReport, InstanceQuery, InstanceStatus, Observer, ReportError, Selected,
-    Selection, SkippedInstance, Step, UpdateReport,
+    DestroyPlan, DestroyReport, InstanceQuery, InstanceStatus, Observer, Progress, ReportError,
+    Selected, Selection, SkippedInstance, Step, UpdateReport,
 };
 pub use mem_cloud::MemCloud;
 pub use names::{check_instance_name, Env, Group, Region, Role, SystemName, Zone};

@@ -34,6 +34,7 @@ pub mod mocks;
 #[cfg(feature = "moto")]
 pub mod moto;
 pub mod proxy;
+pub mod pty;
 pub mod reserve_figures;
 #[cfg(feature = "salt")]
 pub mod salt_env;

@@ -283,6 +283,163 @@ fn help_teaches_with_examples() {
     }
 }
 
+/// Progress an operator can follow: on a terminal one line per phase with
+/// its counts, redrawn in place; through a pipe (Jenkins) plain lines, each
+/// with its local time and no escape codes; nothing with `-q`.
+#[test]
+fn progress_is_drawn_on_a_terminal_and_timestamped_through_a_pipe() {
+    use conductor_testkit::pty::output_with_terminal_stderr;
+    let (r, _dir) = lab();
+    let words = [
+        "role=activemq",
+        "--provisioner",
+        "ec2",
+        "--no-salt",
+        "--release-grace",
+        "0",
+    ];
+    let on_terminal = |extra: &[&str]| {
+        let args = group_args("create", &[&words[..], extra].concat());
+        let mut c = r.command(&args, None);
+        c.env("TERM", "xterm");
+        let out = output_with_terminal_stderr(&mut c).unwrap();
+        let screen = String::from_utf8_lossy(&out.terminal).into_owned();
+        assert!(out.status.success(), "{screen}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("devops-mq02"),
+            "the summary stays on stdout"
+        );
+        screen
+    };
+    let screen = on_terminal(&[]);
+    for phase in [
+        "creating for group devops in us-east-1a",
+        "reserved 2 names (1 attempt)",
+        "launching 2/2",
+        "visible 2/2",
+    ] {
+        assert!(
+            screen.contains(phase),
+            "no {phase:?} on the terminal:\n{screen:?}"
+        );
+    }
+    assert!(screen.contains("\x1b["), "redrawn in place:\n{screen:?}");
+    assert_eq!(on_terminal(&["-q"]), "", "-q shows nothing");
+
+    let o = r.run(&group_args("create", &words), None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(!err.contains('\x1b'), "{err:?}");
+    let mut shown = err.lines().map(|l| {
+        // `2026-12-02T15:04:05+01:00 launching 2/2`
+        let (stamp, text) = l.split_once(' ').unwrap_or_else(|| panic!("{l:?}"));
+        assert!(
+            stamp.len() == 25 && &stamp[10..11] == "T" && &stamp[19..20] != ":",
+            "{l:?} has no timestamp"
+        );
+        text
+    });
+    for phase in [
+        "creating for group devops",
+        "reserving names",
+        "reserved 2 names (1 attempt)",
+        "launching 0/2",
+        "launching 2/2",
+        "visible 0/2",
+        "visible 2/2",
+    ] {
+        assert!(
+            shown.any(|text| text.contains(phase)),
+            "{phase:?} missing or out of order:\n{err}"
+        );
+    }
+}
+
+/// Completion through the real bash: the script `conductor completions
+/// bash` prints, sourced, asks the binary at each TAB; subcommands and
+/// flags complete, and the `key=value` words from the keys the command
+/// accepts and the pillar it would read (here CONDUCTOR_PILLAR_DIR).
+#[test]
+fn bash_completes_words_from_the_pillar() {
+    let (r, dir) = lab();
+    let script = dir.path().join("conductor.bash");
+    let o = r.bare(&["completions", "bash"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::write(&script, &o.stdout).unwrap();
+    let bin_dir = std::path::Path::new(&r.bin).parent().unwrap().to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    // `line` as typed before TAB; its last word (empty after a space) is completed.
+    let complete = |line: &str| -> Vec<String> {
+        let words = format!(
+            "COMP_WORDS=({}{})",
+            line,
+            if line.ends_with(' ') { "''" } else { "" }
+        );
+        let program = format!(
+            r#"source {script}
+{words}
+COMP_CWORD=$(( ${{#COMP_WORDS[@]}} - 1 ))
+COMP_LINE="{line}"; COMP_POINT=${{#COMP_LINE}}; COMP_TYPE=9
+_clap_complete_conductor conductor "${{COMP_WORDS[COMP_CWORD]}}" "${{COMP_WORDS[COMP_CWORD-1]}}"
+printf '%s\n' "${{COMPREPLY[@]}}""#,
+            script = script.display(),
+        );
+        let o = std::process::Command::new("bash")
+            .args(["--norc", "-c", &program])
+            .env("PATH", &path)
+            .env("CONDUCTOR_CONFIG", "/dev/null")
+            .env("CONDUCTOR_PILLAR_DIR", &r.pillar)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{line}: {}", stderr(&o));
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(complete("conductor gr"), ["group"]);
+    assert!(
+        complete("conductor group cr").contains(&"create".to_string()),
+        "{:?}",
+        complete("conductor group cr")
+    );
+    assert!(complete("conductor group create --prov").contains(&"--provisioner".to_string()));
+    assert_eq!(
+        complete("conductor group create group=devops p"),
+        ["pillarenv="]
+    );
+    assert_eq!(complete("conductor group create g"), ["group="]);
+    assert_eq!(complete("conductor group create group="), ["group=devops"]);
+    assert_eq!(
+        complete("conductor group create group=devops role="),
+        ["role=activemq", "role=nifi"]
+    );
+    assert_eq!(
+        complete("conductor group plan group=devops system="),
+        ["system=small_test"]
+    );
+    assert_eq!(
+        complete("conductor group status pillarenv="),
+        ["pillarenv=test"]
+    );
+    assert_eq!(
+        complete("conductor group create pillarenv=test region=us-w"),
+        [
+            "region=us-west-2a",
+            "region=us-west-2b",
+            "region=us-west-2c"
+        ]
+    );
+    // destroy takes selection words create does not; count= has no list.
+    assert!(complete("conductor group destroy cl").contains(&"cluster_id=".to_string()));
+    assert!(complete("conductor group create count=").is_empty());
+}
+
 /// What automation reads: with `--json` every failure is one JSON document
 /// on stdout (`result`, `error`, `class`, `exit_code`), the error is printed
 /// once on stderr, and neither stderr through a pipe nor the admin log

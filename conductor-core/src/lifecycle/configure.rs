@@ -11,6 +11,7 @@ use tracing::{info, info_span, warn, Instrument};
 
 use super::autosign::Autosign;
 use super::create::CreateReport;
+use super::observe::Progress;
 use super::run::Run;
 use super::write_json_log;
 use crate::backend::{BackendError, BackendErrorKind};
@@ -96,7 +97,7 @@ impl Conductor {
         // salt-cloud has deployed and keyed its minions itself.
         if self.opts.provisioner == Provisioner::Ec2 || !startup_plan(group, &ready).is_empty() {
             let names: Vec<String> = ready.iter().map(|(n, _)| n.clone()).collect();
-            let wait = self.wait_minions(&names, &mut report.skipped);
+            let wait = self.wait_minions(run.cpid, &names, &mut report.skipped);
             let late = run.step_in(wait).await??;
             report.minions_not_ready.extend(late);
         }
@@ -160,6 +161,7 @@ impl Conductor {
     /// each with the reason the master's keys give.
     pub(super) async fn wait_minions(
         &self,
+        cpid: Cpid,
         names: &[String],
         skipped: &mut Vec<String>,
     ) -> Result<Vec<(String, String)>, Error> {
@@ -189,6 +191,14 @@ impl Conductor {
             for a in &answered {
                 waiting.remove(a);
             }
+            self.progress(
+                cpid,
+                Progress::Minions {
+                    answered: names.len() - waiting.len(),
+                    total: names.len(),
+                    waiting: waiting.iter().cloned().collect(),
+                },
+            );
             let now = tokio::time::Instant::now();
             if waiting.is_empty() || now >= deadline {
                 break;
@@ -247,6 +257,9 @@ impl Conductor {
             skipped.push("startup states: no Salt executor configured".into());
             return Ok(());
         };
+        let total = by_sls.values().map(Vec::len).sum();
+        let mut done = 0;
+        self.progress(cpid, Progress::States { done, total });
         for (sls, targets) in by_sls {
             info!(minions = targets.len(), sls = %sls.join(","), "applying startup states");
             let run = salt
@@ -263,6 +276,8 @@ impl Conductor {
                 )
                 .await?,
             );
+            done += targets.len();
+            self.progress(cpid, Progress::States { done, total });
         }
         Ok(())
     }
@@ -295,6 +310,13 @@ impl Conductor {
         };
         for sls in hooks {
             info!(%sls, which, "running orchestration hook");
+            self.progress(
+                cpid,
+                Progress::Hook {
+                    which: which.to_string(),
+                    sls: sls.clone(),
+                },
+            );
             let run = salt
                 .orchestrate(sls, saltenv, pillarenv)
                 .instrument(info_span!("salt.orchestrate", %sls))

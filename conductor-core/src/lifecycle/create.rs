@@ -17,7 +17,7 @@ use tracing::{info, info_span, warn, Instrument};
 
 use super::autosign::Autosign;
 use super::configure::Journal;
-use super::observe::Step;
+use super::observe::{Progress, Step};
 use super::provision::{Job, ProvisionFailed, Provisioned};
 use super::run::Run;
 use super::write_file;
@@ -186,6 +186,10 @@ impl Conductor {
             .await??;
         run.step(Step::Reserved);
         info!(instances = plan.instances.len(), attempts, "reserved");
+        run.progress(Progress::Reserved {
+            instances: plan.instances.len(),
+            attempts,
+        });
         let mut report = CreateReport::new(plan, self.opts.provisioner, attempts);
         let account = pillar.environment(&req.pillarenv)?.aws.as_ref();
         run.step_in(self.prepare(run, &mut report, group, account))
@@ -354,6 +358,10 @@ impl Conductor {
         let keys = report.plan.reservations.all();
         run.holdings.fence(&keys).await?;
         run.step(Step::Launching);
+        run.progress(Progress::Launching {
+            done: 0,
+            total: report.plan.instances.len(),
+        });
         let job = Job {
             run,
             plan: &report.plan,
@@ -395,6 +403,10 @@ impl Conductor {
             Ok(Ok(p)) => p,
         };
         run.step(Step::Launched);
+        run.progress(Progress::Launching {
+            done: provisioned.results.len(),
+            total: report.plan.instances.len(),
+        });
         let path = self
             .layout
             .cloud_log(run.cpid, "create", crate::layout::log_rand());
@@ -461,6 +473,12 @@ impl Conductor {
                 )
             })
             .collect();
+        if !report.launched.is_empty() {
+            run.progress(Progress::Visible {
+                seen: 0,
+                total: report.launched.len(),
+            });
+        }
         let wait = self.wait_visible(report);
         let visible = match run.step_in(wait).await {
             Ok(v) => v?,
@@ -476,6 +494,12 @@ impl Conductor {
             .cloned()
             .collect();
         run.step(Step::Visible);
+        if !report.launched.is_empty() {
+            run.progress(Progress::Visible {
+                seen: report.launched.len() - report.not_visible.len(),
+                total: report.launched.len(),
+            });
+        }
         let definitely_failed: BTreeSet<&str> = results
             .iter()
             .filter(|r| r.outcome.as_ref().err().is_some_and(|f| f.definite))

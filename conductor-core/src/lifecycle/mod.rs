@@ -28,7 +28,7 @@ pub use crate::adopt_error::AdoptError;
 pub use adopt::{AdoptReport, AdoptRequest, Adoption};
 pub use create::{CreateReport, ReportError};
 pub use destroy::{DestroyPlan, DestroyReport};
-pub use observe::{Observer, Step};
+pub use observe::{Observer, Progress, Step};
 pub use provision::client_token;
 pub use select::{InstanceQuery, InstanceStatus, Selected, Selection, SkippedInstance};
 pub use throttle::slot_key;

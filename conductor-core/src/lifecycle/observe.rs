@@ -62,6 +62,60 @@ impl fmt::Display for Step {
     }
 }
 
+/// How far a phase of a run has come: what a progress display shows
+/// (`launching 4/6`, `minions answered 4/6`). Reported as counts change,
+/// starting at zero, so a display can show a phase before it ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Progress {
+    /// The run reserved the names (and ids) of `instances` instances, in
+    /// `attempts` plan-and-reserve attempts.
+    Reserved {
+        /// Instances the run builds.
+        instances: usize,
+        /// Plan-and-reserve attempts it took.
+        attempts: u32,
+    },
+    /// An orchestration hook starts (`which` is `pre_create`, ...).
+    Hook {
+        /// The hook's list: `pre_create`, `post_create`, `pre_update`, ...
+        which: String,
+        /// The orchestration SLS it runs.
+        sls: String,
+    },
+    /// Launch calls returned for `done` of `total` instances.
+    Launching {
+        /// Instances whose launch returned.
+        done: usize,
+        /// Instances to launch.
+        total: usize,
+    },
+    /// `seen` of `total` launched instances show in the inventory.
+    Visible {
+        /// Instances the inventory shows.
+        seen: usize,
+        /// Instances launched.
+        total: usize,
+    },
+    /// `answered` of `total` new minions answer the master; `waiting`
+    /// names the others.
+    Minions {
+        /// Minions that answered `test.ping`.
+        answered: usize,
+        /// Minions waited for.
+        total: usize,
+        /// The minions still waited for.
+        waiting: Vec<String>,
+    },
+    /// Startup states finished on `done` of `total` minions.
+    States {
+        /// Minions whose startup states ran.
+        done: usize,
+        /// Minions that get startup states.
+        total: usize,
+    },
+}
+
 /// Told of each [`Step`] a create run passes; set with
 /// `ConductorBuilder::observer`. Called inline: keep it quick.
 ///
@@ -95,4 +149,10 @@ impl fmt::Display for Step {
 pub trait Observer: Send + Sync + fmt::Debug {
     /// Run `cpid` passed `step`.
     fn step(&self, cpid: Cpid, step: Step);
+
+    /// Run `cpid` came as far as `progress` in a phase (create and update
+    /// runs); by default ignored.
+    fn progress(&self, cpid: Cpid, progress: &Progress) {
+        let _ = (cpid, progress);
+    }
 }

@@ -190,6 +190,13 @@ impl Provision for Native {
                     }),
                 })),
             }
+            // The last batch is told by the run, with every provisioner's.
+            if results.len() < specs.len() {
+                job.run.progress(super::Progress::Launching {
+                    done: results.len(),
+                    total: specs.len(),
+                });
+            }
         }
         let raw = json!(results);
         Ok(Provisioned {

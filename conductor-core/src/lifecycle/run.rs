@@ -7,7 +7,7 @@ use std::future::Future;
 use tracing::{info_span, Instrument, Span};
 
 use super::holdings::Holdings;
-use super::observe::Step;
+use super::observe::{Progress, Step};
 use crate::conductor::Conductor;
 use crate::cpid::Cpid;
 use crate::error::Error;
@@ -71,6 +71,11 @@ impl Run {
         if let Some(o) = &self.c.observer {
             o.step(self.cpid, step);
         }
+    }
+
+    /// Tells the observer how far the run came in a phase.
+    pub(crate) fn progress(&self, progress: Progress) {
+        self.c.progress(self.cpid, progress);
     }
 
     /// Runs `f` unless the caller cancels first; a cancelled `f` is dropped

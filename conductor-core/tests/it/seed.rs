@@ -3,13 +3,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use conductor_core::MemReserver;
 use conductor_core::Options;
 use conductor_core::StaticPillar;
-use conductor_core::{Conductor, FsReserver, Provisioner, Reserver};
+use conductor_core::{
+    Conductor, Cpid, FsReserver, Observer, Progress, Provisioner, Reserver, Step,
+};
 use conductor_testkit::fake_salt::SaltCall;
 use conductor_testkit::fixtures;
 use conductor_testkit::harness::{master_layout, Harness};
@@ -278,6 +280,61 @@ async fn a_run_writes_its_files_and_logs() {
         report.launched.iter().collect::<BTreeSet<_>>()
     );
     assert_eq!(applied[0].1, vec!["devops.conductor".to_string()]);
+}
+
+/// The progress a run reports, in order.
+#[derive(Debug, Default)]
+struct Seen(Mutex<Vec<Progress>>);
+
+impl Observer for Seen {
+    fn step(&self, _cpid: Cpid, _step: Step) {}
+    fn progress(&self, _cpid: Cpid, progress: &Progress) {
+        self.0.lock().unwrap().push(progress.clone());
+    }
+}
+
+#[tokio::test]
+async fn a_run_reports_how_far_each_phase_came() {
+    let w = World::new();
+    let seen = Arc::new(Seen::default());
+    let c =
+        w.h.builder()
+            .pillar(Arc::new(StaticPillar(fixtures::devops_pillar())))
+            .reserver(w.fs())
+            .observer(seen.clone())
+            .build()
+            .unwrap();
+    let report = c
+        .create(&fixtures::role_request("activemq", None))
+        .await
+        .unwrap();
+    assert!(report.success(), "{report:?}");
+    let hook = |which: &str| Progress::Hook {
+        which: which.into(),
+        sls: "orch.conductor_common".into(),
+    };
+    assert_eq!(
+        *seen.0.lock().unwrap(),
+        [
+            Progress::Reserved {
+                instances: 2,
+                attempts: 1
+            },
+            hook("pre_create"),
+            Progress::Launching { done: 0, total: 2 },
+            Progress::Launching { done: 2, total: 2 },
+            Progress::Visible { seen: 0, total: 2 },
+            Progress::Visible { seen: 2, total: 2 },
+            Progress::Minions {
+                answered: 2,
+                total: 2,
+                waiting: vec![]
+            },
+            Progress::States { done: 0, total: 2 },
+            Progress::States { done: 2, total: 2 },
+            hook("post_create"),
+        ]
+    );
 }
 
 #[tokio::test]
