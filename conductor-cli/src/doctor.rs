@@ -146,6 +146,14 @@ fn text(checks: &[Check]) -> String {
     out
 }
 
+/// Creates (and removes) a temporary file in `dir`: can this user write there?
+fn try_write(dir: &Path) -> std::io::Result<()> {
+    tempfile::Builder::new()
+        .prefix(".conductor-doctor-")
+        .tempfile_in(dir)
+        .map(drop)
+}
+
 /// This user can create (and remove) a file in `dir`, or, while `dir` does
 /// not exist, in the nearest directory above it (runs create the rest).
 fn writable_dir(check: &str, dir: &Path, flag: &str) -> Check {
@@ -174,10 +182,7 @@ fn writable_dir(check: &str, dir: &Path, flag: &str) -> Check {
             existing.display()
         )
     };
-    match tempfile::Builder::new()
-        .prefix(".conductor-doctor-")
-        .tempfile_in(existing)
-    {
+    match try_write(existing) {
         Ok(_) => Check::ok(check, detail),
         Err(e) => Check::fail(
             check,
@@ -245,10 +250,7 @@ fn autosign(g: &Global, dir: &Path) -> Check {
         return Check::skipped(CHECK, "--no-salt: minion keys are not checked");
     }
     let shown = dir.display();
-    let writable = tempfile::Builder::new()
-        .prefix(".conductor-doctor-")
-        .tempfile_in(dir);
-    match writable {
+    match try_write(dir) {
         Ok(_) => Check::ok(CHECK, format!("{shown} is writable")),
         Err(e) => Check::warn(
             CHECK,

@@ -56,14 +56,7 @@ fn record_path(layout: &Layout, cpid: Cpid) -> PathBuf {
 pub fn write_record(layout: &Layout, cpid: Cpid, record: &RunRecord) {
     let bytes = serde_json::to_vec_pretty(record).expect("a record serializes");
     let path = record_path(layout, cpid);
-    let write = || -> std::io::Result<()> {
-        let dir = path.parent().expect("a record lives in a run's dir");
-        std::fs::create_dir_all(dir)?;
-        let tmp = dir.join(".run.json.tmp");
-        std::fs::write(&tmp, &bytes)?;
-        std::fs::rename(&tmp, &path)
-    };
-    if let Err(e) = write() {
+    if let Err(e) = conductor_core::write_atomic(&path, &bytes, 0o644) {
         tracing::warn!(path = %path.display(), error = %e, "writing the run's record failed");
     }
 }
