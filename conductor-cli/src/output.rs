@@ -240,10 +240,22 @@ pub fn plan_text(plan: &Plan, status: impl Fn(&str) -> Option<&'static str>) -> 
             sys.cloud_id
         ));
     }
+    // The name keys are the names above; the id keys are listed.
     s.push_str(&format!(
-        "reservations: {} names, {} ids\n",
+        "reservations: {} names, {} ids{}\n",
         plan.reservations.names.len(),
-        plan.reservations.ids.len()
+        plan.reservations.ids.len(),
+        if plan.reservations.ids.is_empty() {
+            String::new()
+        } else {
+            let ids: Vec<String> = plan
+                .reservations
+                .ids
+                .iter()
+                .map(|k| k.to_string())
+                .collect();
+            format!(" ({})", ids.join(", "))
+        }
     ));
     if let Some(f) = &plan.files {
         s.push_str(&format!(

@@ -1,19 +1,22 @@
-//! A command run with its stderr on a pseudo-terminal, as from an
-//! operator's shell, and its stdout a pipe: what progress-rendering tests
-//! read.
+//! A command run with stdin and stderr on a pseudo-terminal, as from an
+//! operator's shell, and its stdout a pipe: what tests of progress
+//! rendering and of questions asked on a terminal read.
 //!
 //! ```no_run
-//! let out = conductor_testkit::pty::output_with_terminal_stderr(
-//!     &mut std::process::Command::new("ls"),
-//! )
-//! .unwrap();
+//! let out = conductor_testkit::pty::on_terminal(&mut std::process::Command::new("ls"), None)
+//!     .unwrap();
 //! assert!(out.status.success());
 //! ```
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How long [`on_terminal`] waits for the question it is to answer.
+const QUESTION_WAIT: Duration = Duration::from_secs(120);
 
 /// What the command wrote, and how it ended.
 #[derive(Debug)]
@@ -26,9 +29,15 @@ pub struct TerminalOutput {
     pub terminal: Vec<u8>,
 }
 
-/// Runs `cmd` with stdin empty, stdout a pipe and stderr a 120×40
-/// pseudo-terminal, until it exits.
-pub fn output_with_terminal_stderr(cmd: &mut Command) -> std::io::Result<TerminalOutput> {
+impl TerminalOutput {
+    /// What the terminal showed, as text.
+    pub fn shown(&self) -> String {
+        String::from_utf8_lossy(&self.terminal).into_owned()
+    }
+}
+
+/// A pseudo-terminal of 120×40: (the terminal's end, the program's end).
+fn open() -> std::io::Result<(File, OwnedFd)> {
     let (mut master, mut slave) = (-1, -1);
     let size = libc::winsize {
         ws_row: 40,
@@ -51,29 +60,59 @@ pub fn output_with_terminal_stderr(cmd: &mut Command) -> std::io::Result<Termina
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: both fds were just opened and are owned here alone.
-    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
-    cmd.stdin(Stdio::null())
+    Ok(unsafe { (File::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) })
+}
+
+/// Runs `cmd` with stdin and stderr on a 120×40 pseudo-terminal and
+/// stdout a pipe, until it exits. With `answer` = `(question, reply)`,
+/// types `reply` once the terminal shows `question` (an error if it does
+/// not within two minutes).
+pub fn on_terminal(
+    cmd: &mut Command,
+    answer: Option<(&str, &str)>,
+) -> std::io::Result<TerminalOutput> {
+    let (mut master, slave) = open()?;
+    cmd.stdin(Stdio::from(slave.try_clone()?))
         .stdout(Stdio::piped())
         .stderr(Stdio::from(slave));
     let child = cmd.spawn();
-    // Drops the command's copy of the terminal's end: reading the other
-    // end then stops once the child has closed it.
-    cmd.stderr(Stdio::null());
+    // Drops the command's copies of the program's end: reading the
+    // terminal's end then stops once the child has closed it.
+    cmd.stdin(Stdio::null()).stderr(Stdio::null());
     let child = child?;
-    let reader = std::thread::spawn(move || {
-        let mut terminal = Vec::new();
-        let mut f = File::from(master);
+    let (tx, rx) = mpsc::channel::<Vec<u8>>();
+    let mut reader = master.try_clone()?;
+    let reading = std::thread::spawn(move || {
         let mut buf = [0u8; 4096];
         // Linux answers EIO once the last holder of the other end closed it.
-        while let Ok(n @ 1..) = f.read(&mut buf) {
-            terminal.extend_from_slice(&buf[..n]);
+        while let Ok(n @ 1..) = reader.read(&mut buf) {
+            if tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
         }
-        terminal
     });
+    let mut terminal = Vec::new();
+    if let Some((question, reply)) = answer {
+        let deadline = Instant::now() + QUESTION_WAIT;
+        while !String::from_utf8_lossy(&terminal).contains(question) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(b) => terminal.extend(b),
+                Err(_) => {
+                    return Err(std::io::Error::other(format!(
+                        "the terminal did not show {question:?}; it showed {:?}",
+                        String::from_utf8_lossy(&terminal)
+                    )))
+                }
+            }
+        }
+        master.write_all(reply.as_bytes())?;
+    }
     let out = child.wait_with_output()?;
-    let terminal = reader
+    reading
         .join()
         .map_err(|_| std::io::Error::other("the terminal reader panicked"))?;
+    terminal.extend(rx.try_iter().flatten());
     Ok(TerminalOutput {
         status: out.status,
         stdout: out.stdout,

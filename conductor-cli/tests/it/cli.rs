@@ -55,6 +55,19 @@ fn plan_json_has_the_design_schema() {
         .unwrap()
         .ends_with("devops_us-east-1a_test.map"));
     assert!(r.files().is_empty(), "plan writes nothing: {:?}", r.files());
+
+    // The human plan shows the same: names, the id grains, the keys.
+    let o = r.run(&group_args("plan", &["system=small_test"]), None);
+    let text = String::from_utf8_lossy(&o.stdout);
+    for shown in [
+        "devops-nifi-dummy-01.clid-1.us-east-1a.test.foobar.com",
+        "cluster nifi: devops.nifi.cluster.id=1 cloud.nifi.cluster.id=1",
+        "system small_test: devops.system.id=1 cloud.system.id=1",
+        "reservations: 6 names, 4 ids (test_devops.system.id.1, test_cloud.system.id.1, test_devops.nifi.cluster.id.1, test_cloud.nifi.cluster.id.1)",
+        "devops_us-east-1a_test.map",
+    ] {
+        assert!(text.contains(shown), "no {shown:?} in:\n{text}");
+    }
 }
 
 #[test]
@@ -288,7 +301,6 @@ fn help_teaches_with_examples() {
 /// with its local time and no escape codes; nothing with `-q`.
 #[test]
 fn progress_is_drawn_on_a_terminal_and_timestamped_through_a_pipe() {
-    use conductor_testkit::pty::output_with_terminal_stderr;
     let (r, _dir) = lab();
     let words = [
         "role=activemq",
@@ -302,8 +314,8 @@ fn progress_is_drawn_on_a_terminal_and_timestamped_through_a_pipe() {
         let args = group_args("create", &[&words[..], extra].concat());
         let mut c = r.command(&args, None);
         c.env("TERM", "xterm");
-        let out = output_with_terminal_stderr(&mut c).unwrap();
-        let screen = String::from_utf8_lossy(&out.terminal).into_owned();
+        let out = conductor_testkit::pty::on_terminal(&mut c, None).unwrap();
+        let screen = out.shown();
         assert!(out.status.success(), "{screen}");
         assert!(
             String::from_utf8_lossy(&out.stdout).contains("devops-mq02"),
@@ -489,6 +501,28 @@ fn failures_are_one_json_document_and_nothing_is_coloured() {
         "--json",
     ]);
     assert!(failure(&o, 2, "bad_input").contains("--pillar-dir"));
+    // So is a --runner-dir that is a file: no reservation can be written.
+    let file = r.dir.join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let o = r.bare(&[
+        "group",
+        "create",
+        "group=devops",
+        "role=activemq",
+        "pillarenv=test",
+        "region=us-east-1a",
+        "--cloud",
+        "fake",
+        "--no-salt",
+        "--provisioner",
+        "ec2",
+        "--pillar-dir",
+        r.pillar.to_str().unwrap(),
+        "--runner-dir",
+        file.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(failure(&o, 2, "bad_input").contains("point --runner-dir at a writable directory"));
 
     // AWS that does not answer: exit 4, after the run's log lines (-v).
     let dir = tempfile::tempdir().unwrap();

@@ -8,11 +8,7 @@
 use crate::support;
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::os::fd::FromRawFd;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use conductor_core::Step;
 use conductor_testkit::moto::MotoServer;
@@ -238,63 +234,18 @@ fn destroy_dry_run_lists_exactly_what_it_would_do_and_changes_nothing() {
     assert_eq!(live(&moto), before);
 }
 
-/// A pseudo-terminal: (master, slave).
-fn pty() -> (std::fs::File, std::fs::File) {
-    // SAFETY: plain libc calls on descriptors this function owns; each fd is
-    // checked and wrapped in a File exactly once.
-    unsafe {
-        let m = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY);
-        assert!(m >= 0, "posix_openpt");
-        assert_eq!(libc::grantpt(m), 0);
-        assert_eq!(libc::unlockpt(m), 0);
-        let mut name = [0 as libc::c_char; 256];
-        assert_eq!(libc::ptsname_r(m, name.as_mut_ptr(), name.len()), 0);
-        let s = libc::open(name.as_ptr(), libc::O_RDWR | libc::O_NOCTTY);
-        assert!(s >= 0, "open the pty slave");
-        (std::fs::File::from_raw_fd(m), std::fs::File::from_raw_fd(s))
-    }
-}
-
 /// Runs `conductor <args>` with stdin and stderr on a pseudo-terminal;
 /// answers `answer` when the terminal shows `[y/N]` (never, if `None`).
 /// Returns (exit code, what the terminal showed, stdout).
 fn on_terminal(lab: &Lab, args: &[&str], answer: Option<&str>) -> (Option<i32>, String, String) {
-    let (mut master, slave) = pty();
-    let mut cmd = lab.command(args, None);
-    cmd.stdin(Stdio::from(slave.try_clone().unwrap()))
-        .stderr(Stdio::from(slave))
-        .stdout(Stdio::piped());
-    let child = cmd.spawn().unwrap();
-    drop(cmd); // the parent's copies of the slave: EOF on the master at exit
-    let (tx, rx) = mpsc::channel::<Vec<u8>>();
-    let mut reader = master.try_clone().unwrap();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = reader.read(&mut buf) {
-            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                break;
-            }
-        }
-    });
-    let mut shown = String::new();
-    if let Some(answer) = answer {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while !shown.contains("[y/N]") {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(b) => shown.push_str(&String::from_utf8_lossy(&b)),
-                Err(_) => panic!("no question on the terminal: {shown:?}"),
-            }
-        }
-        master.write_all(answer.as_bytes()).unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    while let Ok(b) = rx.recv_timeout(Duration::from_millis(500)) {
-        shown.push_str(&String::from_utf8_lossy(&b));
-    }
+    let out = conductor_testkit::pty::on_terminal(
+        &mut lab.command(args, None),
+        answer.map(|a| ("[y/N]", a)),
+    )
+    .unwrap();
     (
         out.status.code(),
-        shown,
+        out.shown(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
     )
 }

@@ -37,7 +37,7 @@ use async_trait::async_trait;
 use super::{
     ms, now_ms, Holder, Key, KeyKind, Lease, Owner, Phase, Reservation, ReserveError, Reserver,
 };
-use crate::backend::BackendError;
+use crate::backend::{BackendError, BackendErrorKind};
 use crate::layout::{write_atomic, Layout};
 use crate::names::Env;
 
@@ -371,7 +371,8 @@ fn owner_json(owner: &Owner) -> Vec<u8> {
     serde_json::to_vec(owner).unwrap_or_default()
 }
 
-/// An I/O error on `path`, with what to do about the common causes.
+/// An I/O error on `path`, with what to do about the common causes; those
+/// of a wrong `--runner-dir` are the operator's input (`Rejected`: exit 2).
 fn io_err(path: &Path, e: std::io::Error) -> BackendError {
     let hint = match e.kind() {
         ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem => Some(
@@ -386,7 +387,11 @@ fn io_err(path: &Path, e: std::io::Error) -> BackendError {
     };
     let err = BackendError::io(path, e);
     match hint {
-        Some(h) => err.with_hint(h),
+        Some(h) => {
+            let mut err = err.with_hint(h);
+            err.kind = BackendErrorKind::Rejected;
+            err
+        }
         None => err,
     }
 }

@@ -208,8 +208,9 @@ mod fs_hardening {
         f.set_modified(SystemTime::now() - by).unwrap();
     }
 
-    /// A runner directory that cannot be written is an `Io` error naming the
-    /// directory and the fix, not a conflict and not a panic.
+    /// A runner directory that cannot be written is the operator's input
+    /// (`Rejected`: exit 2) naming the directory and the fix, not a
+    /// conflict and not a panic.
     #[tokio::test]
     async fn a_read_only_directory_is_a_clear_error() {
         let d = tempfile::tempdir().unwrap();
@@ -229,7 +230,7 @@ mod fs_hardening {
             Err(ReserveError::Backend(e)) => e,
             other => panic!("expected an I/O error, got {other:?}"),
         };
-        assert_eq!(e.kind, BackendErrorKind::Io);
+        assert_eq!(e.kind, BackendErrorKind::Rejected);
         let text = e.to_string();
         assert!(
             text.contains("conductor-read-only-test") || text.contains("runner"),
