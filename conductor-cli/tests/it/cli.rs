@@ -5,6 +5,10 @@ use conductor_testkit::bin_lab::group_args;
 
 use crate::support::{stderr, Lab};
 
+/// The flags of `create_args` but `--json`: native provisioner, no Salt,
+/// no release grace, the report as text.
+const TEXT_CREATE: [&str; 5] = ["--provisioner", "ec2", "--no-salt", "--release-grace", "0"];
+
 /// A lab with the example pillar on the in-memory cloud, and its temp dir.
 fn lab() -> (Lab, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -178,14 +182,7 @@ fn bad_words_exit_2_and_name_the_word() {
 fn create_with_the_native_provisioner_and_no_salt() {
     let (r, _dir) = lab();
     // As `create_args`, but the report as text.
-    let words = [
-        "role=activemq",
-        "--provisioner",
-        "ec2",
-        "--no-salt",
-        "--release-grace",
-        "0",
-    ];
+    let words = [&["role=activemq"][..], &TEXT_CREATE].concat();
     let o = r.run(&group_args("create", &words), None);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout);
@@ -302,14 +299,7 @@ fn help_teaches_with_examples() {
 #[test]
 fn progress_is_drawn_on_a_terminal_and_timestamped_through_a_pipe() {
     let (r, _dir) = lab();
-    let words = [
-        "role=activemq",
-        "--provisioner",
-        "ec2",
-        "--no-salt",
-        "--release-grace",
-        "0",
-    ];
+    let words = [&["role=activemq"][..], &TEXT_CREATE].concat();
     let on_terminal = |extra: &[&str]| {
         let args = group_args("create", &[&words[..], extra].concat());
         let mut c = r.command(&args, None);
