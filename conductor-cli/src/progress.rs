@@ -36,7 +36,7 @@ pub struct Display {
 /// The phase shown now.
 #[derive(Debug)]
 struct Phase {
-    /// Which phase (a `Progress` variant's name, or `reserving`).
+    /// Which phase (a `Progress` variant's name, or `run`).
     kind: &'static str,
     /// Its last line.
     text: String,
@@ -136,8 +136,9 @@ impl Display {
 
 impl Observer for Display {
     fn step(&self, cpid: Cpid, step: Step) {
+        // Every action's run starts so (create, update, destroy).
         if step == Step::CpidClaimed {
-            self.show("reserving", format!("run {cpid}: reserving names"));
+            self.show("run", format!("run {cpid} started"));
         }
     }
 
@@ -147,7 +148,7 @@ impl Observer for Display {
                 instances,
                 attempts,
             } => (
-                "reserving",
+                "reserved",
                 format!(
                     "reserved {instances} name{} ({attempts} attempt{})",
                     plural(*instances),

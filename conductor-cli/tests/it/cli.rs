@@ -343,7 +343,7 @@ fn progress_is_drawn_on_a_terminal_and_timestamped_through_a_pipe() {
     });
     for phase in [
         "creating for group devops",
-        "reserving names",
+        "started",
         "reserved 2 names (1 attempt)",
         "launching 0/2",
         "launching 2/2",
