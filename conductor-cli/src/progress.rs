@@ -113,10 +113,11 @@ impl Display {
         }
         let bar = (self.mode == Mode::Terminal).then(|| {
             let bar = lines().add(ProgressBar::new_spinner());
-            // The last string is shown once the phase ended.
+            // The last string is shown once the phase ended: a blank, as
+            // an ended phase may have fallen short (`minions answered 4/6`).
             let style = ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
                 .expect("the template is valid")
-                .tick_strings(&[" -", " \\", " |", " /", "ok"]);
+                .tick_strings(&["-", "\\", "|", "/", " "]);
             bar.set_style(style);
             bar.set_message(text.clone());
             bar.enable_steady_tick(Duration::from_millis(120));
