@@ -442,6 +442,39 @@ printf '%s\n' "${{COMPREPLY[@]}}""#,
     assert!(complete("conductor group create count=").is_empty());
 }
 
+/// Exit 3, reservations exhausted: a run told to use a CPID that another
+/// live process holds cannot claim it; the JSON says `exhausted`, and no
+/// file of a run is written.
+#[test]
+fn a_cpid_another_process_holds_is_exit_3() {
+    use conductor_core::{Cpid, FsReserver, Key, Layout, Owner, Reserver};
+    let (r, _dir) = lab();
+    let cpid = Cpid::parse("16833830331552303186").unwrap();
+    let reserver = FsReserver::new(&Layout::new(r.config_dir(), r.runner_dir()));
+    // This test process holds it, alive, for ten minutes.
+    let owner = Owner::this_process(cpid, std::time::Duration::from_secs(600));
+    let _held = conductor_testkit::harness::paused_runtime()
+        .block_on(reserver.try_reserve(&[Key::cpid(cpid)], &owner))
+        .unwrap();
+    let word = format!("cpid={cpid}");
+    let args = [&["role=activemq", &word, "--json"][..], &TEXT_CREATE].concat();
+    let o = r.run(&group_args("create", &args), None);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["class"], "exhausted", "{v}");
+    assert_eq!(v["exit_code"], 3, "{v}");
+    // Only the holder's reservation and the admin log's line of the failure.
+    let written: Vec<_> = r
+        .files()
+        .into_iter()
+        .filter(|f| {
+            let f = f.to_string_lossy();
+            !f.contains("reserved") && !f.ends_with("logs/conductor/conductor.log")
+        })
+        .collect();
+    assert!(written.is_empty(), "{written:?}");
+}
+
 /// What automation reads: with `--json` every failure is one JSON document
 /// on stdout (`result`, `error`, `class`, `exit_code`), the error is printed
 /// once on stderr, and neither stderr through a pipe nor the admin log
