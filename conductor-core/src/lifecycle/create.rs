@@ -41,7 +41,9 @@ pub struct CreateReport {
     pub plan: Plan,
     /// The provisioner used.
     pub provisioner: Provisioner,
-    /// Plan-and-reserve attempts it took.
+    /// Plan-and-reserve attempts it took: each a fresh read of the
+    /// reservations (keys lost to other runs and claimed again within an
+    /// attempt do not count).
     pub attempts: u32,
     /// Instances created.
     pub launched: Vec<String>,

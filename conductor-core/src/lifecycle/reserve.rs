@@ -19,7 +19,7 @@ use crate::pillar::{Pillar, RoleSpec};
 use crate::plan::{inventory_scopes, plan_with_grains as compute, Plan, PlanFiles};
 use crate::render;
 use crate::request::{resolve, Build, BuildItem, CreateRequest};
-use crate::reserve::{now_ms, Key, Owner, ReserveError};
+use crate::reserve::{now_ms, Key, KeyKind, Owner, ReserveError};
 use crate::settings::LaunchSettings;
 
 impl Conductor {
@@ -31,9 +31,8 @@ impl Conductor {
         let this = self.in_env(&pillar, &req.pillarenv).await?;
         let inventory = this.read_inventory(&scopes).await?;
         let grains = this.grain_ids().await?;
-        let plan = this
-            .compute_plan(cpid, req, &pillar, (&inventory, &grains), None)
-            .await?;
+        let held = this.held_keys(req, None).await?;
+        let plan = this.compute_plan(cpid, req, &pillar, (&inventory, &grains), &held)?;
         this.warn_clock(&plan);
         Ok(plan)
     }
@@ -53,16 +52,14 @@ impl Conductor {
         inventory_scopes(pillar, req, &build)
     }
 
-    async fn compute_plan(
+    /// The keys held in the environments `req` plans in (names are keyed
+    /// by the saltenv, ids by the pillarenv: one read when they are the
+    /// same), other than by `own`'s run.
+    async fn held_keys(
         &self,
-        cpid: Cpid,
         req: &CreateRequest,
-        pillar: &Pillar,
-        (inventory, grains): (&Inventory, &GrainIds),
         own: Option<&Owner>,
-    ) -> Result<Plan, Error> {
-        // Names are keyed by the saltenv, ids by the pillarenv: read those
-        // environments' keys only (one read when they are the same).
+    ) -> Result<BTreeSet<Key>, Error> {
         let mut held = BTreeSet::new();
         for env in req.envs() {
             let keys = self
@@ -73,7 +70,18 @@ impl Conductor {
                 .map_err(|e| Error::backend("listing reservations", e))?;
             held.extend(keys);
         }
-        let mut plan = compute(cpid, req, pillar, inventory, &held, grains)?;
+        Ok(held)
+    }
+
+    fn compute_plan(
+        &self,
+        cpid: Cpid,
+        req: &CreateRequest,
+        pillar: &Pillar,
+        (inventory, grains): (&Inventory, &GrainIds),
+        held: &BTreeSet<Key>,
+    ) -> Result<Plan, Error> {
+        let mut plan = compute(cpid, req, pillar, inventory, held, grains)?;
         plan.clock_skew = self.check_clock()?;
         self.check_launches(&plan, pillar.group(&req.group)?)?;
         plan.files = Some(PlanFiles {
@@ -131,19 +139,21 @@ impl Conductor {
         Ok(inv)
     }
 
-    /// Plans and reserves for `run` (the lease joins its holdings), with
+    /// Plans and reserves for `run` (its leases join its holdings), with
     /// check-after-reserve and bounded retries; returns the plan and the
-    /// attempts it took.
+    /// attempts it took (an attempt is one fresh read of the reservations).
     ///
-    /// A conflict only says other runs took some keys first: the retry plans
-    /// again at once against the inventory already read (when younger than
-    /// [`INVENTORY_REUSE`]) and a fresh read of the reservations; after
-    /// [`EAGER_RETRIES`] conflicts, runs still colliding spread their next
-    /// attempts over a window of a few of their own plan-and-reserve cycles.
-    /// The inventory is read again for the check after a successful
-    /// reserve, which keeps the guarantee: no run keeps a name or id the
-    /// cloud showed as taken when it reserved; a clash found there plans
-    /// again at once on that fresh read.
+    /// Within an attempt, a conflict does not start over: the run
+    /// [claims](Conductor::claim) the lowest free keys one at a time,
+    /// planning again on what it learned, so runs that want the same names
+    /// all settle in one pass instead of one winner per round. The
+    /// inventory already read serves the next attempts while younger than
+    /// [`INVENTORY_REUSE`]; it is read again for the check after every
+    /// successful claim, which keeps the guarantee: no run keeps a name or
+    /// id the cloud showed as taken when it reserved; a clash found there
+    /// plans again at once on that fresh read. An attempt that gives up
+    /// claiming (after [`CLAIM_STEPS`] steps) waits a jittered window of a
+    /// few of its own cycles, doubling, before the next.
     pub(crate) async fn plan_and_reserve(
         &self,
         run: &Run,
@@ -167,74 +177,184 @@ impl Conductor {
                     tokio::time::Instant::now(),
                 ),
             };
-            let plan = self
-                .compute_plan(run.cpid, req, pillar, (&inv.0, &grains), Some(&owner))
-                .await?;
-            if attempt == 1 {
-                self.warn_clock(&plan);
-            }
+            let held = self.held_keys(req, Some(&owner)).await?;
+            let claim = Claim {
+                run,
+                req,
+                pillar,
+                seen: (&inv.0, &grains),
+                attempt,
+            };
+            let claimed = self.claim(claim, held).await;
             inventory = Some(inv);
-            let keys = plan.reservations.all();
-            match self
-                .reserver
-                .try_reserve(&keys, &owner)
-                .instrument(info_span!("reserver.reserve", keys = keys.len()))
-                .await
-            {
-                Ok(lease) => {
-                    run.holdings.hold(lease).await;
-                    if !self.opts.check_after_reserve {
-                        return Ok((plan, attempt));
-                    }
-                    let now = self.read_inventory(scopes).await?;
-                    let clashes = taken_in(&plan, &now);
-                    if clashes.is_empty() {
-                        return Ok((plan, attempt));
-                    }
+            let plan = match claimed? {
+                Ok(plan) => plan,
+                Err(lost) => {
                     info!(
                         attempt,
-                        clashes = clashes.len(),
-                        "reserved keys are already used in the cloud; planning again"
+                        conflicts = lost.len(),
+                        "reservations still conflicting; trying again from a fresh read"
                     );
-                    run.holdings.release(&keys, std::time::Duration::ZERO).await;
-                    inventory = Some((now, tokio::time::Instant::now()));
-                    last = clashes;
-                }
-                Err(ReserveError::Conflict(keys)) => {
-                    info!(
-                        attempt,
-                        conflicts = keys.len(),
-                        "reservation conflict; planning again"
-                    );
-                    last = keys;
-                    if attempt >= EAGER_RETRIES {
-                        // Runs that keep colliding planned from the same view:
-                        // spread their next attempts over a window that
-                        // doubles with each conflict, in units of this run's
-                        // own plan-and-reserve cycle, so they take turns.
-                        let doublings = (attempt + 1 - EAGER_RETRIES).min(16);
-                        let window = cycle.elapsed() * (1u32 << doublings);
-                        let spread = window.min(self.opts.backoff_max);
-                        tokio::time::sleep(spread.mul_f64(rand::random::<f64>())).await;
-                    }
+                    last = lost;
+                    // Spread the next attempts of runs that keep colliding
+                    // over a window that doubles each time, in units of this
+                    // run's own cycle, so they take turns.
+                    let doublings = attempt.min(16);
+                    let window = cycle.elapsed() * (1u32 << doublings);
+                    let spread = window.min(self.opts.backoff_max);
+                    tokio::time::sleep(spread.mul_f64(rand::random::<f64>())).await;
                     continue;
                 }
-                Err(e) => return Err(super::reserve_failed("reserving names and ids", e)),
+            };
+            if !self.opts.check_after_reserve {
+                return Ok((plan, attempt));
             }
-            // A clash after reserving means the plan's inventory was older
-            // than the cloud (another run launched, and released its keys,
-            // since it was read); the next attempt plans on the fresh read,
-            // so it goes at once: sleeping would only lengthen the tail.
+            let now = self.read_inventory(scopes).await?;
+            let clashes = taken_in(&plan, &now);
+            if clashes.is_empty() {
+                return Ok((plan, attempt));
+            }
+            info!(
+                attempt,
+                clashes = clashes.len(),
+                "reserved keys are already used in the cloud; planning again"
+            );
+            run.holdings
+                .release(&plan.reservations.all(), std::time::Duration::ZERO)
+                .await;
+            // The plan's inventory was older than the cloud (another run
+            // launched, and released its keys, since it was read); the next
+            // attempt plans on the fresh read, so it goes at once: sleeping
+            // would only lengthen the tail.
+            inventory = Some((now, tokio::time::Instant::now()));
+            last = clashes;
         }
         Err(Error::RetriesExhausted {
             attempts: self.opts.max_attempts,
             keys: last,
         })
     }
+
+    /// Reserves the keys of a plan, lowest free first: returns the plan
+    /// once the run holds every key of it, or the keys it lost last when
+    /// [`CLAIM_STEPS`] steps did not settle it or no plan was left beside
+    /// the keys found taken (the run then holds none of them).
+    ///
+    /// The first step reserves the whole plan at once (one call: the common
+    /// case of no contention). After a conflict, each step plans again with
+    /// the keys found held added to `held`, keeps the keys it already won
+    /// that the plan still wants (freeing the others), and reserves each
+    /// missing key alone, ids first and names in index order, stopping at a
+    /// lost id since the names of a cluster carry it. Every key then goes
+    /// to the first run that asks, and a run that loses one asks for the
+    /// next free one at once: the lowest free index is still what each run
+    /// takes, and runs wanting the same names settle in one pass.
+    async fn claim(
+        &self,
+        claim: Claim<'_>,
+        mut held: BTreeSet<Key>,
+    ) -> Result<Result<Plan, Vec<Key>>, Error> {
+        let Claim {
+            run,
+            req,
+            pillar,
+            seen,
+            attempt,
+        } = claim;
+        let owner = run.owner();
+        let mut mine: BTreeSet<Key> = BTreeSet::new();
+        let mut lost = Vec::new();
+        for step in 0..CLAIM_STEPS {
+            let plan = match self.compute_plan(run.cpid, req, pillar, seen, &held) {
+                Ok(plan) => plan,
+                // The first step plans on what was read: its error stands.
+                // A later step fails only on the keys it found taken since
+                // (every index left held, say): those may be freed soon, so
+                // the attempt gives up and the next starts from a fresh read.
+                Err(e) if step > 0 => {
+                    info!(
+                        attempt,
+                        step, "no plan left beside the keys found taken: {e}"
+                    );
+                    break;
+                }
+                Err(e) => return Err(e),
+            };
+            if attempt == 1 && step == 0 {
+                self.warn_clock(&plan);
+            }
+            let mut want = plan.reservations.ids.clone();
+            want.extend(plan.reservations.names.iter().cloned());
+            let unwanted: Vec<Key> = mine.iter().filter(|k| !want.contains(k)).cloned().collect();
+            if !unwanted.is_empty() {
+                run.holdings
+                    .release(&unwanted, std::time::Duration::ZERO)
+                    .await;
+                mine.retain(|k| !unwanted.contains(k));
+            }
+            let missing: Vec<Key> = want.into_iter().filter(|k| !mine.contains(k)).collect();
+            if missing.is_empty() {
+                return Ok(Ok(plan));
+            }
+            let batches: Vec<&[Key]> = if step == 0 {
+                vec![&missing]
+            } else {
+                missing.chunks(1).collect()
+            };
+            lost.clear();
+            for keys in batches {
+                match self
+                    .reserver
+                    .try_reserve(keys, &owner)
+                    .instrument(info_span!("reserver.reserve", keys = keys.len(), step))
+                    .await
+                {
+                    Ok(lease) => {
+                        mine.extend(lease.keys.iter().cloned());
+                        run.holdings.hold(lease).await;
+                    }
+                    Err(ReserveError::Conflict(taken)) => {
+                        let id = taken.iter().any(|k| k.kind() == KeyKind::Id);
+                        held.extend(taken.iter().cloned());
+                        lost.extend(taken);
+                        if id {
+                            break;
+                        }
+                    }
+                    Err(e) => return Err(super::reserve_failed("reserving names and ids", e)),
+                }
+            }
+            if lost.is_empty() {
+                return Ok(Ok(plan));
+            }
+            info!(
+                attempt,
+                step,
+                lost = lost.len(),
+                "keys taken by another run; claiming the next free ones"
+            );
+        }
+        let mine: Vec<Key> = mine.into_iter().collect();
+        run.holdings.release(&mine, std::time::Duration::ZERO).await;
+        Ok(Err(lost))
+    }
 }
 
-/// Attempts retried at once after a conflict, before spreading out.
-const EAGER_RETRIES: u32 = 2;
+/// What one [`Conductor::claim`] works from.
+struct Claim<'a> {
+    run: &'a Run,
+    req: &'a CreateRequest,
+    pillar: &'a Pillar,
+    /// The inventory and grain ids read.
+    seen: (&'a Inventory, &'a GrainIds),
+    /// Which attempt of the run this is (the first warns of clock skew).
+    attempt: u32,
+}
+
+/// Steps of one claim before the attempt gives up and waits: each step
+/// loses at least one key to another run, so this bounds the runs that can
+/// take keys from under one run in one attempt.
+const CLAIM_STEPS: u32 = 256;
 
 /// How long an inventory read serves the retries of one run.
 const INVENTORY_REUSE: std::time::Duration = std::time::Duration::from_secs(10);

@@ -1,8 +1,10 @@
-//! Many runs that want the same names: every run succeeds within its
-//! attempts (fairness), retries after a conflict cost no inventory read, and
-//! no run keeps a name the cloud showed as taken when it reserved it.
+//! Many runs that want the same names: every run succeeds in one attempt
+//! (fairness), takes the lowest indexes still free, a lost key costs no
+//! inventory read, and no run keeps a name the cloud showed as taken when it
+//! reserved it.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,9 +19,10 @@ use conductor_testkit::{fixtures, FakeCloud};
 use tokio::time::Instant;
 
 /// A MemReserver whose every call takes 20 ms, as a shared store's would:
-/// parallel runs read the same reservations and then race to reserve.
+/// parallel runs read the same reservations and then race to reserve. It
+/// counts the calls to reserve.
 #[derive(Debug, Default)]
-struct SlowReserver(MemReserver);
+struct SlowReserver(MemReserver, AtomicUsize);
 
 async fn pause() {
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -28,6 +31,7 @@ async fn pause() {
 #[async_trait]
 impl Reserver for SlowReserver {
     async fn try_reserve(&self, keys: &[Key], owner: &Owner) -> Result<Lease, ReserveError> {
+        self.1.fetch_add(1, Ordering::Relaxed);
         pause().await;
         self.0.try_reserve(keys, owner).await
     }
@@ -77,9 +81,10 @@ fn thirty_two_runs_for_the_same_names_all_succeed_and_never_share_one() {
                 .with_seed(3),
         );
         let reserved = Arc::new(ReservedAt::default());
+        let reserver = Arc::new(SlowReserver::default());
         let h = Harness::new()
             .with_cloud(cloud.clone())
-            .with_reserver(Arc::new(SlowReserver::default()))
+            .with_reserver(reserver.clone())
             .with_options(|o| {
                 // The defaults of real runs, not the harness's quick ones.
                 let d = conductor_core::Options::default();
@@ -113,6 +118,17 @@ fn thirty_two_runs_for_the_same_names_all_succeed_and_never_share_one() {
             "a name launched twice: {names:?}"
         );
         assert_eq!(names.len(), 64);
+        // Each run took the lowest free indexes it could get: no gaps.
+        let expected: BTreeSet<String> = (1..=64)
+            .map(|i| format!("devops-mq{i:02}.us-east-1a.test.foobar.com"))
+            .collect();
+        assert_eq!(
+            unique
+                .iter()
+                .map(|n| n.to_string())
+                .collect::<BTreeSet<_>>(),
+            expected
+        );
         // No run reserved a name after another run's instance of it existed.
         let first_launch: BTreeMap<&String, Instant> =
             launches.iter().map(|(n, t)| (n, *t)).collect();
@@ -124,11 +140,14 @@ fn thirty_two_runs_for_the_same_names_all_succeed_and_never_share_one() {
                 assert!(reserved_at <= ours, "{name} reserved after it launched");
             }
         }
-        // Retries after a conflict plan on the inventory already read:
-        // about two reads per run (plan, check), not two per attempt.
+        // A lost key costs neither an inventory read nor an attempt: the
+        // runs contended (many more calls to reserve than runs), yet each
+        // planned once (no run's instances were out when another read the
+        // cloud, so no check after reserving found a clash).
         let reads = cloud.calls(Op::Inventory);
-        let total_attempts: u32 = attempts.iter().map(|(a, n)| a * *n as u32).sum();
-        eprintln!("{reads} inventory reads for 32 runs and {total_attempts} attempts");
-        assert!(total_attempts > 32, "the runs did contend: {attempts:?}");
+        let reserves = reserver.1.load(Ordering::Relaxed);
+        eprintln!("{reads} inventory reads (visibility polls included) and {reserves} calls to reserve for 32 runs");
+        assert!(reserves > 32, "the runs did contend: {reserves} calls to reserve");
+        assert_eq!(attempts, BTreeMap::from([(1, 32)]), "attempts: runs");
     });
 }
