@@ -180,6 +180,7 @@ impl Conductor {
             let held = self.held_keys(req, Some(&owner)).await?;
             let claim = Claim {
                 run,
+                owner: &owner,
                 req,
                 pillar,
                 seen: (&inv.0, &grains),
@@ -256,12 +257,12 @@ impl Conductor {
     ) -> Result<Result<Plan, Vec<Key>>, Error> {
         let Claim {
             run,
+            owner,
             req,
             pillar,
             seen,
             attempt,
         } = claim;
-        let owner = run.owner();
         let mut mine: BTreeSet<Key> = BTreeSet::new();
         let mut lost = Vec::new();
         for step in 0..CLAIM_STEPS {
@@ -305,7 +306,7 @@ impl Conductor {
             for keys in batches {
                 match self
                     .reserver
-                    .try_reserve(keys, &owner)
+                    .try_reserve(keys, owner)
                     .instrument(info_span!("reserver.reserve", keys = keys.len(), step))
                     .await
                 {
@@ -343,6 +344,8 @@ impl Conductor {
 /// What one [`Conductor::claim`] works from.
 struct Claim<'a> {
     run: &'a Run,
+    /// The run's owner record for this attempt (its reads left its keys out).
+    owner: &'a Owner,
     req: &'a CreateRequest,
     pillar: &'a Pillar,
     /// The inventory and grain ids read.
