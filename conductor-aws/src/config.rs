@@ -165,6 +165,7 @@ impl AwsConfig {
 
     async fn load_with(&self, from: RegionFrom) -> SdkConfig {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(crate::http::LazyTls::default())
             .retry_config(RetryConfig::standard().with_max_attempts(self.max_attempts.max(1)));
         if let Some(r) = &self.region {
             loader = loader.region(Region::new(r.clone()));

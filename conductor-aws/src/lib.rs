@@ -19,6 +19,7 @@ pub mod config;
 pub mod dynamo;
 pub mod ec2;
 pub mod errors;
+mod http;
 #[cfg(feature = "s3")]
 pub mod s3;
 

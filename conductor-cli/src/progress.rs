@@ -47,6 +47,12 @@ struct Phase {
 /// The terminal's lines: a finished phase's stays above the next.
 static LINES: OnceLock<MultiProgress> = OnceLock::new();
 
+/// Writes `line` and a newline to stderr in one write: `eprintln!` makes
+/// one per piece, each waking whatever reads the pipe.
+fn say(line: std::fmt::Arguments) {
+    let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
+}
+
 fn lines() -> &'static MultiProgress {
     LINES.get_or_init(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()))
 }
@@ -72,8 +78,8 @@ impl Display {
     pub fn note(&self, text: &str) {
         self.finish();
         match self.mode {
-            Mode::Terminal => eprintln!("{text}"),
-            Mode::Lines => eprintln!("{} {text}", stamp()),
+            Mode::Terminal => say(format_args!("{text}")),
+            Mode::Lines => say(format_args!("{} {text}", stamp())),
             Mode::Off => {}
         }
     }
@@ -103,7 +109,11 @@ impl Display {
             }
             match &p.bar {
                 Some(bar) => bar.set_message(text.clone()),
-                None => eprintln!("{} {text} ({})", stamp(), seconds(p.started.elapsed())),
+                None => say(format_args!(
+                    "{} {text} ({})",
+                    stamp(),
+                    seconds(p.started.elapsed())
+                )),
             }
             p.text = text;
             return;
@@ -124,7 +134,7 @@ impl Display {
             bar
         });
         if bar.is_none() {
-            eprintln!("{} {text}", stamp());
+            say(format_args!("{} {text}", stamp()));
         }
         *phase = Some(Phase {
             kind,

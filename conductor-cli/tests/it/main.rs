@@ -16,3 +16,4 @@ mod salt_cloud_real;
 mod salt_lab;
 mod saltext;
 mod support;
+mod tls_endpoint;

@@ -38,7 +38,7 @@ use super::{
     ms, now_ms, Holder, Key, KeyKind, Lease, Owner, Phase, Reservation, ReserveError, Reserver,
 };
 use crate::backend::{BackendError, BackendErrorKind};
-use crate::layout::{write_atomic, Layout};
+use crate::layout::{replace_file, sync_dir, Layout};
 use crate::names::Env;
 
 /// A [`Reserver`] on the local filesystem (see the module docs for guarantees).
@@ -171,8 +171,14 @@ impl FsReserver {
     }
 
     /// Grants `key` to `owner`: fresh, or by taking over a free holder.
+    /// A key held by a live owner is refused on a read, before a temp file
+    /// is written and fsynced for nothing (runs that want the same names
+    /// try many held keys); `link` stays the arbiter when the key is free.
     fn grant(&self, key: &Key, owner: &Owner, now: u64) -> Result<bool, BackendError> {
         let path = self.path(key);
+        if Self::read_holder(&path)?.is_some_and(|h| !h.is_free(now)) {
+            return Ok(false);
+        }
         if self.publish(&path, owner)? {
             return Ok(true);
         }
@@ -219,10 +225,11 @@ impl FsReserver {
             self.rollback(granted, owner);
             return Err(ReserveError::Conflict(conflicts));
         }
-        for d in [&self.names, &self.ids] {
-            File::open(d)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| io_err(d, e))?;
+        for kind in [KeyKind::Name, KeyKind::Id] {
+            if keys.iter().any(|k| k.kind() == kind) {
+                let d = self.dir(kind);
+                sync_dir(d).map_err(|e| io_err(d, e))?;
+            }
         }
         Ok(Lease {
             keys,
@@ -244,6 +251,7 @@ impl FsReserver {
         let _guard = self.lock()?;
         let now = now_ms();
         let mut lost = Vec::new();
+        let mut rewritten = std::collections::BTreeSet::new();
         for key in &lease.keys {
             let path = self.path(key);
             let mut holder = match Self::read_holder(&path)? {
@@ -258,8 +266,14 @@ impl FsReserver {
             } else {
                 holder.expires = expires;
                 holder.phase = phase;
-                write_atomic(&path, &owner_json(&holder), 0o644).map_err(|e| io_err(&path, e))?;
+                replace_file(&path, &owner_json(&holder), 0o644).map_err(|e| io_err(&path, e))?;
+                rewritten.insert(key.kind());
             }
+        }
+        // One directory fsync for all the renames into it.
+        for kind in rewritten {
+            let d = self.dir(kind);
+            sync_dir(d).map_err(|e| io_err(d, e))?;
         }
         if lost.is_empty() {
             Ok(())

@@ -11,8 +11,10 @@ use conductor_testkit::moto::MotoServer;
 
 use crate::util::{duplicates, finish, median, ms, ratio, run, spawn, Conductor, Finished};
 
-/// Single runs whose median is the baseline.
-const SINGLE_RUNS: usize = 3;
+/// Single runs whose median is the baseline, and batches of N > 1 runs
+/// whose median (by wall) is reported: one batch is one sample, and a
+/// 32-run batch on 2 cores moves by a third between samples.
+const SAMPLES: usize = 3;
 
 /// What the parallel runs create.
 #[derive(Clone, Copy)]
@@ -91,6 +93,8 @@ impl Running {
 struct Batch {
     /// First spawn to last exit.
     wall: Duration,
+    /// The fastest and the slowest sample's wall (of the batches sampled).
+    range: (Duration, Duration),
     /// Median wall time of one process in the batch.
     each: Duration,
     /// Wall time of the slowest process in the batch.
@@ -130,7 +134,7 @@ fn batch(
     // Untimed: the first launch on a fresh moto loads its EC2 data.
     run(&mut conductor.create(&["role=nifi"], &endpoint, root.path()));
     let warm = running.names(conductor, root.path()).len();
-    let repeat = if n == 1 { SINGLE_RUNS } else { 1 };
+    let repeat = if n == 1 { SAMPLES } else { 1 };
     let mut walls = Vec::new();
     let mut done: Vec<Finished> = Vec::new();
     for _ in 0..repeat {
@@ -159,6 +163,10 @@ fn batch(
     let names = running.names(conductor, root.path());
     Batch {
         wall: median(&walls),
+        range: (
+            walls.iter().copied().min().unwrap_or_default(),
+            walls.iter().copied().max().unwrap_or_default(),
+        ),
         each: median(&done.iter().map(|f| f.wall).collect::<Vec<_>>()),
         slowest: done.iter().map(|f| f.wall).max().unwrap_or_default(),
         ok: done.iter().filter(|f| f.ok).count(),
@@ -185,13 +193,19 @@ pub fn table(
     let mut out = String::new();
     let mut one = None;
     for &n in counts {
-        let b = batch(rt, conductor, cloud, target, n);
+        let b = if n == 1 {
+            batch(rt, conductor, cloud, target, n)
+        } else {
+            median_batch((0..SAMPLES).map(|_| batch(rt, conductor, cloud, target, n)))
+        };
         let base = *one.get_or_insert(b.wall);
         // No schedule of N runs on these cores ends before this.
         let bound = base.max(b.cpu * n as u32 / cores);
         out.push_str(&format!(
-            "| {label} | {n} | {} | {} | {} | {} | {} / {} | {} | {}/{} | {:.1} / {} | {} | {} |\n",
+            "| {label} | {n} | {} ({}–{}) | {} | {} | {} | {} / {} | {} | {}/{} | {:.1} / {} | {} | {} |\n",
             ms(b.wall),
+            ms(b.range.0),
+            ms(b.range.1),
             ratio(b.wall, base),
             ms(bound),
             ratio(b.wall, bound),
@@ -209,5 +223,27 @@ pub fn table(
     out
 }
 
+/// The batch of median wall among `batches` (each on a fresh cloud), with
+/// the range of their walls, and the runs, successes, most attempts and
+/// duplicates of all of them.
+fn median_batch(batches: impl Iterator<Item = Batch>) -> Batch {
+    let mut all: Vec<Batch> = batches.collect();
+    all.sort_by_key(|b| b.wall);
+    let range = (all[0].wall, all[all.len() - 1].wall);
+    let (ok, runs, duplicates) = all.iter().fold((0, 0, 0), |(o, r, d), b| {
+        (o + b.ok, r + b.runs, d + b.duplicates)
+    });
+    let most_attempts = all.iter().map(|b| b.most_attempts).fold(0.0, f64::max);
+    let mid = all.swap_remove(all.len() / 2);
+    Batch {
+        range,
+        ok,
+        runs,
+        duplicates,
+        most_attempts,
+        ..mid
+    }
+}
+
 /// Header of the scaling table.
-pub const HEADER: &str = "| cloud, target | parallel runs | wall, all runs | / one run | CPU bound: max(one run, N × CPU per run / cores) | wall / CPU bound | one run in the batch: median / slowest | CPU per run | succeeded | attempts per run: mean / most | instances created | duplicate names |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+pub const HEADER: &str = "| cloud, target | parallel runs | wall, all runs: median (fastest–slowest sample) | / one run | CPU bound: max(one run, N × CPU per run / cores) | wall / CPU bound | one run in the batch: median / slowest | CPU per run | succeeded | attempts per run: mean / most | instances created | duplicate names |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n";
