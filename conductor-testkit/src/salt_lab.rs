@@ -215,7 +215,7 @@ impl SaltLab {
     }
 
     /// What every lab minion's config sets over its own: this master's
-    /// address and ports, and short retry delays.
+    /// address and ports, short retry delays, one process per job.
     fn minion_defaults(&self) -> Map<String, Value> {
         serde_json::json!({
             "master": "127.0.0.1",
@@ -225,7 +225,13 @@ impl SaltLab {
             "acceptance_wait_time": 1,
             "acceptance_wait_time_max": 2,
             "random_reauth_delay": 0,
-            "multiprocessing": false,
+            // Salt's default, as on a real minion: each job in a process of
+            // its own. As threads of the minion (`false`), two jobs at once
+            // can race in CPython's `importlib.invalidate_caches`, which
+            // Salt's loader calls at every module load: both delete the same
+            // stale `sys.path_importer_cache` entry and one job dies with a
+            // KeyError (a startup state, once in the flake hunt's rounds).
+            "multiprocessing": true,
         })
         .as_object()
         .expect("an object")
