@@ -236,6 +236,12 @@ pub trait SaltExecutor: Send + Sync + fmt::Debug {
     /// asking any minion. A minion whose key was deleted is not in it. A
     /// master whose cache cannot be read is an error, never an empty map.
     async fn cached_grains(&self) -> Result<CachedGrains, BackendError>;
+    /// Returns once every command this executor killed (a call dropped by a
+    /// cancelled run, a command past its timeout) has exited, or after a
+    /// bound of the executor's: a run awaits it before it ends, so that
+    /// nothing it started still runs when it returns. Executors that start
+    /// no processes keep the default, which returns at once.
+    async fn settle(&self) {}
 }
 
 /// The master's cached grains: minion id -> grains (a JSON object).

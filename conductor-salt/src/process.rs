@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
@@ -61,10 +62,90 @@ pub struct Limits {
     pub max_output: u64,
 }
 
+/// The process groups a runner killed and has not yet seen gone: SIGKILL
+/// ends a process only once the kernel schedules it again (longer when it
+/// waits on the disk), so a killed command can outlive the call that
+/// dropped it. Clones share the list.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Killed(Arc<Mutex<Vec<i32>>>);
+
+impl Killed {
+    fn push(&self, pgid: i32) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(pgid);
+    }
+
+    fn groups(&self) -> Vec<i32> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn forget(&self, gone: &[i32]) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|g| !gone.contains(g));
+    }
+
+    /// Waits until no process of the killed groups is alive (zombies
+    /// waiting for their parent count as gone), checking every 10 ms, at
+    /// most `within`; returns the pids still alive then, which are
+    /// forgotten too: a process stuck in the kernel past the bound will
+    /// not be waited for again.
+    pub(crate) async fn settle(&self, within: Duration) -> Vec<u32> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let groups = self.groups();
+            if groups.is_empty() {
+                return Vec::new();
+            }
+            let scan = groups.clone();
+            let live = tokio::task::spawn_blocking(move || live_members(&scan))
+                .await
+                .unwrap_or_default();
+            let gone: Vec<i32> = groups
+                .iter()
+                .copied()
+                .filter(|g| !live.iter().any(|(_, pg)| pg == g))
+                .collect();
+            self.forget(&gone);
+            if live.is_empty() {
+                return Vec::new();
+            }
+            if tokio::time::Instant::now() >= deadline {
+                self.forget(&groups);
+                return live.into_iter().map(|(pid, _)| pid).collect();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// The live processes (not zombies) of the process groups `pgids`, with
+/// their group, from `/proc/<pid>/stat` (state is field 3, group field 5).
+pub(crate) fn live_members(pgids: &[i32]) -> Vec<(u32, i32)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            // The command name (field 2) is in parentheses and may hold spaces.
+            let (_, rest) = stat.rsplit_once(") ")?;
+            let mut fields = rest.split_whitespace();
+            let state = fields.next()?;
+            let pgrp = fields.nth(1)?.parse::<i32>().ok()?;
+            (pgids.contains(&pgrp) && !matches!(state, "Z" | "X")).then_some((pid, pgrp))
+        })
+        .collect()
+}
+
 /// Kills a command's whole process group unless disarmed (on timeout, and
-/// when the future running the command is dropped).
+/// when the future running the command is dropped), and records it in
+/// [`Killed`].
 struct GroupKill {
     pgid: Option<i32>,
+    killed: Killed,
 }
 
 impl GroupKill {
@@ -81,6 +162,7 @@ impl Drop for GroupKill {
             unsafe {
                 libc::killpg(pgid, libc::SIGKILL);
             }
+            self.killed.push(pgid);
         }
     }
 }
@@ -108,7 +190,16 @@ async fn capture(
 
 /// Runs `cmd` (its program, arguments and environment as set by the caller)
 /// with stdin closed, in a process group of its own, within `limits`.
-pub async fn run(mut cmd: tokio::process::Command, limits: Limits) -> Result<Captured, RunError> {
+pub async fn run(cmd: tokio::process::Command, limits: Limits) -> Result<Captured, RunError> {
+    run_tracked(cmd, limits, &Killed::default()).await
+}
+
+/// [`run`], recording a group it kills in `killed`.
+pub(crate) async fn run_tracked(
+    mut cmd: tokio::process::Command,
+    limits: Limits,
+    killed: &Killed,
+) -> Result<Captured, RunError> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -117,6 +208,7 @@ pub async fn run(mut cmd: tokio::process::Command, limits: Limits) -> Result<Cap
     let mut child = cmd.spawn().map_err(RunError::Spawn)?;
     let mut group = GroupKill {
         pgid: child.id().and_then(|p| i32::try_from(p).ok()),
+        killed: killed.clone(),
     };
     let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) else {
         return Err(RunError::Io(std::io::Error::other("no pipes to the child")));
@@ -141,5 +233,61 @@ pub async fn run(mut cmd: tokio::process::Command, limits: Limits) -> Result<Cap
         // `group` is dropped armed: the command's processes are killed.
         Ok(Err(e)) => Err(RunError::Io(e)),
         Err(_) => Err(RunError::TimedOut(limits.timeout)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::CommandExt;
+
+    /// `sleep secs` in a process group of its own, not killed: what settle
+    /// sees of a killed command that the kernel has not ended yet.
+    fn group_sleeping(secs: &str) -> (std::process::Child, i32) {
+        let child = std::process::Command::new("sleep")
+            .arg(secs)
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pgid = i32::try_from(child.id()).unwrap();
+        (child, pgid)
+    }
+
+    #[tokio::test]
+    async fn settle_waits_until_the_groups_processes_are_gone() {
+        let (mut child, pgid) = group_sleeping("0.5");
+        let killed = Killed::default();
+        killed.push(pgid);
+        assert_eq!(live_members(&[pgid]), vec![(child.id(), pgid)]);
+        let started = std::time::Instant::now();
+        assert_eq!(
+            killed.settle(Duration::from_secs(30)).await,
+            Vec::<u32>::new()
+        );
+        assert!(
+            started.elapsed() >= Duration::from_millis(400),
+            "{:?}",
+            started.elapsed()
+        );
+        // Gone, or a zombie its parent has not reaped: not alive.
+        assert!(live_members(&[pgid]).is_empty());
+        assert!(killed.groups().is_empty(), "a gone group is forgotten");
+        child.wait().unwrap();
+    }
+
+    #[tokio::test]
+    async fn settle_gives_up_after_its_bound_and_names_the_pids() {
+        let (mut child, pgid) = group_sleeping("60");
+        let killed = Killed::default();
+        killed.push(pgid);
+        let left = killed.settle(Duration::from_millis(200)).await;
+        assert_eq!(left, vec![child.id()]);
+        assert!(killed.groups().is_empty(), "not waited for again");
+        assert_eq!(
+            killed.settle(Duration::from_secs(30)).await,
+            Vec::<u32>::new()
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 }

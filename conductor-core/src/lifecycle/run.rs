@@ -94,8 +94,12 @@ impl Run {
         self.unless_cancelled(f.instrument(span)).await
     }
 
-    /// Ends the run: frees what was never launched and its CPID.
+    /// Ends the run: waits until the Salt commands it killed are gone,
+    /// then frees what was never launched and its CPID.
     pub(crate) async fn finish(self) {
+        if let Some(salt) = &self.c.salt {
+            salt.settle().instrument(self.span.clone()).await;
+        }
         self.holdings.finish().instrument(self.span.clone()).await;
     }
 }

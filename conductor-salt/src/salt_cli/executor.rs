@@ -194,6 +194,17 @@ impl SaltExecutor for SaltCli {
         }
     }
 
+    async fn settle(&self) {
+        let left = self.killed.settle(super::SETTLE_WITHIN).await;
+        if !left.is_empty() {
+            tracing::warn!(
+                pids = ?left,
+                "Salt commands killed with SIGKILL are still running after {:?}: they may be stuck in the kernel (a hung disk or NFS mount)",
+                super::SETTLE_WITHIN
+            );
+        }
+    }
+
     async fn cached_grains(&self) -> Result<CachedGrains, BackendError> {
         if self.local {
             // Masterless: there is no master, so no minion is cached.

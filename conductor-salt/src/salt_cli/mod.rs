@@ -20,6 +20,11 @@ pub use executor::map_names;
 /// Most bytes of output kept from one command (the rest is read and dropped).
 const DEFAULT_MAX_OUTPUT: u64 = 64 << 20;
 
+/// Longest [`SaltCli`]'s `settle` waits for the commands it killed to exit:
+/// SIGKILL takes effect within milliseconds unless a process waits on a
+/// stuck disk or network file system, which no wait would outlast.
+const SETTLE_WITHIN: Duration = Duration::from_secs(5);
+
 /// What `salt` prints on stdout, before its JSON, when no target is an
 /// accepted minion.
 const NO_MINIONS_MATCHED: &str = "No minions matched the target.";
@@ -28,7 +33,9 @@ const NO_MINIONS_MATCHED: &str = "No minions matched the target.";
 ///
 /// Each command runs in its own process group, so a timeout (or dropping the
 /// future that runs it) kills Salt's worker processes too, not only the
-/// program started (salt-cloud forks workers of its own).
+/// program started (salt-cloud forks workers of its own);
+/// [`SaltExecutor::settle`](conductor_core::SaltExecutor::settle) waits
+/// until the killed groups are gone (at most 5 s).
 #[derive(Clone, Debug)]
 pub struct SaltCli {
     bin_dir: Option<PathBuf>,
@@ -39,6 +46,7 @@ pub struct SaltCli {
     max_output: u64,
     envs: Vec<(String, String)>,
     cloud_cachedir: Option<PathBuf>,
+    killed: process::Killed,
 }
 
 impl Default for SaltCli {
@@ -52,6 +60,7 @@ impl Default for SaltCli {
             max_output: DEFAULT_MAX_OUTPUT,
             envs: Vec::new(),
             cloud_cachedir: None,
+            killed: process::Killed::default(),
         }
     }
 }
@@ -270,7 +279,10 @@ impl SaltCli {
             max_output: self.max_output,
         };
         let span = info_span!("salt.command", program, command = %shown);
-        match process::run(cmd, limits).instrument(span.clone()).await {
+        match process::run_tracked(cmd, limits, &self.killed)
+            .instrument(span.clone())
+            .await
+        {
             Ok(c) => {
                 span.in_scope(|| {
                     tracing::debug!(code = ?c.code, stdout = c.stdout.len(), stderr = c.stderr.len(), "finished");

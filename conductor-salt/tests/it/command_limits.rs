@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use conductor_core::BackendErrorKind;
+use conductor_core::{BackendErrorKind, SaltExecutor};
 use conductor_salt::SaltCli;
 
 fn script(dir: &Path, name: &str, body: &str) {
@@ -63,10 +63,8 @@ async fn a_timeout_kills_the_program_and_its_workers() {
         .map(|l| l.trim().parse().unwrap())
         .collect();
     assert_eq!(workers.len(), 2);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while workers.iter().any(|&p| alive(p)) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // SIGKILL ends a process once the kernel schedules it: settle waits.
+    cli.settle().await;
     for p in workers {
         assert!(!alive(p), "worker {p} survived the timeout");
     }
@@ -82,18 +80,24 @@ async fn dropping_the_run_kills_the_process_group() {
         &format!("sleep 300 & echo $! > {}\nwait", pids.display()),
     );
     let cli = SaltCli::new().bin_dir(dir.path());
-    let run = cli.run("salt-run", &[]);
-    // Give up on the run (as a cancelled Conductor future would) once the worker exists.
-    let _ = tokio::time::timeout(Duration::from_millis(1000), run).await;
-    let worker: i32 = std::fs::read_to_string(&pids)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while alive(worker) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let mut run = Box::pin(cli.run("salt-run", &[]));
+    // Give up on the run (as a cancelled Conductor future would) once the
+    // worker exists.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let worker: i32 = loop {
+        tokio::select! {
+            out = &mut run => panic!("salt-run ended: {out:?}"),
+            () = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
+        let text = std::fs::read_to_string(&pids).unwrap_or_default();
+        if let Some(line) = text.strip_suffix('\n') {
+            break line.parse().unwrap();
+        }
+        assert!(Instant::now() < deadline, "the worker never started");
+    };
+    drop(run);
+    // The drop sent SIGKILL; settle returns once the group is gone.
+    cli.settle().await;
     assert!(!alive(worker), "worker {worker} survived the drop");
 }
 
