@@ -20,7 +20,7 @@ pub fn command() -> clap::Command {
 #[command(
     name = "conductor",
     version,
-    after_help = "Examples:\n  conductor group plan group=devops system=small_test pillarenv=test region=us-east-1a --pillar-dir pillar/\n  conductor group create group=devops role=activemq count=2 pillarenv=test region=us-east-1a\n  conductor group destroy group=devops pillarenv=test region=us-east-1a cpid=16833830331552303186\n  conductor reservations list\n\nExit codes: 0 success, 1 provisioning or state failure, 2 bad input,\n3 reservation retries exhausted, 4 cloud or Salt unreachable."
+    after_help = "Examples:\n  conductor group plan group=devops system=small_test pillarenv=test region=us-east-1a --pillar-dir pillar/\n  conductor group create group=devops role=activemq count=2 pillarenv=test region=us-east-1a\n  conductor group destroy group=devops pillarenv=test region=us-east-1a cpid=16833830331552303186\n  conductor reservations list\n\nExit codes: 0 success, 1 provisioning or state failure, 2 bad input,\n3 reservation retries exhausted or a lease lost, 4 cloud or Salt\nunreachable, 130/143/129 interrupted by SIGINT/SIGTERM/SIGHUP."
 )]
 pub struct Cli {
     /// Global options.
@@ -253,7 +253,7 @@ pub struct AutosignDir {
 pub enum GroupCommand {
     /// Reserve names and ids, write the cloud files, provision, apply startup states.
     #[command(
-        after_help = "Words: group= system=|role= [count=] pillarenv= [saltenv=] region=<zone>\n\nExamples:\n  conductor group create group=devops system=small_test pillarenv=test region=us-east-1a\n  conductor group create group=devops role=activemq count=2 pillarenv=test region=us-east-1a --provisioner ec2"
+        after_help = "Words: group= system=|role= [count=] pillarenv= [saltenv=] region=<zone> [cpid=]\n\nExamples:\n  conductor group create group=devops system=small_test pillarenv=test region=us-east-1a\n  conductor group create group=devops role=activemq count=2 pillarenv=test region=us-east-1a --provisioner ec2"
     )]
     Create {
         /// key=value words as for `salt-run conduct.group create`.
@@ -271,7 +271,8 @@ pub enum GroupCommand {
         /// The master's autosign_grains_dir.
         #[command(flatten)]
         autosign: AutosignDir,
-        /// How long the ec2 provisioner waits for new minions to be accepted and answer.
+        /// How long a create waits for new minions to be accepted and answer
+        /// (ec2 provisioner, or roles with startup states).
         #[arg(long, default_value = "15m", value_parser = parse_duration, value_name = "DURATION")]
         minion_timeout: Duration,
     },
@@ -334,6 +335,11 @@ pub enum GroupCommand {
         /// Write the tags (EC2 CreateTags); without it, only list them.
         #[arg(long)]
         apply: bool,
+        /// Accepted by every group action so one `conductor_args` serves them
+        /// all (salt-run); adopt reads EC2 and the master's grains the same
+        /// way for both.
+        #[arg(long, value_enum, default_value_t = ProvisionerArg::SaltCloud, env = "CONDUCTOR_PROVISIONER")]
+        provisioner: ProvisionerArg,
     },
     /// Show the instances of a group: name, id, role, state, zone, type, private IP, launch time, cpid, cluster and system ids.
     #[command(

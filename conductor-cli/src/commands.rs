@@ -132,7 +132,7 @@ pub async fn run(ctx: &Ctx<'_>, command: Command) -> Result<u8, Failure> {
             update(ctx, &words, dry_run).await
         }
         Command::Group(GroupCommand::Status { words, ping, .. }) => status(ctx, &words, ping).await,
-        Command::Group(GroupCommand::Adopt { words, apply }) => adopt(ctx, &words, apply).await,
+        Command::Group(GroupCommand::Adopt { words, apply, .. }) => adopt(ctx, &words, apply).await,
         Command::Reservations(ReservationsCommand::List { env }) => {
             reservations_list(g, env.as_ref()).await
         }

@@ -25,9 +25,19 @@ pub const DEFAULT_PATH: &str = "/etc/conductor/conductor.yaml";
 pub const CONFIG_ENV: &str = "CONDUCTOR_CONFIG";
 
 /// Options that are choices of one invocation, never settings: no
-/// environment variable and no config key.
+/// environment variable and no config key. `older_than` is one: a threshold
+/// of what to delete, shared by `reservations prune` and `runs prune`, must
+/// not reach the one from a setting meant for the other.
 const PER_INVOCATION: &[&str] = &[
-    "help", "version", "config", "verbose", "yes", "dry_run", "apply", "remove",
+    "help",
+    "version",
+    "config",
+    "verbose",
+    "yes",
+    "dry_run",
+    "apply",
+    "remove",
+    "older_than",
 ];
 
 /// The config file in effect, if any, and its settings.
@@ -165,6 +175,12 @@ pub fn load(path: &Path, cmd: &Command) -> Result<ConfigFile, Failure> {
         };
         let id = key.replace('-', "_");
         let Some((arg, _)) = known.get(&id) else {
+            if PER_INVOCATION.contains(&id.as_str()) {
+                return Err(Failure::input(format!(
+                    "config file {shown}: `{key}` is a choice of one invocation, not a setting: pass --{} on the command line",
+                    id.replace('_', "-")
+                )));
+            }
             let names = known.keys().map(String::as_str);
             let hint = conductor_core::did_you_mean(&id, names)
                 .map(|s| format!(" (did you mean `{s}`?)"))
@@ -403,6 +419,15 @@ mod tests {
         let (_d, p) = file("release-grace: 10m\nno_salt: true\n");
         let f = load(&p, &command()).unwrap();
         assert_eq!(f.values["release_grace"], ["10m"]);
+        let (_d, p) = file("older_than: 30d\n");
+        let e = load(&p, &command()).unwrap_err();
+        assert!(
+            e.message
+                .contains("`older_than` is a choice of one invocation")
+                && e.message.contains("--older-than"),
+            "{}",
+            e.message
+        );
         let (_d, p) = file("- a\n");
         assert!(load(&p, &command()).is_err());
     }

@@ -50,8 +50,8 @@ fn salt_run_conduct_group_returns_the_binarys_json() {
     );
     assert_eq!(from_salt["cpid"], "16833830331552303186");
 
-    // status and update take the same conductor_args.
-    for action in [&["status"][..], &["update", "dry_run=True"]] {
+    // status, update and adopt take the same conductor_args.
+    for action in [&["status"][..], &["update", "dry_run=True"], &["adopt"]] {
         let o = Command::new(salt.bin("salt-run"))
             .arg("-c")
             .arg(&conf)

@@ -132,14 +132,7 @@ impl Autosign {
         };
         let d = dir.to_path_buf();
         blocking(move || {
-            if !d.is_dir() {
-                return Err(crate::input::InputError::invalid(
-                    "autosign_grains_dir",
-                    &d.display().to_string(),
-                    "is not a directory: create it, set the same path as autosign_grains_dir in the master's config, and point --autosign-grains-dir at it",
-                )
-                .into());
-            }
+            check_dir_now(&d)?;
             edit(&d, |entries| {
                 entries.retain(|e| e.cpid != entry.cpid);
                 entries.push(entry);
@@ -152,6 +145,13 @@ impl Autosign {
             token,
             open: true,
         })
+    }
+
+    /// Refuses `dir` unless it is a directory: a run checks before it
+    /// reserves anything, and again when it lists its token.
+    pub async fn check_dir(dir: &Path) -> Result<(), Error> {
+        let d = dir.to_path_buf();
+        blocking(move || check_dir_now(&d)).await
     }
 
     /// Removes this run's token: its minions that are not accepted yet stay pending.
@@ -170,6 +170,18 @@ impl Drop for Autosign {
             }
         }
     }
+}
+
+fn check_dir_now(d: &Path) -> Result<(), Error> {
+    if d.is_dir() {
+        return Ok(());
+    }
+    Err(crate::input::InputError::invalid(
+        "autosign_grains_dir",
+        &d.display().to_string(),
+        "is not a directory: create it, set the same path as autosign_grains_dir in the master's config, and point --autosign-grains-dir at it",
+    )
+    .into())
 }
 
 fn remove(dir: &Path, cpid: &str) -> Result<(), Error> {

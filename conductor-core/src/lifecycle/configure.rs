@@ -3,7 +3,7 @@
 //! and startup states every action runs, each logged under the run's CPID.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::json;
@@ -138,22 +138,38 @@ impl Conductor {
         Ok(())
     }
 
-    /// Lists a fresh autosign token for a native run with Salt and an
-    /// `autosign_grains_dir`; `None` otherwise.
-    pub(super) async fn open_autosign(&self, cpid: Cpid) -> Result<Option<Autosign>, Error> {
+    /// The `autosign_grains_dir` a run lists its token in: set, with Salt,
+    /// for the native provisioner only.
+    fn autosign_dir(&self) -> Option<&Path> {
         match (
             &self.opts.autosign_grains_dir,
             &self.salt,
             self.opts.provisioner,
         ) {
-            (Some(dir), Some(_), Provisioner::Ec2) => {
-                // Listed for at most the longest the run can take to bootstrap.
-                let ttl = self.opts.visible_timeout + self.opts.minion_timeout + LAUNCH_ALLOWANCE;
-                let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-                Ok(Some(Autosign::open(dir, cpid, ttl_ms).await?))
-            }
-            _ => Ok(None),
+            (Some(dir), Some(_), Provisioner::Ec2) => Some(dir),
+            _ => None,
         }
+    }
+
+    /// Refuses a run whose `autosign_grains_dir` is not a directory, before
+    /// it reserves anything or runs a hook.
+    pub(super) async fn check_autosign(&self) -> Result<(), Error> {
+        match self.autosign_dir() {
+            Some(dir) => Autosign::check_dir(dir).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Lists a fresh autosign token for a native run with Salt and an
+    /// `autosign_grains_dir`; `None` otherwise.
+    pub(super) async fn open_autosign(&self, cpid: Cpid) -> Result<Option<Autosign>, Error> {
+        let Some(dir) = self.autosign_dir() else {
+            return Ok(None);
+        };
+        // Listed for at most the longest the run can take to bootstrap.
+        let ttl = self.opts.visible_timeout + self.opts.minion_timeout + LAUNCH_ALLOWANCE;
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        Ok(Some(Autosign::open(dir, cpid, ttl_ms).await?))
     }
 
     /// Waits until every new minion answers `test.ping` (its key accepted and

@@ -160,6 +160,7 @@ impl Conductor {
         group: &GroupSpec,
         scopes: &[Scope],
     ) -> Result<CreateReport, Error> {
+        self.check_autosign().await?;
         let run = Run::start(self, req.cpid, |cpid| {
             info_span!("create", %cpid, group = %req.group, env = %req.pillarenv, zone = %req.zone)
         })

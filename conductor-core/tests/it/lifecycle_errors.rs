@@ -259,6 +259,36 @@ async fn pre_create_hook_failure_launches_nothing_and_frees_keys() {
 }
 
 #[tokio::test]
+async fn a_missing_autosign_dir_is_refused_before_anything_is_reserved_or_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("autosign_grains");
+    // No expectation: any Salt call (the grains cache, a hook) would fail the test.
+    let h = harness()
+        .with_salt(Arc::new(MockSalt::new()))
+        .with_options(|o| {
+            o.provisioner = Provisioner::Ec2;
+            o.autosign_grains_dir = Some(missing.clone());
+        });
+    let e = h
+        .conductor()
+        .create(&fixtures::role_request("activemq", None))
+        .await
+        .unwrap_err();
+    assert_eq!(e.class(), ErrorClass::BadInput, "{e}");
+    assert!(
+        e.to_string().contains("autosign_grains_dir")
+            && e.to_string().contains("is not a directory"),
+        "names the setting and the fix: {e}"
+    );
+    assert!(h.cloud.live_instances().is_empty());
+    assert!(
+        h.reserver.list(None).await.unwrap().is_empty(),
+        "no key and no cpid was reserved"
+    );
+    assert!(!missing.exists(), "nothing was created in its place");
+}
+
+#[tokio::test]
 async fn salt_cloud_without_salt_is_refused_at_build() {
     let e = Harness::new()
         .with_options(|o| {
