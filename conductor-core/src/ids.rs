@@ -14,7 +14,7 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::cloud::{conductor_tag, TAG_PREFIX};
-use crate::names::{Env, Group, Role};
+use crate::names::{Env, Group, Role, CLOUD};
 use crate::reserve::{Key, KeyKind};
 
 /// Where an id is unique: within a group or across the environment, for a
@@ -42,8 +42,6 @@ pub enum IdScope {
     /// `cloud.system.id`.
     CloudSystem,
 }
-
-const CLOUD: &str = "cloud";
 
 impl IdScope {
     /// The grain holding this id (`devops.nifi.cluster.id`).

@@ -71,6 +71,9 @@ fn check_chars(
 
 macro_rules! label_newtype {
     ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        label_newtype!($(#[$doc])* $name, $what, check_label);
+    };
+    ($(#[$doc:meta])* $name:ident, $what:literal, $check:path) => {
         $(#[$doc])*
         #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
@@ -80,7 +83,7 @@ macro_rules! label_newtype {
             /// Validates and wraps `value`.
             pub fn new(value: impl Into<String>) -> Result<Self, InputError> {
                 let value = value.into();
-                check_label($what, &value)?;
+                $check($what, &value)?;
                 Ok(Self(value))
             }
 
@@ -130,10 +133,29 @@ label_newtype!(
     "environment"
 );
 label_newtype!(
-    /// A product group (team), e.g. `devops`.
+    /// A product group (team), e.g. `devops`; never `cloud`.
     Group,
-    "group"
+    "group",
+    check_group
 );
+
+/// The scope word of the cross-group ids (`cloud.system.id`,
+/// `cloud.<role>.cluster.id`), which no group may be named.
+pub(crate) const CLOUD: &str = "cloud";
+
+/// Checks a group name: a label, and not [`CLOUD`], whose ids
+/// (`cloud.system.id`) would be those of every group's cross-group scope.
+fn check_group(what: &'static str, value: &str) -> Result<(), InputError> {
+    check_label(what, value)?;
+    if value == CLOUD {
+        return Err(InputError::invalid(
+            what,
+            value,
+            "is the scope of the ids shared by every group (cloud.system.id); rename the group",
+        ));
+    }
+    Ok(())
+}
 label_newtype!(
     /// A role of a group (a machine type), e.g. `activemq`, or a cluster member.
     Role,
@@ -359,6 +381,17 @@ mod tests {
             assert!(Group::new(bad).is_err(), "{bad:?} accepted");
         }
         assert_eq!(Group::new("devops").unwrap().as_str(), "devops");
+    }
+
+    #[test]
+    fn a_group_cannot_be_named_like_the_cross_group_scope() {
+        let err = Group::new("cloud").unwrap_err().to_string();
+        assert!(err.contains("cloud.system.id"), "{err}");
+        assert!(Group::new("clouds").is_ok());
+        assert!(
+            Role::new("cloud").is_ok(),
+            "only groups share the scope word"
+        );
     }
 
     #[test]

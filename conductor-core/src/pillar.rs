@@ -478,6 +478,14 @@ mod tests {
     }
 
     #[test]
+    fn a_group_named_cloud_is_refused_at_its_path() {
+        let e = load(&OK.replace("    devops:\n", "    cloud:\n")).unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("conductor.groups"), "{text}");
+        assert!(text.contains("rename the group"), "{text}");
+    }
+
+    #[test]
     fn every_shape_error_is_reported_at_once() {
         let yaml = "conductor:\n  environments: {test: {domain: foobar.com, regoins: [us-east-1]}}\n  groups:\n    devops:\n      roles:\n        mq: {basename: devops-mqXX.REGION.ENV, nodez: 2}\n        kafka: {basename: devops-kafkaXX.REGION.ENV, nodes: -1}\n        zk: {basename: devops-zkXX.REGION.ENV, size: [1]}\n";
         let e = load(yaml).unwrap_err();

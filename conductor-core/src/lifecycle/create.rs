@@ -26,12 +26,11 @@ use crate::cloud::Scope;
 use crate::conductor::{Conductor, Provisioner};
 use crate::cpid::Cpid;
 use crate::error::{Error, ErrorClass};
-use crate::ids::IdScope;
 use crate::pillar::{GroupSpec, Pillar};
 use crate::plan::Plan;
 use crate::render;
 use crate::request::CreateRequest;
-use crate::reserve::{now_ms, Key};
+use crate::reserve::now_ms;
 use crate::salt::StateFailure;
 
 /// What a create run did.
@@ -419,30 +418,6 @@ impl Conductor {
     }
 }
 
-/// Keys whose instances have all settled (visible, or certainly not launched).
-pub(super) fn releasable(plan: &Plan, settled: impl Fn(&str) -> bool) -> Vec<Key> {
-    let mut keys: Vec<Key> = plan
-        .instances
-        .iter()
-        .filter(|i| settled(&i.name))
-        .map(|i| plan.name_key(&i.name))
-        .collect();
-    for key in &plan.reservations.ids {
-        let Some((scope, n)) = IdScope::parse_key(key, &plan.env) else {
-            continue;
-        };
-        let grain = scope.grain();
-        let holders = plan
-            .instances
-            .iter()
-            .filter(|i| i.grains.get(&grain).and_then(|v| v.as_u64()) == Some(u64::from(n)));
-        if holders.clone().all(|i| settled(&i.name)) {
-            keys.push(key.clone());
-        }
-    }
-    keys
-}
-
 impl Conductor {
     /// Records what launched, waits until it shows in the inventory,
     /// releases the keys of settled instances with the grace (visible, or
@@ -509,7 +484,8 @@ impl Conductor {
             .map(|r| r.name.as_str())
             .collect();
         let settled = |name: &str| visible.contains(name) || definitely_failed.contains(name);
-        let done = releasable(&report.plan, settled);
+        // Keys whose instances have all settled.
+        let done = report.plan.keys_of(settled, true);
         // The rest stay held (renewed while the run lives, then until they
         // expire): their instances may still come up.
         run.holdings.release(&done, self.opts.release_grace).await;

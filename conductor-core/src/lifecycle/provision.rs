@@ -157,7 +157,11 @@ impl Provision for Native {
         let mut results: Vec<LaunchResult> = Vec::with_capacity(specs.len());
         for batch in specs.chunks(chunk) {
             if !results.is_empty() {
-                let keys: Vec<_> = batch.iter().map(|s| job.plan.name_key(&s.name)).collect();
+                // The batch's names and the ids it carries: an id key
+                // lost since the last fence must stop the batch too.
+                let keys = job
+                    .plan
+                    .keys_of(|n| batch.iter().any(|s| s.name == n), false);
                 if let Err(e) = job.run.holdings.fence(&keys).await {
                     results.extend(batch.iter().map(|s| not_launched(&s.name, &e)));
                     continue;

@@ -393,7 +393,7 @@ fn taken_in(plan: &Plan, inventory: &Inventory) -> Vec<Key> {
         .instances
         .iter()
         .filter(|i| names.contains(i.name.as_str()))
-        .map(|i| plan.name_key(&i.name))
+        .flat_map(|i| plan.name_keys(&i.name).cloned())
         .collect();
     for key in &plan.reservations.ids {
         let Some((scope, n)) = IdScope::parse_key(key, &plan.env) else {

@@ -137,10 +137,45 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The reservation key of one planned name (keyed by the env written
-    /// into the name: the saltenv).
-    pub fn name_key(&self, name: &str) -> Key {
-        Key::name(&self.saltenv, name).expect("planned names are valid keys")
+    /// The reservation keys of one planned name: under the env written into
+    /// the name (the saltenv), and under every other env of the pillar that
+    /// could make the same name (a basename without `ENV`, a shared domain).
+    pub fn name_keys<'p>(&'p self, name: &'p str) -> impl Iterator<Item = &'p Key> + 'p {
+        self.reservations
+            .names
+            .iter()
+            .filter(move |k| k.fqdn() == Some(name))
+    }
+
+    /// The keys the instances named by `pick` stand on: their names' keys,
+    /// and each id key that one of them carries (when `all_ids` is false)
+    /// or that only they carry (when it is true).
+    pub fn keys_of(&self, pick: impl Fn(&str) -> bool, all_ids: bool) -> Vec<Key> {
+        let mut keys: Vec<Key> = self
+            .instances
+            .iter()
+            .filter(|i| pick(&i.name))
+            .flat_map(|i| self.name_keys(&i.name).cloned())
+            .collect();
+        for key in &self.reservations.ids {
+            let Some((scope, n)) = IdScope::parse_key(key, &self.env) else {
+                continue;
+            };
+            let grain = scope.grain();
+            let mut holders = self
+                .instances
+                .iter()
+                .filter(|i| i.grains.get(&grain).and_then(|v| v.as_u64()) == Some(u64::from(n)));
+            let stands = if all_ids {
+                holders.all(|i| pick(&i.name))
+            } else {
+                holders.any(|i| pick(&i.name))
+            };
+            if stands {
+                keys.push(key.clone());
+            }
+        }
+        keys
     }
 
     /// Names of the planned instances.

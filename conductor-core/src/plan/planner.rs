@@ -15,7 +15,6 @@ use crate::ids::IdScope;
 use crate::names::Role;
 use crate::pillar::{GroupSpec, RoleSpec};
 use crate::request::CreateRequest;
-use crate::reserve::Key;
 
 pub(super) struct Planner<'a, 'u> {
     pub(super) cpid: Cpid,
@@ -115,7 +114,7 @@ impl Planner<'_, '_> {
             return Err(PlanError::NameInUse { name }.into());
         }
         self.used.names.insert(name.clone());
-        self.keys.names.push(Key::name(&req.saltenv, &name)?);
+        self.keys.names.extend(self.used.name_keys(&name)?);
 
         let mut grains: BTreeMap<String, Value> = BTreeMap::new();
         for (k, v) in &spec.grains {

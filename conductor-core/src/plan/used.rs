@@ -5,8 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::basename::{Basename, NameMatch};
 use crate::cloud::{Instance, Inventory};
-use crate::grains::{GrainId, GrainIds};
+use crate::grains::{name_env, GrainId, GrainIds, NameEnv};
 use crate::ids::IdScope;
+use crate::input::InputError;
 use crate::pillar::Pillar;
 use crate::request::CreateRequest;
 use crate::reserve::Key;
@@ -22,6 +23,7 @@ pub(super) struct Used<'a> {
     ids: BTreeMap<IdScope, BTreeSet<u32>>,
     /// Ids counted from the master's grains cache.
     pub(super) from_grains: Vec<GrainId>,
+    pillar: &'a Pillar,
 }
 
 impl<'a> Used<'a> {
@@ -31,7 +33,7 @@ impl<'a> Used<'a> {
         inventory: &Inventory,
         reserved: &BTreeSet<Key>,
         grains: &GrainIds,
-        pillar: &Pillar,
+        pillar: &'a Pillar,
     ) -> Self {
         let env = req.pillarenv.as_str();
         let mut names = BTreeSet::new();
@@ -49,16 +51,22 @@ impl<'a> Used<'a> {
             }
         }
         // Minions of instances without Conductor's tags (the Python
-        // runner's): their id grains count as tags do.
-        let from_grains: Vec<GrainId> = grains
-            .in_env(req.saltenv.as_str(), domain, pillar)
+        // runner's): their id grains count as tags do, whether their names
+        // carry the saltenv or the pillarenv (ids are the pillarenv's).
+        let mut from_grains: Vec<GrainId> = req
+            .envs()
+            .into_iter()
+            .flat_map(|e| grains.in_env(e.as_str(), domain, pillar))
             .filter(|g| !tagged.contains(g.minion.as_str()))
             .collect();
+        from_grains.sort();
+        from_grains.dedup();
         for g in &from_grains {
             ids.entry(g.scope.clone()).or_default().insert(g.id);
         }
         for k in reserved {
-            if let Some(name) = k.name_in(&req.saltenv) {
+            // A name reserved under any env is taken: names are whole fqdns.
+            if let Some(name) = k.fqdn() {
                 names.insert(name.to_string());
             } else if let Some((scope, n)) = IdScope::parse_key(k, &req.pillarenv) {
                 ids.entry(scope).or_default().insert(n);
@@ -70,7 +78,26 @@ impl<'a> Used<'a> {
             names,
             ids,
             from_grains,
+            pillar,
         }
+    }
+
+    /// The keys that reserve `name`: under the saltenv, the env written into
+    /// the name, and under every other env of the pillar that could make the
+    /// same name (its domain ends the name, and no label of the name is
+    /// another env's: a basename without `ENV`). Runs of those envs then
+    /// conflict on the name although their keys start with their own env.
+    pub(super) fn name_keys(&self, name: &str) -> Result<Vec<Key>, InputError> {
+        let own = &self.req.saltenv;
+        let mut keys = vec![Key::name(own, name)?];
+        for (env, spec) in &self.pillar.environments {
+            if env != own
+                && name_env(name, env.as_str(), &spec.domain, self.pillar) != NameEnv::Other
+            {
+                keys.push(Key::name(env, name)?);
+            }
+        }
+        Ok(keys)
     }
 
     /// The names in use that `b` makes, read back.

@@ -95,10 +95,11 @@ impl Key {
         env.is_none_or(|e| self.in_env(e) || self.env().is_none())
     }
 
-    /// The fqdn of a name key of `env` (`test_devops-mq01...` -> `devops-mq01...`).
-    pub fn name_in(&self, env: &Env) -> Option<&str> {
+    /// The instance name a name key reserves, whatever its environment
+    /// (`test_devops-mq01...` -> `devops-mq01...`).
+    pub fn fqdn(&self) -> Option<&str> {
         (self.kind == KeyKind::Name)
-            .then(|| self.text.strip_prefix(env.as_str())?.strip_prefix('_'))
+            .then(|| self.text.split_once('_').map(|(_, name)| name))
             .flatten()
     }
 }
@@ -132,11 +133,13 @@ mod tests {
         let env = Env::new("test").unwrap();
         let k = Key::name(&env, "devops-mq01.us-east-1a.test.foobar.com").unwrap();
         assert_eq!(k.as_str(), "test_devops-mq01.us-east-1a.test.foobar.com");
+        assert_eq!(k.fqdn(), Some("devops-mq01.us-east-1a.test.foobar.com"));
         assert_eq!(
-            k.name_in(&env),
-            Some("devops-mq01.us-east-1a.test.foobar.com")
+            Key::new(KeyKind::Id, "test_devops.system.id.1")
+                .unwrap()
+                .fqdn(),
+            None
         );
-        assert_eq!(k.name_in(&Env::new("tes").unwrap()), None);
         assert_eq!(k.env(), Some("test"));
         assert!(k.in_env(&env) && !k.in_env(&Env::new("tes").unwrap()));
         assert_eq!(Key::cpid(Cpid::generate()).env(), None);

@@ -218,6 +218,68 @@ fn name_keys_carry_the_saltenv_written_into_the_name() {
     });
 }
 
+/// Basenames without `ENV` make the same names in every env of a domain:
+/// two runs of two such envs at once (launches take 30 s, so both plan
+/// before either launches) never launch one name twice, and a name's keys
+/// stand in both envs.
+#[test]
+fn runs_of_two_envs_sharing_a_domain_and_env_less_basenames_never_share_a_name() {
+    paused_runtime().block_on(async {
+        let yaml = fixtures::DEVOPS_PILLAR
+            .replace(
+                "test: {domain: foobar.com, regions: [us-east-1, us-west-2]}",
+                "test: {domain: foobar.com}\n    prod: {domain: foobar.com}",
+            )
+            .replace("devops-mqXX.REGION.ENV", "devops-mqXX.REGION");
+        let pillar = Pillar::from_yaml_str(&yaml).unwrap();
+        let h = Harness::new()
+            .with_pillar(pillar.clone())
+            .with_cloud(Arc::new(
+                conductor_testkit::FakeCloud::new().with_latency(Duration::from_secs(30)),
+            ));
+        let request = |env: &str| {
+            let mut req = fixtures::role_request("activemq", Some(2));
+            req.pillarenv = Env::new(env).unwrap();
+            req.saltenv = req.pillarenv.clone();
+            req
+        };
+        let plan = h.conductor().plan(&request("test")).await.unwrap();
+        let keys: Vec<&str> = plan
+            .name_keys(&plan.instances[0].name)
+            .map(Key::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "test_devops-mq01.us-east-1a.foobar.com",
+                "prod_devops-mq01.us-east-1a.foobar.com"
+            ]
+        );
+        let runs = ["test", "prod"].map(|env| {
+            let (c, req) = (h.conductor(), request(env));
+            tokio::spawn(async move { c.create(&req).await })
+        });
+        for run in runs {
+            let report = run.await.unwrap().unwrap();
+            assert!(report.success(), "{report:?}");
+        }
+        let mut names: Vec<String> = h
+            .cloud
+            .live_instances()
+            .iter()
+            .filter_map(|i| i.name().map(str::to_string))
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            (1..=4)
+                .map(|i| format!("devops-mq0{i}.us-east-1a.foobar.com"))
+                .collect::<Vec<_>>(),
+            "one name per instance across the two envs"
+        );
+    });
+}
+
 #[test]
 fn a_basename_without_region_is_checked_in_every_region_of_the_env() {
     paused_runtime().block_on(async {
