@@ -58,6 +58,27 @@ fn python_built(h: &Harness) -> Arc<FakeSalt> {
     salt
 }
 
+/// Ids are the pillarenv's: a run whose saltenv differs still counts the
+/// id grains of minions named in its pillarenv.
+#[tokio::test]
+async fn a_plan_counts_the_grains_of_minions_named_in_its_pillarenv_when_the_saltenv_differs() {
+    let two_envs = conductor_testkit::fixtures::DEVOPS_PILLAR.replace(
+        "    test: {domain: foobar.com",
+        "    prod: {domain: foobar.com}\n    test: {domain: foobar.com",
+    );
+    let h = Harness::new().with_pillar(conductor_core::Pillar::from_yaml_str(&two_envs).unwrap());
+    h.cloud.add_instance(MQ, &zone(), &[]);
+    let salt = Arc::new(FakeSalt::new());
+    salt.set_grains(MQ, json!({"cpid": CPID_A, "cloud.system.id": 1, "devops.system.id": 1}));
+    let h = h.with_salt(salt);
+    let mut req = system_request();
+    req.saltenv = Env::new("prod").unwrap();
+    let p = h.conductor().plan(&req).await.unwrap();
+    let s = p.system.as_ref().unwrap();
+    assert_eq!((s.cloud_id, s.group_id), (2, 2), "{p:#?}");
+    assert_eq!(p.ids_from_grains.len(), 2, "each grain once: {p:#?}");
+}
+
 fn ids(p: &Plan) -> (u32, u32, u32, u32) {
     let s = p.system.as_ref().unwrap();
     let c = &p.clusters[0];
