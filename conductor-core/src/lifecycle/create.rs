@@ -63,8 +63,8 @@ pub struct CreateReport {
     pub skipped: Vec<String>,
     /// Files written by the run.
     pub logs: Vec<PathBuf>,
-    /// A failure after the launch (the run stopped there; what it launched
-    /// is above).
+    /// A failure after the launch (the last one: the run stopped there, or
+    /// went on past a log it could not write; what it launched is above).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<ReportError>,
     /// The caller cancelled the run after the launch began.
@@ -412,8 +412,15 @@ impl Conductor {
         let path = self
             .layout
             .cloud_log(run.cpid, "create", crate::layout::log_rand());
-        super::write_json_log(&path, &provisioned.raw).await?;
-        report.logs.push(path);
+        // Instances may exist now: a log that cannot be written is a
+        // failure the report carries, not the end of the run.
+        match super::write_json_log(&path, &provisioned.raw).await {
+            Ok(()) => report.logs.push(path),
+            Err(e) => {
+                warn!(error = %e, "writing the cloud run's log failed");
+                report.error = Some((&e).into());
+            }
+        }
         Ok(Some((provisioned, autosign)))
     }
 }

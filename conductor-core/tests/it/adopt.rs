@@ -69,7 +69,10 @@ async fn a_plan_counts_the_grains_of_minions_named_in_its_pillarenv_when_the_sal
     let h = Harness::new().with_pillar(conductor_core::Pillar::from_yaml_str(&two_envs).unwrap());
     h.cloud.add_instance(MQ, &zone(), &[]);
     let salt = Arc::new(FakeSalt::new());
-    salt.set_grains(MQ, json!({"cpid": CPID_A, "cloud.system.id": 1, "devops.system.id": 1}));
+    salt.set_grains(
+        MQ,
+        json!({"cpid": CPID_A, "cloud.system.id": 1, "devops.system.id": 1}),
+    );
     let h = h.with_salt(salt);
     let mut req = system_request();
     req.saltenv = Env::new("prod").unwrap();

@@ -173,6 +173,36 @@ async fn launch_unreachable_keeps_keys_until_expiry() {
     assert!(held.iter().all(|k| k.starts_with("test_devops-mq0")));
 }
 
+/// Writing the cloud run's log fails after the launch (a file stands where
+/// `cloud_runs/` should be): the run still waits for its instances, joins
+/// them, releases the keys and reports everything, with the error.
+#[tokio::test]
+async fn a_log_that_cannot_be_written_after_the_launch_does_not_lose_the_report() {
+    let h = harness();
+    std::fs::create_dir_all(&h.layout.runner_dir).unwrap();
+    std::fs::write(h.layout.runner_dir.join("cloud_runs"), "not a directory").unwrap();
+    let report = h
+        .conductor()
+        .create(&fixtures::role_request("activemq", None))
+        .await
+        .expect("a run that launched returns its report");
+    assert_eq!(report.launched.len(), 2, "{report:#?}");
+    assert!(
+        report.failed.is_empty() && report.not_visible.is_empty(),
+        "{report:#?}"
+    );
+    let error = report.error.as_ref().expect("the failed write is reported");
+    assert!(error.message.contains("cloud_runs"), "{}", error.message);
+    assert!(!report.success());
+    assert_eq!(h.cloud.live_instances().len(), 2);
+    let held = h
+        .reserver
+        .held(conductor_core::now_ms(), None, None)
+        .await
+        .unwrap();
+    assert!(held.is_empty(), "keys released: {held:?}");
+}
+
 #[tokio::test]
 async fn launch_rejected_frees_every_key() {
     let h = harness();
