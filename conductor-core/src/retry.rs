@@ -22,6 +22,7 @@
 
 use std::collections::BTreeSet;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -180,7 +181,29 @@ impl<C: CloudBackend> CloudBackend for RetryCloud<C> {
         let retry = |kind| {
             kind == BackendErrorKind::Throttled || (tokens && kind == BackendErrorKind::Unreachable)
         };
-        self.run("launch", retry, || self.inner.launch(specs)).await
+        // An attempt that may have launched keeps the whole call uncertain,
+        // whatever the later attempts answer: a caller frees the names of
+        // a launch that surely failed at once.
+        let uncertain = AtomicBool::new(false);
+        let result = self
+            .run("launch", retry, || async {
+                let r = self.inner.launch(specs).await;
+                if matches!(&r, Err(e) if e.kind == BackendErrorKind::Unreachable) {
+                    uncertain.store(true, Ordering::Relaxed);
+                }
+                r
+            })
+            .await;
+        result.map_err(|mut e| {
+            if uncertain.load(Ordering::Relaxed) && e.kind != BackendErrorKind::Unreachable {
+                e.message = format!(
+                    "{} (an earlier attempt went unanswered and may have launched)",
+                    e.message
+                );
+                e.kind = BackendErrorKind::Unreachable;
+            }
+            e
+        })
     }
 
     async fn terminate(&self, instances: &[InstanceRef]) -> Result<(), BackendError> {
@@ -347,6 +370,18 @@ mod tests {
             "no token: an unreachable launch stays failed"
         );
         assert_eq!(c.inner().calls(), 2, "but a throttled one was retried");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_launch_that_may_have_launched_once_stays_uncertain() {
+        let c = wrap(&[Unreachable, Throttled, Throttled], 3);
+        let e = c.launch(&[spec("tok-1")]).await.unwrap_err();
+        assert_eq!(c.inner().calls(), 3);
+        assert_eq!(e.kind, Unreachable, "{e}");
+        assert!(e.message.contains("may have launched"), "{e}");
+        let c = wrap(&[Throttled, Throttled, Throttled], 3);
+        let e = c.launch(&[spec("tok-1")]).await.unwrap_err();
+        assert_eq!(e.kind, Throttled, "never answered uncertainly: {e}");
     }
 
     #[tokio::test(start_paused = true)]
