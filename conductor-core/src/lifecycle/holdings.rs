@@ -115,7 +115,10 @@ impl Holdings {
         self.check().await?;
         let mut state = self.state.lock().await;
         let expires = now_ms().saturating_add(ms(self.ttl));
-        for (lease, phase) in &mut state.leases {
+        // The leases this fence moves out of planning, to move back if it fails.
+        let mut promoted = Vec::new();
+        let mut failed = None;
+        for (i, (lease, phase)) in state.leases.iter_mut().enumerate() {
             let part = lease.subset(keys);
             if part.keys.is_empty() {
                 continue;
@@ -127,21 +130,47 @@ impl Holdings {
                 .instrument(span)
                 .await
             {
-                Ok(()) => *phase = Phase::Launching,
-                Err(ReserveError::Lost(lost)) => {
-                    state.lose(lost, "reservations were taken over before the launch");
-                    break;
+                Ok(()) if *phase == Phase::Planning => {
+                    *phase = Phase::Launching;
+                    promoted.push(i);
                 }
+                Ok(()) => {}
                 Err(e) => {
-                    return Err(Error::backend(
-                        "checking the reservations before launching",
-                        to_backend(e),
-                    ))
+                    failed = Some(e);
+                    break;
                 }
             }
         }
-        drop(state);
-        self.check().await
+        let Some(e) = failed else {
+            drop(state);
+            return self.check().await;
+        };
+        // Nothing launches after a failed fence: the leases it marked
+        // launching go back to planning, so that the run's end (or the
+        // dead-owner rule) frees them at once rather than at their expiry.
+        for i in promoted {
+            let (lease, phase) = &mut state.leases[i];
+            let part = lease.subset(keys);
+            let span = info_span!("reserver.unfence", keys = part.keys.len());
+            let back = self.reserver.update(&part, expires, Phase::Planning);
+            match back.instrument(span).await {
+                Ok(()) => *phase = Phase::Planning,
+                Err(e) => {
+                    warn!(error = %e, keys = lease.keys.len(), "moving reservations back to planning failed; they are held until they expire")
+                }
+            }
+        }
+        match e {
+            ReserveError::Lost(lost) => {
+                state.lose(lost, "reservations were taken over before the launch");
+                drop(state);
+                self.check().await
+            }
+            e => Err(Error::backend(
+                "checking the reservations before launching",
+                to_backend(e),
+            )),
+        }
     }
 
     /// Releases `keys` with `grace` (their instances settled, or surely
@@ -274,5 +303,85 @@ async fn renew(reserver: Arc<dyn Reserver>, ttl: Duration, state: Arc<Mutex<Stat
                 "reservations could not be renewed before they expired",
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::backend::{BackendError, BackendErrorKind};
+    use crate::cpid::Cpid;
+    use crate::names::Env;
+    use crate::reserve::{Holder, KeyKind, MemReserver, Owner, Reservation};
+
+    /// A MemReserver whose fences (updates to launching) of `bad` fail.
+    #[derive(Debug)]
+    struct FenceFails {
+        inner: MemReserver,
+        bad: Key,
+    }
+
+    #[async_trait]
+    impl Reserver for FenceFails {
+        async fn try_reserve(&self, keys: &[Key], owner: &Owner) -> Result<Lease, ReserveError> {
+            self.inner.try_reserve(keys, owner).await
+        }
+        async fn update(
+            &self,
+            lease: &Lease,
+            expires: u64,
+            phase: Phase,
+        ) -> Result<(), ReserveError> {
+            if phase == Phase::Launching && lease.keys.contains(&self.bad) {
+                let down = BackendError::new(BackendErrorKind::Unreachable, "down");
+                return Err(ReserveError::Backend(down));
+            }
+            self.inner.update(lease, expires, phase).await
+        }
+        async fn list(&self, env: Option<&Env>) -> Result<Vec<Reservation>, BackendError> {
+            self.inner.list(env).await
+        }
+        async fn prune(
+            &self,
+            now: u64,
+            env: Option<&Env>,
+            older_than: Option<Duration>,
+        ) -> Result<Vec<Key>, BackendError> {
+            self.inner.prune(now, env, older_than).await
+        }
+    }
+
+    /// A fence that fails on its second lease moves the first back to
+    /// planning: nothing launched, so nothing is held for the TTL.
+    #[tokio::test]
+    async fn a_fence_that_fails_partway_leaves_no_key_launching() {
+        let key = |k: &str| Key::new(KeyKind::Name, k).unwrap();
+        let (a, b) = (key("test_a.example.com"), key("test_b.example.com"));
+        let reserver = Arc::new(FenceFails {
+            inner: MemReserver::new(),
+            bad: b.clone(),
+        });
+        let ttl = Duration::from_secs(600);
+        let owner = Owner::this_process(Cpid::generate(), ttl);
+        let first = reserver.try_reserve(&[a.clone()], &owner).await.unwrap();
+        let second = reserver.try_reserve(&[b.clone()], &owner).await.unwrap();
+        let holdings = Holdings::start(reserver.clone(), ttl, first);
+        holdings.hold(second).await;
+        let e = holdings.fence(&[a, b]).await.unwrap_err();
+        assert!(e.to_string().contains("before launching"), "{e}");
+        for r in reserver.list(None).await.unwrap() {
+            let Holder::Run(owner) = &r.holder else {
+                panic!("{r:?}")
+            };
+            assert_eq!(owner.phase, Phase::Planning, "{r:?}");
+        }
+        holdings.finish().await;
+        assert!(reserver
+            .held(now_ms(), None, None)
+            .await
+            .unwrap()
+            .is_empty());
     }
 }
