@@ -10,6 +10,7 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -372,11 +373,23 @@ impl Conductor {
             autosign_token: autosign.as_ref().map(|a| a.token.as_str()),
         };
         let provisioner = self.provisioner();
-        let outcome = run.step_in(provisioner.provision(&job)).await;
+        // Whether the provisioner ran at all: a cancel seen first (during
+        // the fence, say) leaves nothing that may exist.
+        let started = AtomicBool::new(false);
+        let outcome = run
+            .step_in(async {
+                started.store(true, Ordering::Relaxed);
+                provisioner.provision(&job).await
+            })
+            .await;
         if let Some(slot) = slot {
             run.holdings.release(&slot, Duration::ZERO).await;
         }
         let provisioned = match outcome {
+            Err(_cancelled) if !started.load(Ordering::Relaxed) => {
+                run.holdings.release(&keys, Duration::ZERO).await;
+                return Err(Error::Interrupted);
+            }
             Err(_cancelled) => {
                 run.holdings.keep(&keys).await;
                 report.interrupted = true;

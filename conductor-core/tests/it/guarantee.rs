@@ -157,6 +157,63 @@ fn cancelled_before_the_launch_frees_every_key_and_launches_nothing() {
     });
 }
 
+/// A reserver whose fences (updates to launching) take 5 s.
+#[derive(Debug, Default)]
+struct SlowFence(MemReserver);
+
+#[async_trait]
+impl Reserver for SlowFence {
+    async fn try_reserve(&self, keys: &[Key], owner: &Owner) -> Result<Lease, ReserveError> {
+        self.0.try_reserve(keys, owner).await
+    }
+    async fn update(&self, lease: &Lease, expires: u64, phase: Phase) -> Result<(), ReserveError> {
+        if phase == Phase::Launching {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+        self.0.update(lease, expires, phase).await
+    }
+    async fn list(&self, env: Option<&Env>) -> Result<Vec<Reservation>, BackendError> {
+        self.0.list(env).await
+    }
+    async fn prune(
+        &self,
+        now: u64,
+        env: Option<&Env>,
+        older_than: Option<Duration>,
+    ) -> Result<Vec<Key>, BackendError> {
+        self.0.prune(now, env, older_than).await
+    }
+}
+
+/// A cancel that arrives while the fence runs (it is not cancelled midway)
+/// is seen before the provisioner starts: nothing launched, so every key
+/// is freed at once rather than held until it expires.
+#[test]
+fn cancelled_during_the_fence_frees_every_key_and_launches_nothing() {
+    paused_runtime().block_on(async {
+        let h = Harness::new().with_reserver(Arc::new(SlowFence::default()));
+        let cancel = CancellationToken::new();
+        let c = h.builder().cancel_on(cancel.clone()).build().unwrap();
+        let run =
+            tokio::spawn(async move { c.create(&fixtures::role_request("activemq", None)).await });
+        // Planning and reserving take no virtual time; the fence takes 5 s.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        cancel.cancel();
+        let e = run.await.unwrap().unwrap_err();
+        assert!(matches!(e, Error::Interrupted), "{e}");
+        assert_eq!(h.cloud.calls(Op::Launch), 0);
+        let held = h
+            .reserver
+            .held(conductor_core::now_ms(), None, None)
+            .await
+            .unwrap();
+        assert!(
+            held.is_empty(),
+            "nothing launched: every key freed: {held:?}"
+        );
+    });
+}
+
 #[test]
 fn cancelled_during_the_launch_keeps_its_names_held_and_reports() {
     paused_runtime().block_on(async {
