@@ -22,6 +22,7 @@ use serde_yaml::{Mapping, Value as Yaml};
 
 use super::SaltCli;
 use crate::parse;
+use crate::process::RunError;
 
 /// Numbers the private cache directories made by this process.
 static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -63,12 +64,19 @@ fn merge(into: &mut Value, from: Value) {
 }
 
 /// An error that says nothing ran: salt-cloud could not be started, or
-/// refused before doing anything.
+/// refused before doing anything. `Unreachable` also names a salt-cloud
+/// that ran (it may have created its VM) and then printed no answer for
+/// want of a master: only a failure to start it ran nothing.
 fn nothing_ran(e: &BackendError) -> bool {
-    matches!(
-        e.kind,
-        BackendErrorKind::Unreachable | BackendErrorKind::Rejected | BackendErrorKind::Throttled
-    )
+    match e.kind {
+        BackendErrorKind::Rejected | BackendErrorKind::Throttled => true,
+        BackendErrorKind::Unreachable => e
+            .source
+            .as_deref()
+            .and_then(|s| s.downcast_ref::<RunError>())
+            .is_some_and(|r| matches!(r, RunError::Spawn(_))),
+        _ => false,
+    }
 }
 
 /// A VM's private salt-cloud directory, removed when dropped (also when the
@@ -245,6 +253,27 @@ impl SaltCli {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn only_a_salt_cloud_that_did_not_start_ran_nothing() {
+        let spawn = RunError::Spawn(std::io::ErrorKind::NotFound.into());
+        let unstarted =
+            BackendError::new(BackendErrorKind::Unreachable, "cannot run").with_source(spawn);
+        assert!(nothing_ran(&unstarted));
+        let no_master = BackendError::new(
+            BackendErrorKind::Unreachable,
+            "salt-cloud: the Salt master could not be reached",
+        );
+        assert!(!nothing_ran(&no_master), "it ran: its VM may exist");
+        assert!(nothing_ran(&BackendError::new(
+            BackendErrorKind::Rejected,
+            "bad config"
+        )));
+        assert!(!nothing_ran(&BackendError::new(
+            BackendErrorKind::Failed,
+            "traceback"
+        )));
+    }
 
     #[test]
     fn a_map_splits_into_one_map_per_vm() {
