@@ -150,7 +150,7 @@ impl Plan {
     /// The keys the instances named by `pick` stand on: their names' keys,
     /// and each id key that one of them carries (when `all_ids` is false)
     /// or that only they carry (when it is true).
-    pub fn keys_of(&self, pick: impl Fn(&str) -> bool, all_ids: bool) -> Vec<Key> {
+    pub(crate) fn keys_of(&self, pick: impl Fn(&str) -> bool, all_ids: bool) -> Vec<Key> {
         let mut keys: Vec<Key> = self
             .instances
             .iter()
