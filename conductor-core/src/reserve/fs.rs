@@ -9,10 +9,15 @@
 //! key, a holder that renewed meanwhile keeps its key, and `prune` never
 //! frees a key whose owner is alive.
 //!
-//! A file in those directories that does not hold Conductor's owner JSON
-//! (the Python `conduct.group` runner writes its own files there, under the
-//! same key names) is a [`Holder::Foreign`]: held by an unknown owner, never
-//! taken over, listed with its age, removed only by `prune` with an age.
+//! An entry at a key path that is not a readable regular file holding
+//! Conductor's owner JSON (the Python `conduct.group` runner writes its own
+//! files there, under the same key names; or a file this user cannot read, a
+//! directory, a symlink, a FIFO) is a [`Holder::Foreign`]: held by an unknown
+//! owner, never taken over, listed with its age (from `lstat`), removed only
+//! by `prune` with an age. Only regular files are opened, without following
+//! symlinks or blocking; `prune` removes a symlink itself (never its target)
+//! and a directory only when it is empty (a non-empty one is left, with a
+//! warning: it is someone else's data).
 //!
 //! **Scope.** This is sound on one host, or on a shared filesystem whose
 //! `link` is atomic and whose `flock` is coherent between clients (not every
@@ -26,7 +31,7 @@
 //! `prune`.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -156,17 +161,37 @@ impl FsReserver {
         }
     }
 
-    /// Who holds the key file at `path`; `None` when there is none.
+    /// Who holds the key at `path`; `None` when nothing is there. Only a
+    /// regular file is opened (not following a symlink, not blocking on a
+    /// FIFO swapped in meanwhile); any other entry, and a file that cannot
+    /// be read or parsed, is foreign.
     fn read_holder(path: &Path) -> Result<Option<Holder>, BackendError> {
-        match fs::read(path) {
-            Ok(bytes) => Ok(Some(match serde_json::from_slice::<Owner>(&bytes) {
-                Ok(owner) => Holder::Run(owner),
-                Err(_) => Holder::Foreign {
-                    modified: modified_ms(path),
-                },
-            })),
+        let meta = match fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(path, e)),
+        };
+        let foreign = Holder::Foreign {
+            modified: modified_ms(&meta),
+        };
+        if !meta.is_file() {
+            return Ok(Some(foreign));
+        }
+        let read = || -> std::io::Result<Vec<u8>> {
+            let mut bytes = Vec::new();
+            OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                .open(path)?
+                .read_to_end(&mut bytes)?;
+            Ok(bytes)
+        };
+        match read() {
+            Ok(bytes) => Ok(Some(
+                serde_json::from_slice::<Owner>(&bytes).map_or(foreign, Holder::Run),
+            )),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_err(path, e)),
+            Err(_) => Ok(Some(foreign)),
         }
     }
 
@@ -332,11 +357,15 @@ impl FsReserver {
         let mut pruned = Vec::new();
         for r in self.list_sync(|k| k.in_prune_scope(env))? {
             if r.holder.is_prunable(now, older_than) {
+                let path = self.path(&r.key);
                 if matches!(r.holder, Holder::Foreign { .. }) {
                     tracing::warn!(key = %r.key, "removing a reservation file of an unknown owner (older than --older-than)");
                 }
-                remove(&self.path(&r.key))?;
-                pruned.push(r.key);
+                if remove(&path)? {
+                    pruned.push(r.key);
+                } else {
+                    tracing::warn!(path = %path.display(), "left a directory that is not empty at a reservation key: its key stays held; remove it by hand if nothing uses it");
+                }
             }
         }
         for kind in [KeyKind::Name, KeyKind::Id] {
@@ -370,10 +399,9 @@ impl FsReserver {
     }
 }
 
-/// When `path` was last written, epoch milliseconds (0 when unknown).
-fn modified_ms(path: &Path) -> u64 {
-    fs::metadata(path)
-        .and_then(|m| m.modified())
+/// When the entry of `meta` was last written, epoch milliseconds (0 when unknown).
+fn modified_ms(meta: &fs::Metadata) -> u64 {
+    meta.modified()
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map(ms)
@@ -389,9 +417,15 @@ fn owner_json(owner: &Owner) -> Vec<u8> {
 /// of a wrong `--runner-dir` are the operator's input (`Rejected`: exit 2).
 fn io_err(path: &Path, e: std::io::Error) -> BackendError {
     let hint = match e.kind() {
-        ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem => Some(
-            "the reservation directory is not writable (permissions, or a read-only filesystem): \
-             fix its permissions or point --runner-dir at a writable directory",
+        ErrorKind::PermissionDenied => Some(
+            "permission denied: this path is not readable or not writable by the user running \
+             conductor (reservations need read, write and search permission on the runner \
+             directory, reserved_names/ and reserved_ids/): fix their owner or mode, or point \
+             --runner-dir at a directory this user owns",
+        ),
+        ErrorKind::ReadOnlyFilesystem => Some(
+            "the reservation directory is not writable (a read-only filesystem): \
+             point --runner-dir at a writable directory",
         ),
         ErrorKind::NotFound | ErrorKind::NotADirectory | ErrorKind::AlreadyExists => Some(
             "the reservation directory is missing or a path component is not a directory: \
@@ -410,10 +444,17 @@ fn io_err(path: &Path, e: std::io::Error) -> BackendError {
     }
 }
 
-fn remove(path: &Path) -> Result<(), BackendError> {
-    match fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+/// Removes the entry at `path`: a file, a symlink (never its target) or an
+/// empty directory; `Ok(false)` leaves a directory that is not empty.
+fn remove(path: &Path) -> Result<bool, BackendError> {
+    let removed = match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir(path),
+        _ => fs::remove_file(path),
+    };
+    match removed {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(true),
+        Err(e) if e.kind() == ErrorKind::DirectoryNotEmpty => Ok(false),
         Err(e) => Err(io_err(path, e)),
     }
 }

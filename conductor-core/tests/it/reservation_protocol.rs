@@ -193,7 +193,7 @@ mod fs_hardening {
     use std::time::{Duration, SystemTime};
 
     use conductor_core::{BackendErrorKind, Cpid, FsReserver, Layout, ReserveError};
-    use conductor_core::{Key, KeyKind, Owner, Reserver};
+    use conductor_core::{Env, Holder, Key, KeyKind, Owner, Reserver};
 
     fn owner() -> Owner {
         Owner::this_process(Cpid::generate(), Duration::from_secs(600))
@@ -302,6 +302,187 @@ mod fs_hardening {
         r.try_reserve(std::slice::from_ref(&k), &owner())
             .await
             .expect("free after prune");
+    }
+
+    /// What `prune --older-than` does with an odd entry.
+    enum Prune {
+        Removes,
+        /// A directory that is not empty: someone else's data, left in place.
+        Leaves,
+    }
+
+    /// Awaits `f`, failing (not hanging) if reading blocks on the FIFO at `path`.
+    async fn unblocked<T>(path: &std::path::Path, f: impl std::future::Future<Output = T>) -> T {
+        match tokio::time::timeout(Duration::from_secs(20), f).await {
+            Ok(v) => v,
+            Err(_) => {
+                // A reader blocked opening a FIFO returns once a writer opens it:
+                // the test then ends instead of hanging in the runtime's drop.
+                use std::os::unix::fs::OpenOptionsExt;
+                let _ = std::fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_NONBLOCK)
+                    .open(path);
+                panic!("reading the reservations blocked on {}", path.display());
+            }
+        }
+    }
+
+    /// An entry `make` puts at a key path that is not a readable owner file
+    /// is held by an unknown owner: listed as foreign with its age, refused
+    /// to `try_reserve`, held at plan time; `prune` with an age removes it
+    /// (never a symlink's target) or, for a non-empty directory, leaves it.
+    async fn an_odd_entry_is_held_by_an_unknown_owner(
+        make: impl FnOnce(&std::path::Path),
+        prune: Prune,
+    ) {
+        let d = tempfile::tempdir().unwrap();
+        let layout = Layout::new(d.path(), d.path());
+        let r = FsReserver::new(&layout);
+        let k = key("test_odd.example.com");
+        std::fs::create_dir_all(layout.reserved_names_dir()).unwrap();
+        let path = layout.reserved_names_dir().join(k.as_str());
+        make(&path);
+        let now = conductor_core::now_ms();
+
+        let listed = unblocked(&path, r.list(None)).await.unwrap();
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!(listed[0].key, k);
+        match listed[0].holder {
+            Holder::Foreign { modified } => assert!(
+                modified.abs_diff(now) < 3_600_000,
+                "its age is the entry's own (lstat): {modified} vs {now}"
+            ),
+            ref other => panic!("expected a foreign holder, got {other:?}"),
+        }
+        match unblocked(&path, r.try_reserve(std::slice::from_ref(&k), &owner())).await {
+            Err(ReserveError::Conflict(keys)) => assert_eq!(keys, std::slice::from_ref(&k)),
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        let env = Env::new("test").unwrap();
+        let held = unblocked(&path, r.held(now, Some(&env), None))
+            .await
+            .unwrap();
+        assert_eq!(held, std::slice::from_ref(&k), "planning skips it");
+
+        let hour = Some(Duration::from_secs(3600));
+        let young = unblocked(&path, r.prune(now, None, hour)).await.unwrap();
+        assert!(young.is_empty(), "younger than --older-than: {young:?}");
+        let later = now + 2 * 3_600_000;
+        let pruned = unblocked(&path, r.prune(later, None, hour)).await.unwrap();
+        match prune {
+            Prune::Removes => {
+                assert_eq!(pruned, std::slice::from_ref(&k));
+                assert!(std::fs::symlink_metadata(&path).is_err(), "removed");
+                r.try_reserve(std::slice::from_ref(&k), &owner())
+                    .await
+                    .expect("free after prune");
+            }
+            Prune::Leaves => {
+                assert!(pruned.is_empty(), "{pruned:?}");
+                assert!(path.is_dir(), "a non-empty directory is left");
+                assert_eq!(r.held(later, None, None).await.unwrap(), [k], "still held");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn an_empty_directory_at_a_key_is_held_until_pruned() {
+        let make = |p: &std::path::Path| std::fs::create_dir(p).unwrap();
+        an_odd_entry_is_held_by_an_unknown_owner(make, Prune::Removes).await;
+    }
+
+    #[tokio::test]
+    async fn a_non_empty_directory_at_a_key_is_held_and_never_pruned() {
+        let make = |p: &std::path::Path| {
+            std::fs::create_dir(p).unwrap();
+            std::fs::write(p.join("data"), b"someone else's").unwrap();
+        };
+        an_odd_entry_is_held_by_an_unknown_owner(make, Prune::Leaves).await;
+    }
+
+    #[tokio::test]
+    async fn a_dangling_symlink_at_a_key_is_held_until_pruned() {
+        let make =
+            |p: &std::path::Path| std::os::unix::fs::symlink("/nonexistent/owner", p).unwrap();
+        an_odd_entry_is_held_by_an_unknown_owner(make, Prune::Removes).await;
+    }
+
+    /// Not followed, even to a valid (here expired) owner record, and prune
+    /// removes the link, not its target.
+    #[tokio::test]
+    async fn a_symlink_to_a_file_at_a_key_is_held_until_pruned() {
+        let t = tempfile::tempdir().unwrap();
+        let target = t.path().join("owner.json");
+        let expired = Owner::this_process(Cpid::generate(), Duration::ZERO);
+        std::fs::write(&target, serde_json::to_vec(&expired).unwrap()).unwrap();
+        let make = |p: &std::path::Path| std::os::unix::fs::symlink(&target, p).unwrap();
+        an_odd_entry_is_held_by_an_unknown_owner(make, Prune::Removes).await;
+        assert!(target.exists(), "the link's target is left alone");
+    }
+
+    #[tokio::test]
+    async fn a_symlink_to_a_directory_at_a_key_is_held_until_pruned() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("data"), b"someone else's").unwrap();
+        let make = |p: &std::path::Path| std::os::unix::fs::symlink(t.path(), p).unwrap();
+        an_odd_entry_is_held_by_an_unknown_owner(make, Prune::Removes).await;
+        assert!(
+            t.path().join("data").exists(),
+            "the link's target is left alone"
+        );
+    }
+
+    /// A file this user may not read (the runner's, root-owned, mode 0600),
+    /// holding a valid owner record. Skipped as root, where mode 000 does
+    /// not stop reading (the effective uid is checked).
+    #[tokio::test]
+    async fn an_unreadable_file_at_a_key_is_held_until_pruned() {
+        if unsafe { libc::geteuid() } == 0 {
+            eprintln!("skipped: running as root, which reads a file of mode 000");
+            return;
+        }
+        let make = |p: &std::path::Path| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::write(p, serde_json::to_vec(&owner()).unwrap()).unwrap();
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o000)).unwrap();
+        };
+        an_odd_entry_is_held_by_an_unknown_owner(make, Prune::Removes).await;
+    }
+
+    /// Never opened: opening a FIFO without a writer blocks.
+    #[tokio::test]
+    async fn a_fifo_at_a_key_is_held_until_pruned() {
+        let make = |p: &std::path::Path| {
+            use std::os::unix::ffi::OsStrExt;
+            let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+            assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0, "mkfifo");
+        };
+        an_odd_entry_is_held_by_an_unknown_owner(make, Prune::Removes).await;
+    }
+
+    /// A reservation directory that cannot be read fails the listing (its
+    /// keys are unknown), `Rejected`, naming it and saying it is not
+    /// readable. Skipped as root, where mode 0300 does not stop reading.
+    #[tokio::test]
+    async fn an_unreadable_reservation_directory_is_a_clear_error() {
+        if unsafe { libc::geteuid() } == 0 {
+            eprintln!("skipped: running as root, which reads a directory of mode 0300");
+            return;
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let layout = Layout::new(d.path(), d.path());
+        let names = layout.reserved_names_dir();
+        std::fs::create_dir_all(&names).unwrap();
+        std::fs::set_permissions(&names, std::fs::Permissions::from_mode(0o300)).unwrap();
+        let e = FsReserver::new(&layout).list(None).await.unwrap_err();
+        assert_eq!(e.kind, BackendErrorKind::Rejected);
+        let text = e.to_string();
+        assert!(
+            text.contains("reserved_names") && text.contains("not readable"),
+            "{text}"
+        );
     }
 
     /// An owner file from before `started` and `phase` existed still reads
