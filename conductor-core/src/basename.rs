@@ -169,29 +169,66 @@ impl Basename {
         env: &Env,
         domain: &str,
     ) -> Option<NameMatch> {
+        let (index, rest) = self.host(name)?;
+        let tail = self.tail(zone, env, domain);
+        if rest == tail {
+            return Some(NameMatch { index, clid: None });
+        }
+        let clid = rest.strip_prefix(".clid-")?.strip_suffix(tail.as_str())?;
+        Some(NameMatch {
+            index,
+            clid: Some(parse_clid(clid)?),
+        })
+    }
+
+    /// The cluster id of `name` when it is a cluster member's name of this
+    /// pattern in `env`/`domain` and *any* zone: a group's cluster ids are
+    /// unique across the regions of its env, so a member in another zone
+    /// holds its cluster's id as well.
+    pub fn clid_in_any_zone(&self, name: &str, env: &Env, domain: &str) -> Option<u32> {
+        let (_, rest) = self.host(name)?;
+        let (clid, tail) = rest.strip_prefix(".clid-")?.split_once('.')?;
+        let labels = tail.strip_suffix(domain)?;
+        let fits = if self.rest.is_empty() {
+            labels.is_empty()
+        } else {
+            let labels: Vec<&str> = labels.strip_suffix('.')?.split('.').collect();
+            labels.len() == self.rest.len()
+                && self
+                    .rest
+                    .iter()
+                    .zip(labels)
+                    .all(|(part, label)| match part {
+                        Part::Literal(l) => l == label,
+                        Part::Region => Zone::new(label).is_ok(),
+                        Part::Env => label == env.as_str(),
+                    })
+        };
+        fits.then(|| parse_clid(clid)).flatten()
+    }
+
+    /// The index of `name` and what follows its host label, when the host
+    /// label is this pattern's.
+    fn host<'n>(&self, name: &'n str) -> Option<(u32, &'n str)> {
         let rest = name.strip_prefix(self.prefix.as_str())?;
         let digits = rest.get(..self.width)?;
         if !digits.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
         let index = digits.parse().ok()?;
-        let rest = rest[self.width..].strip_prefix(self.host_suffix.as_str())?;
-        let tail = self.tail(zone, env, domain);
-        if rest == tail {
-            return Some(NameMatch { index, clid: None });
-        }
-        let clid_text = rest.strip_prefix(".clid-")?.strip_suffix(tail.as_str())?;
-        if clid_text.is_empty()
-            || !clid_text.bytes().all(|b| b.is_ascii_digit())
-            || clid_text.starts_with('0')
-        {
-            return None;
-        }
-        Some(NameMatch {
+        Some((
             index,
-            clid: Some(clid_text.parse().ok()?),
-        })
+            rest[self.width..].strip_prefix(self.host_suffix.as_str())?,
+        ))
     }
+}
+
+/// A cluster id as names write it: digits, no leading zero.
+fn parse_clid(text: &str) -> Option<u32> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) || text.starts_with('0') {
+        return None;
+    }
+    text.parse().ok()
 }
 
 fn x_runs(label: &str) -> Vec<(usize, usize)> {
@@ -254,6 +291,49 @@ mod tests {
         );
         assert_eq!(b.prefix(), "devops-mq");
         assert_eq!(b.max_index(), 99);
+    }
+
+    #[test]
+    fn a_members_cluster_id_reads_back_in_any_zone() {
+        let e = Env::new("test").unwrap();
+        let n = Basename::parse("devops-nifi-XX.REGION.ENV").unwrap();
+        let clid = |name: &str| n.clid_in_any_zone(name, &e, "foobar.com");
+        assert_eq!(
+            clid("devops-nifi-01.clid-3.us-east-1b.test.foobar.com"),
+            Some(3)
+        );
+        assert_eq!(
+            clid("devops-nifi-01.clid-3.us-west-2a.test.foobar.com"),
+            Some(3)
+        );
+        assert_eq!(
+            clid("devops-nifi-01.us-east-1b.test.foobar.com"),
+            None,
+            "no cluster"
+        );
+        assert_eq!(
+            clid("devops-nifi-01.clid-3.us-east-1b.prod.foobar.com"),
+            None,
+            "other env"
+        );
+        assert_eq!(
+            clid("devops-nifi-01.clid-3.east.test.foobar.com"),
+            None,
+            "not a zone"
+        );
+        assert_eq!(
+            clid("devops-nifi-01.clid-03.us-east-1b.test.foobar.com"),
+            None
+        );
+        assert_eq!(
+            clid("devops-nifi-01.clid-3.us-east-1b.test.foobar.org"),
+            None
+        );
+        let bare = Basename::parse("devops-nifi-XX").unwrap();
+        assert_eq!(
+            bare.clid_in_any_zone("devops-nifi-01.clid-4.foobar.com", &e, "foobar.com"),
+            Some(4)
+        );
     }
 
     #[test]

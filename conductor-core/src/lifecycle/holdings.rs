@@ -365,8 +365,14 @@ mod tests {
         });
         let ttl = Duration::from_secs(600);
         let owner = Owner::this_process(Cpid::generate(), ttl);
-        let first = reserver.try_reserve(std::slice::from_ref(&a), &owner).await.unwrap();
-        let second = reserver.try_reserve(std::slice::from_ref(&b), &owner).await.unwrap();
+        let first = reserver
+            .try_reserve(std::slice::from_ref(&a), &owner)
+            .await
+            .unwrap();
+        let second = reserver
+            .try_reserve(std::slice::from_ref(&b), &owner)
+            .await
+            .unwrap();
         let holdings = Holdings::start(reserver.clone(), ttl, first);
         holdings.hold(second).await;
         let e = holdings.fence(&[a, b]).await.unwrap_err();

@@ -117,9 +117,14 @@ impl<'a> Used<'a> {
             .collect()
     }
 
-    /// Cluster ids (`.clid-N`) in use by names of `b`.
+    /// Cluster ids (`.clid-N`) in use by names of `b`, in any zone.
     pub(super) fn clids(&self, b: &Basename) -> BTreeSet<u32> {
-        self.matches(b).filter_map(|m| m.clid).collect()
+        let e = &self.req.saltenv;
+        self.names
+            .iter()
+            .filter(|n| n.starts_with(b.prefix()))
+            .filter_map(|n| b.clid_in_any_zone(n, e, self.domain))
+            .collect()
     }
 
     pub(super) fn ids(&mut self, scope: &IdScope) -> &mut BTreeSet<u32> {

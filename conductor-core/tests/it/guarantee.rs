@@ -337,6 +337,28 @@ fn runs_of_two_envs_sharing_a_domain_and_env_less_basenames_never_share_a_name()
     });
 }
 
+/// A cluster member of another zone, untagged and with no grains to read
+/// (the Python runner's, `--no-grains`): its `.clid-N` still holds N in the
+/// group's scope, which spans every zone and region of the env.
+#[test]
+fn a_members_cluster_id_in_another_zone_is_not_handed_out_again() {
+    paused_runtime().block_on(async {
+        let h = Harness::new();
+        let east_b = conductor_core::Zone::new("us-east-1b").unwrap();
+        h.cloud.add_instance(
+            "devops-nifi-01.clid-1.us-east-1b.test.foobar.com",
+            &east_b,
+            &[],
+        );
+        let plan = h
+            .conductor()
+            .plan(&fixtures::role_request("nifi", None))
+            .await
+            .unwrap();
+        assert_eq!(plan.clusters[0].group_id, 2, "{plan:#?}");
+    });
+}
+
 #[test]
 fn a_basename_without_region_is_checked_in_every_region_of_the_env() {
     paused_runtime().block_on(async {
