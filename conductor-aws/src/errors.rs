@@ -12,6 +12,10 @@ const THROTTLING: &[&str] = &[
     "SlowDown",
     "TooManyRequestsException",
     "ProvisionedThroughputExceededException",
+    // DynamoDB: the item is part of another transaction in flight (a write
+    // on it now fails; the same write a moment later does not).
+    "TransactionConflictException",
+    "TransactionInProgressException",
 ];
 
 /// `e` and its sources, `: `-separated, each once (wrappers often repeat

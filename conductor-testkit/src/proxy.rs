@@ -8,6 +8,10 @@
 //! Started with [`Ec2Throttle`], the proxy also answers a fraction of EC2
 //! requests itself, as EC2 does when an account exceeds its API rate: HTTP 400
 //! with an EC2 XML error `RequestLimitExceeded`, without forwarding them.
+//!
+//! [`SerialProxy::conflict_next`] makes it answer DynamoDB requests of one
+//! operation as DynamoDB does while another transaction writes the item:
+//! HTTP 400 `TransactionConflictException`.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
@@ -27,7 +31,48 @@ pub struct SerialProxy {
     port: u16,
     requests: Arc<AtomicUsize>,
     throttled: Arc<AtomicUsize>,
+    conflicts: Conflicts,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// The DynamoDB operation (`UpdateItem`) whose next requests are answered
+/// with a conflict, how many are left, and how many were answered so.
+#[derive(Clone, Debug, Default)]
+struct Conflicts {
+    next: Arc<std::sync::Mutex<(String, usize)>>,
+    answered: Arc<AtomicUsize>,
+}
+
+impl Conflicts {
+    /// Whether to answer this request with a conflict (counting it).
+    fn take(&self, head: &[u8]) -> bool {
+        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+        let (op, left) = &mut *next;
+        let target = format!(
+            "x-amz-target: dynamodb_20120810.{}\r\n",
+            op.to_ascii_lowercase()
+        );
+        if *left == 0
+            || !String::from_utf8_lossy(head)
+                .to_ascii_lowercase()
+                .contains(&target)
+        {
+            return false;
+        }
+        *left -= 1;
+        self.answered.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+}
+
+/// DynamoDB's answer to a write on an item another transaction is writing.
+fn transaction_conflict() -> Vec<u8> {
+    let body = r#"{"__type":"com.amazonaws.dynamodb.v20120810#TransactionConflictException","message":"Transaction is ongoing for the item"}"#;
+    format!(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: application/x-amz-json-1.0\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }
 
 /// Which EC2 requests a throttling proxy refuses.
@@ -119,7 +164,9 @@ impl SerialProxy {
         let lock = Arc::new(Mutex::new(()));
         let requests = Arc::new(AtomicUsize::new(0));
         let throttled = Arc::new(AtomicUsize::new(0));
+        let conflicts = Conflicts::default();
         let shared = Shared {
+            conflicts: conflicts.clone(),
             upstream: upstream_port,
             lock,
             forwarded: requests.clone(),
@@ -147,8 +194,24 @@ impl SerialProxy {
             port,
             requests,
             throttled,
+            conflicts,
             task,
         }
+    }
+
+    /// Answers the next `n` DynamoDB `operation` requests (`UpdateItem`)
+    /// with `TransactionConflictException`, without forwarding them.
+    pub fn conflict_next(&self, operation: &str, n: usize) {
+        *self
+            .conflicts
+            .next
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = (operation.to_string(), n);
+    }
+
+    /// Requests answered with `TransactionConflictException` so far.
+    pub fn conflicted(&self) -> usize {
+        self.conflicts.answered.load(Ordering::Relaxed)
     }
 
     /// `http://127.0.0.1:<port>`.
@@ -175,6 +238,7 @@ struct Shared {
     forwarded: Arc<AtomicUsize>,
     throttled: Arc<AtomicUsize>,
     throttler: Option<Arc<std::sync::Mutex<Throttler>>>,
+    conflicts: Conflicts,
 }
 
 async fn serve(client: TcpStream, shared: Shared) -> std::io::Result<()> {
@@ -191,6 +255,10 @@ async fn serve(client: TcpStream, shared: Shared) -> std::io::Result<()> {
     if refuse {
         let n = shared.throttled.fetch_add(1, Ordering::Relaxed);
         write.write_all(&request_limit_exceeded(n)).await?;
+        return Ok(());
+    }
+    if shared.conflicts.take(&head) {
+        write.write_all(&transaction_conflict()).await?;
         return Ok(());
     }
     let response = {

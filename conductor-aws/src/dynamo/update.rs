@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{Delete, TransactWriteItem, Update};
-use conductor_core::{now_ms, BackendError, ReserveError};
+use conductor_core::{now_ms, BackendError, BackendErrorKind, ReserveError};
 use conductor_core::{Env, Key, Lease, Owner, Phase};
 use tracing::{info_span, Instrument};
 
@@ -15,6 +15,9 @@ use crate::errors::classify;
 
 /// The error code of a conditional write whose condition failed.
 const CONDITION_FAILED: &str = "ConditionalCheckFailedException";
+
+/// Writes of one key again after the key was busy in another transaction.
+const CONFLICT_RETRIES: u32 = 4;
 
 /// A conditional write of one key: a new expiry and phase, or removal.
 #[derive(Clone, Copy, Debug)]
@@ -167,6 +170,36 @@ impl DynamoReserver {
     /// One conditional `DeleteItem` or `UpdateItem`; `Ok(false)` when the
     /// condition failed (the key is not the owner's any more).
     async fn change_one(
+        &self,
+        key: &Key,
+        owner: &Owner,
+        change: Change,
+        expires: Option<u64>,
+        what: &str,
+    ) -> Result<bool, BackendError> {
+        // A key another run's transaction is writing (a run that does not
+        // know yet that this one holds it) refuses writes until that
+        // transaction ends, in milliseconds: wait a little and write again.
+        let mut wait = Duration::from_millis(20);
+        for _ in 0..CONFLICT_RETRIES {
+            match self
+                .change_one_once(key, owner, change, expires, what)
+                .await
+            {
+                Err(e) if e.kind == BackendErrorKind::Throttled => {
+                    tracing::debug!(%key, error = %e, "write refused for now; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+                done => return done,
+            }
+        }
+        self.change_one_once(key, owner, change, expires, what)
+            .await
+    }
+
+    /// One conditional write of [`DynamoReserver::change_one`].
+    async fn change_one_once(
         &self,
         key: &Key,
         owner: &Owner,

@@ -43,6 +43,28 @@ async fn serialized(table: &str) -> (MotoServer, SerialProxy, Arc<dyn Reserver>)
     (moto, proxy, Arc::new(r))
 }
 
+/// A key another run's transaction is writing refuses writes for a moment
+/// (`TransactionConflictException`, which the SDK does not retry): a
+/// renewal or fence of it is written again shortly, not failed as bad input.
+#[tokio::test]
+async fn a_write_on_a_key_busy_in_another_transaction_is_retried() {
+    let (_moto, proxy, r) = serialized("conductor-busy").await;
+    let owner = live_owner();
+    let lease = r.try_reserve(&fresh_keys("busy", 1), &owner).await.unwrap();
+    proxy.conflict_next("UpdateItem", 2);
+    let expires = conductor_core::now_ms() + 60_000;
+    r.update(&lease, expires, conductor_core::Phase::Launching)
+        .await
+        .expect("written once the other transaction ended");
+    assert_eq!(proxy.conflicted(), 2, "both busy answers were seen");
+    let held = r.list(None).await.unwrap();
+    let owner = held[0].holder.owner().expect("the run's record");
+    assert_eq!(
+        (owner.expires, owner.phase),
+        (expires, conductor_core::Phase::Launching)
+    );
+}
+
 #[tokio::test]
 async fn dynamo_reserver_conforms_on_moto() {
     let moto = MotoServer::start();
