@@ -248,12 +248,15 @@ async fn destroy(
     // The summary goes below the last progress line, not into it.
     ctx.display.finish();
     ctx.acted_on(&report.destroyed);
+    if report.interrupted {
+        tracing::warn!(cpid = %report.cpid, "interrupted: the report lists what was terminated and what was left undone");
+    }
     if ctx.g.json {
         output::print_json(&output::destroy_json(&report));
     } else {
         print!("{}", output::destroy_text(&report));
     }
-    Ok(ctx.code(report.success(), false))
+    Ok(ctx.code(report.success(), report.interrupted))
 }
 
 /// Asks on the terminal `destroy N instances: a, b, c? [y/N]`; true for y/yes.

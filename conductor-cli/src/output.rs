@@ -128,6 +128,7 @@ pub fn destroy_json(report: &DestroyReport) -> Value {
         "state_failures": report.state_failures,
         "skipped": report.skipped,
         "logs": report.logs,
+        "interrupted": report.interrupted,
     })
 }
 
@@ -326,6 +327,13 @@ pub fn destroy_text(r: &DestroyReport) -> String {
         s.push_str(&format!("  error: {n}: {m}\n"));
     }
     s.push_str(&tail(&r.state_failures, &r.skipped, &r.logs));
+    s.push_str(if r.interrupted {
+        "result: INTERRUPTED (what was terminated is listed above)\n"
+    } else if r.success() {
+        "result: success\n"
+    } else {
+        "result: FAILED (exit 1)\n"
+    });
     s
 }
 

@@ -236,8 +236,9 @@ impl ConductorBuilder {
     /// work starts, Salt commands are killed with their process groups,
     /// reservations of what surely was not launched are freed, the rest are
     /// held until they expire, and the run returns what it did
-    /// ([`Error::Interrupted`] before anything was launched, else a report
-    /// marked interrupted). The `conductor` binary cancels on SIGINT,
+    /// ([`Error::Interrupted`] before any instance was launched or
+    /// terminated, else a report marked interrupted; a destroy still deletes
+    /// the minion keys of what it terminated). The `conductor` binary cancels on SIGINT,
     /// SIGTERM and SIGHUP.
     pub fn cancel_on(mut self, token: CancellationToken) -> Self {
         self.cancel = Some(token);

@@ -74,7 +74,8 @@ pub enum ErrorClass {
     Exhausted,
     /// Cloud or Salt unreachable; nothing launched (exit 4).
     Unreachable,
-    /// Stopped by the caller's cancellation (a signal); nothing launched.
+    /// Stopped by the caller's cancellation (a signal); no instance
+    /// launched or terminated.
     Interrupted,
 }
 
@@ -169,8 +170,9 @@ pub enum Error {
         /// The release grace it exceeds.
         grace: std::time::Duration,
     },
-    /// The caller cancelled the run before anything was launched.
-    #[error("interrupted; nothing was launched")]
+    /// The caller cancelled the run before any instance was launched or
+    /// terminated.
+    #[error("interrupted before any instance was launched or terminated")]
     Interrupted,
     /// A task of the run panicked or was aborted (a bug: please report it).
     #[error("{during}: a task of the run failed: {message}")]

@@ -2,8 +2,9 @@
 //! not build for the group and env (an untagged instance and one of another
 //! env, both with the selected name), `--dry-run` lists exactly what a
 //! destroy would do and changes nothing, a terminal is asked (a real
-//! pseudo-terminal), no terminal is not; and `runs prune` removes what a
-//! crashed run left.
+//! pseudo-terminal), no terminal is not; a signal once instances are
+//! terminated still deletes their keys and prints the report; and `runs
+//! prune` removes what a crashed run left.
 
 use crate::support;
 
@@ -125,6 +126,12 @@ fn destroy_names_leaves_alone_what_conductor_did_not_build() {
     let word = format!("names={TAKEN},{MQ01}");
     let d = lab.json(&destroy_args(&[&word], &["--json"]));
     assert_eq!(d["destroyed"], serde_json::json!([MQ01]), "{d}");
+    // --no-salt: the keys left on the master are named.
+    let keys_left = d["skipped"].as_array().unwrap().iter().any(|s| {
+        let s = s.as_str().unwrap();
+        s.contains("minion keys") && s.contains(MQ01)
+    });
+    assert!(keys_left, "{d}");
     let skipped: BTreeSet<&str> = d["skipped_instances"]
         .as_array()
         .unwrap()
@@ -341,4 +348,110 @@ fn runs_prune_removes_what_a_crashed_run_left() {
         let o = lab.run(&["runs", "show", cpid], None);
         assert_eq!(o.status.code(), Some(2), "no files of {cpid} left");
     }
+}
+
+/// A `salt-key` that appends its arguments to `<dir>/salt-key.log`, and a
+/// `salt-run` that creates `<dir>/salt-run.started` and hangs (a long
+/// `post_destroy` hook); returns their directory.
+fn hanging_hook_salt(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let scripts = [
+        (
+            "salt-key",
+            format!(
+                "#!/bin/sh\necho \"$@\" >> {}\n",
+                dir.join("salt-key.log").display()
+            ),
+        ),
+        (
+            "salt-run",
+            format!(
+                "#!/bin/sh\ntouch {}\nexec sleep 120\n",
+                dir.join("salt-run.started").display()
+            ),
+        ),
+    ];
+    for (name, text) in scripts {
+        let path = bin.join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    bin
+}
+
+#[test]
+fn sigterm_during_post_destroy_deletes_the_keys_and_prints_the_report() {
+    let moto = MotoServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let lab = Lab::new(moto.endpoint(), dir.path(), |p| {
+        p.replace(
+            "hooks: {pre_create: [orch.conductor_common], post_create: [orch.conductor_common]}",
+            "hooks: {post_destroy: [orch.after]}",
+        )
+    });
+    let o = lab.create(&["role=activemq"], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let bin = hanging_hook_salt(dir.path());
+    let word = format!("names={MQ01},{MQ02}");
+    let mut args = vec![
+        "group",
+        "destroy",
+        "group=devops",
+        "pillarenv=test",
+        "region=us-east-1a",
+        word.as_str(),
+    ];
+    args.extend(["--provisioner", "ec2", "--yes", "--json", "--salt-bin-dir"]);
+    args.push(bin.to_str().unwrap());
+    let mut child = lab
+        .command(&args, None)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = dir.path().join("salt-run.started");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !started.exists() {
+        if std::time::Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("the post_destroy hook did not start: {}", stderr(&out));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // SAFETY: signals the child this test spawned.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("the report is printed ({e}): {}", stderr(&out)));
+    assert_eq!(report["interrupted"], true, "{report}");
+    assert_eq!(
+        report["destroyed"],
+        serde_json::json!([MQ01, MQ02]),
+        "{report}"
+    );
+    assert!(
+        report["skipped"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s.as_str().unwrap().contains("orch.after")),
+        "{report}"
+    );
+    assert!(
+        report["logs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l.as_str().unwrap().contains("cloud_run-")),
+        "{report}"
+    );
+    let keys = std::fs::read_to_string(dir.path().join("salt-key.log")).unwrap();
+    assert!(keys.contains(MQ01) && keys.contains(MQ02), "{keys}");
+    assert!(live(&moto).is_empty(), "{:?}", live(&moto));
 }

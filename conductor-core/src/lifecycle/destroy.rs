@@ -10,7 +10,7 @@
 //! Salt 3007 looks those names up in every configured provider and would
 //! destroy a same-named VM of another region or account as well.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use serde::Serialize;
@@ -47,12 +47,16 @@ pub struct DestroyReport {
     pub skipped: Vec<String>,
     /// Files written by the run.
     pub logs: Vec<PathBuf>,
+    /// The caller cancelled the run after it terminated instances: the
+    /// report lists what was done; work not yet begun is in `skipped` or
+    /// `failed`.
+    pub interrupted: bool,
 }
 
 impl DestroyReport {
     /// True when everything selected was destroyed and hooks succeeded.
     pub fn success(&self) -> bool {
-        self.failed.is_empty() && self.state_failures.is_empty()
+        self.failed.is_empty() && self.state_failures.is_empty() && !self.interrupted
     }
 
     fn journal(&mut self) -> Journal<'_> {
@@ -149,109 +153,229 @@ impl Conductor {
             |cpid| info_span!("destroy", %cpid, group = %q.group, env = %q.env),
         )
         .await?;
-        let result = run
-            .step_in(self.destroy_targets(run.cpid, plan, group))
-            .await
-            .map_err(Error::from)
-            .and_then(|r| r);
+        let result = self
+            .destroy_run(&run, plan, group)
+            .instrument(run.span.clone())
+            .await;
         run.finish().await;
         result
     }
 
-    async fn destroy_targets(
+    /// `pre_destroy` hooks, terminate, bookkeeping, `post_destroy` hooks.
+    /// Before anything is terminated a cancellation is
+    /// [`Error::Interrupted`]; from the first terminated instance on, the run
+    /// returns its report: the keys and cache entries of what was terminated
+    /// are removed and the cloud log written even when cancelled, and only
+    /// the work not yet begun (other regions, `post_destroy`) is left out.
+    async fn destroy_run(
         &self,
-        cpid: Cpid,
+        run: &Run,
         plan: &DestroyPlan,
         group: &GroupSpec,
     ) -> Result<DestroyReport, Error> {
         let q = &plan.query;
         let mut report = DestroyReport {
-            cpid,
+            cpid: run.cpid,
             destroyed: vec![],
             skipped_instances: plan.skipped_instances.clone(),
             failed: vec![],
             state_failures: vec![],
             skipped: vec![],
             logs: vec![],
+            interrupted: false,
         };
         let hooks = &group.hooks.pre_destroy;
-        if !self
-            .hooks("pre_destroy", hooks, &q.env, &q.env, report.journal())
-            .await?
-        {
+        let pre = self.hooks("pre_destroy", hooks, &q.env, &q.env, report.journal());
+        if !run.step_in(pre).await?? {
             return Ok(report);
         }
-        let raw = self.terminate(plan, &mut report).await?;
-        let path = self.layout.cloud_log(cpid, "destroy", log_rand());
-        write_json_log(&path, &raw).await?;
-        report.logs.push(path);
+        let terminated = self.terminate(plan, &mut report).await?;
+        let raw = self.forget(plan, &terminated, &mut report).await;
+        let path = self.layout.cloud_log(run.cpid, "destroy", log_rand());
+        match write_json_log(&path, &raw).await {
+            Ok(()) => report.logs.push(path),
+            Err(e) => {
+                warn!(error = %e, "writing the destroy's cloud log failed");
+                report.failed.push(("cloud log".into(), e.to_string()));
+            }
+        }
         let hooks = &group.hooks.post_destroy;
-        self.hooks("post_destroy", hooks, &q.env, &q.env, report.journal())
-            .await?;
+        if report.interrupted || self.cancel.is_cancelled() {
+            report.interrupted = true;
+            if !hooks.is_empty() {
+                report.skipped.push(format!(
+                    "post_destroy orchestration hooks {}: interrupted",
+                    hooks.join(", ")
+                ));
+            }
+            return Ok(report);
+        }
+        let post = self.hooks("post_destroy", hooks, &q.env, &q.env, report.journal());
+        match run.step_in(post).await {
+            Ok(done) => {
+                if let Err(e) = done {
+                    warn!(error = %e, "the post_destroy hooks failed");
+                    report.failed.push(("post_destroy".into(), e.to_string()));
+                }
+            }
+            Err(_cancelled) => {
+                report.interrupted = true;
+                report.skipped.push(format!(
+                    "post_destroy orchestration hooks {}: interrupted while they ran",
+                    hooks.join(", ")
+                ));
+            }
+        }
         Ok(report)
     }
 
     /// Terminates the plan's targets through the cloud by instance id,
-    /// region by region, then deletes their minion keys and (salt-cloud
-    /// provisioner) salt-cloud's cache entries of them; returns the record
-    /// for the run's log.
+    /// region by region; returns the ones terminated (also in the report's
+    /// `destroyed`). A region that fails, or whose turn comes after a
+    /// cancellation, puts its targets in `failed`; when no region was
+    /// terminated at all, that is the run's error instead (nothing done).
+    /// A terminate call in flight is never dropped: its outcome is known.
     async fn terminate(
         &self,
         plan: &DestroyPlan,
         report: &mut DestroyReport,
-    ) -> Result<serde_json::Value, Error> {
-        let targets = &plan.targets;
+    ) -> Result<Vec<InstanceRef>, Error> {
         let mut by_region: BTreeMap<Region, Vec<InstanceRef>> = BTreeMap::new();
-        for t in targets {
+        for t in &plan.targets {
             by_region
                 .entry(t.region.clone())
                 .or_default()
                 .push(t.clone());
         }
-        for refs in by_region.values() {
-            self.cloud
-                .terminate(refs)
-                .instrument(info_span!("cloud.terminate", instances = refs.len()))
-                .await
-                .map_err(|e| Error::backend("terminating instances", e))?;
-        }
-        report.destroyed = targets.iter().map(label).collect();
-        if let Some(salt) = &self.salt {
-            if !plan.keys.is_empty() {
-                if let Err(e) = salt
-                    .delete_keys(&plan.keys)
-                    .instrument(info_span!("salt.delete_keys", minions = plan.keys.len()))
-                    .await
-                {
-                    warn!(error = %e, "deleting the minion keys failed");
-                    report.failed.extend(plan.keys.iter().map(|n| {
-                        let why = format!("terminated, but its minion key was not deleted: {e}");
-                        (n.clone(), why)
-                    }));
+        let mut terminated: Vec<InstanceRef> = vec![];
+        let mut first_error = None;
+        for (region, refs) in by_region {
+            if self.cancel.is_cancelled() {
+                if terminated.is_empty() {
+                    return Err(Error::Interrupted);
                 }
+                report.interrupted = true;
+                let why = format!("not terminated: interrupted before its region {region}");
+                report
+                    .failed
+                    .extend(refs.iter().map(|t| (label(t), why.clone())));
+                continue;
             }
-            if !plan.cloud_vms.is_empty() {
-                if let Err(e) = salt
-                    .cloud_forget(&plan.cloud_vms)
-                    .instrument(info_span!("salt.cloud_forget", vms = plan.cloud_vms.len()))
-                    .await
-                {
-                    warn!(error = %e, "removing salt-cloud's cache entries failed");
-                    report.failed.extend(plan.cloud_vms.iter().map(|v| {
-                        let why = format!(
-                            "terminated, but salt-cloud's cache entry under {} was not removed: {e}",
-                            v.provider
-                        );
-                        (v.name.clone(), why)
-                    }));
+            let outcome = self
+                .cloud
+                .terminate(&refs)
+                .instrument(info_span!("cloud.terminate", %region, instances = refs.len()))
+                .await;
+            match outcome {
+                Ok(()) => terminated.extend(refs),
+                Err(e) => {
+                    let e = Error::backend(format!("terminating instances in {region}"), e);
+                    warn!(error = %e, "terminating instances failed");
+                    let why = format!("not terminated (it may still run): {e}");
+                    report
+                        .failed
+                        .extend(refs.iter().map(|t| (label(t), why.clone())));
+                    first_error.get_or_insert(e);
                 }
             }
         }
-        Ok(json!({
-            "terminated": targets,
-            "minion_keys_deleted": plan.keys,
-            "salt_cloud_cache_removed": plan.cloud_vms,
-        }))
+        if let (true, Some(e)) = (terminated.is_empty(), first_error) {
+            // Nothing was terminated: the run's error says so.
+            return Err(e);
+        }
+        report.destroyed = terminated.iter().map(label).collect();
+        Ok(terminated)
+    }
+
+    /// Deletes the minion keys of the `terminated` instances and (salt-cloud
+    /// provisioner) salt-cloud's cache entries of them, run to the end even
+    /// when the run is cancelled (they are short, and nothing would find
+    /// these instances again); returns the record for the run's cloud log.
+    async fn forget(
+        &self,
+        plan: &DestroyPlan,
+        terminated: &[InstanceRef],
+        report: &mut DestroyReport,
+    ) -> serde_json::Value {
+        let gone: BTreeSet<&str> = terminated
+            .iter()
+            .filter_map(|t| t.name.as_deref())
+            .collect();
+        let keys: Vec<String> = plan
+            .keys
+            .iter()
+            .filter(|k| gone.contains(k.as_str()))
+            .cloned()
+            .collect();
+        let vms: Vec<CloudVm> = plan
+            .cloud_vms
+            .iter()
+            .filter(|v| gone.contains(v.name.as_str()))
+            .cloned()
+            .collect();
+        let mut keys_deleted: &[String] = &[];
+        let mut vms_removed: &[CloudVm] = &[];
+        match &self.salt {
+            None if !gone.is_empty() => {
+                let names: Vec<&str> = gone.iter().copied().collect();
+                report.skipped.push(format!(
+                    "deleting the minion keys of the {} terminated instance(s){}: no Salt executor configured (delete them on the master: salt-key -y -d <name>): {}",
+                    names.len(),
+                    if self.opts.provisioner == Provisioner::SaltCloud {
+                        " and salt-cloud's cache entries of them"
+                    } else {
+                        ""
+                    },
+                    names.join(", ")
+                ));
+            }
+            None => {}
+            Some(salt) => {
+                if !keys.is_empty() {
+                    match salt
+                        .delete_keys(&keys)
+                        .instrument(info_span!("salt.delete_keys", minions = keys.len()))
+                        .await
+                    {
+                        Ok(()) => keys_deleted = &keys,
+                        Err(e) => {
+                            warn!(error = %e, "deleting the minion keys failed");
+                            report.failed.extend(keys.iter().map(|n| {
+                                let why =
+                                    format!("terminated, but its minion key was not deleted: {e}");
+                                (n.clone(), why)
+                            }));
+                        }
+                    }
+                }
+                if !vms.is_empty() {
+                    match salt
+                        .cloud_forget(&vms)
+                        .instrument(info_span!("salt.cloud_forget", vms = vms.len()))
+                        .await
+                    {
+                        Ok(()) => vms_removed = &vms,
+                        Err(e) => {
+                            warn!(error = %e, "removing salt-cloud's cache entries failed");
+                            report.failed.extend(vms.iter().map(|v| {
+                                let why = format!(
+                                    "terminated, but salt-cloud's cache entry under {} was not removed: {e}",
+                                    v.provider
+                                );
+                                (v.name.clone(), why)
+                            }));
+                        }
+                    }
+                }
+            }
+        }
+        json!({
+            "terminated": terminated,
+            "minion_keys_deleted": keys_deleted,
+            "salt_cloud_cache_removed": vms_removed,
+            "failed": report.failed,
+            "interrupted": report.interrupted,
+        })
     }
 }
 

@@ -1,18 +1,22 @@
 //! Destroy and update touch only what Conductor built for the request's
 //! group and env, nothing read from EC2 reaches Salt unchecked, and a
-//! destroy can be listed before it is done (on the fakes; the CLI's tests
-//! repeat the selection checks on moto).
+//! destroy can be listed before it is done; an interrupted or partly
+//! failed destroy reports what it terminated and deletes their keys (on
+//! the fakes; the CLI's tests repeat the selection checks on moto).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use conductor_core::{
-    CloudVm, Conductor, Env, ErrorClass, Group, InstanceQuery, Layout, MemReserver, Options,
-    Provisioner, Reserver, Selection, StaticPillar,
+    BackendError, BackendErrorKind, CachedGrains, CancellationToken, CloudBackend, CloudRunResult,
+    CloudVm, Conductor, Env, ErrorClass, Group, InstanceQuery, InstanceRef, Inventory,
+    LaunchResult, LaunchSpec, Layout, MemReserver, MinionKeys, Options, Provisioner, Region,
+    Reserver, SaltExecutor, Scope, Selection, StateRunResult, StaticPillar,
 };
 use conductor_testkit::fake_salt::SaltCall;
 use conductor_testkit::fixtures;
+use conductor_testkit::harness::{paused_runtime, Harness};
 use conductor_testkit::{FakeCloud, FakeSalt};
 
 /// The name of the report: a Name tag and nothing else.
@@ -379,4 +383,346 @@ async fn create_leaves_no_provider_file_behind_and_keeps_a_copy() {
         let text = std::fs::read_to_string(f).unwrap();
         assert!(text.starts_with("#!yaml\n"), "{}: {text}", f.display());
     }
+}
+
+// A destroy that is interrupted or partly fails still reports what it
+// terminated, and deletes those instances' minion keys: nothing would
+// select them again once they are gone.
+
+const MQ01: &str = "devops-mq01.us-east-1a.test.foobar.com";
+const MQ02: &str = "devops-mq02.us-east-1a.test.foobar.com";
+const WEST01: &str = "devops-mq01.us-west-2b.test.foobar.com";
+
+/// The devops pillar with `pre_destroy` and `post_destroy` hooks.
+fn hooked_pillar() -> conductor_core::Pillar {
+    let yaml = fixtures::DEVOPS_PILLAR.replace(
+        "hooks: {pre_create: [orch.conductor_common], post_create: [orch.conductor_common]}",
+        "hooks: {pre_destroy: [orch.before], post_destroy: [orch.after]}",
+    );
+    conductor_core::Pillar::from_yaml_str(&yaml).unwrap()
+}
+
+/// Adds a Conductor instance of group devops in env test named `name` in `zone`.
+fn add_ours(h: &Harness, name: &str, zone: &str) -> String {
+    h.cloud.add_instance(
+        name,
+        &conductor_core::Zone::new(zone).unwrap(),
+        &[
+            ("conductor:cpid", "16833830331552303186"),
+            ("conductor:env", "test"),
+            ("conductor:group", "devops"),
+            ("conductor:role", "activemq"),
+        ],
+    )
+}
+
+fn live_names(h: &Harness) -> BTreeSet<String> {
+    h.cloud
+        .live_instances()
+        .iter()
+        .filter_map(|i| i.name().map(str::to_string))
+        .collect()
+}
+
+fn deleted_keys(salt: &FakeSalt) -> Vec<String> {
+    salt.calls()
+        .into_iter()
+        .flat_map(|c| match c {
+            SaltCall::DeleteKeys(names) => names,
+            _ => vec![],
+        })
+        .collect()
+}
+
+fn orchestrated(salt: &FakeSalt) -> Vec<String> {
+    salt.calls()
+        .into_iter()
+        .filter_map(|c| match c {
+            SaltCall::Orchestrate { sls, .. } => Some(sls),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The run's cloud log is among its files and exists.
+fn assert_cloud_log(r: &conductor_core::DestroyReport) {
+    let log = r
+        .logs
+        .iter()
+        .find(|p| p.display().to_string().contains("cloud_run-"))
+        .unwrap_or_else(|| panic!("no cloud log: {r:?}"));
+    let text = std::fs::read_to_string(log).unwrap();
+    assert!(text.contains("terminated"), "{text}");
+}
+
+/// FakeSalt whose `delete_keys` takes `delay` before it starts.
+#[derive(Debug)]
+struct SlowKeys {
+    inner: Arc<FakeSalt>,
+    delay: Duration,
+}
+
+#[async_trait::async_trait]
+impl SaltExecutor for SlowKeys {
+    async fn cloud_map(&self, map: &std::path::Path) -> Result<CloudRunResult, BackendError> {
+        self.inner.cloud_map(map).await
+    }
+    async fn cloud_forget(&self, vms: &[CloudVm]) -> Result<(), BackendError> {
+        self.inner.cloud_forget(vms).await
+    }
+    async fn state_apply(
+        &self,
+        targets: &[String],
+        sls: &[String],
+        saltenv: &Env,
+    ) -> Result<StateRunResult, BackendError> {
+        self.inner.state_apply(targets, sls, saltenv).await
+    }
+    async fn orchestrate(
+        &self,
+        sls: &str,
+        saltenv: &Env,
+        pillarenv: &Env,
+    ) -> Result<StateRunResult, BackendError> {
+        self.inner.orchestrate(sls, saltenv, pillarenv).await
+    }
+    async fn minion_keys(&self) -> Result<MinionKeys, BackendError> {
+        self.inner.minion_keys().await
+    }
+    async fn ping(&self, targets: &[String]) -> Result<Vec<String>, BackendError> {
+        self.inner.ping(targets).await
+    }
+    async fn delete_keys(&self, names: &[String]) -> Result<(), BackendError> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.delete_keys(names).await
+    }
+    async fn cached_grains(&self) -> Result<CachedGrains, BackendError> {
+        self.inner.cached_grains().await
+    }
+}
+
+/// FakeCloud whose `terminate` fails in `fail_in`, and which cancels
+/// `cancel_after` once a terminate call succeeded.
+#[derive(Debug)]
+struct Terminating {
+    inner: Arc<FakeCloud>,
+    fail_in: Option<Region>,
+    cancel_after: Option<CancellationToken>,
+}
+
+#[async_trait::async_trait]
+impl CloudBackend for Terminating {
+    async fn inventory(&self, scope: &Scope) -> Result<Inventory, BackendError> {
+        self.inner.inventory(scope).await
+    }
+    async fn launch(&self, specs: &[LaunchSpec]) -> Result<Vec<LaunchResult>, BackendError> {
+        self.inner.launch(specs).await
+    }
+    async fn terminate(&self, instances: &[InstanceRef]) -> Result<(), BackendError> {
+        if let Some(region) = instances
+            .iter()
+            .map(|i| &i.region)
+            .find(|r| Some(*r) == self.fail_in.as_ref())
+        {
+            return Err(BackendError::new(
+                BackendErrorKind::Unreachable,
+                format!("{region} does not answer"),
+            ));
+        }
+        self.inner.terminate(instances).await?;
+        if let Some(c) = &self.cancel_after {
+            c.cancel();
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn interrupted_while_deleting_keys_finishes_them_and_reports() {
+    paused_runtime().block_on(async {
+        let salt = Arc::new(FakeSalt::new());
+        let slow = SlowKeys {
+            inner: salt.clone(),
+            delay: Duration::from_secs(30),
+        };
+        let h = Harness::new()
+            .with_pillar(hooked_pillar())
+            .with_salt(Arc::new(slow));
+        add_ours(&h, MQ01, "us-east-1a");
+        add_ours(&h, MQ02, "us-east-1a");
+        let cancel = CancellationToken::new();
+        let c = h.builder().cancel_on(cancel.clone()).build().unwrap();
+        let run = tokio::spawn(async move { c.destroy(&query(names(&[MQ01, MQ02]))).await });
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        cancel.cancel();
+        let r = run
+            .await
+            .unwrap()
+            .expect("instances were terminated: a report");
+        assert!(r.interrupted && !r.success(), "{r:?}");
+        assert_eq!(r.destroyed, [MQ01, MQ02]);
+        assert!(live_names(&h).is_empty());
+        assert_eq!(deleted_keys(&salt), [MQ01, MQ02], "their keys are deleted");
+        assert_cloud_log(&r);
+        assert_eq!(
+            orchestrated(&salt),
+            ["orch.before"],
+            "post_destroy not started"
+        );
+        assert!(
+            r.skipped.iter().any(|s| s.contains("post_destroy")
+                && s.contains("orch.after")
+                && s.contains("interrupted")),
+            "{r:?}"
+        );
+        assert!(r.failed.is_empty(), "{r:?}");
+    });
+}
+
+#[test]
+fn interrupted_during_the_post_destroy_hook_reports_what_was_destroyed() {
+    paused_runtime().block_on(async {
+        let salt = Arc::new(FakeSalt::new());
+        salt.slow_orchestration(Duration::from_secs(60));
+        let h = Harness::new()
+            .with_pillar(hooked_pillar())
+            .with_salt(salt.clone());
+        add_ours(&h, MQ01, "us-east-1a");
+        let cancel = CancellationToken::new();
+        let c = h.builder().cancel_on(cancel.clone()).build().unwrap();
+        let run = tokio::spawn(async move { c.destroy(&query(names(&[MQ01]))).await });
+        // pre_destroy takes 60 s; post_destroy starts right after it.
+        tokio::time::sleep(Duration::from_secs(90)).await;
+        cancel.cancel();
+        let r = run
+            .await
+            .unwrap()
+            .expect("instances were terminated: a report");
+        assert!(r.interrupted && !r.success(), "{r:?}");
+        assert_eq!(r.destroyed, [MQ01]);
+        assert_eq!(deleted_keys(&salt), [MQ01]);
+        assert_cloud_log(&r);
+        assert_eq!(orchestrated(&salt), ["orch.before", "orch.after"]);
+        assert!(
+            r.skipped
+                .iter()
+                .any(|s| s.contains("orch.after") && s.contains("interrupted")),
+            "{r:?}"
+        );
+    });
+}
+
+#[test]
+fn interrupted_before_terminating_changes_nothing_and_says_so() {
+    paused_runtime().block_on(async {
+        let salt = Arc::new(FakeSalt::new());
+        salt.slow_orchestration(Duration::from_secs(60));
+        let h = Harness::new()
+            .with_pillar(hooked_pillar())
+            .with_salt(salt.clone());
+        add_ours(&h, MQ01, "us-east-1a");
+        let cancel = CancellationToken::new();
+        let c = h.builder().cancel_on(cancel.clone()).build().unwrap();
+        let run = tokio::spawn(async move { c.destroy(&query(names(&[MQ01]))).await });
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        cancel.cancel();
+        let e = run.await.unwrap().unwrap_err();
+        assert_eq!(e.class(), ErrorClass::Interrupted, "{e}");
+        assert_eq!(
+            e.to_string(),
+            "interrupted before any instance was launched or terminated"
+        );
+        assert_eq!(live_names(&h), BTreeSet::from([MQ01.to_string()]));
+        assert!(deleted_keys(&salt).is_empty());
+    });
+}
+
+#[tokio::test]
+async fn a_region_that_fails_to_terminate_leaves_the_others_reported_and_keyless() {
+    let salt = Arc::new(FakeSalt::new());
+    let h = Harness::new().with_salt(salt.clone());
+    add_ours(&h, MQ01, "us-east-1a");
+    add_ours(&h, WEST01, "us-west-2b");
+    let cloud = Terminating {
+        inner: h.cloud.clone(),
+        fail_in: Some(Region::new("us-west-2").unwrap()),
+        cancel_after: None,
+    };
+    let c = h.builder_on(Arc::new(cloud)).build().unwrap();
+    let q = InstanceQuery {
+        region: None,
+        ..query(names(&[MQ01, WEST01]))
+    };
+    let r = c
+        .destroy(&q)
+        .await
+        .expect("us-east-1 was terminated: a report");
+    assert!(!r.success() && !r.interrupted, "{r:?}");
+    assert_eq!(r.destroyed, [MQ01]);
+    assert_eq!(r.failed.len(), 1, "{r:?}");
+    assert_eq!(r.failed[0].0, WEST01);
+    assert!(
+        r.failed[0].1.contains("not terminated") && r.failed[0].1.contains("does not answer"),
+        "{r:?}"
+    );
+    assert_eq!(live_names(&h), BTreeSet::from([WEST01.to_string()]));
+    assert_eq!(deleted_keys(&salt), [MQ01], "only the terminated one's key");
+    assert_cloud_log(&r);
+}
+
+#[tokio::test]
+async fn interrupted_between_regions_starts_no_other_region() {
+    let salt = Arc::new(FakeSalt::new());
+    let h = Harness::new().with_salt(salt.clone());
+    add_ours(&h, MQ01, "us-east-1a");
+    add_ours(&h, WEST01, "us-west-2b");
+    let cancel = CancellationToken::new();
+    let cloud = Terminating {
+        inner: h.cloud.clone(),
+        fail_in: None,
+        cancel_after: Some(cancel.clone()),
+    };
+    let c = h
+        .builder_on(Arc::new(cloud))
+        .cancel_on(cancel)
+        .build()
+        .unwrap();
+    let q = InstanceQuery {
+        region: None,
+        ..query(names(&[MQ01, WEST01]))
+    };
+    let r = c
+        .destroy(&q)
+        .await
+        .expect("us-east-1 was terminated: a report");
+    assert!(r.interrupted && !r.success(), "{r:?}");
+    assert_eq!(r.destroyed, [MQ01]);
+    assert_eq!(r.failed.len(), 1, "{r:?}");
+    assert_eq!(r.failed[0].0, WEST01);
+    assert!(r.failed[0].1.contains("interrupted"), "{r:?}");
+    assert_eq!(live_names(&h), BTreeSet::from([WEST01.to_string()]));
+    assert_eq!(deleted_keys(&salt), [MQ01]);
+    assert_cloud_log(&r);
+}
+
+#[tokio::test]
+async fn without_salt_the_report_names_the_keys_left_on_the_master() {
+    let h = Harness::new();
+    add_ours(&h, MQ01, "us-east-1a");
+    add_ours(&h, MQ02, "us-east-1a");
+    let r = h
+        .conductor()
+        .destroy(&query(names(&[MQ01, MQ02])))
+        .await
+        .unwrap();
+    assert_eq!(r.destroyed, [MQ01, MQ02]);
+    let keys = r
+        .skipped
+        .iter()
+        .find(|s| s.contains("minion keys"))
+        .unwrap_or_else(|| panic!("the undeleted keys are named: {r:?}"));
+    assert!(
+        keys.contains(MQ01) && keys.contains(MQ02) && keys.contains("no Salt executor"),
+        "{keys}"
+    );
 }
