@@ -118,8 +118,9 @@ pub struct Global {
     #[arg(long, global = true)]
     pub no_salt: bool,
     /// Do not read the Salt master's grains cache (`salt-run cache.grains`)
-    /// when planning or adopting: ids of instances without conductor tags
-    /// then count only through their names.
+    /// when planning or creating: ids of instances without conductor tags
+    /// then count only through their names (safe once every runner-built
+    /// instance is adopted). `group adopt --apply` refuses it: it needs the grains.
     #[arg(long, global = true)]
     pub no_grains: bool,
     /// Directory of the Salt programs (salt, salt-run, salt-cloud, salt-call); default: PATH.
@@ -326,7 +327,7 @@ pub enum GroupCommand {
     },
     /// Give instances built by the Python runner (Name tag only, ids in grains) Conductor's tags.
     #[command(
-        after_help = "Words: group= pillarenv= [saltenv=] [region=<zone>]\n\nLists every live instance of the group and env without conductor tags and the tags it gets: role and index from its Name through the pillar's basenames, the cluster id from .clid-N, cpid and ids from the master's cached grains. Refuses (exit 2, nothing written) when two runs' instances claim one id, or a name matches no basename.\n\nExamples:\n  conductor group adopt group=devops pillarenv=test region=us-east-1a\n  conductor group adopt group=devops pillarenv=test region=us-east-1a --apply"
+        after_help = "Words: group= pillarenv= [saltenv=] [region=<zone>]\n\nLists every live instance of the group and env without conductor tags and the tags it gets: role and index from its Name through the pillar's basenames, the cluster id from .clid-N, cpid and ids from the master's cached grains. Refuses (exit 2, nothing written) when two runs' instances claim one id, or a name matches no basename. --apply needs the master's grains cache, which holds the ids: it refuses with --no-salt or --no-grains, and when the cache holds no grains of an instance's minion (accept its key, let it send its grains).\n\nExamples:\n  conductor group adopt group=devops pillarenv=test region=us-east-1a\n  conductor group adopt group=devops pillarenv=test region=us-east-1a --apply"
     )]
     Adopt {
         /// key=value words.

@@ -358,7 +358,10 @@ async fn adopt(ctx: &Ctx<'_>, words: &[std::ffi::OsString], apply: bool) -> Resu
     if ctx.g.json {
         output::print_json(&json!(report));
     } else {
-        print!("{}", output::adopt_text(&report));
+        print!(
+            "{}",
+            output::adopt_text(&report, !ctx.g.no_salt && !ctx.g.no_grains)
+        );
     }
     Ok(exit::OK)
 }

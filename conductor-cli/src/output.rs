@@ -73,8 +73,9 @@ pub fn plan_json(plan: &Plan) -> Value {
     serde_json::to_value(plan).unwrap_or(Value::Null)
 }
 
-/// The adopt report: each instance with the tags it gets.
-pub fn adopt_text(r: &AdoptReport) -> String {
+/// The adopt report: each instance with the tags it gets, and whether its
+/// ids are known (`grains_read`: the master's grains cache was read).
+pub fn adopt_text(r: &AdoptReport, grains_read: bool) -> String {
     let mut s = String::new();
     if r.instances.is_empty() {
         s.push_str(&format!(
@@ -84,10 +85,16 @@ pub fn adopt_text(r: &AdoptReport) -> String {
         return s;
     }
     let verb = if r.applied { "tagged" } else { "would tag" };
+    if !grains_read {
+        s.push_str("ids unknown: the master's grains cache, which holds these instances' ids, was not read (--no-salt or --no-grains); --apply refuses without it\n");
+    }
     for a in &r.instances {
         s.push_str(&format!("{verb} {} ({}, {}):\n", a.name, a.id, a.region));
         for (k, v) in &a.tags {
             s.push_str(&format!("  {k} = {v}\n"));
+        }
+        if grains_read && a.from_grains.is_empty() {
+            s.push_str("  ids unknown: the master's grains cache holds no cpid or id grain of its minion; --apply refuses until it does (accept its key, let it send its grains)\n");
         }
     }
     if !r.applied {

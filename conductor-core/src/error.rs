@@ -146,10 +146,11 @@ pub enum Error {
         /// The log of the failed run.
         log: Option<PathBuf>,
     },
-    /// The master's grains cache could not be read while planning.
+    /// The master's grains cache could not be read while planning or adopting.
     #[error(
         "cannot read the Salt master's grains cache, which holds the ids of instances the Python runner built: {source}. \
-         Fix the master (--salt-config-dir, --salt-bin-dir), or skip the grains with --no-grains (ids then come from EC2 tags and names only)"
+         Fix the master (--salt-config-dir, --salt-bin-dir). A plan or create can skip the grains with --no-grains \
+         (ids then come from EC2 tags and names only: safe once every runner-built instance is adopted); adopt cannot, it needs them"
     )]
     GrainsUnreadable {
         /// What went wrong.

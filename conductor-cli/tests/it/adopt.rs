@@ -3,8 +3,9 @@
 //! whose minions' grains hold their ids. `plan` skips those ids (the master
 //! caches the grains its minions send), `adopt` lists and writes the tags
 //! once, plans then read them from tags after `salt-run cache.clear_grains`;
-//! conflicting evidence is refused, and a master that cannot be asked is
-//! exit 4.
+//! `--apply` without the grains, or for a minion the master has not cached,
+//! is refused; conflicting evidence is refused, and a master that cannot be
+//! asked is exit 4.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -193,8 +194,30 @@ fn plan_and_adopt_read_a_live_masters_grains_on_moto() {
     assert_eq!(ids(&plan), [2, 2, 2, 2], "{plan:#}");
     assert_eq!(plan["ids_from_grains"], json!([]));
 
-    // Conflicting evidence: an untagged mq02 of another run claims cloud.system.id 1.
+    // An untagged mq02 whose minion the master has not cached: its ids are
+    // unknown, so --apply refuses, naming it; without the grains it refuses
+    // whatever the cache holds. Nothing is written either time.
     by_hand(&moto.endpoint(), MQ2);
+    let o = run(&group("adopt", &["--apply"]));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(MQ2) && stderr(&o).contains("salt-key -a"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&group("adopt", &["--apply", "--no-grains"]));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("needs the Salt master's grains cache"),
+        "{}",
+        stderr(&o)
+    );
+    let dry = json_of(&group("adopt", &[]));
+    assert_eq!(dry["instances"].as_array().unwrap().len(), 1, "{dry:#}");
+    assert_eq!(dry["instances"][0]["name"], MQ2, "still untagged: {dry:#}");
+    assert_eq!(dry["instances"][0]["from_grains"], json!([]), "{dry:#}");
+
+    // Conflicting evidence: mq02, of another run, claims cloud.system.id 1.
     rt.block_on(minion_with_grains(
         &salt,
         MQ2,

@@ -44,7 +44,8 @@ pub struct Adoption {
     pub region: Region,
     /// The tags it gets (`conductor:*`).
     pub tags: BTreeMap<String, String>,
-    /// The grains (from the master's cache) the tags were read from.
+    /// The grains (from the master's cache) the tags were read from; none:
+    /// its ids are unknown, and `apply` refuses.
     pub from_grains: Vec<String>,
 }
 
@@ -74,12 +75,26 @@ impl Conductor {
     /// through the pillar's basenames, the group cluster id from
     /// `.clid-N`, `cpid` and the ids from the master's cached grains.
     /// Refuses, naming both, when two instances of different runs claim
-    /// one id in one scope, and when a name matches no basename.
+    /// one id in one scope, and when a name matches no basename. `apply`
+    /// also refuses without the grains cache (no Salt, or
+    /// [`Options::read_grains`](crate::Options::read_grains) off) and
+    /// for instances whose minion's cached grains give no `cpid` or id:
+    /// tags without their ids would hide those ids from planning. Nothing
+    /// is written when it refuses.
     pub async fn adopt(&self, req: &AdoptRequest) -> Result<AdoptReport, Error> {
         let pillar = self.load_pillar(&req.env).await?;
         let env = pillar.environment(&req.env)?;
         let group = pillar.group(&req.group)?;
         let regions = super::select::regions_to_search(req.region.as_ref(), &req.env, env)?;
+        let grains_read = self.salt.is_some() && self.opts.read_grains;
+        if req.apply && !grains_read {
+            let why = if self.salt.is_none() {
+                "Salt is off (--no-salt)"
+            } else {
+                "reading grains is off (--no-grains)"
+            };
+            return Err(AdoptError::GrainsNotRead { why: why.into() }.into());
+        }
         let patterns = basenames(group);
         let select: Vec<Selector> = patterns
             .iter()
@@ -139,6 +154,17 @@ impl Conductor {
         }
         claim_other_minions(&mut claims, &grains, req, &env.domain, &pillar, &instances);
         check_claims(&claims)?;
+        let uncached: Vec<String> = instances
+            .iter()
+            .filter(|a| a.from_grains.is_empty())
+            .map(|a| format!("{} ({})", a.name, a.id))
+            .collect();
+        if req.apply && !uncached.is_empty() {
+            return Err(AdoptError::NoCachedGrains {
+                instances: uncached.join(", "),
+            }
+            .into());
+        }
         if req.apply && !instances.is_empty() {
             let tags: Vec<InstanceTags> = instances
                 .iter()

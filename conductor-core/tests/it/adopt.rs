@@ -317,3 +317,88 @@ async fn names_without_an_env_label_count_in_every_env_of_their_domain() {
     assert_eq!(r.instances.len(), 1, "{r:#?}");
     assert_eq!(r.instances[0].tags["conductor:cloud.system.id"], "1");
 }
+
+fn nothing_tagged(h: &Harness) -> bool {
+    h.cloud
+        .live_instances()
+        .iter()
+        .all(|i| i.conductor_tag("env").is_none())
+}
+
+/// Tags without the ids would hide the grains' ids from every later plan:
+/// without the grains (reading them off, or no Salt) adopt lists but
+/// `apply` refuses, writes nothing, and plans still skip the ids.
+#[tokio::test]
+async fn adopt_apply_without_the_grains_is_refused_and_plans_still_count_their_ids() {
+    let h = Harness::new();
+    let salt = python_built(&h);
+    let mut h = h.with_salt(salt);
+    h.opts.read_grains = false;
+    let dry = h.conductor().adopt(&adopt_request(false)).await.unwrap();
+    assert_eq!(dry.instances.len(), 2, "{dry:#?}");
+    assert!(
+        dry.instances.iter().all(|a| a.from_grains.is_empty()),
+        "ids unknown: {dry:#?}"
+    );
+
+    let e = h.conductor().adopt(&adopt_request(true)).await.unwrap_err();
+    assert_eq!(e.class(), ErrorClass::BadInput, "{e}");
+    assert!(
+        matches!(&e, Error::Adopt(a) if matches!(**a, AdoptError::GrainsNotRead { .. })),
+        "{e}"
+    );
+    let text = e.to_string();
+    assert!(
+        text.contains("--no-grains") && text.contains("hide the ids from planning"),
+        "{text}"
+    );
+    assert!(nothing_tagged(&h), "nothing written");
+
+    let salt = h.salt.take();
+    let e = h.conductor().adopt(&adopt_request(true)).await.unwrap_err();
+    assert!(
+        matches!(&e, Error::Adopt(a) if matches!(**a, AdoptError::GrainsNotRead { .. })),
+        "{e}"
+    );
+    assert!(e.to_string().contains("--no-salt"), "{e}");
+    assert!(nothing_tagged(&h), "nothing written");
+
+    // With the grains read again, a plan still skips the runner's ids.
+    h.salt = salt;
+    h.opts.read_grains = true;
+    let p = h.conductor().plan(&system_request()).await.unwrap();
+    assert_eq!(ids(&p), (3, 2, 2, 2), "{p:#?}");
+}
+
+/// An untagged instance whose minion the master's cache does not hold (key
+/// not accepted, cache cleared): adopt lists it with its ids unknown,
+/// `apply` refuses, naming it, writes nothing, and plans still count the
+/// other instances' grains.
+#[tokio::test]
+async fn adopt_apply_refuses_an_instance_whose_minion_has_no_cached_grains() {
+    let h = Harness::new();
+    let salt = python_built(&h);
+    let mq2 = "devops-mq02.us-east-1a.test.foobar.com";
+    h.cloud.add_instance(mq2, &zone(), &[]);
+    let h = h.with_salt(salt);
+    let dry = h.conductor().adopt(&adopt_request(false)).await.unwrap();
+    assert_eq!(dry.instances.len(), 3, "{dry:#?}");
+    for a in &dry.instances {
+        assert_eq!(a.from_grains.is_empty(), a.name == mq2, "{a:#?}");
+    }
+
+    let e = h.conductor().adopt(&adopt_request(true)).await.unwrap_err();
+    assert_eq!(e.class(), ErrorClass::BadInput, "{e}");
+    assert!(
+        matches!(&e, Error::Adopt(a) if matches!(**a, AdoptError::NoCachedGrains { .. })),
+        "{e}"
+    );
+    let text = e.to_string();
+    assert!(
+        text.contains(mq2) && !text.contains(MQ) && text.contains("salt-key -a"),
+        "{text}"
+    );
+    assert!(nothing_tagged(&h), "nothing written");
+    let p = h.conductor().plan(&system_request()).await.unwrap();
+    assert_eq!(ids(&p), (3, 2, 2, 2), "{p:#?}");
+}
