@@ -24,6 +24,7 @@ pub mod crash;
 pub mod ec2_replay;
 pub mod fake_cloud;
 pub mod fake_salt;
+pub mod fault_reserver;
 pub mod fixtures;
 pub mod harness;
 pub mod logs;
@@ -47,6 +48,7 @@ pub mod wrappers;
 
 pub use fake_cloud::FakeCloud;
 pub use fake_salt::FakeSalt;
+pub use fault_reserver::FaultReserver;
 pub use wrappers::{FaultCloud, LagCloud, LatencyCloud, RecordingCloud};
 
 /// The examples of README.md, run as doctests.

@@ -4,55 +4,14 @@
 //! reserved it.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use conductor_core::{
-    BackendError, Cpid, Env, Key, Lease, MemReserver, Observer, Owner, Phase, Reservation,
-    ReserveError, Reserver, Step,
-};
+use conductor_core::{Cpid, MemReserver, Observer, Step};
 use conductor_testkit::fake_cloud::{Lag, Op};
 use conductor_testkit::harness::{paused_runtime, Harness};
-use conductor_testkit::{fixtures, FakeCloud};
+use conductor_testkit::{fixtures, FakeCloud, FaultReserver};
 use tokio::time::Instant;
-
-/// A MemReserver whose every call takes 20 ms, as a shared store's would:
-/// parallel runs read the same reservations and then race to reserve. It
-/// counts the calls to reserve.
-#[derive(Debug, Default)]
-struct SlowReserver(MemReserver, AtomicUsize);
-
-async fn pause() {
-    tokio::time::sleep(Duration::from_millis(20)).await;
-}
-
-#[async_trait]
-impl Reserver for SlowReserver {
-    async fn try_reserve(&self, keys: &[Key], owner: &Owner) -> Result<Lease, ReserveError> {
-        self.1.fetch_add(1, Ordering::Relaxed);
-        pause().await;
-        self.0.try_reserve(keys, owner).await
-    }
-    async fn update(&self, lease: &Lease, expires: u64, phase: Phase) -> Result<(), ReserveError> {
-        pause().await;
-        self.0.update(lease, expires, phase).await
-    }
-    async fn list(&self, env: Option<&Env>) -> Result<Vec<Reservation>, BackendError> {
-        pause().await;
-        self.0.list(env).await
-    }
-    async fn prune(
-        &self,
-        now: u64,
-        env: Option<&Env>,
-        older_than: Option<Duration>,
-    ) -> Result<Vec<Key>, BackendError> {
-        pause().await;
-        self.0.prune(now, env, older_than).await
-    }
-}
 
 /// When each run reserved (its `Reserved` step).
 #[derive(Debug, Default)]
@@ -81,7 +40,9 @@ fn thirty_two_runs_for_the_same_names_all_succeed_and_never_share_one() {
                 .with_seed(3),
         );
         let reserved = Arc::new(ReservedAt::default());
-        let reserver = Arc::new(SlowReserver::default());
+        // Every call takes 20 ms, as a shared store's would: parallel runs read
+        // the same reservations and then race to reserve.
+        let reserver = Arc::new(FaultReserver::new(MemReserver::new()).with_latency(Duration::from_millis(20)));
         let h = Harness::new()
             .with_cloud(cloud.clone())
             .with_reserver(reserver.clone())
@@ -145,7 +106,7 @@ fn thirty_two_runs_for_the_same_names_all_succeed_and_never_share_one() {
         // planned once (no run's instances were out when another read the
         // cloud, so no check after reserving found a clash).
         let reads = cloud.calls(Op::Inventory);
-        let reserves = reserver.1.load(Ordering::Relaxed);
+        let reserves = reserver.reserves();
         eprintln!("{reads} inventory reads (visibility polls included) and {reserves} calls to reserve for 32 runs");
         assert!(reserves > 32, "the runs did contend: {reserves} calls to reserve");
         assert_eq!(attempts, BTreeMap::from([(1, 32)]), "attempts: runs");

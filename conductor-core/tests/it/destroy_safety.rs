@@ -537,6 +537,32 @@ impl CloudBackend for Terminating {
     }
 }
 
+/// Destroys `names` on `h`'s conductor, cancelled `after` (virtual time).
+async fn destroy_cancelled_after(
+    h: &Harness,
+    names_: &[&str],
+    after: Duration,
+) -> Result<conductor_core::DestroyReport, conductor_core::Error> {
+    let cancel = CancellationToken::new();
+    let c = h.builder().cancel_on(cancel.clone()).build().unwrap();
+    let q = query(names(names_));
+    let run = tokio::spawn(async move { c.destroy(&q).await });
+    tokio::time::sleep(after).await;
+    cancel.cancel();
+    run.await.unwrap()
+}
+
+/// The hooked pillar, hooks that take a minute each, and MQ01.
+fn slow_hooks() -> (Harness, Arc<FakeSalt>) {
+    let salt = Arc::new(FakeSalt::new());
+    salt.slow_orchestration(Duration::from_secs(60));
+    let h = Harness::new()
+        .with_pillar(hooked_pillar())
+        .with_salt(salt.clone());
+    add_ours(&h, MQ01, "us-east-1a");
+    (h, salt)
+}
+
 #[test]
 fn interrupted_while_deleting_keys_finishes_them_and_reports() {
     paused_runtime().block_on(async {
@@ -550,14 +576,8 @@ fn interrupted_while_deleting_keys_finishes_them_and_reports() {
             .with_salt(Arc::new(slow));
         add_ours(&h, MQ01, "us-east-1a");
         add_ours(&h, MQ02, "us-east-1a");
-        let cancel = CancellationToken::new();
-        let c = h.builder().cancel_on(cancel.clone()).build().unwrap();
-        let run = tokio::spawn(async move { c.destroy(&query(names(&[MQ01, MQ02]))).await });
-        tokio::time::sleep(Duration::from_secs(10)).await;
-        cancel.cancel();
-        let r = run
+        let r = destroy_cancelled_after(&h, &[MQ01, MQ02], Duration::from_secs(10))
             .await
-            .unwrap()
             .expect("instances were terminated: a report");
         assert!(r.interrupted && !r.success(), "{r:?}");
         assert_eq!(r.destroyed, [MQ01, MQ02]);
@@ -582,21 +602,10 @@ fn interrupted_while_deleting_keys_finishes_them_and_reports() {
 #[test]
 fn interrupted_during_the_post_destroy_hook_reports_what_was_destroyed() {
     paused_runtime().block_on(async {
-        let salt = Arc::new(FakeSalt::new());
-        salt.slow_orchestration(Duration::from_secs(60));
-        let h = Harness::new()
-            .with_pillar(hooked_pillar())
-            .with_salt(salt.clone());
-        add_ours(&h, MQ01, "us-east-1a");
-        let cancel = CancellationToken::new();
-        let c = h.builder().cancel_on(cancel.clone()).build().unwrap();
-        let run = tokio::spawn(async move { c.destroy(&query(names(&[MQ01]))).await });
+        let (h, salt) = slow_hooks();
         // pre_destroy takes 60 s; post_destroy starts right after it.
-        tokio::time::sleep(Duration::from_secs(90)).await;
-        cancel.cancel();
-        let r = run
+        let r = destroy_cancelled_after(&h, &[MQ01], Duration::from_secs(90))
             .await
-            .unwrap()
             .expect("instances were terminated: a report");
         assert!(r.interrupted && !r.success(), "{r:?}");
         assert_eq!(r.destroyed, [MQ01]);
@@ -615,18 +624,10 @@ fn interrupted_during_the_post_destroy_hook_reports_what_was_destroyed() {
 #[test]
 fn interrupted_before_terminating_changes_nothing_and_says_so() {
     paused_runtime().block_on(async {
-        let salt = Arc::new(FakeSalt::new());
-        salt.slow_orchestration(Duration::from_secs(60));
-        let h = Harness::new()
-            .with_pillar(hooked_pillar())
-            .with_salt(salt.clone());
-        add_ours(&h, MQ01, "us-east-1a");
-        let cancel = CancellationToken::new();
-        let c = h.builder().cancel_on(cancel.clone()).build().unwrap();
-        let run = tokio::spawn(async move { c.destroy(&query(names(&[MQ01]))).await });
-        tokio::time::sleep(Duration::from_secs(10)).await;
-        cancel.cancel();
-        let e = run.await.unwrap().unwrap_err();
+        let (h, salt) = slow_hooks();
+        let e = destroy_cancelled_after(&h, &[MQ01], Duration::from_secs(10))
+            .await
+            .unwrap_err();
         assert_eq!(e.class(), ErrorClass::Interrupted, "{e}");
         assert_eq!(
             e.to_string(),

@@ -4,59 +4,21 @@
 //! launched and holds the rest; name keys carry the env written into the
 //! name; a basename without REGION is free only if free in every region.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use conductor_core::{
-    BackendError, BackendErrorKind, CancellationToken, Env, Error, ErrorClass, Key, Lease,
-    MemReserver, Owner, Phase, Reservation, ReserveError, Reserver,
+    CancellationToken, Env, Error, ErrorClass, Key, MemReserver, Owner, Phase, Reservation,
+    Reserver,
 };
 use conductor_core::{Cpid, Pillar};
 use conductor_testkit::fake_cloud::Op;
 use conductor_testkit::harness::{paused_runtime, Harness};
-use conductor_testkit::{fixtures, FakeSalt};
+use conductor_testkit::{fixtures, FakeSalt, FaultReserver};
 
-/// A reserver whose updates (renewals, fences, releases) fail while told to.
-#[derive(Debug, Default)]
-struct Flaky {
-    inner: MemReserver,
-    failing: AtomicBool,
-}
-
-impl Flaky {
-    fn fail_updates(&self, yes: bool) {
-        self.failing.store(yes, Ordering::SeqCst);
-    }
-}
-
-#[async_trait]
-impl Reserver for Flaky {
-    async fn try_reserve(&self, keys: &[Key], owner: &Owner) -> Result<Lease, ReserveError> {
-        self.inner.try_reserve(keys, owner).await
-    }
-    async fn update(&self, lease: &Lease, expires: u64, phase: Phase) -> Result<(), ReserveError> {
-        if self.failing.load(Ordering::SeqCst) {
-            return Err(BackendError::new(
-                BackendErrorKind::Unreachable,
-                "the reserver does not answer",
-            )
-            .into());
-        }
-        self.inner.update(lease, expires, phase).await
-    }
-    async fn list(&self, env: Option<&Env>) -> Result<Vec<Reservation>, BackendError> {
-        self.inner.list(env).await
-    }
-    async fn prune(
-        &self,
-        now: u64,
-        env: Option<&Env>,
-        older_than: Option<Duration>,
-    ) -> Result<Vec<Key>, BackendError> {
-        self.inner.prune(now, env, older_than).await
-    }
+/// A MemReserver whose updates (renewals, fences, releases) fail while told to.
+fn flaky() -> Arc<FaultReserver<MemReserver>> {
+    Arc::new(FaultReserver::new(MemReserver::new()))
 }
 
 /// A harness whose `pre_create` hook takes a minute (virtual time), with
@@ -81,7 +43,7 @@ fn mq01() -> Key {
 #[test]
 fn a_lease_not_renewed_before_it_expired_stops_the_run_before_it_launches() {
     paused_runtime().block_on(async {
-        let flaky = Arc::new(Flaky::default());
+        let flaky = flaky();
         let h = slow_hook_harness(flaky.clone());
         let c = h.conductor();
         let run =
@@ -101,7 +63,7 @@ fn a_lease_not_renewed_before_it_expired_stops_the_run_before_it_launches() {
 #[test]
 fn a_key_taken_over_by_another_run_stops_the_run_before_it_launches() {
     paused_runtime().block_on(async {
-        let flaky = Arc::new(Flaky::default());
+        let flaky = flaky();
         let h = slow_hook_harness(flaky.clone());
         let c = h.conductor();
         let run =
@@ -157,41 +119,15 @@ fn cancelled_before_the_launch_frees_every_key_and_launches_nothing() {
     });
 }
 
-/// A reserver whose fences (updates to launching) take 5 s.
-#[derive(Debug, Default)]
-struct SlowFence(MemReserver);
-
-#[async_trait]
-impl Reserver for SlowFence {
-    async fn try_reserve(&self, keys: &[Key], owner: &Owner) -> Result<Lease, ReserveError> {
-        self.0.try_reserve(keys, owner).await
-    }
-    async fn update(&self, lease: &Lease, expires: u64, phase: Phase) -> Result<(), ReserveError> {
-        if phase == Phase::Launching {
-            tokio::time::sleep(Duration::from_secs(5)).await;
-        }
-        self.0.update(lease, expires, phase).await
-    }
-    async fn list(&self, env: Option<&Env>) -> Result<Vec<Reservation>, BackendError> {
-        self.0.list(env).await
-    }
-    async fn prune(
-        &self,
-        now: u64,
-        env: Option<&Env>,
-        older_than: Option<Duration>,
-    ) -> Result<Vec<Key>, BackendError> {
-        self.0.prune(now, env, older_than).await
-    }
-}
-
 /// A cancel that arrives while the fence runs (it is not cancelled midway)
 /// is seen before the provisioner starts: nothing launched, so every key
 /// is freed at once rather than held until it expires.
 #[test]
 fn cancelled_during_the_fence_frees_every_key_and_launches_nothing() {
     paused_runtime().block_on(async {
-        let h = Harness::new().with_reserver(Arc::new(SlowFence::default()));
+        let slow_fences =
+            FaultReserver::new(MemReserver::new()).with_fence_delay(Duration::from_secs(5));
+        let h = Harness::new().with_reserver(Arc::new(slow_fences));
         let cancel = CancellationToken::new();
         let c = h.builder().cancel_on(cancel.clone()).build().unwrap();
         let run =
