@@ -14,7 +14,9 @@ use crate::request::{Build, BuildItem, CreateRequest};
 /// Name starts with a basename prefix or that carry an id tag in play; in
 /// the other regions of the environment, instances carrying an id tag, and
 /// those whose Name starts with the prefix of a basename without `REGION`
-/// (its names are the same in every region, so every region must be free).
+/// (its names are the same in every region, so every region must be free)
+/// or of a cluster member (its `.clid-N` holds a group cluster id, unique
+/// across the regions, even on an instance without tags).
 pub fn inventory_scopes(
     pillar: &Pillar,
     req: &CreateRequest,
@@ -26,18 +28,18 @@ pub fn inventory_scopes(
     let mut names = BTreeSet::new();
     let mut everywhere = BTreeSet::new();
     let mut tags = BTreeSet::new();
-    let mut name = |b: &Basename| {
+    let mut name = |b: &Basename, member: bool| {
         names.insert(b.prefix().to_string());
-        if !b.has_region() {
+        if member || !b.has_region() {
             everywhere.insert(b.prefix().to_string());
         }
     };
     for item in &build.items {
         match item {
-            BuildItem::Single { role, .. } => name(basename_of(&group.roles[role])),
+            BuildItem::Single { role, .. } => name(basename_of(&group.roles[role]), false),
             BuildItem::Cluster { role, .. } => {
                 for m in group.roles[role].cluster.iter().flat_map(|c| c.values()) {
-                    name(basename_of(m));
+                    name(basename_of(m), true);
                 }
                 tags.insert(
                     IdScope::GroupCluster {

@@ -244,8 +244,8 @@ fn runs_of_two_envs_sharing_a_domain_and_env_less_basenames_never_share_a_name()
         assert_eq!(
             keys,
             [
-                "test_devops-mq01.us-east-1a.foobar.com",
-                "prod_devops-mq01.us-east-1a.foobar.com"
+                "prod_devops-mq01.us-east-1a.foobar.com",
+                "test_devops-mq01.us-east-1a.foobar.com"
             ]
         );
         let runs = ["test", "prod"].map(|env| {
@@ -273,25 +273,33 @@ fn runs_of_two_envs_sharing_a_domain_and_env_less_basenames_never_share_a_name()
     });
 }
 
-/// A cluster member of another zone, untagged and with no grains to read
-/// (the Python runner's, `--no-grains`): its `.clid-N` still holds N in the
-/// group's scope, which spans every zone and region of the env.
+/// Cluster members of another zone and of another region of the env,
+/// untagged and with no grains to read (the Python runner's,
+/// `--no-grains`): their `.clid-N` still hold N in the group's scope, which
+/// spans every zone and region of the env.
 #[test]
-fn a_members_cluster_id_in_another_zone_is_not_handed_out_again() {
+fn a_members_cluster_id_in_another_zone_or_region_is_not_handed_out_again() {
     paused_runtime().block_on(async {
         let h = Harness::new();
-        let east_b = conductor_core::Zone::new("us-east-1b").unwrap();
-        h.cloud.add_instance(
-            "devops-nifi-01.clid-1.us-east-1b.test.foobar.com",
-            &east_b,
-            &[],
-        );
+        for (name, zone) in [
+            (
+                "devops-nifi-01.clid-1.us-east-1b.test.foobar.com",
+                "us-east-1b",
+            ),
+            (
+                "devops-nifi-01.clid-2.us-west-2a.test.foobar.com",
+                "us-west-2a",
+            ),
+        ] {
+            let zone = conductor_core::Zone::new(zone).unwrap();
+            h.cloud.add_instance(name, &zone, &[]);
+        }
         let plan = h
             .conductor()
             .plan(&fixtures::role_request("nifi", None))
             .await
             .unwrap();
-        assert_eq!(plan.clusters[0].group_id, 2, "{plan:#?}");
+        assert_eq!(plan.clusters[0].group_id, 3, "{plan:#?}");
     });
 }
 
