@@ -170,11 +170,14 @@ impl Basename {
         domain: &str,
     ) -> Option<NameMatch> {
         let (index, rest) = self.host(name)?;
-        let tail = self.tail(zone, env, domain);
-        if rest == tail {
+        let rest = rest.strip_prefix('.')?;
+        if self.fits(rest, Some(zone), env, domain) {
             return Some(NameMatch { index, clid: None });
         }
-        let clid = rest.strip_prefix(".clid-")?.strip_suffix(tail.as_str())?;
+        let (clid, labels) = rest.strip_prefix("clid-")?.split_once('.')?;
+        if !self.fits(labels, Some(zone), env, domain) {
+            return None;
+        }
         Some(NameMatch {
             index,
             clid: Some(parse_clid(clid)?),
@@ -187,24 +190,33 @@ impl Basename {
     /// holds its cluster's id as well.
     pub fn clid_in_any_zone(&self, name: &str, env: &Env, domain: &str) -> Option<u32> {
         let (_, rest) = self.host(name)?;
-        let (clid, tail) = rest.strip_prefix(".clid-")?.split_once('.')?;
-        let labels = tail.strip_suffix(domain)?;
-        let fits = if self.rest.is_empty() {
-            labels.is_empty()
-        } else {
-            let labels: Vec<&str> = labels.strip_suffix('.')?.split('.').collect();
-            labels.len() == self.rest.len()
-                && self
-                    .rest
-                    .iter()
-                    .zip(labels)
-                    .all(|(part, label)| match part {
-                        Part::Literal(l) => l == label,
-                        Part::Region => Zone::new(label).is_ok(),
-                        Part::Env => label == env.as_str(),
-                    })
+        let (clid, labels) = rest.strip_prefix(".clid-")?.split_once('.')?;
+        if !self.fits(labels, None, env, domain) {
+            return None;
+        }
+        parse_clid(clid)
+    }
+
+    /// Whether `labels` (what follows the host label and any `.clid-N.`)
+    /// are this pattern's labels and `domain`, in `env` and in `zone` (in
+    /// any zone when `None`).
+    fn fits(&self, labels: &str, zone: Option<&Zone>, env: &Env, domain: &str) -> bool {
+        let Some(labels) = labels.strip_suffix(domain) else {
+            return false;
         };
-        fits.then(|| parse_clid(clid)).flatten()
+        if self.rest.is_empty() {
+            return labels.is_empty();
+        }
+        let Some(labels) = labels.strip_suffix('.') else {
+            return false;
+        };
+        let labels: Vec<&str> = labels.split('.').collect();
+        labels.len() == self.rest.len()
+            && self.rest.iter().zip(labels).all(|(part, label)| match part {
+                Part::Literal(l) => l == label,
+                Part::Region => zone.map_or_else(|| Zone::new(label).is_ok(), |z| z.as_str() == label),
+                Part::Env => label == env.as_str(),
+            })
     }
 
     /// The index of `name` and what follows its host label, when the host
@@ -334,6 +346,33 @@ mod tests {
             bare.clid_in_any_zone("devops-nifi-01.clid-4.foobar.com", &e, "foobar.com"),
             Some(4)
         );
+    }
+
+    #[test]
+    fn every_rendered_name_parses_back_in_its_own_zone_only() {
+        let e = Env::new("test").unwrap();
+        let zones = [Zone::new("us-east-1a").unwrap(), Zone::new("us-west-2b").unwrap()];
+        for raw in [
+            "devops-mqXX.REGION.ENV",
+            "devops-nifi-XXX.ENV.REGION",
+            "mqXX-a.dc1.REGION",
+            "mqXX.ENV",
+            "mqXX",
+        ] {
+            let b = Basename::parse(raw).unwrap();
+            for (index, clid) in [(1, None), (42, Some(1)), (7, Some(10))] {
+                let name = b.render(index, clid, &zones[0], &e, "foobar.com");
+                let parse = |z: &Zone| b.parse_name(&name, z, &e, "foobar.com");
+                assert_eq!(parse(&zones[0]), Some(NameMatch { index, clid }), "{raw}: {name}");
+                let other = if b.has_region() { None } else { Some(NameMatch { index, clid }) };
+                assert_eq!(parse(&zones[1]), other, "{raw}: {name} in another zone");
+                assert_eq!(b.clid_in_any_zone(&name, &e, "foobar.com"), clid, "{raw}: {name}");
+                let prod = Env::new("prod").unwrap();
+                let in_prod = b.parse_name(&name, &zones[0], &prod, "foobar.com");
+                let env_free = !raw.contains("ENV");
+                assert_eq!(in_prod.is_some(), env_free, "{raw}: {name} read as prod");
+            }
+        }
     }
 
     #[test]

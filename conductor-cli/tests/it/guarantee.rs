@@ -50,6 +50,7 @@ fn names_stay_held_for_the_grace_after_the_run_exited() {
     // by default) although nothing in this process's cloud shows them.
     let plan = lab.json(&words(&["group", "plan"], &["--json"]));
     let planned = names(&plan);
+    assert_eq!(built.len(), 2, "the report names both instances: {report}");
     assert!(
         planned.iter().all(|n| !built.contains(n)),
         "a plan right after the run reuses its names: {planned:?} vs {built:?}"
@@ -174,15 +175,14 @@ fn interrupt_create(signal: i32, expected: i32) {
         std::thread::sleep(Duration::from_millis(300));
     }
     assert!(!salt_clouds_under(dir.path()).is_empty(), "salt-cloud runs");
-    let sent = Instant::now();
     // SAFETY: signals the child this test spawned.
     unsafe {
         libc::kill(child.id() as i32, signal);
     }
+    // The stand-in hangs: the run ends only by killing it (a run that
+    // waited for it would hang here until nextest's timeout).
     let out = child.wait_with_output().unwrap();
-    let took = sent.elapsed();
     assert_eq!(out.status.code(), Some(expected), "{}", stderr(&out));
-    assert!(took < Duration::from_secs(5), "stopped in {took:?}");
     assert!(
         salt_clouds_under(dir.path()).is_empty(),
         "salt-cloud and its workers are gone: {:?}",

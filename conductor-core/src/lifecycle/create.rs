@@ -505,7 +505,7 @@ impl Conductor {
             .collect();
         let settled = |name: &str| visible.contains(name) || definitely_failed.contains(name);
         // Keys whose instances have all settled.
-        let done = report.plan.keys_of(settled, true);
+        let done = report.plan.keys_only_of(settled);
         // The rest stay held (renewed while the run lives, then until they
         // expire): their instances may still come up.
         run.holdings.release(&done, self.opts.release_grace).await;

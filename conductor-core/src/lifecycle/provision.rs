@@ -159,9 +159,7 @@ impl Provision for Native {
             if !results.is_empty() {
                 // The batch's names and the ids it carries: an id key
                 // lost since the last fence must stop the batch too.
-                let keys = job
-                    .plan
-                    .keys_of(|n| batch.iter().any(|s| s.name == n), false);
+                let keys = job.plan.keys_used_by(|n| batch.iter().any(|s| s.name == n));
                 if let Err(e) = job.run.holdings.fence(&keys).await {
                     results.extend(batch.iter().map(|s| not_launched(&s.name, &e)));
                     continue;

@@ -147,35 +147,52 @@ impl Plan {
             .filter(move |k| k.fqdn() == Some(name))
     }
 
-    /// The keys the instances named by `pick` stand on: their names' keys,
-    /// and each id key that one of them carries (when `all_ids` is false)
-    /// or that only they carry (when it is true).
-    pub(crate) fn keys_of(&self, pick: impl Fn(&str) -> bool, all_ids: bool) -> Vec<Key> {
-        let mut keys: Vec<Key> = self
-            .instances
+    /// The keys a launch of the instances named by `pick` stands on: their
+    /// names' keys and every id key one of them carries (what a batch must
+    /// still hold when it launches).
+    pub(crate) fn keys_used_by(&self, pick: impl Fn(&str) -> bool) -> Vec<Key> {
+        let mut keys = self.name_keys_of(&pick);
+        keys.extend(
+            self.id_holders()
+                .filter(|(_, holders)| holders.iter().any(|i| pick(&i.name)))
+                .map(|(key, _)| key.clone()),
+        );
+        keys
+    }
+
+    /// The keys only the instances named by `pick` stand on: their names'
+    /// keys and each id key all of whose holders they are (what can be
+    /// released once those instances settled).
+    pub(crate) fn keys_only_of(&self, pick: impl Fn(&str) -> bool) -> Vec<Key> {
+        let mut keys = self.name_keys_of(&pick);
+        keys.extend(
+            self.id_holders()
+                .filter(|(_, holders)| holders.iter().all(|i| pick(&i.name)))
+                .map(|(key, _)| key.clone()),
+        );
+        keys
+    }
+
+    fn name_keys_of(&self, pick: &impl Fn(&str) -> bool) -> Vec<Key> {
+        self.instances
             .iter()
             .filter(|i| pick(&i.name))
             .flat_map(|i| self.name_keys(&i.name).cloned())
-            .collect();
-        for key in &self.reservations.ids {
-            let Some((scope, n)) = IdScope::parse_key(key, &self.env) else {
-                continue;
-            };
+            .collect()
+    }
+
+    /// Each id key of the plan with the planned instances carrying its id.
+    fn id_holders(&self) -> impl Iterator<Item = (&Key, Vec<&PlannedInstance>)> + '_ {
+        self.reservations.ids.iter().filter_map(|key| {
+            let (scope, n) = IdScope::parse_key(key, &self.env)?;
             let grain = scope.grain();
-            let mut holders = self
+            let holders = self
                 .instances
                 .iter()
-                .filter(|i| i.grains.get(&grain).and_then(|v| v.as_u64()) == Some(u64::from(n)));
-            let stands = if all_ids {
-                holders.all(|i| pick(&i.name))
-            } else {
-                holders.any(|i| pick(&i.name))
-            };
-            if stands {
-                keys.push(key.clone());
-            }
-        }
-        keys
+                .filter(|i| i.grains.get(&grain).and_then(|v| v.as_u64()) == Some(u64::from(n)))
+                .collect();
+            Some((key, holders))
+        })
     }
 
     /// Names of the planned instances.
@@ -287,4 +304,83 @@ fn basename_of(spec: &crate::pillar::RoleSpec) -> &crate::basename::Basename {
     spec.basename
         .as_ref()
         .expect("validated pillar: every buildable role has a basename")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::Target;
+
+    /// A nifi cluster of two members (one cluster id pair) and one activemq.
+    fn cluster_plan() -> Plan {
+        let pillar = Pillar::from_yaml_str(
+            r#"
+conductor:
+  environments:
+    test: {domain: foobar.com}
+  groups:
+    devops:
+      provider: {size: t3.small}
+      profile: {image: ami-0abc}
+      roles:
+        activemq: {basename: devops-mqXX.REGION.ENV, nodes: 1}
+        nifi:
+          cluster:
+            nifi: {basename: devops-nifi-XX.REGION.ENV, nodes: 2}
+      systems:
+        small: [{role: nifi}, {role: activemq}]
+"#,
+        )
+        .unwrap();
+        let req = CreateRequest::new(
+            Group::new("devops").unwrap(),
+            Env::new("test").unwrap(),
+            Zone::new("us-east-1a").unwrap(),
+            Target::System(SystemName::new("small").unwrap()),
+        );
+        plan(
+            Cpid::from_parts(1, 2),
+            &req,
+            &pillar,
+            &Inventory::default(),
+            &BTreeSet::new(),
+        )
+        .unwrap()
+    }
+
+    fn names(keys: &[Key]) -> Vec<String> {
+        let mut v: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_batch_stands_on_every_id_one_of_its_instances_carries() {
+        let plan = cluster_plan();
+        let first = plan.instances.iter().find(|i| i.name.starts_with("devops-nifi-01")).unwrap();
+        let used = names(&plan.keys_used_by(|n| n == first.name));
+        assert!(used.iter().any(|k| k.contains(".nifi.cluster.id.")), "{used:?}");
+        assert!(used.iter().any(|k| k.contains("system.id.")), "{used:?}");
+        assert!(used.iter().any(|k| k.ends_with(&first.name)), "{used:?}");
+        assert!(!used.iter().any(|k| k.contains("devops-nifi-02")), "{used:?}");
+    }
+
+    #[test]
+    fn an_id_is_released_only_once_all_its_holders_settled() {
+        let plan = cluster_plan();
+        let first = plan.instances.iter().find(|i| i.name.starts_with("devops-nifi-01")).unwrap();
+        let only = names(&plan.keys_only_of(|n| n == first.name));
+        assert_eq!(only.len(), 1, "only the name key of {}: {only:?}", first.name);
+        let all = names(&plan.keys_only_of(|_| true));
+        let every: Vec<String> = names(
+            &plan
+                .reservations
+                .names
+                .iter()
+                .chain(&plan.reservations.ids)
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
+        assert_eq!(all, every);
+    }
 }

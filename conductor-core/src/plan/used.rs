@@ -108,7 +108,6 @@ impl<'a> Used<'a> {
         let (z, e) = (&self.req.zone, &self.req.saltenv);
         self.names
             .iter()
-            .filter(|n| n.starts_with(b.prefix()))
             .filter_map(move |n| b.parse_name(n, z, e, self.domain))
     }
 
@@ -125,7 +124,6 @@ impl<'a> Used<'a> {
         let e = &self.req.saltenv;
         self.names
             .iter()
-            .filter(|n| n.starts_with(b.prefix()))
             .filter_map(|n| b.clid_in_any_zone(n, e, self.domain))
             .collect()
     }

@@ -39,15 +39,17 @@ fn request(kind: u8, count: u32) -> CreateRequest {
     }
 }
 
-/// Adds existing instances: activemq indexes, and nifi clusters (tagged).
+/// Adds existing instances: activemq indexes, and nifi clusters (tagged;
+/// their cross-group ids are the lowest, 1, 2, …, so a new cluster that
+/// did not count them would take one of them).
 fn seed_cloud(cloud: &FakeCloud, mq: &BTreeSet<u32>, clusters: &BTreeSet<u32>) {
     let z = fixtures::zone();
     for i in mq {
         cloud.add_instance(&format!("devops-mq{i:02}{DOMAIN_TAIL}"), &z, &[]);
     }
-    for c in clusters {
+    for (rank, c) in clusters.iter().enumerate() {
         let g = c.to_string();
-        let cloud_id = (c + 10).to_string();
+        let cloud_id = (rank + 1).to_string();
         cloud.add_instance(
             &format!("devops-nifi-01.clid-{c}{DOMAIN_TAIL}"),
             &z,
@@ -119,9 +121,8 @@ fn run_case(case: &Case) -> Outcome {
         let mut ids: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
         for i in cloud.live_instances() {
             names.push(i.name().unwrap().to_string());
-            let Some(cpid) = i.tag("conductor:cpid") else {
-                continue;
-            };
+            // Seeded instances count too: a run must not take their ids.
+            let cpid = i.tag("conductor:cpid").unwrap_or("seeded");
             for (k, v) in &i.tags {
                 if k.ends_with(".id") {
                     ids.entry((k.clone(), v.clone()))

@@ -168,15 +168,16 @@ fn renewal_stops_when_a_run_is_cancelled() {
         let c = h.conductor();
         let run =
             tokio::spawn(async move { c.create(&fixtures::role_request("activemq", None)).await });
-        tokio::time::sleep(Duration::from_secs(10)).await;
-        assert!(
-            !reserver
-                .held(now_ms(), None, None)
-                .await
-                .unwrap()
-                .is_empty(),
-            "held while the run works"
-        );
+        // Every call takes 30 s: at 45 s the run has read the inventory,
+        // reserved its names and waits on the check after reserving, its
+        // leases (TTL 3 s) kept only by its renewals.
+        tokio::time::sleep(Duration::from_secs(45)).await;
+        let held = reserver.held(now_ms(), None, None).await.unwrap();
+        let names = held
+            .iter()
+            .filter(|k| k.as_str().contains("devops-mq"))
+            .count();
+        assert_eq!(names, 2, "its two names held while the run works: {held:?}");
         run.abort();
         assert!(run.await.unwrap_err().is_cancelled());
         // One TTL (3 s) after the last renewal, nothing renews them any more.

@@ -44,12 +44,12 @@ async fn a_timeout_kills_the_program_and_its_workers() {
     let cli = SaltCli::new()
         .bin_dir(dir.path())
         .timeout(Duration::from_millis(1500));
-    let started = Instant::now();
+    // The workers sleep 300 s: only the timeout ends the command this early
+    // (`timed_out` below).
     let e = cli
         .run("salt-cloud", &["-m".into(), "x.map".into()])
         .await
         .unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(10));
     // It ran and did not finish: Failed, not Unreachable (which would tell
     // core that salt-cloud never started and launched nothing).
     assert_eq!(e.kind, BackendErrorKind::Failed, "{e}");

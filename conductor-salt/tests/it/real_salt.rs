@@ -551,7 +551,6 @@ async fn salt_pillar_with_an_absent_master_times_out_with_a_hint() {
             root = dir.path().join("root").display(),
         ),
     );
-    let started = std::time::Instant::now();
     let e = SaltPillar::new(
         SaltCli::new().bin_dir(salt.bin_dir()).config_dir(&conf),
         PillarVia::Minion,
@@ -560,9 +559,10 @@ async fn salt_pillar_with_an_absent_master_times_out_with_a_hint() {
     .load(&Env::new("test").unwrap())
     .await
     .unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(30));
     assert_eq!(e.class(), conductor_core::ErrorClass::Unreachable, "{e}");
     let text = e.to_string();
+    // Our 4 s timeout ended it (salt-call alone waits without end).
+    assert!(text.contains("waits as long as its master does not answer"), "{text}");
     assert!(text.contains("salt-call"), "{text}");
     assert!(text.contains("pillar.items pillarenv=test"), "{text}");
     assert!(text.contains("--pillar-dir"), "{text}");

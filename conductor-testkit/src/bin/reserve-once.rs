@@ -1,5 +1,5 @@
-//! Test helper for the multi-process stress test of `FsReserver`: waits for
-//! a start file, tries to reserve the given keys once, holds a grant for a
+//! Test helper for the multi-process stress test of `FsReserver`: writes
+//! `<start-file>.ready.<pid>` once it is ready, waits for the start file, tries to reserve the given keys once, holds a grant for a
 //! while, releases it, and prints one line:
 //! `granted <grant-done-ms> <release-start-ms> <keys...>` or `conflict <keys...>`.
 //!
@@ -23,6 +23,7 @@ async fn main() {
         .map(|k| Key::new(KeyKind::Name, k.clone()).expect("valid key"))
         .collect();
     let r = FsReserver::new(&Layout::new(runner, runner));
+    std::fs::write(format!("{start}.ready.{}", std::process::id()), "").expect("ready file");
     while !std::path::Path::new(start).exists() {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }

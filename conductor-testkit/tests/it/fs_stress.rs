@@ -54,7 +54,23 @@ fn race(dead_owners: bool) {
                 .unwrap()
         })
         .collect();
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Start them together: once every process is ready and waits.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let ready = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("go.ready."))
+            .count();
+        if ready == procs {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {ready} of {procs} processes got ready"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     std::fs::write(&start, "go").unwrap();
     let mut holds: BTreeMap<String, Vec<(u64, u64, usize)>> = BTreeMap::new();
     let (mut granted, mut conflicts) = (0, 0);
