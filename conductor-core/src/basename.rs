@@ -212,11 +212,17 @@ impl Basename {
         };
         let labels: Vec<&str> = labels.split('.').collect();
         labels.len() == self.rest.len()
-            && self.rest.iter().zip(labels).all(|(part, label)| match part {
-                Part::Literal(l) => l == label,
-                Part::Region => zone.map_or_else(|| Zone::new(label).is_ok(), |z| z.as_str() == label),
-                Part::Env => label == env.as_str(),
-            })
+            && self
+                .rest
+                .iter()
+                .zip(labels)
+                .all(|(part, label)| match part {
+                    Part::Literal(l) => l == label,
+                    Part::Region => {
+                        zone.map_or_else(|| Zone::new(label).is_ok(), |z| z.as_str() == label)
+                    }
+                    Part::Env => label == env.as_str(),
+                })
     }
 
     /// The index of `name` and what follows its host label, when the host
@@ -351,7 +357,10 @@ mod tests {
     #[test]
     fn every_rendered_name_parses_back_in_its_own_zone_only() {
         let e = Env::new("test").unwrap();
-        let zones = [Zone::new("us-east-1a").unwrap(), Zone::new("us-west-2b").unwrap()];
+        let zones = [
+            Zone::new("us-east-1a").unwrap(),
+            Zone::new("us-west-2b").unwrap(),
+        ];
         for raw in [
             "devops-mqXX.REGION.ENV",
             "devops-nifi-XXX.ENV.REGION",
@@ -363,10 +372,22 @@ mod tests {
             for (index, clid) in [(1, None), (42, Some(1)), (7, Some(10))] {
                 let name = b.render(index, clid, &zones[0], &e, "foobar.com");
                 let parse = |z: &Zone| b.parse_name(&name, z, &e, "foobar.com");
-                assert_eq!(parse(&zones[0]), Some(NameMatch { index, clid }), "{raw}: {name}");
-                let other = if b.has_region() { None } else { Some(NameMatch { index, clid }) };
+                assert_eq!(
+                    parse(&zones[0]),
+                    Some(NameMatch { index, clid }),
+                    "{raw}: {name}"
+                );
+                let other = if b.has_region() {
+                    None
+                } else {
+                    Some(NameMatch { index, clid })
+                };
                 assert_eq!(parse(&zones[1]), other, "{raw}: {name} in another zone");
-                assert_eq!(b.clid_in_any_zone(&name, &e, "foobar.com"), clid, "{raw}: {name}");
+                assert_eq!(
+                    b.clid_in_any_zone(&name, &e, "foobar.com"),
+                    clid,
+                    "{raw}: {name}"
+                );
                 let prod = Env::new("prod").unwrap();
                 let in_prod = b.parse_name(&name, &zones[0], &prod, "foobar.com");
                 let env_free = !raw.contains("ENV");

@@ -300,7 +300,9 @@ impl Conductor {
         ];
         let mut kept = Vec::new();
         for (path, text, mode, stays) in docs {
-            write_file(path.clone(), text.into_bytes(), mode).await?;
+            write_file(path.clone(), text.into_bytes(), mode)
+                .await
+                .map_err(|e| config_dir_refused(e, &self.layout.config_dir))?;
             if stays {
                 kept.push(path);
             }
@@ -533,5 +535,30 @@ impl Conductor {
             ))
             .await
             .map_err(|e| Error::backend("waiting for instances to show", e))
+    }
+}
+
+/// A file under `--config-dir` that cannot be written because of the path
+/// itself (a file where a directory should be, no permission, a read-only
+/// file system) is the operator's input (exit 2, nothing launched), named
+/// with its fix; other I/O errors stay failures.
+fn config_dir_refused(e: Error, config_dir: &std::path::Path) -> Error {
+    use std::io::ErrorKind::{NotADirectory, PermissionDenied, ReadOnlyFilesystem};
+    match &e {
+        Error::Io { path, source }
+            if path.starts_with(config_dir)
+                && matches!(source.kind(), NotADirectory | PermissionDenied | ReadOnlyFilesystem) =>
+        {
+            crate::input::InputError::invalid(
+                "--config-dir",
+                &config_dir.display().to_string(),
+                &format!(
+                    "cannot write {}: {source}; give the Salt master's config directory, where salt-cloud reads cloud.providers.d and cloud.profiles.d, writable by this user",
+                    path.display()
+                ),
+            )
+            .into()
+        }
+        _ => e,
     }
 }

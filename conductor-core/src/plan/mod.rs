@@ -357,20 +357,39 @@ conductor:
     #[test]
     fn a_batch_stands_on_every_id_one_of_its_instances_carries() {
         let plan = cluster_plan();
-        let first = plan.instances.iter().find(|i| i.name.starts_with("devops-nifi-01")).unwrap();
+        let first = plan
+            .instances
+            .iter()
+            .find(|i| i.name.starts_with("devops-nifi-01"))
+            .unwrap();
         let used = names(&plan.keys_used_by(|n| n == first.name));
-        assert!(used.iter().any(|k| k.contains(".nifi.cluster.id.")), "{used:?}");
+        assert!(
+            used.iter().any(|k| k.contains(".nifi.cluster.id.")),
+            "{used:?}"
+        );
         assert!(used.iter().any(|k| k.contains("system.id.")), "{used:?}");
         assert!(used.iter().any(|k| k.ends_with(&first.name)), "{used:?}");
-        assert!(!used.iter().any(|k| k.contains("devops-nifi-02")), "{used:?}");
+        assert!(
+            !used.iter().any(|k| k.contains("devops-nifi-02")),
+            "{used:?}"
+        );
     }
 
     #[test]
     fn an_id_is_released_only_once_all_its_holders_settled() {
         let plan = cluster_plan();
-        let first = plan.instances.iter().find(|i| i.name.starts_with("devops-nifi-01")).unwrap();
+        let first = plan
+            .instances
+            .iter()
+            .find(|i| i.name.starts_with("devops-nifi-01"))
+            .unwrap();
         let only = names(&plan.keys_only_of(|n| n == first.name));
-        assert_eq!(only.len(), 1, "only the name key of {}: {only:?}", first.name);
+        assert_eq!(
+            only.len(),
+            1,
+            "only the name key of {}: {only:?}",
+            first.name
+        );
         let all = names(&plan.keys_only_of(|_| true));
         let every: Vec<String> = names(
             &plan

@@ -370,3 +370,27 @@ async fn wait_visible_failure_is_reported_and_keeps_keys() {
         "their names stay reserved until they show or expire"
     );
 }
+
+/// A `--config-dir` that cannot hold the provider file (here a plain file
+/// where the directory should be, which refuses root too) is bad input
+/// naming the flag: exit 2, nothing launched, every key freed.
+#[tokio::test]
+async fn an_unwritable_config_dir_is_bad_input_and_frees_the_keys() {
+    let h = Harness::new()
+        .with_layout(|d| {
+            std::fs::write(d.join("etc"), "not a directory").unwrap();
+            Layout::new(d.join("etc"), d.join("runner"))
+        })
+        .with_fs_reserver()
+        .with_options(quick);
+    let e = h
+        .conductor()
+        .create(&fixtures::role_request("activemq", None))
+        .await
+        .unwrap_err();
+    assert_eq!(e.class(), ErrorClass::BadInput, "{e}");
+    assert!(e.to_string().contains("--config-dir"), "{e}");
+    assert!(h.cloud.live_instances().is_empty(), "nothing launched");
+    let left = h.reserver.list(None).await.unwrap();
+    assert!(left.is_empty(), "keys left: {left:?}");
+}

@@ -562,7 +562,10 @@ async fn salt_pillar_with_an_absent_master_times_out_with_a_hint() {
     assert_eq!(e.class(), conductor_core::ErrorClass::Unreachable, "{e}");
     let text = e.to_string();
     // Our 4 s timeout ended it (salt-call alone waits without end).
-    assert!(text.contains("waits as long as its master does not answer"), "{text}");
+    assert!(
+        text.contains("waits as long as its master does not answer"),
+        "{text}"
+    );
     assert!(text.contains("salt-call"), "{text}");
     assert!(text.contains("pillar.items pillarenv=test"), "{text}");
     assert!(text.contains("--pillar-dir"), "{text}");
