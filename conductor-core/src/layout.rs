@@ -169,7 +169,9 @@ impl Layout {
     }
 
     /// The provider and profile files in `<config-dir>/cloud.providers.d`
-    /// and `cloud.profiles.d` (`<group>_<CPID>.conf`), with their CPID.
+    /// and `cloud.profiles.d` (`<group>_<CPID>.conf` whose top key is
+    /// `<group>_<CPID>`, as a run writes them; an operator's file that only
+    /// looks like one is not listed), with their CPID.
     pub fn cloud_files(&self) -> Vec<(Cpid, PathBuf)> {
         let mut out = Vec::new();
         for d in ["cloud.providers.d", "cloud.profiles.d"] {
@@ -178,13 +180,18 @@ impl Layout {
             };
             for e in entries.flatten() {
                 let name = e.file_name();
-                let cpid = name
-                    .to_str()
-                    .and_then(|n| n.strip_suffix(".conf"))
-                    .and_then(|n| n.rsplit_once('_'))
-                    .and_then(|(_, c)| Cpid::parse(c).ok());
-                if let Some(c) = cpid {
-                    out.push((c, e.path()));
+                let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".conf")) else {
+                    continue;
+                };
+                let Some(cpid) = stem.rsplit_once('_').and_then(|(_, c)| Cpid::parse(c).ok())
+                else {
+                    continue;
+                };
+                let top_key = format!("{stem}:");
+                let ours = std::fs::read_to_string(e.path())
+                    .is_ok_and(|text| text.lines().any(|l| l == top_key));
+                if ours {
+                    out.push((cpid, e.path()));
                 }
             }
         }
@@ -368,18 +375,25 @@ mod tests {
             Cpid::from_parts(3, 5_000),
         );
         for c in [old, running, young] {
-            write_atomic(&l.provider_file(&g, c), b"p", 0o600).unwrap();
-            write_atomic(&l.profile_file(&g, c), b"p", 0o644).unwrap();
+            let top = format!("#!yaml\ndevops_{c}:\n  provider: x\n");
+            write_atomic(&l.provider_file(&g, c), top.as_bytes(), 0o600).unwrap();
+            write_atomic(&l.profile_file(&g, c), top.as_bytes(), 0o644).unwrap();
             write_atomic(&l.provider_copy(&g, c), b"p", 0o600).unwrap();
             write_atomic(&l.cloud_log(c, "create", 1), b"{}", 0o644).unwrap();
         }
-        // A file that is not a run's stays.
+        // Files that are not a run's stay: one named like a run's file
+        // (`backup_20240101000000` reads as a CPID of 1973) whose top key
+        // is another.
         write_atomic(
             &l.config_dir.join("cloud.providers.d/site.conf"),
             b"x",
             0o600,
         )
         .unwrap();
+        let lookalike = l
+            .config_dir
+            .join("cloud.providers.d/backup_20240101000000.conf");
+        write_atomic(&lookalike, b"ec2-backup:\n  driver: ec2\n", 0o600).unwrap();
         let removed = l.prune_runs(2_000, |c| c == running).unwrap();
         assert_eq!(removed, {
             let mut v = vec![
@@ -396,5 +410,9 @@ mod tests {
             assert_eq!(l.run_files(c).len(), 4, "{c}");
         }
         assert!(l.config_dir.join("cloud.providers.d/site.conf").exists());
+        assert!(
+            lookalike.exists(),
+            "an operator's file named like a run's stays"
+        );
     }
 }
