@@ -354,8 +354,10 @@ conductor:
         v
     }
 
+    /// A batch stands on every id one of its instances carries; an id is
+    /// released only once all its holders settled.
     #[test]
-    fn a_batch_stands_on_every_id_one_of_its_instances_carries() {
+    fn keys_used_by_a_batch_and_keys_only_of_settled_instances() {
         let plan = cluster_plan();
         let first = plan
             .instances
@@ -373,16 +375,6 @@ conductor:
             !used.iter().any(|k| k.contains("devops-nifi-02")),
             "{used:?}"
         );
-    }
-
-    #[test]
-    fn an_id_is_released_only_once_all_its_holders_settled() {
-        let plan = cluster_plan();
-        let first = plan
-            .instances
-            .iter()
-            .find(|i| i.name.starts_with("devops-nifi-01"))
-            .unwrap();
         let only = names(&plan.keys_only_of(|n| n == first.name));
         assert_eq!(
             only.len(),
