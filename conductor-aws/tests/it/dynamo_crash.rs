@@ -150,7 +150,7 @@ async fn sigkill_at_every_lifecycle_point_with_dynamodb() {
     for step in Step::ALL {
         let point = step.as_str();
         let before: BTreeSet<String> = instances(&ec2).await.into_iter().map(|i| i.1).collect();
-        let status = tokio::process::Command::new(std::env::current_exe().unwrap())
+        let out = tokio::process::Command::new(std::env::current_exe().unwrap())
             .args([
                 "dynamo_crash::crash_child",
                 "--exact",
@@ -161,12 +161,17 @@ async fn sigkill_at_every_lifecycle_point_with_dynamodb() {
             .env(ENDPOINT, moto.endpoint())
             .env(RUNNER, &runner)
             .env(CRASH_AT_ENV, point)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
+            .output()
             .await
             .unwrap();
-        assert_eq!(status.signal(), Some(9), "{point}: killed ({status:?})");
+        assert_eq!(
+            out.status.signal(),
+            Some(9),
+            "{point}: killed ({:?}); the child's stdout:\n{}\nstderr:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
 
         // The killed run's keys: its pid is dead on this host. While it was
         // planning, prune frees them; once it may have launched, they stay
@@ -193,9 +198,21 @@ async fn sigkill_at_every_lifecycle_point_with_dynamodb() {
             .collect();
         let may_have_launched = matches!(step, Step::Launching | Step::Launched | Step::Visible);
         if may_have_launched {
+            // Its two names (activemq, nodes 2), every one it held.
+            let names: Vec<&Key> = killed
+                .iter()
+                .copied()
+                .filter(|k| !k.as_str().starts_with("cpid."))
+                .collect();
+            assert_eq!(
+                names.len(),
+                2,
+                "{point}: the killed run held its two names: {left:?}"
+            );
             assert!(
-                after.len() > 1 && after.iter().all(|k| !k.as_str().starts_with("cpid.")),
-                "{point}: the killed run's names and ids stay held, its cpid is freed: {after:?}"
+                names.iter().all(|k| after.contains(k))
+                    && after.iter().all(|k| !k.as_str().starts_with("cpid.")),
+                "{point}: the killed run's names stay held ({names:?}), its cpid is freed: {after:?}"
             );
         } else {
             assert_eq!(
