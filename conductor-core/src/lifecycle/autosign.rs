@@ -110,7 +110,8 @@ fn print(entries: &[Entry]) -> String {
 }
 
 /// A run's token listed in the autosign file; [`Autosign::close`] removes it,
-/// and dropping it unclosed (an early return, a cancelled run) removes it too.
+/// and dropping it unclosed (an early return, a cancelled run, a close that
+/// failed) removes it too.
 #[derive(Debug)]
 pub struct Autosign {
     dir: PathBuf,
@@ -154,11 +155,14 @@ impl Autosign {
         blocking(move || check_dir_now(&d)).await
     }
 
-    /// Removes this run's token: its minions that are not accepted yet stay pending.
-    pub async fn close(mut self) -> Result<(), Error> {
-        self.open = false;
+    /// Removes this run's token: its minions that are not accepted yet stay
+    /// pending. When the edit fails, the token stays this run's to remove:
+    /// a later `close`, or the drop, tries again.
+    pub async fn close(&mut self) -> Result<(), Error> {
         let (d, cpid) = (self.dir.clone(), self.cpid.to_string());
-        blocking(move || remove(&d, &cpid)).await
+        blocking(move || remove(&d, &cpid)).await?;
+        self.open = false;
+        Ok(())
     }
 }
 
@@ -242,7 +246,7 @@ mod tests {
     #[tokio::test]
     async fn tokens_are_listed_while_open_and_removed_on_close_or_drop() {
         let dir = tempfile::tempdir().unwrap();
-        let a = Autosign::open(dir.path(), Cpid::from_parts(1, 10), 60_000)
+        let mut a = Autosign::open(dir.path(), Cpid::from_parts(1, 10), 60_000)
             .await
             .unwrap();
         let b = Autosign::open(dir.path(), Cpid::from_parts(2, 10), 60_000)
@@ -261,6 +265,39 @@ mod tests {
             .permissions();
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(mode.mode() & 0o777, 0o600);
+    }
+
+    /// A close whose edit fails returns the error and leaves the token to
+    /// be removed: by a later close, or by the drop. The fault (the lock
+    /// file replaced by a directory) denies root too.
+    #[tokio::test]
+    async fn a_failed_close_leaves_the_token_to_a_later_close_or_the_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join(format!(".{AUTOSIGN_GRAIN}.lock"));
+        let fault = |on: bool| {
+            if on {
+                std::fs::remove_file(&lock).unwrap();
+                std::fs::create_dir(&lock).unwrap();
+            } else {
+                std::fs::remove_dir(&lock).unwrap();
+            }
+        };
+        let mut a = Autosign::open(dir.path(), Cpid::from_parts(1, 10), 60_000)
+            .await
+            .unwrap();
+        let mut b = Autosign::open(dir.path(), Cpid::from_parts(2, 10), 60_000)
+            .await
+            .unwrap();
+        fault(true);
+        let e = a.close().await.unwrap_err();
+        assert!(e.to_string().contains(&lock.display().to_string()), "{e}");
+        b.close().await.unwrap_err();
+        assert_eq!(tokens(dir.path()), vec![a.token.clone(), b.token.clone()]);
+        fault(false);
+        a.close().await.unwrap();
+        assert_eq!(tokens(dir.path()), vec![b.token.clone()], "a later close");
+        drop(b);
+        assert!(tokens(dir.path()).is_empty(), "the drop");
     }
 
     #[tokio::test]

@@ -101,7 +101,8 @@ impl Conductor {
             let late = run.step_in(wait).await??;
             report.minions_not_ready.extend(late);
         }
-        if let Some(a) = autosign {
+        if let Some(mut a) = autosign {
+            // On failure `a` is dropped here, unclosed: the drop tries again.
             a.close().await?;
         }
         let late: BTreeSet<String> = report

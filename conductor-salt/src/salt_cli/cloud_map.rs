@@ -16,7 +16,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use conductor_core::{BackendError, BackendErrorKind, CloudRunResult};
+use conductor_core::{BackendError, BackendErrorKind, CloudRunResult, YAML_ONLY};
 use serde_json::Value;
 use serde_yaml::{Mapping, Value as Yaml};
 
@@ -205,8 +205,9 @@ impl SaltCli {
     }
 
     /// Fills a VM's private directory: its `cloud` config (mode 0600: the
-    /// operator's file may hold secrets), its `map`, and links to the shared
-    /// `requested` and `active`.
+    /// operator's file may hold secrets), its `map` (starting with `#!yaml`,
+    /// so Salt reads it as YAML only), and links to the shared `requested`
+    /// and `active`.
     async fn write_private_dir(
         &self,
         dir: &Path,
@@ -235,7 +236,12 @@ impl SaltCli {
             .await
             .map_err(io(&conf_path))?;
         let map_path = dir.join("map");
-        let text = serde_yaml::to_string(map).expect("a map serializes");
+        // The render line, as in the run's own map: salt-cloud renders a map
+        // through Jinja unless told otherwise, and pillar values are in it.
+        let text = format!(
+            "{YAML_ONLY}\n{}",
+            serde_yaml::to_string(map).expect("a map serializes")
+        );
         tokio::fs::write(&map_path, text)
             .await
             .map_err(io(&map_path))?;

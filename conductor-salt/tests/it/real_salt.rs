@@ -571,15 +571,10 @@ async fn salt_pillar_with_an_absent_master_times_out_with_a_hint() {
     assert!(text.contains("--pillar-dir"), "{text}");
 }
 
-/// A pillar value that looks like a template reaches salt-cloud as text:
-/// maps start with `#!yaml`, so Salt's map loader (`salt.cloud.Map`, which
-/// renders maps through its renderer pipeline, Jinja first by default)
-/// reads them as YAML alone. Without that line the same map renders `49`.
-#[tokio::test]
-async fn a_template_in_a_grain_comes_back_unrendered_from_salts_map_loader() {
-    let salt = SaltEnv::get();
-    let dir = tempfile::tempdir().unwrap();
-    let pillar = pillar_dir(dir.path());
+/// A salt-cloud run (on `FakeSalt`) of two activemq VMs whose pillar gives
+/// them the grain `team: '{{ 7*7 }}'`.
+async fn run_with_a_template_grain(dir: &Path) -> (Layout, CreateReport) {
+    let pillar = pillar_dir(dir);
     let sls = pillar.join("test/conductor.sls");
     let yaml = std::fs::read_to_string(&sls).unwrap().replace(
         "activemq: {basename: devops-mqXX.REGION.ENV, nodes: 2, size: t3.medium}",
@@ -587,7 +582,7 @@ async fn a_template_in_a_grain_comes_back_unrendered_from_salts_map_loader() {
     );
     write(&sls, &yaml);
     let h = Harness::new()
-        .with_layout(|_| master_layout(dir.path()))
+        .with_layout(|_| master_layout(dir))
         .with_fs_reserver()
         .with_options(|o| {
             *o = Options {
@@ -610,6 +605,18 @@ async fn a_template_in_a_grain_comes_back_unrendered_from_salts_map_loader() {
         .create(&fixtures::role_request("activemq", None))
         .await
         .unwrap();
+    (layout, r)
+}
+
+/// A pillar value that looks like a template reaches salt-cloud as text:
+/// maps start with `#!yaml`, so Salt's map loader (`salt.cloud.Map`, which
+/// renders maps through its renderer pipeline, Jinja first by default)
+/// reads them as YAML alone. Without that line the same map renders `49`.
+#[tokio::test]
+async fn a_template_in_a_grain_comes_back_unrendered_from_salts_map_loader() {
+    let salt = SaltEnv::get();
+    let dir = tempfile::tempdir().unwrap();
+    let (layout, r) = run_with_a_template_grain(dir.path()).await;
     let map = r.plan.files.clone().unwrap().map;
     let text = std::fs::read_to_string(&map).unwrap();
     assert!(text.starts_with("#!yaml\n"), "{text}");
@@ -633,6 +640,62 @@ async fn a_template_in_a_grain_comes_back_unrendered_from_salts_map_loader() {
             plain["create"][&i.name]["grains"]["team"], "49",
             "without #!yaml Salt runs Jinja on it: {plain}"
         );
+    }
+}
+
+/// What salt-cloud reads is not the run's map but the one-VM maps
+/// `SaltCli::cloud_map` writes into each VM's private directory: those start
+/// with `#!yaml` too. A stand-in `salt-cloud` keeps every map it is given,
+/// and Salt's map loader returns the grain `'{{ 7*7 }}'` from each as that
+/// text (without the line it renders `49`: Jinja on the master, as root).
+#[tokio::test]
+async fn the_per_vm_maps_salt_cli_hands_salt_cloud_come_back_unrendered() {
+    let salt = SaltEnv::get();
+    let dir = tempfile::tempdir().unwrap();
+    let (layout, r) = run_with_a_template_grain(dir.path()).await;
+    let map = r.plan.files.clone().unwrap().map;
+    let conf = kept_config(&layout, &r, dir.path());
+    let bin = dir.path().join("bin");
+    let kept = dir.path().join("kept");
+    std::fs::create_dir_all(&kept).unwrap();
+    let stand_in = bin.join("salt-cloud");
+    write(
+        &stand_in,
+        &format!(
+            "#!/bin/sh\nwhile [ $# -gt 0 ]; do\n  if [ \"$1\" = -m ]; then cp \"$2\" \"{}/$(basename \"$(dirname \"$2\")\")\"; fi\n  shift\ndone\necho '{{}}'\n",
+            kept.display()
+        ),
+    );
+    std::fs::set_permissions(&stand_in, std::fs::Permissions::from_mode(0o755)).unwrap();
+    SaltCli::new()
+        .bin_dir(&bin)
+        .config_dir(&conf)
+        .cloud_map(&map)
+        .await
+        .unwrap();
+    let maps: Vec<PathBuf> = std::fs::read_dir(&kept)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(
+        maps.len(),
+        r.plan.instances.len(),
+        "one map per VM: {maps:?}"
+    );
+
+    write(&dir.path().join("load.py"), LOAD_MAP);
+    for one in &maps {
+        let v = salt.python_json(&dir.path().join("load.py"), &[&conf, one]);
+        let create = v["create"].as_object().unwrap();
+        assert_eq!(create.len(), 1, "{}: {v}", one.display());
+        for (name, vm) in create {
+            assert_eq!(
+                vm["grains"]["team"],
+                "{{ 7*7 }}",
+                "{name}: Salt rendered the map SaltCli wrote: {}",
+                std::fs::read_to_string(one).unwrap()
+            );
+        }
     }
 }
 
