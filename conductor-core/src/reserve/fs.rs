@@ -7,7 +7,8 @@
 //! and pruning hold an exclusive `flock` on `<runner-dir>/.reserved.lock` and
 //! re-read the owner under it, so two runs cannot both take over the same
 //! key, a holder that renewed meanwhile keeps its key, and `prune` never
-//! frees a key whose owner is alive.
+//! frees a key whose owner is alive, nor, before its lease expires, one whose
+//! owner runs on another host (its liveness is unknown here).
 //!
 //! An entry at a key path that is not a readable regular file holding
 //! Conductor's owner JSON (the Python `conduct.group` runner writes its own

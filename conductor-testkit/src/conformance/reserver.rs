@@ -439,39 +439,64 @@ pub async fn listings_by_environment(r: &dyn Reserver) {
     r.release(&other, Duration::ZERO).await.unwrap();
 }
 
-/// `prune` removes expired keys, dead owners' keys and, with `older_than`, old
-/// keys of owners not known alive — never a live owner's.
+/// `prune` removes expired keys, dead planning owners' keys and, with
+/// `older_than`, old keys of owners known dead (on this host, whatever their
+/// phase) — never a live owner's, and never an owner's on another host
+/// (its liveness is unknown) before its lease expires, however old.
 pub async fn prune_respects_live_owners(r: &dyn Reserver) {
     let now = now_ms();
-    let k = fresh_keys("prune", 5);
+    let k = fresh_keys("prune", 7);
     let live = live_owner();
     let mut expired = live_owner();
     expired.expires = now - 1_000;
     let dead = dead_owner(Phase::Planning);
     let mut remote_old = live_owner();
     remote_old.host = format!("elsewhere-{}.invalid", rand::random::<u32>());
-    remote_old.created = now - 1_000_000;
+    remote_old.created = now - 3 * 3_600_000;
     let mut remote_young = remote_old.clone();
     remote_young.cpid = Cpid::generate();
     remote_young.created = now;
     let mut live_old = live.clone();
-    live_old.created = now - 1_000_000;
-    for (key, owner) in k
-        .iter()
-        .zip([&live_old, &expired, &dead, &remote_old, &remote_young])
-    {
+    live_old.created = now - 3 * 3_600_000;
+    let dead_launching_old = Owner {
+        created: now - 3 * 3_600_000,
+        ..dead_owner(Phase::Launching)
+    };
+    // A run on another host that waited hours for a throttle slot and is
+    // launching now: old keys, renewed, unexpired.
+    let remote_launching = Owner {
+        host: "other.invalid".into(),
+        created: now - 3 * 3_600_000,
+        expires: now + 600_000,
+        phase: Phase::Launching,
+        ..live_owner()
+    };
+    let owners = [
+        &live_old,
+        &expired,
+        &dead,
+        &dead_launching_old,
+        &remote_old,
+        &remote_young,
+        &remote_launching,
+    ];
+    for (key, owner) in k.iter().zip(owners) {
         r.try_reserve(std::slice::from_ref(key), owner)
             .await
             .unwrap();
     }
     let pruned = r
-        .prune(now, None, Some(Duration::from_secs(500)))
+        .prune(now, None, Some(Duration::from_secs(7_200)))
         .await
         .unwrap();
     for (i, key) in k.iter().enumerate() {
         let gone = pruned.contains(key);
         let expect_gone = matches!(i, 1..=3);
-        assert_eq!(gone, expect_gone, "key {i} ({key}) pruned={gone}");
+        assert_eq!(
+            gone, expect_gone,
+            "key {i} ({key}, owner {:?}) pruned={gone}",
+            owners[i]
+        );
     }
     let list = r.list(None).await.unwrap();
     assert_eq!(
@@ -479,15 +504,33 @@ pub async fn prune_respects_live_owners(r: &dyn Reserver) {
         Some(live.cpid),
         "a live owner's key survives prune"
     );
-    assert_eq!(held_by(&list, &k[4]), Some(remote_young.cpid));
     assert_eq!(held_by(&list, &k[1]), None);
-    assert!(r
-        .prune(now, None, Some(Duration::ZERO))
-        .await
-        .unwrap()
-        .iter()
-        .all(|p| *p != k[0]));
+    for (i, owner) in owners.iter().enumerate().skip(4) {
+        assert_eq!(
+            held_by(&list, &k[i]),
+            Some(owner.cpid),
+            "the unexpired key of an owner on another host stays, however old"
+        );
+    }
+    assert!(
+        matches!(
+            r.try_reserve(&k[6..], &live_owner()).await,
+            Err(ReserveError::Conflict(_))
+        ),
+        "and stays held"
+    );
+    let again = r.prune(now, None, Some(Duration::ZERO)).await.unwrap();
+    for i in [0, 4, 5, 6] {
+        assert!(
+            !again.contains(&k[i]),
+            "key {i} ({}) pruned with older_than 0",
+            k[i]
+        );
+    }
     assert_eq!(live.host, this_host());
+    // Once its lease expired, the remote launching owner's key goes.
+    let after = r.prune(now + 600_000, None, None).await.unwrap();
+    assert!(after.contains(&k[6]), "{}: pruned at its expiry", k[6]);
 }
 
 /// `tasks` concurrent runs race for overlapping key sets; asserts no key is
