@@ -32,6 +32,7 @@ pub async fn run_all(r: &dyn Reserver) {
     a_renewed_expired_lease_is_kept(r).await;
     list_shows_kind_and_owner(r).await;
     listings_by_environment(r).await;
+    long_keys_are_updated(r).await;
     prune_respects_live_owners(r).await;
 }
 
@@ -437,6 +438,40 @@ pub async fn listings_by_environment(r: &dyn Reserver) {
     .await
     .unwrap();
     r.release(&other, Duration::ZERO).await.unwrap();
+}
+
+/// Keys of the longest length a [`Key`] allows (255 bytes, a file name's
+/// limit on most filesystems) are reserved, renewed, fenced and released
+/// like any other.
+pub async fn long_keys_are_updated(r: &dyn Reserver) {
+    let head = format!("conf_long-{}-", rand::random::<u32>());
+    let long = |kind, tail: &str| {
+        let fill = "a".repeat(255 - head.len() - tail.len());
+        Key::new(kind, format!("{head}{fill}{tail}")).unwrap()
+    };
+    let k = [
+        long(KeyKind::Name, ".example.com"),
+        long(KeyKind::Id, ".id.1"),
+    ];
+    assert!(k.iter().all(|key| key.as_str().len() == 255));
+    let lease = r
+        .try_reserve(&k, &live_owner())
+        .await
+        .expect("255-byte keys are reserved");
+    let until = now_ms() + 60_000;
+    r.update(&lease, until, Phase::Launching)
+        .await
+        .expect("255-byte keys are renewed and fenced");
+    let list = r.list(None).await.unwrap();
+    for key in &k {
+        let got = owner_of(&list, key);
+        assert_eq!((got.phase, got.expires), (Phase::Launching, until), "{key}");
+    }
+    r.release(&lease, Duration::ZERO)
+        .await
+        .expect("255-byte keys are released");
+    let list = r.list(None).await.unwrap();
+    assert!(k.iter().all(|key| held_by(&list, key).is_none()));
 }
 
 /// `prune` removes expired keys, dead planning owners' keys and, with
