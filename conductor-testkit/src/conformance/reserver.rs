@@ -1,8 +1,9 @@
 //! The [`Reserver`] conformance suite.
 //!
 //! Every function uses keys of its own (random suffix), so one store can serve
-//! the whole suite; only [`prune_respects_live_owners`] assumes nothing else
-//! prunes the store at the same time.
+//! the whole suite; only [`prune_by_environment`] and
+//! [`prune_respects_live_owners`] assume nothing else prunes the store at
+//! the same time.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +34,8 @@ pub async fn run_all(r: &dyn Reserver) {
     list_shows_kind_and_owner(r).await;
     listings_by_environment(r).await;
     long_keys_are_updated(r).await;
+    remote_planning_owner_holds_until_expiry(r).await;
+    prune_by_environment(r).await;
     prune_respects_live_owners(r).await;
 }
 
@@ -472,6 +475,94 @@ pub async fn long_keys_are_updated(r: &dyn Reserver) {
         .expect("255-byte keys are released");
     let list = r.list(None).await.unwrap();
     assert!(k.iter().all(|key| held_by(&list, key).is_none()));
+}
+
+/// An owner on another host is only known by its expiry: its keys are held
+/// until then even while it plans and its pid is dead here (that pid is
+/// some other machine's), and freed once the lease expired.
+pub async fn remote_planning_owner_holds_until_expiry(r: &dyn Reserver) {
+    let k = fresh_keys("remoteplan", 2);
+    let remote = Owner {
+        host: format!("other-{}.invalid", rand::random::<u32>()),
+        ..dead_owner(Phase::Planning)
+    };
+    r.try_reserve(&k[..1], &remote).await.unwrap();
+    assert!(
+        matches!(
+            r.try_reserve(&k[..1], &live_owner()).await,
+            Err(ReserveError::Conflict(_))
+        ),
+        "a planning owner on another host holds its key, whatever its pid is here"
+    );
+    assert!(
+        r.held(now_ms(), None, None).await.unwrap().contains(&k[0]),
+        "held lists it"
+    );
+    assert!(
+        !r.prune(now_ms(), None, None).await.unwrap().contains(&k[0]),
+        "prune keeps it"
+    );
+    let expired = Owner {
+        expires: now_ms() - 1_000,
+        ..remote
+    };
+    r.try_reserve(&k[1..], &expired).await.unwrap();
+    r.try_reserve(&k[1..], &live_owner())
+        .await
+        .expect("held until expiry, then free");
+}
+
+/// `prune` of one environment removes the free keys of that environment
+/// and of none (`cpid.<CPID>`), and leaves other environments' keys alone,
+/// free or not.
+pub async fn prune_by_environment(r: &dyn Reserver) {
+    let run = rand::random::<u32>();
+    let env = |x: &str| Env::new(format!("prune{run}{x}")).unwrap();
+    let (a, b) = (env("a"), env("b"));
+    let key = |e: &Env, kind, what: &str| Key::new(kind, format!("{e}_{what}")).unwrap();
+    let expired_a = key(&a, KeyKind::Name, "web01.example.com");
+    let live_a = key(&a, KeyKind::Id, "web.cluster.id.1");
+    let expired_b = key(&b, KeyKind::Name, "web01.example.com");
+    let expired_none = Key::cpid(Cpid::generate());
+    let expired = Owner {
+        expires: now_ms() - 1_000,
+        ..live_owner()
+    };
+    r.try_reserve(
+        &[expired_a.clone(), expired_b.clone(), expired_none.clone()],
+        &expired,
+    )
+    .await
+    .unwrap();
+    let live = r
+        .try_reserve(std::slice::from_ref(&live_a), &live_owner())
+        .await
+        .unwrap();
+
+    let pruned = r.prune(now_ms(), Some(&a), None).await.unwrap();
+    assert!(
+        pruned.contains(&expired_a),
+        "env {a}'s expired key: {pruned:?}"
+    );
+    assert!(
+        pruned.contains(&expired_none),
+        "the expired key of no environment: {pruned:?}"
+    );
+    assert!(
+        !pruned.contains(&expired_b),
+        "env {b}'s key is out of scope: {pruned:?}"
+    );
+    assert!(!pruned.contains(&live_a), "a live key stays: {pruned:?}");
+    let list = r.list(None).await.unwrap();
+    for gone in [&expired_a, &expired_none] {
+        assert_eq!(held_by(&list, gone), None, "{gone} removed");
+    }
+    assert_eq!(held_by(&list, &expired_b), Some(expired.cpid), "kept");
+    assert!(held_by(&list, &live_a).is_some(), "kept");
+
+    let pruned = r.prune(now_ms(), Some(&b), None).await.unwrap();
+    assert!(pruned.contains(&expired_b), "env {b}'s turn: {pruned:?}");
+    r.release(&live, Duration::ZERO).await.unwrap();
 }
 
 /// `prune` removes expired keys, dead planning owners' keys and, with
