@@ -374,9 +374,15 @@ pub enum ReservationsCommand {
         env: Option<conductor_core::Env>,
     },
     /// Remove expired reservations and those of dead runs on this host.
-    #[command(after_help = "Example:\n  conductor reservations prune --older-than 2h")]
+    #[command(
+        after_help = "A reservation of a run on another host is only known by its expiry: no prune removes it before its lease expires, with or without --older-than.\n\nExample:\n  conductor reservations prune --older-than 2h"
+    )]
     Prune {
-        /// Also remove reservations older than this whose owner is not known to be alive.
+        /// Also remove reservations older than this that no live run vouches
+        /// for: files not written by Conductor (the Python runner's) and keys
+        /// of runs known dead on this host, even those that had started
+        /// launching. Keys of runs on other hosts are kept until their lease
+        /// expires.
         #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
         older_than: Option<Duration>,
     },

@@ -277,15 +277,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
 /// [`write_atomic`] without the directory's fsync, for callers that rename
 /// several files into one directory and then [`sync_dir`] it once: until
 /// then a crash may leave `path` as it was, never half-written.
+///
+/// The temp file is `.tmp.<pid>.<random>` (at most 36 bytes), whatever the
+/// length of `path`'s name: a name that fits `NAME_MAX` (255 bytes) can be
+/// replaced, and listings that skip dot files skip it.
 pub(crate) fn replace_file(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let dir = parent_dir(path);
     std::fs::create_dir_all(dir)?;
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(
-        ".{name}.tmp.{}.{}",
+        ".tmp.{}.{}",
         std::process::id(),
-        rand::random::<u32>()
+        rand::random::<u64>()
     ));
     let result = (|| {
         let mut f = std::fs::OpenOptions::new()

@@ -7,7 +7,8 @@
 //! and pruning hold an exclusive `flock` on `<runner-dir>/.reserved.lock` and
 //! re-read the owner under it, so two runs cannot both take over the same
 //! key, a holder that renewed meanwhile keeps its key, and `prune` never
-//! frees a key whose owner is alive.
+//! frees a key whose owner is alive, nor, before its lease expires, one whose
+//! owner runs on another host (its liveness is unknown here).
 //!
 //! An entry at a key path that is not a readable regular file holding
 //! Conductor's owner JSON (the Python `conduct.group` runner writes its own
@@ -166,6 +167,7 @@ impl FsReserver {
     /// FIFO swapped in meanwhile); any other entry, and a file that cannot
     /// be read or parsed, is foreign.
     fn read_holder(path: &Path) -> Result<Option<Holder>, BackendError> {
+        fault(Step::Read, path).map_err(|e| io_err(path, e))?;
         let meta = match fs::symlink_metadata(path) {
             Ok(m) => m,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
@@ -226,10 +228,35 @@ impl FsReserver {
         self.ensure_dirs()?;
         let mut unique = std::collections::BTreeSet::new();
         let keys: Vec<Key> = keys.iter().filter(|k| unique.insert(*k)).cloned().collect();
-        let now = now_ms();
         let mut granted: Vec<Key> = Vec::new();
+        match self.grant_all(&keys, owner, &mut granted) {
+            Ok(()) => Ok(Lease {
+                keys,
+                owner: owner.clone(),
+            }),
+            Err(e) => {
+                // All or nothing, on a conflict as on an error: no key stays
+                // owned that the caller does not know it holds.
+                if !granted.is_empty() {
+                    self.rollback(granted, owner);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Grants every key of `keys` to `owner`, pushing each onto `granted`
+    /// as it is granted, and makes the grants durable; on a conflict or an
+    /// error returns early, and the caller rolls back what `granted` holds.
+    fn grant_all(
+        &self,
+        keys: &[Key],
+        owner: &Owner,
+        granted: &mut Vec<Key>,
+    ) -> Result<(), ReserveError> {
+        let now = now_ms();
         let mut conflicts = Vec::new();
-        for key in &keys {
+        for key in keys {
             if !conflicts.is_empty() {
                 // Already failing: only find out which other keys are held.
                 if Self::read_holder(&self.path(key))?.is_some_and(|h| !h.is_free(now)) {
@@ -237,29 +264,21 @@ impl FsReserver {
                 }
                 continue;
             }
-            match self.grant(key, owner, now) {
-                Ok(true) => granted.push(key.clone()),
-                Ok(false) => conflicts.push(key.clone()),
-                Err(e) => {
-                    self.rollback(granted, owner);
-                    return Err(e.into());
-                }
+            if self.grant(key, owner, now)? {
+                granted.push(key.clone());
+            } else {
+                conflicts.push(key.clone());
             }
         }
         if !conflicts.is_empty() {
-            self.rollback(granted, owner);
             return Err(ReserveError::Conflict(conflicts));
         }
         for kind in [KeyKind::Name, KeyKind::Id] {
             if keys.iter().any(|k| k.kind() == kind) {
-                let d = self.dir(kind);
-                sync_dir(d).map_err(|e| io_err(d, e))?;
+                sync(self.dir(kind))?;
             }
         }
-        Ok(Lease {
-            keys,
-            owner: owner.clone(),
-        })
+        Ok(())
     }
 
     fn rollback(&self, granted: Vec<Key>, owner: &Owner) {
@@ -272,39 +291,72 @@ impl FsReserver {
         }
     }
 
+    /// Updates every key of the lease still held by its run. A key that
+    /// fails does not stop the others (a renewal or release of the rest
+    /// still happens): the first failure is returned once all were tried,
+    /// unless keys were lost, which is returned first (the run must stop).
     fn update_sync(&self, lease: &Lease, expires: u64, phase: Phase) -> Result<(), ReserveError> {
         let _guard = self.lock()?;
         let now = now_ms();
         let mut lost = Vec::new();
+        let mut failed: Option<BackendError> = None;
         let mut rewritten = std::collections::BTreeSet::new();
         for key in &lease.keys {
-            let path = self.path(key);
-            let mut holder = match Self::read_holder(&path)? {
-                Some(Holder::Run(o)) if o.same_run(&lease.owner) => o,
-                _ => {
-                    lost.push(key.clone());
-                    continue;
+            match self.update_key(key, &lease.owner, expires, phase, now) {
+                Ok(Some(true)) => {
+                    rewritten.insert(key.kind());
                 }
-            };
-            if expires <= now {
-                remove(&path)?;
-            } else {
-                holder.expires = expires;
-                holder.phase = phase;
-                replace_file(&path, &owner_json(&holder), 0o644).map_err(|e| io_err(&path, e))?;
-                rewritten.insert(key.kind());
+                Ok(Some(false)) => {}
+                Ok(None) => lost.push(key.clone()),
+                Err(e) => {
+                    tracing::warn!(%key, error = %e, "updating a reservation failed; updating the lease's other keys");
+                    failed.get_or_insert(e);
+                }
             }
         }
         // One directory fsync for all the renames into it.
         for kind in rewritten {
-            let d = self.dir(kind);
-            sync_dir(d).map_err(|e| io_err(d, e))?;
+            if let Err(e) = sync(self.dir(kind)) {
+                failed.get_or_insert(e);
+            }
         }
-        if lost.is_empty() {
-            Ok(())
-        } else {
-            Err(ReserveError::Lost(lost))
+        if !lost.is_empty() {
+            if let Some(e) = failed {
+                tracing::warn!(error = %e, "an update failed besides the keys lost");
+            }
+            return Err(ReserveError::Lost(lost));
         }
+        match failed {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
+
+    /// Sets the expiry and phase of `key` if `owner`'s run holds it, or
+    /// removes it when `expires` is at or before `now`: `Some(true)` when
+    /// rewritten, `Some(false)` when removed, `None` when not the run's.
+    fn update_key(
+        &self,
+        key: &Key,
+        owner: &Owner,
+        expires: u64,
+        phase: Phase,
+        now: u64,
+    ) -> Result<Option<bool>, BackendError> {
+        let path = self.path(key);
+        let mut holder = match Self::read_holder(&path)? {
+            Some(Holder::Run(o)) if o.same_run(owner) => o,
+            _ => return Ok(None),
+        };
+        if expires <= now {
+            remove(&path)?;
+            return Ok(Some(false));
+        }
+        holder.expires = expires;
+        holder.phase = phase;
+        fault(Step::Rewrite, &path).map_err(|e| io_err(&path, e))?;
+        replace_file(&path, &owner_json(&holder), 0o644).map_err(|e| io_err(&path, e))?;
+        Ok(Some(true))
     }
 
     /// Every key file of `kind` with its path, skipping temp files and names
@@ -390,13 +442,50 @@ impl FsReserver {
                 .ok()
                 .and_then(|t| t.elapsed().ok())
                 .unwrap_or_default();
-            // A grant's temp file, or an atomic rewrite's (`.<key>.tmp.<n>`).
+            // A grant's or an atomic rewrite's temp file (`.tmp.<pid>.<n>`),
+            // or an older version's rewrite (`.<key>.tmp.<pid>.<n>`).
             if name.starts_with('.') && name.contains(".tmp.") && age >= TMP_STALE {
                 remove(&entry.path())?;
             }
         }
         Ok(())
     }
+}
+
+/// Fsyncs reservation directory `dir` (see [`sync_dir`]).
+fn sync(dir: &Path) -> Result<(), BackendError> {
+    fault(Step::SyncDir, dir)
+        .and_then(|()| sync_dir(dir))
+        .map_err(|e| io_err(dir, e))
+}
+
+/// An I/O step of the reserver that a unit test can make fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    /// Reading the holder of a key.
+    Read,
+    /// Rewriting a key's owner record.
+    Rewrite,
+    /// Fsyncing a reservation directory.
+    SyncDir,
+}
+
+#[cfg(test)]
+thread_local! {
+    /// The faults injected on this thread: a step fails on a path.
+    static FAULTS: std::cell::RefCell<Vec<(Step, PathBuf)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Fails `step` on `path` when a unit test on this thread injected that
+/// fault; outside tests, and otherwise, does nothing.
+fn fault(step: Step, path: &Path) -> std::io::Result<()> {
+    #[cfg(test)]
+    if FAULTS.with(|f| f.borrow().iter().any(|(s, p)| *s == step && p == path)) {
+        return Err(std::io::Error::other(format!("injected {step:?} fault")));
+    }
+    let _ = (step, path);
+    Ok(())
 }
 
 /// When the entry of `meta` was last written, epoch milliseconds (0 when unknown).
@@ -488,5 +577,100 @@ impl Reserver for FsReserver {
         let env = env.cloned();
         self.blocking(move |me| me.prune_sync(now, env.as_ref(), older_than))
             .await?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpid::Cpid;
+
+    /// Makes `step` fail on `path` for the rest of this thread's test.
+    fn inject(step: Step, path: PathBuf) {
+        FAULTS.with(|f| f.borrow_mut().push((step, path)));
+    }
+
+    fn reserver() -> (tempfile::TempDir, FsReserver) {
+        let d = tempfile::tempdir().unwrap();
+        let r = FsReserver::new(&Layout::new(d.path().join("etc"), d.path().join("runner")));
+        (d, r)
+    }
+
+    fn owner() -> Owner {
+        Owner::this_process(Cpid::generate(), Duration::from_secs(600))
+    }
+
+    fn key(kind: KeyKind, text: &str) -> Key {
+        Key::new(kind, text).unwrap()
+    }
+
+    /// The keys of `keys` someone holds, as `list` reads them.
+    fn held(r: &FsReserver, keys: &[Key]) -> Vec<Key> {
+        let list = r.list_sync(|_| true).unwrap();
+        keys.iter()
+            .filter(|k| list.iter().any(|x| &x.key == *k))
+            .cloned()
+            .collect()
+    }
+
+    /// An error reading the holders after a conflict (to name every held
+    /// key) leaves nothing of the request granted.
+    #[test]
+    fn an_error_after_a_grant_rolls_it_back() {
+        let (_d, r) = reserver();
+        let [a, b, c] = [
+            "lab_a.example.org",
+            "lab_b.example.org",
+            "lab_c.example.org",
+        ]
+        .map(|t| key(KeyKind::Name, t));
+        r.reserve_sync(std::slice::from_ref(&b), &owner()).unwrap();
+        inject(Step::Read, r.path(&c));
+        let me = owner();
+        let e = r.reserve_sync(&[a.clone(), b.clone(), c.clone()], &me);
+        assert!(matches!(e, Err(ReserveError::Backend(_))), "{e:?}");
+        assert_eq!(held(&r, &[a.clone(), c]), [] as [Key; 0], "a rolled back");
+        r.reserve_sync(&[a], &me)
+            .expect("the run's retry does not conflict with itself");
+    }
+
+    /// A failed fsync of the directories after every key was granted
+    /// leaves none of them granted.
+    #[test]
+    fn a_failed_directory_sync_rolls_the_grants_back() {
+        let (_d, r) = reserver();
+        let keys = [
+            key(KeyKind::Id, "lab_web.cluster.id.1"),
+            key(KeyKind::Name, "lab_web01.example.org"),
+        ];
+        inject(Step::SyncDir, r.dir(KeyKind::Name).to_path_buf());
+        let e = r.reserve_sync(&keys, &owner());
+        assert!(matches!(e, Err(ReserveError::Backend(_))), "{e:?}");
+        assert_eq!(held(&r, &keys), [] as [Key; 0]);
+    }
+
+    /// A key whose rewrite fails does not keep the lease's other keys from
+    /// being renewed; the failure is reported.
+    #[test]
+    fn a_failing_key_does_not_stop_the_others_update() {
+        let (_d, r) = reserver();
+        let keys = [
+            "lab_a.example.org",
+            "lab_b.example.org",
+            "lab_c.example.org",
+        ]
+        .map(|t| key(KeyKind::Name, t));
+        let lease = r.reserve_sync(&keys, &owner()).unwrap();
+        inject(Step::Rewrite, r.path(&keys[0]));
+        let until = now_ms() + 60_000;
+        let e = r.update_sync(&lease, until, Phase::Launching);
+        assert!(matches!(e, Err(ReserveError::Backend(_))), "{e:?}");
+        let list = r.list_sync(|_| true).unwrap();
+        assert_eq!(list.len(), 3);
+        for x in list {
+            let o = x.holder.owner().unwrap();
+            let renewed = (o.expires, o.phase) == (until, Phase::Launching);
+            assert_eq!(renewed, x.key != keys[0], "{}", x.key);
+        }
     }
 }

@@ -188,8 +188,11 @@ pub trait Reserver: Send + Sync + fmt::Debug {
     async fn list(&self, env: Option<&Env>) -> Result<Vec<Reservation>, BackendError>;
 
     /// Removes keys that are free at `now`, keys created more than
-    /// `older_than` ago whose owner is not known to be alive, and foreign
-    /// holders older than `older_than`; returns them. With `env`, only
+    /// `older_than` ago whose owner is known dead (it ran on this host and
+    /// is gone, even while launching), and foreign holders older than
+    /// `older_than`; returns them. A key whose owner's liveness is unknown
+    /// (another host) is kept until its lease expires, however old (see
+    /// [`Owner::is_prunable`]). With `env`, only
     /// among that environment's keys and the keys of no environment
     /// (`cpid.<CPID>`, throttle slots): what a run cleans up after itself
     /// without reading other environments' keys.

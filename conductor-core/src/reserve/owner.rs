@@ -129,11 +129,15 @@ impl Owner {
     }
 
     /// Whether `prune` may remove a key held by this owner: it is free, or it
-    /// was created more than `older_than` ago and its owner is not known alive.
+    /// was created more than `older_than` ago and its owner is known dead (it
+    /// ran on this host and is gone, whatever its phase). An owner whose
+    /// liveness is unknown (it runs on another host) is held until its lease
+    /// expires, however old: its renewals move only the expiry, never
+    /// `created`, so age says nothing about whether it still runs.
     pub fn is_prunable(&self, now: u64, older_than: Option<Duration>) -> bool {
         self.is_free(now)
             || (older_than.is_some_and(|d| self.created.saturating_add(ms(d)) <= now)
-                && self.alive() != Some(true))
+                && self.alive() == Some(false))
     }
 }
 
@@ -190,6 +194,33 @@ mod tests {
             ..me
         };
         assert_eq!(elsewhere.alive(), None);
+    }
+
+    #[test]
+    fn an_old_owner_is_prunable_only_when_known_dead() {
+        let now = now_ms();
+        let two_hours = Some(Duration::from_secs(7_200));
+        let me = Owner {
+            created: now - 3 * 3_600_000,
+            phase: Phase::Launching,
+            ..Owner::this_process(Cpid::generate(), Duration::from_secs(600))
+        };
+        assert!(!me.is_prunable(now, two_hours), "alive here: kept");
+        let dead = Owner {
+            started: me.started.map(|s| s + 1),
+            ..me.clone()
+        };
+        assert!(dead.is_prunable(now, two_hours), "dead here: old enough");
+        assert!(!dead.is_prunable(now, None), "dead, launching: not free");
+        let remote = Owner {
+            host: "other.invalid".into(),
+            ..me
+        };
+        assert!(
+            !remote.is_prunable(now, two_hours),
+            "another host's unexpired lease is kept, however old"
+        );
+        assert!(remote.is_prunable(remote.expires, two_hours));
     }
 
     #[test]

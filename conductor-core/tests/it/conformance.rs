@@ -6,11 +6,21 @@ use std::time::Duration;
 use conductor_core::{FsReserver, Layout, MemCloud, MemReserver, Reserver, RetryCloud, Zone};
 use conductor_testkit::conformance::{cloud, reserver};
 use conductor_testkit::fake_cloud::Lag;
-use conductor_testkit::{FakeCloud, FaultCloud, LagCloud, LatencyCloud, RecordingCloud};
+use conductor_testkit::{
+    FakeCloud, FaultCloud, FaultReserver, LagCloud, LatencyCloud, RecordingCloud,
+};
 
 #[tokio::test]
 async fn mem_reserver_conforms() {
     reserver::run_all(&MemReserver::new()).await;
+}
+
+/// Every reserver wrapper passes the suite around any reserver, as the
+/// cloud wrappers do around any cloud.
+#[tokio::test]
+async fn wrapped_reservers_conform() {
+    reserver::run_all(&FaultReserver::new(MemReserver::new())).await;
+    reserver::run_all(&Arc::new(MemReserver::new())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1,8 +1,9 @@
 //! The [`Reserver`] conformance suite.
 //!
 //! Every function uses keys of its own (random suffix), so one store can serve
-//! the whole suite; only [`prune_respects_live_owners`] assumes nothing else
-//! prunes the store at the same time.
+//! the whole suite; only [`prune_by_environment`] and
+//! [`prune_respects_live_owners`] assume nothing else prunes the store at
+//! the same time.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +33,9 @@ pub async fn run_all(r: &dyn Reserver) {
     a_renewed_expired_lease_is_kept(r).await;
     list_shows_kind_and_owner(r).await;
     listings_by_environment(r).await;
+    long_keys_are_updated(r).await;
+    remote_planning_owner_holds_until_expiry(r).await;
+    prune_by_environment(r).await;
     prune_respects_live_owners(r).await;
 }
 
@@ -439,39 +443,186 @@ pub async fn listings_by_environment(r: &dyn Reserver) {
     r.release(&other, Duration::ZERO).await.unwrap();
 }
 
-/// `prune` removes expired keys, dead owners' keys and, with `older_than`, old
-/// keys of owners not known alive — never a live owner's.
+/// Keys of the longest length a [`Key`] allows (255 bytes, a file name's
+/// limit on most filesystems) are reserved, renewed, fenced and released
+/// like any other.
+pub async fn long_keys_are_updated(r: &dyn Reserver) {
+    let head = format!("conf_long-{}-", rand::random::<u32>());
+    let long = |kind, tail: &str| {
+        let fill = "a".repeat(255 - head.len() - tail.len());
+        Key::new(kind, format!("{head}{fill}{tail}")).unwrap()
+    };
+    let k = [
+        long(KeyKind::Name, ".example.com"),
+        long(KeyKind::Id, ".id.1"),
+    ];
+    assert!(k.iter().all(|key| key.as_str().len() == 255));
+    let lease = r
+        .try_reserve(&k, &live_owner())
+        .await
+        .expect("255-byte keys are reserved");
+    let until = now_ms() + 60_000;
+    r.update(&lease, until, Phase::Launching)
+        .await
+        .expect("255-byte keys are renewed and fenced");
+    let list = r.list(None).await.unwrap();
+    for key in &k {
+        let got = owner_of(&list, key);
+        assert_eq!((got.phase, got.expires), (Phase::Launching, until), "{key}");
+    }
+    r.release(&lease, Duration::ZERO)
+        .await
+        .expect("255-byte keys are released");
+    let list = r.list(None).await.unwrap();
+    assert!(k.iter().all(|key| held_by(&list, key).is_none()));
+}
+
+/// An owner on another host is only known by its expiry: its keys are held
+/// until then even while it plans and its pid is dead here (that pid is
+/// some other machine's), and freed once the lease expired.
+pub async fn remote_planning_owner_holds_until_expiry(r: &dyn Reserver) {
+    let k = fresh_keys("remoteplan", 2);
+    let remote = Owner {
+        host: format!("other-{}.invalid", rand::random::<u32>()),
+        ..dead_owner(Phase::Planning)
+    };
+    r.try_reserve(&k[..1], &remote).await.unwrap();
+    assert!(
+        matches!(
+            r.try_reserve(&k[..1], &live_owner()).await,
+            Err(ReserveError::Conflict(_))
+        ),
+        "a planning owner on another host holds its key, whatever its pid is here"
+    );
+    assert!(
+        r.held(now_ms(), None, None).await.unwrap().contains(&k[0]),
+        "held lists it"
+    );
+    assert!(
+        !r.prune(now_ms(), None, None).await.unwrap().contains(&k[0]),
+        "prune keeps it"
+    );
+    let expired = Owner {
+        expires: now_ms() - 1_000,
+        ..remote
+    };
+    r.try_reserve(&k[1..], &expired).await.unwrap();
+    r.try_reserve(&k[1..], &live_owner())
+        .await
+        .expect("held until expiry, then free");
+}
+
+/// `prune` of one environment removes the free keys of that environment
+/// and of none (`cpid.<CPID>`), and leaves other environments' keys alone,
+/// free or not.
+pub async fn prune_by_environment(r: &dyn Reserver) {
+    let run = rand::random::<u32>();
+    let env = |x: &str| Env::new(format!("prune{run}{x}")).unwrap();
+    let (a, b) = (env("a"), env("b"));
+    let key = |e: &Env, kind, what: &str| Key::new(kind, format!("{e}_{what}")).unwrap();
+    let expired_a = key(&a, KeyKind::Name, "web01.example.com");
+    let live_a = key(&a, KeyKind::Id, "web.cluster.id.1");
+    let expired_b = key(&b, KeyKind::Name, "web01.example.com");
+    let expired_none = Key::cpid(Cpid::generate());
+    let expired = Owner {
+        expires: now_ms() - 1_000,
+        ..live_owner()
+    };
+    r.try_reserve(
+        &[expired_a.clone(), expired_b.clone(), expired_none.clone()],
+        &expired,
+    )
+    .await
+    .unwrap();
+    let live = r
+        .try_reserve(std::slice::from_ref(&live_a), &live_owner())
+        .await
+        .unwrap();
+
+    let pruned = r.prune(now_ms(), Some(&a), None).await.unwrap();
+    assert!(
+        pruned.contains(&expired_a),
+        "env {a}'s expired key: {pruned:?}"
+    );
+    assert!(
+        pruned.contains(&expired_none),
+        "the expired key of no environment: {pruned:?}"
+    );
+    assert!(
+        !pruned.contains(&expired_b),
+        "env {b}'s key is out of scope: {pruned:?}"
+    );
+    assert!(!pruned.contains(&live_a), "a live key stays: {pruned:?}");
+    let list = r.list(None).await.unwrap();
+    for gone in [&expired_a, &expired_none] {
+        assert_eq!(held_by(&list, gone), None, "{gone} removed");
+    }
+    assert_eq!(held_by(&list, &expired_b), Some(expired.cpid), "kept");
+    assert!(held_by(&list, &live_a).is_some(), "kept");
+
+    let pruned = r.prune(now_ms(), Some(&b), None).await.unwrap();
+    assert!(pruned.contains(&expired_b), "env {b}'s turn: {pruned:?}");
+    r.release(&live, Duration::ZERO).await.unwrap();
+}
+
+/// `prune` removes expired keys, dead planning owners' keys and, with
+/// `older_than`, old keys of owners known dead (on this host, whatever their
+/// phase) — never a live owner's, and never an owner's on another host
+/// (its liveness is unknown) before its lease expires, however old.
 pub async fn prune_respects_live_owners(r: &dyn Reserver) {
     let now = now_ms();
-    let k = fresh_keys("prune", 5);
+    let k = fresh_keys("prune", 7);
     let live = live_owner();
     let mut expired = live_owner();
     expired.expires = now - 1_000;
     let dead = dead_owner(Phase::Planning);
     let mut remote_old = live_owner();
     remote_old.host = format!("elsewhere-{}.invalid", rand::random::<u32>());
-    remote_old.created = now - 1_000_000;
+    remote_old.created = now - 3 * 3_600_000;
     let mut remote_young = remote_old.clone();
     remote_young.cpid = Cpid::generate();
     remote_young.created = now;
     let mut live_old = live.clone();
-    live_old.created = now - 1_000_000;
-    for (key, owner) in k
-        .iter()
-        .zip([&live_old, &expired, &dead, &remote_old, &remote_young])
-    {
+    live_old.created = now - 3 * 3_600_000;
+    let dead_launching_old = Owner {
+        created: now - 3 * 3_600_000,
+        ..dead_owner(Phase::Launching)
+    };
+    // A run on another host that waited hours for a throttle slot and is
+    // launching now: old keys, renewed, unexpired.
+    let remote_launching = Owner {
+        host: "other.invalid".into(),
+        created: now - 3 * 3_600_000,
+        expires: now + 600_000,
+        phase: Phase::Launching,
+        ..live_owner()
+    };
+    let owners = [
+        &live_old,
+        &expired,
+        &dead,
+        &dead_launching_old,
+        &remote_old,
+        &remote_young,
+        &remote_launching,
+    ];
+    for (key, owner) in k.iter().zip(owners) {
         r.try_reserve(std::slice::from_ref(key), owner)
             .await
             .unwrap();
     }
     let pruned = r
-        .prune(now, None, Some(Duration::from_secs(500)))
+        .prune(now, None, Some(Duration::from_secs(7_200)))
         .await
         .unwrap();
     for (i, key) in k.iter().enumerate() {
         let gone = pruned.contains(key);
         let expect_gone = matches!(i, 1..=3);
-        assert_eq!(gone, expect_gone, "key {i} ({key}) pruned={gone}");
+        assert_eq!(
+            gone, expect_gone,
+            "key {i} ({key}, owner {:?}) pruned={gone}",
+            owners[i]
+        );
     }
     let list = r.list(None).await.unwrap();
     assert_eq!(
@@ -479,15 +630,33 @@ pub async fn prune_respects_live_owners(r: &dyn Reserver) {
         Some(live.cpid),
         "a live owner's key survives prune"
     );
-    assert_eq!(held_by(&list, &k[4]), Some(remote_young.cpid));
     assert_eq!(held_by(&list, &k[1]), None);
-    assert!(r
-        .prune(now, None, Some(Duration::ZERO))
-        .await
-        .unwrap()
-        .iter()
-        .all(|p| *p != k[0]));
+    for (i, owner) in owners.iter().enumerate().skip(4) {
+        assert_eq!(
+            held_by(&list, &k[i]),
+            Some(owner.cpid),
+            "the unexpired key of an owner on another host stays, however old"
+        );
+    }
+    assert!(
+        matches!(
+            r.try_reserve(&k[6..], &live_owner()).await,
+            Err(ReserveError::Conflict(_))
+        ),
+        "and stays held"
+    );
+    let again = r.prune(now, None, Some(Duration::ZERO)).await.unwrap();
+    for i in [0, 4, 5, 6] {
+        assert!(
+            !again.contains(&k[i]),
+            "key {i} ({}) pruned with older_than 0",
+            k[i]
+        );
+    }
     assert_eq!(live.host, this_host());
+    // Once its lease expired, the remote launching owner's key goes.
+    let after = r.prune(now + 600_000, None, None).await.unwrap();
+    assert!(after.contains(&k[6]), "{}: pruned at its expiry", k[6]);
 }
 
 /// `tasks` concurrent runs race for overlapping key sets; asserts no key is
