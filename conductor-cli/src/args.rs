@@ -114,7 +114,11 @@ pub struct Global {
     /// Which cloud: AWS EC2, or an empty in-memory cloud (to try plans without AWS).
     #[arg(long, global = true, value_enum, default_value_t = CloudKind::Aws)]
     pub cloud: CloudKind,
-    /// Do not call Salt: skip orchestration hooks and startup states (native provisioner only).
+    /// Run no Salt command for the instances: no salt-cloud (create needs
+    /// --provisioner ec2; the other commands use it), orchestration hooks,
+    /// startup states, minion keys or grains cache. The pillar is still read
+    /// through Salt (salt-run, or salt-call with --pillar-source salt-call)
+    /// unless --pillar-dir gives its files.
     #[arg(long, global = true)]
     pub no_salt: bool,
     /// Do not read the Salt master's grains cache (`salt-run cache.grains`)
@@ -299,7 +303,7 @@ pub enum GroupCommand {
         #[arg(required = true, value_name = "KEY=VALUE")]
         words: Vec<OsString>,
         /// How the instances were created (both terminate through EC2 by instance id;
-        /// salt-cloud also has its cache entries removed).
+        /// salt-cloud also has its cache entries removed; with --no-salt, ec2).
         #[arg(long, value_enum, default_value_t = ProvisionerArg::SaltCloud, env = "CONDUCTOR_PROVISIONER")]
         provisioner: ProvisionerArg,
         /// List what would be terminated and whose minion keys deleted; change nothing.

@@ -127,7 +127,12 @@ pub async fn run(ctx: &Ctx<'_>, command: Command) -> Result<u8, Failure> {
             provisioner,
             dry_run,
             yes,
-        }) => destroy(ctx, &words, wiring::provisioner(provisioner), dry_run, yes).await,
+        }) => {
+            // Without Salt there is no salt-cloud cache to clean: the ec2
+            // provisioner's destroy, as plan and status do.
+            let provisioner = wiring::provisioner_under(g, wiring::provisioner(provisioner));
+            destroy(ctx, &words, provisioner, dry_run, yes).await
+        }
         Command::Group(GroupCommand::Update { words, dry_run, .. }) => {
             update(ctx, &words, dry_run).await
         }
@@ -170,7 +175,7 @@ pub async fn run(ctx: &Ctx<'_>, command: Command) -> Result<u8, Failure> {
         Command::Man { dir: Some(dir) } => {
             let pages = man_pages(&dir)?;
             if !g.quiet {
-                println!("wrote {pages} man pages to {}", dir.display());
+                outln!("wrote {pages} man pages to {}", dir.display());
             }
             Ok(exit::OK)
         }
@@ -183,14 +188,20 @@ async fn plan(
     provisioner: Provisioner,
 ) -> Result<u8, Failure> {
     let req = Words::parse(words, "conductor group plan", CREATE_WORDS)?.create_request()?;
-    let c = wiring::conductor_for_plan(ctx.g, Some(&req.zone.region()), provisioner).await?;
+    let c = wiring::conductor_for_plan(
+        ctx.g,
+        Some(&req.zone.region()),
+        provisioner,
+        ctx.interrupt.token.clone(),
+    )
+    .await?;
     let plan = c.plan(&req).await.map_err(|e| ctx.failure(e))?;
     if ctx.g.json {
         output::print_json(&output::plan_json(&plan));
     } else {
-        print!("{}", output::plan_text(&plan, |_| None));
+        out!("{}", output::plan_text(&plan, |_| None));
     }
-    Ok(exit::OK)
+    Ok(ctx.code(true, false))
 }
 
 async fn create(ctx: &Ctx<'_>, words: &[std::ffi::OsString], opts: Options) -> Result<u8, Failure> {
@@ -210,7 +221,7 @@ async fn create(ctx: &Ctx<'_>, words: &[std::ffi::OsString], opts: Options) -> R
     if ctx.g.json {
         output::print_json(&output::create_json(&report));
     } else {
-        print!("{}", output::create_text(&report));
+        out!("{}", output::create_text(&report));
     }
     Ok(ctx.code(report.success(), report.interrupted))
 }
@@ -231,9 +242,9 @@ async fn destroy(
         if ctx.g.json {
             output::print_json(&output::destroy_plan_json(&plan));
         } else {
-            print!("{}", output::destroy_plan_text(&plan));
+            out!("{}", output::destroy_plan_text(&plan));
         }
-        return Ok(exit::OK);
+        return Ok(ctx.code(true, false));
     }
     let terminal = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
     if terminal && !yes && !confirm(ctx, &plan).await? {
@@ -254,14 +265,23 @@ async fn destroy(
     if ctx.g.json {
         output::print_json(&output::destroy_json(&report));
     } else {
-        print!("{}", output::destroy_text(&report));
+        out!("{}", output::destroy_text(&report));
     }
     Ok(ctx.code(report.success(), report.interrupted))
 }
 
 /// Asks on the terminal `destroy N instances: a, b, c? [y/N]`; true for y/yes.
-/// A signal while it waits stops the command (nothing was changed).
+/// A signal before or while it waits stops the command (nothing was changed).
 async fn confirm(ctx: &Ctx<'_>, plan: &conductor_core::DestroyPlan) -> Result<bool, Failure> {
+    let interrupted = || {
+        Failure::new(
+            ctx.interrupt.exit_code(),
+            "interrupted at the confirmation; nothing was changed",
+        )
+    };
+    if ctx.interrupt.token.is_cancelled() {
+        return Err(interrupted());
+    }
     let names = plan.labels();
     let mut question = String::new();
     for s in &plan.skipped_instances {
@@ -279,15 +299,22 @@ async fn confirm(ctx: &Ctx<'_>, plan: &conductor_core::DestroyPlan) -> Result<bo
         let _ = err.write_all(question.as_bytes());
         let _ = err.flush();
     }
-    let read = tokio::task::spawn_blocking(|| {
-        let mut line = String::new();
-        std::io::stdin().read_line(&mut line).map(|_| line)
-    });
+    // A thread of its own, left behind on a signal: a read of the terminal
+    // cannot be interrupted, and the runtime waits for the threads of its
+    // blocking pool when it shuts down, so a read there would keep the
+    // process alive until Enter (and swallow a second Ctrl-C).
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("confirm".into())
+        .spawn(move || {
+            let mut line = String::new();
+            let _ = tx.send(std::io::stdin().read_line(&mut line).map(|_| line));
+        })
+        .map_err(|e| Failure::new(exit::FAILED, format!("reading the answer: {e}")))?;
     let line = tokio::select! {
-        _ = ctx.interrupt.token.cancelled() => {
-            return Err(Failure::new(ctx.interrupt.exit_code(), "interrupted at the confirmation; nothing was changed"));
-        }
-        r = read => r
+        biased;
+        _ = ctx.interrupt.token.cancelled() => return Err(interrupted()),
+        r = rx => r
             .map_err(|e| Failure::new(exit::FAILED, format!("reading the answer: {e}")))?
             .map_err(|e| Failure::new(exit::FAILED, format!("reading the answer: {e}")))?,
     };
@@ -312,13 +339,13 @@ async fn update(ctx: &Ctx<'_>, words: &[std::ffi::OsString], dry_run: bool) -> R
             }));
         } else {
             for t in &targets {
-                println!("would update {t}");
+                outln!("would update {t}");
             }
             for s in &selected.skipped {
-                println!("left alone: {s}");
+                outln!("left alone: {s}");
             }
         }
-        return Ok(exit::OK);
+        return Ok(ctx.code(true, false));
     }
     let report = c.update(&q).await.map_err(|e| ctx.failure(e))?;
     // The summary goes below the last progress line, not into it.
@@ -327,14 +354,20 @@ async fn update(ctx: &Ctx<'_>, words: &[std::ffi::OsString], dry_run: bool) -> R
     if ctx.g.json {
         output::print_json(&json!(report));
     } else {
-        print!("{}", output::update_text(&report));
+        out!("{}", output::update_text(&report));
     }
     Ok(ctx.code(report.success(), false))
 }
 
 async fn status(ctx: &Ctx<'_>, words: &[std::ffi::OsString], ping: bool) -> Result<u8, Failure> {
     let q = Words::parse(words, "conductor group status", SELECT_WORDS)?.query(true)?;
-    let c = wiring::conductor_for_plan(ctx.g, q.region.as_ref(), Provisioner::Ec2).await?;
+    let c = wiring::conductor_for_plan(
+        ctx.g,
+        q.region.as_ref(),
+        Provisioner::Ec2,
+        ctx.interrupt.token.clone(),
+    )
+    .await?;
     let rows = if ping {
         c.status_pinged(&q).await
     } else {
@@ -344,9 +377,9 @@ async fn status(ctx: &Ctx<'_>, words: &[std::ffi::OsString], ping: bool) -> Resu
     if ctx.g.json {
         output::print_json(&json!(rows));
     } else {
-        print!("{}", output::status_text(&rows));
+        out!("{}", output::status_text(&rows));
     }
-    Ok(exit::OK)
+    Ok(ctx.code(true, false))
 }
 
 async fn adopt(ctx: &Ctx<'_>, words: &[std::ffi::OsString], apply: bool) -> Result<u8, Failure> {
@@ -358,12 +391,12 @@ async fn adopt(ctx: &Ctx<'_>, words: &[std::ffi::OsString], apply: bool) -> Resu
     if ctx.g.json {
         output::print_json(&json!(report));
     } else {
-        print!(
+        out!(
             "{}",
             output::adopt_text(&report, !ctx.g.no_salt && !ctx.g.no_grains)
         );
     }
-    Ok(exit::OK)
+    Ok(ctx.code(true, false))
 }
 
 async fn reservations_list(
@@ -380,7 +413,7 @@ async fn reservations_list(
         return Ok(exit::OK);
     }
     if list.is_empty() {
-        println!("no reservations");
+        outln!("no reservations");
     }
     let now = now_ms();
     for e in &list {
@@ -394,14 +427,17 @@ async fn reservations_list(
                     format!("expires in {}s", left / 1000)
                 };
                 let phase = format!("{:?}", o.phase).to_lowercase();
-                println!(
+                outln!(
                     "{kind:<4} {}  cpid {} on {} pid {}  {phase}, {state}",
-                    e.key, o.cpid, o.host, o.pid
+                    e.key,
+                    o.cpid,
+                    o.host,
+                    o.pid
                 );
             }
             Holder::Foreign { modified } => {
                 let age = now.saturating_sub(*modified) / 1000;
-                println!(
+                outln!(
                     "{kind:<4} {}  foreign (not Conductor's; written {age}s ago): held until `reservations prune --older-than` removes it",
                     e.key
                 );
@@ -420,9 +456,9 @@ async fn reservations_prune(g: &args::Global, older_than: Option<Duration>) -> R
     if g.json {
         output::print_json(&json!({ "pruned": pruned }));
     } else {
-        println!("pruned {} reservation(s)", pruned.len());
+        outln!("pruned {} reservation(s)", pruned.len());
         for k in &pruned {
-            println!("  {k}");
+            outln!("  {k}");
         }
     }
     Ok(exit::OK)
@@ -437,16 +473,21 @@ async fn runs_command(ctx: &Ctx<'_>, cmd: RunsCommand) -> Result<u8, Failure> {
             if g.json {
                 output::print_json(&json!(all));
             } else if all.is_empty() {
-                println!("no runs under {}", layout.runner_dir.display());
+                outln!("no runs under {}", layout.runner_dir.display());
             } else {
-                println!(
+                outln!(
                     "{:<21} {:<26} {:<16} {:<15} {:<12} {:<10} FILES",
-                    "CPID", "STARTED", "GROUP", "ACTION", "RESULT", "INSTANCES"
+                    "CPID",
+                    "STARTED",
+                    "GROUP",
+                    "ACTION",
+                    "RESULT",
+                    "INSTANCES"
                 );
                 for r in &all {
                     let group = r.group.as_deref().unwrap_or("-");
                     let rec = r.record.as_ref();
-                    println!(
+                    outln!(
                         "{:<21} {:<26} {:<16} {:<15} {:<12} {:<10} {}",
                         r.cpid.to_string(),
                         r.started_local,
@@ -474,7 +515,7 @@ async fn runs_command(ctx: &Ctx<'_>, cmd: RunsCommand) -> Result<u8, Failure> {
                 output::print_json(&json!({ "cpid": cpid, "files": files }));
             } else {
                 for f in files {
-                    println!("{}", f.display());
+                    outln!("{}", f.display());
                 }
             }
             Ok(exit::OK)
@@ -529,9 +570,9 @@ async fn runs_prune(
     if g.json {
         output::print_json(&json!({ "removed": removed }));
     } else {
-        println!("removed {} file(s) and run directories", removed.len());
+        outln!("removed {} file(s) and run directories", removed.len());
         for p in &removed {
-            println!("  {}", p.display());
+            outln!("  {}", p.display());
         }
     }
     Ok(exit::OK)
@@ -568,7 +609,7 @@ async fn archive(
     if g.json {
         output::print_json(&json!({ "cpid": cpid, "archive": location }));
     } else {
-        println!("{location}");
+        outln!("{location}");
     }
     Ok(exit::OK)
 }

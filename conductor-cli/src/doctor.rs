@@ -123,7 +123,7 @@ pub async fn run(g: &Global, scope: &Scope<'_>) -> Result<u8, Failure> {
             "exit_code": code,
         }));
     } else {
-        print!("{}", text(&checks));
+        out!("{}", text(&checks));
     }
     Ok(code)
 }

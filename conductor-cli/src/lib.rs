@@ -5,6 +5,21 @@
 // Doc comments of the arguments are the --help text, where <placeholders> read right.
 #![allow(rustdoc::invalid_html_tags)]
 
+/// `print!` that never panics: a stdout that is gone loses the text, not
+/// the run (see [`output::print_fmt`]).
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::output::print_fmt(format_args!($($arg)*))
+    };
+}
+
+/// `println!` that never panics (see [`out!`]).
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::output::print_fmt(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 mod args;
 mod commands;
 mod complete;
@@ -63,7 +78,7 @@ pub fn main_with(
             let path = file.path.as_ref().map(|p| p.display().to_string());
             output::print_json(&serde_json::json!({"config_file": path, "settings": settings}));
         } else {
-            print!("{}", config::settings_text(&file, &settings));
+            out!("{}", config::settings_text(&file, &settings));
         }
         return ExitCode::from(exit::OK);
     }
@@ -79,7 +94,7 @@ pub fn main_with(
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            output::say_err(&format!("error: cannot start the async runtime: {e}"));
             return ExitCode::from(exit::FAILED);
         }
     };
@@ -87,7 +102,7 @@ pub fn main_with(
         let interrupt = match signals::Interrupt::install() {
             Ok(i) => i,
             Err(e) => {
-                eprintln!("error: cannot install the signal handlers: {e}");
+                output::say_err(&format!("error: cannot install the signal handlers: {e}"));
                 return exit::FAILED;
             }
         };

@@ -81,10 +81,10 @@ impl Write for LazyWriter<'_> {
                         .open(self.0.dir.join("conductor.log"))
                 })
                 .map_err(|e| {
-                    eprintln!(
+                    crate::output::say_err(&format!(
                         "warning: admin log in {} unavailable: {e}",
                         self.0.dir.display()
-                    )
+                    ))
                 })
         });
         match opened {

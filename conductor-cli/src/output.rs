@@ -11,6 +11,20 @@ use serde_json::{json, Value};
 use crate::exit::{self, Failure};
 use crate::logging;
 
+/// Writes `args` on stdout. A stdout that is gone (a pipe whose reader
+/// exited, a terminal hung up) loses the text, not the run: the error is
+/// ignored (Rust ignores SIGPIPE, and `print!` would panic), so the run
+/// still writes its record and ends with its own exit code.
+pub fn print_fmt(args: std::fmt::Arguments) {
+    let _ = std::io::stdout().lock().write_fmt(args);
+}
+
+/// Writes `line` and a newline on stderr in one write, ignoring a stderr
+/// that is gone (see [`print_fmt`]; `eprintln!` would panic).
+pub fn say_err(line: &str) {
+    let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
+}
+
 /// Writes `value` as one pretty JSON document on stdout.
 pub fn print_json(value: &Value) {
     let mut out = std::io::stdout().lock();
@@ -30,7 +44,7 @@ pub fn failure(f: &Failure, cpid: Option<Cpid>, json: bool) -> u8 {
     if f.code != exit::BAD_INPUT {
         tracing::error!(target: logging::ADMIN, code = f.code, "{line}");
     }
-    eprintln!("error: {line}");
+    say_err(&format!("error: {line}"));
     if json {
         let mut doc = failure_json(f.code, &f.message);
         if let Some(cpid) = cpid {

@@ -1,7 +1,8 @@
 //! SIGINT, SIGTERM and SIGHUP: the first cancels the running command (it
 //! stops starting work, kills its Salt commands, frees what surely was not
 //! launched, writes its report and exits 128 + the signal's number); a
-//! second ends the process at once.
+//! second kills the Salt commands still running and ends the process at
+//! once.
 
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
@@ -32,7 +33,10 @@ impl Interrupt {
                 while stream.recv().await.is_some() {
                     let signo = kind.as_raw_value();
                     if me.token.is_cancelled() {
-                        eprintln!("conductor: second signal, exiting now");
+                        // An exit runs no destructor: the Salt commands, in
+                        // process groups of their own, are killed here.
+                        conductor_salt::process::kill_running();
+                        crate::output::say_err("conductor: second signal, exiting now");
                         std::process::exit(128 + signo);
                     }
                     me.signo.store(signo, Ordering::SeqCst);

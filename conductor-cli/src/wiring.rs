@@ -163,22 +163,30 @@ pub async fn conductor(
     b.build().map_err(Failure::from)
 }
 
+/// The provisioner a command runs with: `asked`, except under `--no-salt`,
+/// where only the ec2 provisioner works (salt-cloud is Salt), so that is
+/// the one.
+pub fn provisioner_under(g: &Global, asked: Provisioner) -> Provisioner {
+    if g.no_salt {
+        Provisioner::Ec2
+    } else {
+        asked
+    }
+}
+
 /// A conductor for `plan` and `status`: reads only (writes nothing; Salt,
-/// unless `--no-salt`, only for the master's grains cache). The provisioner
-/// decides only what a plan checks of the launches (the native user data);
-/// without Salt only the ec2 provisioner can create, so that is the one.
+/// unless `--no-salt`, only for the master's grains cache), stopped by
+/// `cancel`. The provisioner decides only what a plan checks of the
+/// launches (the native user data); see [`provisioner_under`].
 pub async fn conductor_for_plan(
     g: &Global,
     region: Option<&Region>,
     provisioner: Provisioner,
+    cancel: CancellationToken,
 ) -> Result<Conductor, Failure> {
     let opts = Options {
-        provisioner: if g.no_salt {
-            Provisioner::Ec2
-        } else {
-            provisioner
-        },
+        provisioner: provisioner_under(g, provisioner),
         ..Options::default()
     };
-    conductor(g, region, opts, CancellationToken::new(), None).await
+    conductor(g, region, opts, cancel, None).await
 }

@@ -238,7 +238,10 @@ impl ConductorBuilder {
     /// held until they expire, and the run returns what it did
     /// ([`Error::Interrupted`] before any instance was launched or
     /// terminated, else a report marked interrupted; a destroy still deletes
-    /// the minion keys of what it terminated). The `conductor` binary cancels on SIGINT,
+    /// the minion keys of what it terminated). Reads outside a run (`plan`,
+    /// `status`, `select`, `plan_destroy`, `adopt`'s reads: pillar,
+    /// inventory, cached grains) stop too, with [`Error::Interrupted`], and
+    /// `adopt` writes no tag. The `conductor` binary cancels on SIGINT,
     /// SIGTERM and SIGHUP.
     pub fn cancel_on(mut self, token: CancellationToken) -> Self {
         self.cancel = Some(token);
@@ -305,11 +308,13 @@ impl Conductor {
         let Some(salt) = self.salt.as_ref().filter(|_| self.opts.read_grains) else {
             return Ok(GrainIds::default());
         };
-        let cache = salt
-            .cached_grains()
-            .instrument(info_span!("salt.cached_grains"))
-            .await
-            .map_err(|source| Error::GrainsUnreadable { source })?;
+        let read = async {
+            salt.cached_grains()
+                .instrument(info_span!("salt.cached_grains"))
+                .await
+                .map_err(|source| Error::GrainsUnreadable { source })
+        };
+        let cache = self.unless_cancelled(read).await?;
         Ok(GrainIds::from_cache(&cache))
     }
 
@@ -329,21 +334,46 @@ impl Conductor {
             )
             .into());
         };
-        let cloud = accounts
-            .cloud(account)
-            .instrument(info_span!("cloud.account", account = %account.label()))
-            .await
-            .map_err(|e| Error::backend("opening the environment's AWS account", e))?;
+        let open = async {
+            accounts
+                .cloud(account)
+                .instrument(info_span!("cloud.account", account = %account.label()))
+                .await
+                .map_err(|e| Error::backend("opening the environment's AWS account", e))
+        };
+        let cloud = self.unless_cancelled(open).await?;
         Ok(Conductor {
             cloud,
             ..self.clone()
         })
     }
 
+    /// Loads the pillar of `env`, unless the caller cancels first.
     pub(crate) async fn load_pillar(&self, env: &Env) -> Result<Pillar, Error> {
-        self.pillar
-            .load(env)
-            .instrument(info_span!("pillar.load", %env))
-            .await
+        self.unless_cancelled(
+            self.pillar
+                .load(env)
+                .instrument(info_span!("pillar.load", %env)),
+        )
+        .await
+    }
+
+    /// Runs the read `read` unless the caller cancels first (or already
+    /// did): a cancelled read is dropped, which kills the Salt command it
+    /// runs with its process group, and is [`Error::Interrupted`]. For the
+    /// reads outside a run (pillar, inventory, grains, reservations); a
+    /// run's own steps are cancelled through its `Run`.
+    pub(crate) async fn unless_cancelled<T>(
+        &self,
+        read: impl std::future::Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        if self.cancel.is_cancelled() {
+            return Err(Error::Interrupted);
+        }
+        tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => Err(Error::Interrupted),
+            out = read => out,
+        }
     }
 }

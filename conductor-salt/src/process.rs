@@ -3,6 +3,7 @@
 //! and dropped, so the child never blocks on a full pipe), and a timeout, or
 //! dropping the future that runs it, kills the whole group.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -140,17 +141,56 @@ pub(crate) fn live_members(pgids: &[i32]) -> Vec<(u32, i32)> {
         .collect()
 }
 
+/// The process groups of the commands this process runs now (each in a
+/// group of its own, so a signal to this process does not reach them):
+/// what [`kill_running`] kills.
+static RUNNING: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
+
+fn running() -> std::sync::MutexGuard<'static, BTreeSet<i32>> {
+    RUNNING.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Kills (SIGKILL) the process group of every command the runner runs now
+/// in this process, and returns how many. For a process about to end
+/// without running destructors (`std::process::exit` on a second signal):
+/// a dropped command is killed by its guard, but an exit drops nothing, and
+/// the commands, in process groups of their own, would outlive it.
+pub fn kill_running() -> usize {
+    let groups = std::mem::take(&mut *running());
+    for pgid in &groups {
+        // SAFETY: plain syscall on a process group this process created and
+        // has not seen end (its guard deregisters it once the command exited).
+        unsafe {
+            libc::killpg(*pgid, libc::SIGKILL);
+        }
+    }
+    groups.len()
+}
+
 /// Kills a command's whole process group unless disarmed (on timeout, and
 /// when the future running the command is dropped), and records it in
-/// [`Killed`].
+/// [`Killed`]; while armed, the group is in the process-wide list
+/// [`kill_running`] kills.
 struct GroupKill {
     pgid: Option<i32>,
     killed: Killed,
 }
 
 impl GroupKill {
+    fn new(pgid: Option<i32>, killed: &Killed) -> Self {
+        if let Some(g) = pgid {
+            running().insert(g);
+        }
+        Self {
+            pgid,
+            killed: killed.clone(),
+        }
+    }
+
     fn disarm(&mut self) {
-        self.pgid = None;
+        if let Some(g) = self.pgid.take() {
+            running().remove(&g);
+        }
     }
 }
 
@@ -162,6 +202,7 @@ impl Drop for GroupKill {
             unsafe {
                 libc::killpg(pgid, libc::SIGKILL);
             }
+            running().remove(&pgid);
             self.killed.push(pgid);
         }
     }
@@ -206,10 +247,7 @@ pub(crate) async fn run_tracked(
         .process_group(0)
         .kill_on_drop(true);
     let mut child = cmd.spawn().map_err(RunError::Spawn)?;
-    let mut group = GroupKill {
-        pgid: child.id().and_then(|p| i32::try_from(p).ok()),
-        killed: killed.clone(),
-    };
+    let mut group = GroupKill::new(child.id().and_then(|p| i32::try_from(p).ok()), killed);
     let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) else {
         return Err(RunError::Io(std::io::Error::other("no pipes to the child")));
     };
@@ -273,6 +311,41 @@ mod tests {
         assert!(live_members(&[pgid]).is_empty());
         assert!(killed.groups().is_empty(), "a gone group is forgotten");
         child.wait().unwrap();
+    }
+
+    /// (Killing the listed groups is the binary's test: other tests of
+    /// this process may run commands at the same time.)
+    #[tokio::test]
+    async fn a_command_is_listed_for_kill_running_while_it_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        let mut cmd = tokio::process::Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!("echo $$ > {}; exec sleep 60", pid_file.display()));
+        let limits = Limits {
+            timeout: Duration::from_secs(120),
+            max_output: 1024,
+        };
+        let killed = Killed::default();
+        let mut running_cmd = Box::pin(run_tracked(cmd, limits, &killed));
+        // Runs the command until it wrote its pid.
+        let pid = loop {
+            tokio::select! {
+                r = &mut running_cmd => panic!("the command ended early: {r:?}"),
+                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+            }
+            if let Some(pid) = std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|t| t.trim().parse::<i32>().ok())
+            {
+                break pid;
+            }
+        };
+        assert!(running().contains(&pid), "listed while it runs");
+        drop(running_cmd);
+        assert!(!running().contains(&pid), "a dropped command is not");
+        assert_eq!(killed.groups(), vec![pid], "its guard killed it");
+        assert!(killed.settle(Duration::from_secs(30)).await.is_empty());
     }
 
     #[tokio::test]

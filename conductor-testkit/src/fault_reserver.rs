@@ -2,7 +2,8 @@
 //! [`FaultCloud`](crate::FaultCloud) does for clouds: a latency on every
 //! call (a shared store), updates that fail while told to (a store that
 //! does not answer renewals, fences and releases), and fences (updates to
-//! [`Phase::Launching`]) that take long. It counts the reserve calls.
+//! [`Phase::Launching`]) that take long. It counts the reserve and prune
+//! calls.
 #![deny(clippy::missing_trait_methods)]
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -22,6 +23,7 @@ pub struct FaultReserver<R> {
     fence_delay: Duration,
     failing: AtomicBool,
     reserves: AtomicUsize,
+    prunes: AtomicUsize,
 }
 
 impl<R: Reserver> FaultReserver<R> {
@@ -33,6 +35,7 @@ impl<R: Reserver> FaultReserver<R> {
             fence_delay: Duration::ZERO,
             failing: AtomicBool::new(false),
             reserves: AtomicUsize::new(0),
+            prunes: AtomicUsize::new(0),
         }
     }
 
@@ -57,6 +60,11 @@ impl<R: Reserver> FaultReserver<R> {
     /// Calls to `try_reserve` so far.
     pub fn reserves(&self) -> usize {
         self.reserves.load(Ordering::Relaxed)
+    }
+
+    /// Calls to `prune` so far.
+    pub fn prunes(&self) -> usize {
+        self.prunes.load(Ordering::Relaxed)
     }
 
     async fn pause(&self) {
@@ -100,6 +108,7 @@ impl<R: Reserver> Reserver for FaultReserver<R> {
         env: Option<&Env>,
         older_than: Option<Duration>,
     ) -> Result<Vec<Key>, BackendError> {
+        self.prunes.fetch_add(1, Ordering::Relaxed);
         self.pause().await;
         self.inner.prune(now, env, older_than).await
     }

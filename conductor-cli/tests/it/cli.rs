@@ -787,3 +787,42 @@ fn man_pages_exist_for_every_command_they_name() {
         "the pages name each other ({checked} references)"
     );
 }
+
+/// `conductor group create … | tee log` when tee is gone (a Ctrl-C ended
+/// it too): writing the text report fails with EPIPE, which loses the text
+/// but neither the exit code nor the run's record and admin-log line.
+#[test]
+fn a_closed_stdout_loses_the_report_not_the_record() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let dir = tempfile::tempdir().unwrap();
+    let lab = Lab::fake(dir.path(), |p| p);
+    let mut fds = [0; 2];
+    // SAFETY: pipe writes two fresh fds into the array.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: both fds were just opened and are owned here alone.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(read);
+    let mut args = group_args("create", &["role=activemq"]);
+    args.extend(["--provisioner", "ec2", "--no-salt", "--release-grace", "0"]);
+    let o = lab
+        .command(&args, None)
+        .stdout(std::process::Stdio::from(write))
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let records: Vec<std::path::PathBuf> = std::fs::read_dir(lab.runner_dir().join("cloud_runs"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("run.json"))
+        .filter(|p| p.exists())
+        .collect();
+    assert_eq!(records.len(), 1, "the run's record is written");
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&records[0]).unwrap()).unwrap();
+    assert_eq!(record["exit_code"], 0, "{record}");
+    let log =
+        std::fs::read_to_string(lab.runner_dir().join("logs/conductor/conductor.log")).unwrap();
+    assert!(log.contains("conductor group create: "), "{log}");
+    assert!(log.contains("(exit 0)"), "{log}");
+}

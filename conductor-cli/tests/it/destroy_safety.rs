@@ -2,9 +2,10 @@
 //! not build for the group and env (an untagged instance and one of another
 //! env, both with the selected name), `--dry-run` lists exactly what a
 //! destroy would do and changes nothing, a terminal is asked (a real
-//! pseudo-terminal), no terminal is not; a signal once instances are
-//! terminated still deletes their keys and prints the report; and `runs
-//! prune` removes what a crashed run left.
+//! pseudo-terminal; Ctrl-C at the question ends the run at once), no
+//! terminal is not; a signal once instances are terminated still deletes
+//! their keys and prints the report; and `runs prune` removes what a
+//! crashed run left.
 
 use crate::support;
 
@@ -150,9 +151,14 @@ fn destroy_names_leaves_alone_what_conductor_did_not_build() {
     );
     assert_eq!(live(&moto).len(), 3);
 
-    // The human summary names them too.
+    // The human summary names them too. --no-salt alone (no --provisioner
+    // ec2) destroys, as plan and status run, with the ec2 provisioner.
     let word = format!("names={TAKEN},{MQ02}");
-    let o = lab.run(&destroy_args(&[&word], &[]), None);
+    let args: Vec<&str> = destroy_args(&[&word], &[])
+        .into_iter()
+        .filter(|a| !matches!(*a, "--provisioner" | "ec2"))
+        .collect();
+    let o = lab.run(&args, None);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains(&format!("destroyed {MQ02}")), "{out}");
@@ -279,6 +285,23 @@ fn destroy_asks_on_a_terminal_unless_yes() {
     assert_eq!(code, Some(2), "{shown}");
     assert!(
         shown.contains("not confirmed; nothing was changed"),
+        "{shown}"
+    );
+    assert_eq!(live(&moto).len(), 2);
+
+    // Ctrl-C at the question, the terminal left open: exit 130 at once,
+    // nothing changed (the read of the answer does not hold the process).
+    let mut t = conductor_testkit::pty::Terminal::spawn(&mut lab.command(&args, None)).unwrap();
+    t.wait_for("[y/N]", std::time::Duration::from_secs(120))
+        .unwrap();
+    t.signal(libc::SIGINT).unwrap();
+    let out = t
+        .wait_within(std::time::Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("SIGINT at the question did not end the run: {e}"));
+    let shown = out.shown();
+    assert_eq!(out.status.code(), Some(130), "{shown}");
+    assert!(
+        shown.contains("interrupted at the confirmation; nothing was changed"),
         "{shown}"
     );
     assert_eq!(live(&moto).len(), 2);

@@ -15,5 +15,6 @@ mod runner_module;
 mod salt_cloud_real;
 mod salt_lab;
 mod saltext;
+mod signals;
 mod support;
 mod tls_endpoint;

@@ -80,7 +80,8 @@ impl Conductor {
     /// [`Options::read_grains`](crate::Options::read_grains) off) and
     /// for instances whose minion's cached grains give no `cpid` or id:
     /// tags without their ids would hide those ids from planning. Nothing
-    /// is written when it refuses.
+    /// is written when it refuses, nor once the conductor's cancellation
+    /// fired ([`Error::Interrupted`]: the reads stop at once).
     pub async fn adopt(&self, req: &AdoptRequest) -> Result<AdoptReport, Error> {
         let pillar = self.load_pillar(&req.env).await?;
         let env = pillar.environment(&req.env)?;
@@ -166,6 +167,10 @@ impl Conductor {
             .into());
         }
         if req.apply && !instances.is_empty() {
+            // A signal during the reads above: nothing is written.
+            if self.cancel.is_cancelled() {
+                return Err(Error::Interrupted);
+            }
             let tags: Vec<InstanceTags> = instances
                 .iter()
                 .map(|a| InstanceTags {

@@ -217,7 +217,11 @@ impl Conductor {
         }
         // Expired leftovers of other runs in this run's environments (and
         // of no environment: cpids, slots) are removed here rather than
-        // waiting for `prune`; other environments' keys are not read.
+        // waiting for `prune`; other environments' keys are not read. An
+        // interrupted run starts no such work: it only finishes.
+        if report.interrupted || self.cancel.is_cancelled() {
+            return Ok(report);
+        }
         for env in req.envs() {
             if let Err(e) = self.reserver.prune(now_ms(), Some(env), None).await {
                 warn!(error = %e, env = %env, "pruning expired reservations failed");

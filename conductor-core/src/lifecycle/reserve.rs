@@ -31,7 +31,7 @@ impl Conductor {
         let this = self.in_env(&pillar, &req.pillarenv).await?;
         let inventory = this.read_inventory(&scopes).await?;
         let grains = this.grain_ids().await?;
-        let held = this.held_keys(req, None).await?;
+        let held = this.unless_cancelled(this.held_keys(req, None)).await?;
         let plan = this.compute_plan(cpid, req, &pillar, (&inventory, &grains), &held)?;
         this.warn_clock(&plan);
         Ok(plan)
@@ -123,6 +123,12 @@ impl Conductor {
 
     /// Reads every scope (in parallel) into one inventory.
     pub(crate) async fn read_inventory(&self, scopes: &[Scope]) -> Result<Inventory, Error> {
+        self.unless_cancelled(self.read_inventory_now(scopes)).await
+    }
+
+    /// [`Conductor::read_inventory`] whatever the cancellation (dropped, the
+    /// reads of the regions still running are aborted).
+    async fn read_inventory_now(&self, scopes: &[Scope]) -> Result<Inventory, Error> {
         let mut set = tokio::task::JoinSet::new();
         for scope in scopes.iter().cloned() {
             let cloud = self.cloud.clone();

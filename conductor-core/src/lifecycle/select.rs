@@ -379,11 +379,13 @@ impl Conductor {
         if running.is_empty() {
             return Ok(rows);
         }
-        let answered = salt
-            .ping(&running)
-            .instrument(tracing::info_span!("salt.ping", minions = running.len()))
-            .await
-            .map_err(|e| Error::backend("pinging the minions", e))?;
+        let ping = async {
+            salt.ping(&running)
+                .instrument(tracing::info_span!("salt.ping", minions = running.len()))
+                .await
+                .map_err(|e| Error::backend("pinging the minions", e))
+        };
+        let answered = self.unless_cancelled(ping).await?;
         for r in rows.iter_mut().filter(|r| running.contains(&r.name)) {
             r.answers = Some(answered.contains(&r.name));
         }

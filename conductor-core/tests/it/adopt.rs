@@ -402,3 +402,53 @@ async fn adopt_apply_refuses_an_instance_whose_minion_has_no_cached_grains() {
     let p = h.conductor().plan(&system_request()).await.unwrap();
     assert_eq!(ids(&p), (3, 2, 2, 2), "{p:#?}");
 }
+
+/// A pillar source during whose read the caller cancels (a signal while
+/// Salt compiles the pillar); the read itself still answers.
+#[derive(Debug)]
+struct CancelledWhileRead {
+    pillar: conductor_core::Pillar,
+    cancel: conductor_core::CancellationToken,
+}
+
+#[async_trait::async_trait]
+impl conductor_core::PillarSource for CancelledWhileRead {
+    async fn load(&self, _env: &Env) -> Result<conductor_core::Pillar, Error> {
+        self.cancel.cancel();
+        Ok(self.pillar.clone())
+    }
+}
+
+#[tokio::test]
+async fn adopt_cancelled_during_its_reads_writes_no_tag() {
+    let h = Harness::new();
+    let salt = python_built(&h);
+    let h = h.with_salt(salt);
+    let cancel = conductor_core::CancellationToken::new();
+    let c = h
+        .builder()
+        .pillar(Arc::new(CancelledWhileRead {
+            pillar: h.pillar.clone(),
+            cancel: cancel.clone(),
+        }))
+        .cancel_on(cancel)
+        .build()
+        .unwrap();
+    let e = c.adopt(&adopt_request(true)).await.unwrap_err();
+    assert!(matches!(e, Error::Interrupted), "{e}");
+    assert_eq!(e.class(), ErrorClass::Interrupted);
+    assert!(
+        h.cloud
+            .live_instances()
+            .iter()
+            .all(|i| i.conductor_tag("env").is_none()),
+        "nothing written"
+    );
+    // Not cancelled, the same adopt writes them (the test can fail).
+    h.conductor().adopt(&adopt_request(true)).await.unwrap();
+    assert!(h
+        .cloud
+        .live_instances()
+        .iter()
+        .all(|i| i.conductor_tag("env") == Some("test")));
+}

@@ -187,6 +187,48 @@ fn cancelled_during_the_launch_keeps_its_names_held_and_reports() {
     });
 }
 
+/// Cancels its token once a run launched (a signal right after the launch).
+#[derive(Debug)]
+struct CancelAtLaunched(CancellationToken);
+
+impl conductor_core::Observer for CancelAtLaunched {
+    fn step(&self, _cpid: Cpid, step: conductor_core::Step) {
+        if step == conductor_core::Step::Launched {
+            self.0.cancel();
+        }
+    }
+}
+
+/// An interrupted create only finishes: it starts no prune of other runs'
+/// expired reservations (an uninterrupted one does).
+#[test]
+fn cancelled_after_the_launch_prunes_nothing() {
+    paused_runtime().block_on(async {
+        let reserver = Arc::new(FaultReserver::new(MemReserver::new()));
+        let h = Harness::new().with_reserver(reserver.clone());
+        let cancel = CancellationToken::new();
+        let c = h
+            .builder()
+            .cancel_on(cancel.clone())
+            .observer(Arc::new(CancelAtLaunched(cancel)))
+            .build()
+            .unwrap();
+        let report = c
+            .create(&fixtures::role_request("activemq", None))
+            .await
+            .expect("a report once the launch began");
+        assert!(report.interrupted, "{report:?}");
+        assert_eq!(reserver.prunes(), 0, "an interrupted run prunes nothing");
+        let report = h
+            .conductor()
+            .create(&fixtures::role_request("activemq", Some(1)))
+            .await
+            .unwrap();
+        assert!(report.success(), "{report:?}");
+        assert!(reserver.prunes() > 0, "a finished run prunes");
+    });
+}
+
 #[test]
 fn name_keys_carry_the_saltenv_written_into_the_name() {
     paused_runtime().block_on(async {
