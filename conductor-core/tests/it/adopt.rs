@@ -168,13 +168,7 @@ async fn adopt_lists_then_writes_the_tags_once_and_plans_then_read_them_from_tag
         Some("activemq")
     );
     assert!(!mq.tags.contains_key("conductor:cloud.nifi.cluster.id"));
-    assert!(
-        h.cloud
-            .live_instances()
-            .iter()
-            .all(|i| i.conductor_tag("env").is_none()),
-        "a dry run writes nothing"
-    );
+    assert!(nothing_tagged(&h), "a dry run writes nothing");
 
     let applied = h.conductor().adopt(&adopt_request(true)).await.unwrap();
     assert_eq!(applied.instances, dry.instances);
@@ -221,13 +215,7 @@ async fn adopt_refuses_two_runs_claiming_one_id_and_names_matching_no_basename()
         text.contains(MQ) || text.contains(NIFI),
         "names both: {text}"
     );
-    assert!(
-        h.cloud
-            .live_instances()
-            .iter()
-            .all(|i| i.conductor_tag("env").is_none()),
-        "nothing written"
-    );
+    assert!(nothing_tagged(&h), "nothing written");
 
     // A tagged instance of another run holding the id conflicts too.
     let h2 = Harness::new();
@@ -437,13 +425,7 @@ async fn adopt_cancelled_during_its_reads_writes_no_tag() {
     let e = c.adopt(&adopt_request(true)).await.unwrap_err();
     assert!(matches!(e, Error::Interrupted), "{e}");
     assert_eq!(e.class(), ErrorClass::Interrupted);
-    assert!(
-        h.cloud
-            .live_instances()
-            .iter()
-            .all(|i| i.conductor_tag("env").is_none()),
-        "nothing written"
-    );
+    assert!(nothing_tagged(&h), "nothing written");
     // Not cancelled, the same adopt writes them (the test can fail).
     h.conductor().adopt(&adopt_request(true)).await.unwrap();
     assert!(h
