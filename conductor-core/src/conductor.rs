@@ -359,21 +359,27 @@ impl Conductor {
     }
 
     /// Runs the read `read` unless the caller cancels first (or already
-    /// did): a cancelled read is dropped, which kills the Salt command it
-    /// runs with its process group, and is [`Error::Interrupted`]. For the
-    /// reads outside a run (pillar, inventory, grains, reservations); a
-    /// run's own steps are cancelled through its `Run`.
+    /// did), as [`Error::Interrupted`]: for the reads outside a run
+    /// (pillar, inventory, grains, reservations); a run's own steps go
+    /// through `Run::step_in`.
     pub(crate) async fn unless_cancelled<T>(
         &self,
         read: impl std::future::Future<Output = Result<T, Error>>,
     ) -> Result<T, Error> {
-        if self.cancel.is_cancelled() {
-            return Err(Error::Interrupted);
-        }
+        self.cancellable(read).await?
+    }
+
+    /// Runs `f` unless the caller cancels first (or already did: the
+    /// cancellation is polled first); a cancelled `f` is dropped, which
+    /// kills the Salt commands it runs, with their process groups.
+    pub(crate) async fn cancellable<F: std::future::Future>(
+        &self,
+        f: F,
+    ) -> Result<F::Output, crate::lifecycle::Cancelled> {
         tokio::select! {
             biased;
-            _ = self.cancel.cancelled() => Err(Error::Interrupted),
-            out = read => out,
+            _ = self.cancel.cancelled() => Err(crate::lifecycle::Cancelled),
+            out = f => Ok(out),
         }
     }
 }

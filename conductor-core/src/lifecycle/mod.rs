@@ -20,6 +20,7 @@ mod observe;
 mod provision;
 mod reserve;
 mod run;
+pub(crate) use run::Cancelled;
 mod select;
 mod throttle;
 mod update;

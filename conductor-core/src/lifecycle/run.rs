@@ -78,20 +78,10 @@ impl Run {
         self.c.progress(self.cpid, progress);
     }
 
-    /// Runs `f` unless the caller cancels first; a cancelled `f` is dropped
-    /// (which kills the Salt commands it runs, with their process groups).
-    pub(crate) async fn unless_cancelled<F: Future>(&self, f: F) -> Result<F::Output, Cancelled> {
-        tokio::select! {
-            biased;
-            _ = self.c.cancel.cancelled() => Err(Cancelled),
-            out = f => Ok(out),
-        }
-    }
-
     /// Runs `f` in the run's span, unless the caller cancels first.
     pub(crate) async fn step_in<F: Future>(&self, f: F) -> Result<F::Output, Cancelled> {
         let span = self.span.clone();
-        self.unless_cancelled(f.instrument(span)).await
+        self.c.cancellable(f.instrument(span)).await
     }
 
     /// Ends the run: waits until the Salt commands it killed are gone,
