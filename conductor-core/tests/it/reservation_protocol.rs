@@ -434,21 +434,55 @@ mod fs_hardening {
         );
     }
 
-    /// A file this user may not read (the runner's, root-owned, mode 0600),
-    /// holding a valid owner record. Skipped as root, where mode 000 does
-    /// not stop reading (the effective uid is checked).
-    #[tokio::test]
-    async fn an_unreadable_file_at_a_key_is_held_until_pruned() {
-        if unsafe { libc::geteuid() } == 0 {
-            eprintln!("skipped: running as root, which reads a file of mode 000");
-            return;
+    /// Runs `f` to completion on a runtime of its own whose threads (this
+    /// one and every thread the runtime starts, `spawn_blocking`'s
+    /// included) check file permissions as an unprivileged user: as root,
+    /// the file-system uid becomes `nobody` (65534), which drops the
+    /// capabilities that let root read any file whatever its mode; as
+    /// anyone else, the modes apply already. So the tests of unreadable
+    /// entries run as root too (CI's usual user) instead of skipping.
+    fn unprivileged<F: std::future::Future>(f: F) -> F::Output {
+        fn drop_fs_privileges() {
+            if unsafe { libc::geteuid() } != 0 {
+                return;
+            }
+            // SAFETY: setfsuid changes only this thread's file-system uid.
+            unsafe { libc::setfsuid(65534) };
+            // An invalid uid changes nothing and returns the current one.
+            let now = unsafe { libc::setfsuid(u32::MAX) };
+            assert_eq!(now, 65534, "setfsuid(65534) did not take effect");
         }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .on_thread_start(drop_fs_privileges)
+            .build()
+            .unwrap();
+        let root = unsafe { libc::geteuid() } == 0;
+        drop_fs_privileges();
+        let out = rt.block_on(f);
+        drop(rt);
+        if root {
+            // SAFETY: as above; back to root's file-system uid for this thread.
+            unsafe { libc::setfsuid(0) };
+        }
+        out
+    }
+
+    /// A file this user may not read (the runner's, root-owned, mode 0600),
+    /// holding a valid owner record. Made by and read as an unprivileged
+    /// user ([`unprivileged`]): mode 000 does not stop root.
+    #[test]
+    fn an_unreadable_file_at_a_key_is_held_until_pruned() {
         let make = |p: &std::path::Path| {
             use std::os::unix::fs::PermissionsExt;
             std::fs::write(p, serde_json::to_vec(&owner()).unwrap()).unwrap();
             std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o000)).unwrap();
+            assert!(std::fs::read(p).is_err(), "{} is readable", p.display());
         };
-        an_odd_entry_is_held_by_an_unknown_owner(make, Prune::Removes).await;
+        unprivileged(an_odd_entry_is_held_by_an_unknown_owner(
+            make,
+            Prune::Removes,
+        ));
     }
 
     /// Never opened: opening a FIFO without a writer blocks.
@@ -464,13 +498,14 @@ mod fs_hardening {
 
     /// A reservation directory that cannot be read fails the listing (its
     /// keys are unknown), `Rejected`, naming it and saying it is not
-    /// readable. Skipped as root, where mode 0300 does not stop reading.
-    #[tokio::test]
-    async fn an_unreadable_reservation_directory_is_a_clear_error() {
-        if unsafe { libc::geteuid() } == 0 {
-            eprintln!("skipped: running as root, which reads a directory of mode 0300");
-            return;
-        }
+    /// readable. Made and read as an unprivileged user ([`unprivileged`]):
+    /// mode 0300 does not stop root.
+    #[test]
+    fn an_unreadable_reservation_directory_is_a_clear_error() {
+        unprivileged(an_unreadable_reservation_directory())
+    }
+
+    async fn an_unreadable_reservation_directory() {
         use std::os::unix::fs::PermissionsExt;
         let d = tempfile::tempdir().unwrap();
         let layout = Layout::new(d.path(), d.path());
@@ -484,6 +519,8 @@ mod fs_hardening {
             text.contains("reserved_names") && text.contains("not readable"),
             "{text}"
         );
+        // So that the temporary directory can be removed.
+        std::fs::set_permissions(&names, std::fs::Permissions::from_mode(0o700)).unwrap();
     }
 
     /// An owner file from before `started` and `phase` existed still reads
