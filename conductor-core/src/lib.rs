@@ -202,8 +202,8 @@ pub use plan::{
 pub use render::{map_vms, read_map_file, YAML_ONLY};
 pub use request::{CreateRequest, Target};
 pub use reserve::{
-    ms, now_ms, this_host, FsReserver, Holder, Key, KeyKind, Lease, MemReserver, Owner, Phase,
-    Reservation, ReserveError, Reserver,
+    ms, now_ms, this_host, this_pid_ns, FsReserver, Holder, Key, KeyKind, Lease, MemReserver,
+    Owner, Phase, Reservation, ReserveError, Reserver,
 };
 pub use retry::{RetryCloud, RetryPolicy};
 pub use salt::{

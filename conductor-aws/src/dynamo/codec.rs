@@ -3,7 +3,7 @@
 //!
 //! Attributes: `pk` (the partition: prefix + the key's environment, see
 //! [`partition`]), `sk` (the key text), `kind` (`name` or `id`), `cpid`,
-//! `host`, `pid`, `started` (when known), `created`, `expires` (epoch ms),
+//! `host`, `pid`, `started` and `pid_ns` (when known), `created`, `expires` (epoch ms),
 //! `expires_at` ([`TTL_ATTRIBUTE`], epoch s) and `phase`.
 
 use std::collections::HashMap;
@@ -85,6 +85,7 @@ pub(super) fn owner_of(item: &Item) -> Option<Owner> {
         created: get_n(item, "created")?,
         expires: get_n(item, "expires")?,
         started: get_n(item, "started"),
+        pid_ns: get_s(item, "pid_ns").map(str::to_string),
         phase: get_s(item, "phase").and_then(phase_of).unwrap_or_default(),
     })
 }
@@ -109,6 +110,9 @@ pub(super) fn item_of(prefix: &str, key: &Key, owner: &Owner) -> Item {
     ]);
     if let Some(started) = owner.started {
         item.insert("started".to_string(), n(started));
+    }
+    if let Some(ns) = &owner.pid_ns {
+        item.insert("pid_ns".to_string(), s(ns.clone()));
     }
     item
 }
@@ -183,6 +187,7 @@ mod tests {
             created: 1_700_000_000_000,
             expires: 1_700_000_600_001,
             started,
+            pid_ns: started.map(|t| format!("8090900f-8723-4390-bc91-1499649ef092/pid:[{t}]")),
             phase,
         }
     }
@@ -200,6 +205,7 @@ mod tests {
             assert_eq!(item["pk"], s("prod/env/lab"));
             assert_eq!(item["sk"], s("lab_web.cluster.id.1"));
             assert_eq!(item.contains_key("started"), started.is_some());
+            assert_eq!(item.contains_key("pid_ns"), started.is_some());
             let r = reservation_of(&item, "prod/").expect("decodes");
             assert_eq!((r.key, r.kind), (key, KeyKind::Id));
             assert_eq!(r.holder, Holder::Run(o));
@@ -208,6 +214,20 @@ mod tests {
                 "another prefix's item"
             );
         }
+    }
+
+    #[test]
+    fn this_process_round_trips_and_an_item_without_pid_ns_reads() {
+        let me = Owner::this_process(Cpid::generate(), std::time::Duration::from_secs(60));
+        assert!(me.pid_ns.is_some(), "/proc names this process's namespace");
+        let key = Key::new(KeyKind::Name, "a.example.com").unwrap();
+        let mut item = item_of("", &key, &me);
+        assert_eq!(item["pid_ns"], s(me.pid_ns.clone().unwrap()));
+        assert_eq!(owner_of(&item).as_ref(), Some(&me));
+        // An item written by an older version names no namespace.
+        item.remove("pid_ns");
+        let old = owner_of(&item).expect("still an owner");
+        assert_eq!((old.pid_ns, old.started), (None, me.started));
     }
 
     #[test]

@@ -5,8 +5,9 @@
 //! partition (an optional prefix, then `env/<env>` for the keys of an
 //! environment, `<env>_…`, or `global` for the keys of none, such as
 //! `cpid.<CPID>`), `sk` the key text; then `kind` (`name` or `id`), the
-//! owner (`cpid`, `host`, `pid`, `started`, `created`, `expires` in epoch
-//! milliseconds, and the run's `phase`: `planning`, `launching` or
+//! owner (`cpid`, `host`, `pid`, `started` and `pid_ns` when known, see
+//! [`Owner`], `created`, `expires` in epoch milliseconds, and the run's
+//! `phase`: `planning`, `launching` or
 //! `released`) and `expires_at` (epoch seconds, the attribute DynamoDB's
 //! TTL deletes expired items by; TTL is only a janitor, correctness never
 //! depends on it). A local secondary index, [`LIVE_INDEX`], sorts each
@@ -19,9 +20,9 @@
 //! `attribute_not_exists(pk) OR expires <= :now`, so the grant is
 //! all-or-nothing and expired keys are taken over. The puts ask for the old
 //! item on a failed condition, so one cancelled transaction tells which keys
-//! are held and by whom; keys of an owner that died on this host while
-//! planning (dead pid, or a pid reused by a process with another start
-//! time) are taken over in a second transaction conditioned on exactly the
+//! are held and by whom; keys of an owner that died on this host, in this
+//! pid namespace, while planning (dead pid, or a pid reused by a process
+//! with another start time) are taken over in a second transaction conditioned on exactly the
 //! owner record found (its run and its expiry: a holder that renewed
 //! meanwhile keeps its key). More than 100 keys
 //! go in chunks, and a failed later chunk rolls back the earlier ones.

@@ -8,7 +8,8 @@
 //! re-read the owner under it, so two runs cannot both take over the same
 //! key, a holder that renewed meanwhile keeps its key, and `prune` never
 //! frees a key whose owner is alive, nor, before its lease expires, one whose
-//! owner runs on another host (its liveness is unknown here).
+//! owner runs on another host or in another pid namespace of this host name
+//! (its liveness is unknown here, see [`Owner::alive`]).
 //!
 //! An entry at a key path that is not a readable regular file holding
 //! Conductor's owner JSON (the Python `conduct.group` runner writes its own
@@ -22,8 +23,10 @@
 //!
 //! **Scope.** This is sound on one host, or on a shared filesystem whose
 //! `link` is atomic and whose `flock` is coherent between clients (not every
-//! NFS setup). Liveness by pid only works for owners on this host; an owner
-//! on another host is free only when its lease expires. Across Salt masters
+//! NFS setup). Liveness by pid only works for owners on this host, in this
+//! pid namespace (an owner records it, [`Owner::pid_ns`]); an owner on
+//! another host, or in another container of the same host name, is free only
+//! when its lease expires. Across Salt masters
 //! or CI runners, use the DynamoDB reserver instead.
 //!
 //! An unreadable directory, a read-only filesystem or a runner directory

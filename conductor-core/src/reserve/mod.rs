@@ -20,7 +20,7 @@ pub use fs::FsReserver;
 pub(crate) use key::keys_text;
 pub use key::{Key, KeyKind};
 pub use mem::MemReserver;
-pub use owner::{ms, now_ms, this_host, Owner, Phase};
+pub use owner::{ms, now_ms, this_host, this_pid_ns, Owner, Phase};
 
 /// Keys granted together to one owner.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -188,10 +188,10 @@ pub trait Reserver: Send + Sync + fmt::Debug {
     async fn list(&self, env: Option<&Env>) -> Result<Vec<Reservation>, BackendError>;
 
     /// Removes keys that are free at `now`, keys created more than
-    /// `older_than` ago whose owner is known dead (it ran on this host and
-    /// is gone, even while launching), and foreign holders older than
-    /// `older_than`; returns them. A key whose owner's liveness is unknown
-    /// (another host) is kept until its lease expires, however old (see
+    /// `older_than` ago whose owner is known dead (it ran on this host, in
+    /// this pid namespace, and is gone, even while launching), and foreign
+    /// holders older than `older_than`; returns them. A key whose owner's
+    /// liveness is unknown (another host, or another pid namespace) is kept until its lease expires, however old (see
     /// [`Owner::is_prunable`]). With `env`, only
     /// among that environment's keys and the keys of no environment
     /// (`cpid.<CPID>`, throttle slots): what a run cleans up after itself

@@ -71,6 +71,12 @@ pub struct Owner {
     /// `/proc/<pid>/stat`), so a reused pid is not taken for the owner.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started: Option<u64>,
+    /// Where `pid` means something: the kernel's boot id and the owner's pid
+    /// namespace, as `<boot id>/pid:[<inode>]` (see [`this_pid_ns`]), so a
+    /// process of another container or machine of the same host name is
+    /// not judged by a pid of this one. Absent in records of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_ns: Option<String>,
     /// What the run is doing (see [`Phase`]).
     #[serde(default)]
     pub phase: Phase,
@@ -87,6 +93,7 @@ impl Owner {
             created: now,
             expires: now.saturating_add(ms(ttl)),
             started: process_start(std::process::id()),
+            pid_ns: this_pid_ns(),
             phase: Phase::Planning,
         }
     }
@@ -96,16 +103,27 @@ impl Owner {
         self.expires <= now
     }
 
-    /// Whether `other` is the same run (same CPID, host and pid).
+    /// Whether `other` is the same run (same CPID, host and pid). `pid_ns`
+    /// is not compared: two runs never hold one CPID at once (its key,
+    /// `cpid.<CPID>`, is reserved first), and records of older versions lack it.
     pub fn same_run(&self, other: &Owner) -> bool {
         self.cpid == other.cpid && self.host == other.host && self.pid == other.pid
     }
 
-    /// Whether the owner is known alive: `Some` when it runs on this host
-    /// (checked by its pid and start time), `None` when only its expiry can tell.
+    /// Whether the owner is known alive: `Some` when it runs on this host and
+    /// in this pid namespace (checked by its pid and start time), `None` when
+    /// only its expiry can tell: another host, or the same host name with
+    /// another boot id or pid namespace (another container or machine, or
+    /// this one before a reboot). A record that names no namespace (written
+    /// by an older version) is judged by its host name alone.
     pub fn alive(&self) -> Option<bool> {
         if self.host != this_host() {
             return None;
+        }
+        if let Some(ns) = &self.pid_ns {
+            if this_pid_ns().as_ref() != Some(ns) {
+                return None;
+            }
         }
         let Ok(pid) = i32::try_from(self.pid) else {
             return Some(false);
@@ -130,10 +148,11 @@ impl Owner {
 
     /// Whether `prune` may remove a key held by this owner: it is free, or it
     /// was created more than `older_than` ago and its owner is known dead (it
-    /// ran on this host and is gone, whatever its phase). An owner whose
-    /// liveness is unknown (it runs on another host) is held until its lease
-    /// expires, however old: its renewals move only the expiry, never
-    /// `created`, so age says nothing about whether it still runs.
+    /// ran on this host, in this pid namespace, and is gone, whatever its
+    /// phase). An owner whose liveness is unknown (it runs on another host,
+    /// or in another pid namespace) is held until its lease expires, however
+    /// old: its renewals move only the expiry, never `created`, so age says
+    /// nothing about whether it still runs.
     pub fn is_prunable(&self, now: u64, older_than: Option<Duration>) -> bool {
         self.is_free(now)
             || (older_than.is_some_and(|d| self.created.saturating_add(ms(d)) <= now)
@@ -151,6 +170,25 @@ pub fn this_host() -> String {
             .filter(|s| !s.is_empty())
             .or_else(|| std::env::var("HOSTNAME").ok())
             .unwrap_or_else(|| "localhost".into())
+    })
+    .clone()
+}
+
+/// Where this process's pids mean something, `<boot id>/pid:[<inode>]`: the
+/// kernel's boot id (`/proc/sys/kernel/random/boot_id`) and this process's pid
+/// namespace (the link `/proc/self/ns/pid`), where `/proc` tells both.
+///
+/// Two processes see the same pids only when both agree: containers sharing
+/// a host name (`--uts=host`, pods on one node) differ by namespace, machines
+/// of the same name and one machine across a reboot by boot id.
+pub fn this_pid_ns() -> Option<String> {
+    static NS: OnceLock<Option<String>> = OnceLock::new();
+    NS.get_or_init(|| {
+        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        let boot = boot.trim();
+        let ns = std::fs::read_link("/proc/self/ns/pid").ok()?;
+        let ns = ns.to_str()?;
+        (!boot.is_empty() && !ns.is_empty()).then(|| format!("{boot}/{ns}"))
     })
     .clone()
 }
@@ -194,6 +232,79 @@ mod tests {
             ..me
         };
         assert_eq!(elsewhere.alive(), None);
+    }
+
+    /// A run of another container or machine that shares this host name:
+    /// its pid says nothing here, so its keys are held until they expire,
+    /// even while it plans and its pid is dead (or someone else's) here.
+    #[test]
+    fn an_owner_in_another_pid_namespace_is_not_judged_by_its_pid() {
+        let me = Owner::this_process(Cpid::generate(), Duration::from_secs(60));
+        let ns = me
+            .pid_ns
+            .clone()
+            .expect("/proc names this process's namespace");
+        assert_eq!(Some(ns.as_str()), this_pid_ns().as_deref());
+        let (boot, pidns) = ns.split_once('/').expect("<boot id>/<namespace>");
+        assert_eq!(boot.len(), 36, "a boot id: {ns}");
+        assert!(pidns.starts_with("pid:["), "a pid namespace: {ns}");
+        let now = now_ms();
+        let two_hours = Some(Duration::from_secs(7_200));
+        let here_dead = Owner {
+            started: me.started.map(|s| s + 1),
+            created: now - 3 * 3_600_000,
+            ..me.clone()
+        };
+        assert_eq!(
+            here_dead.alive(),
+            Some(false),
+            "same namespace: judged here"
+        );
+        assert!(here_dead.is_free(now));
+        for other in [
+            format!("{boot}/pid:[1]"),
+            format!("00000000-0000-0000-0000-000000000000/{pidns}"),
+        ] {
+            let there = Owner {
+                pid_ns: Some(other.clone()),
+                ..here_dead.clone()
+            };
+            assert_eq!(there.alive(), None, "{other}: liveness unknown");
+            assert!(!there.is_free(now), "{other}: planning, held until expiry");
+            assert!(
+                !there.is_prunable(now, two_hours),
+                "{other}: kept by prune --older-than"
+            );
+            assert!(!there.is_prunable(now, Some(Duration::ZERO)));
+            assert!(there.is_free(there.expires), "{other}: free at expiry");
+            assert!(there.is_prunable(there.expires, None));
+        }
+        // A record of an older version names no namespace: judged here by its
+        // host name, as before.
+        let old = Owner {
+            pid_ns: None,
+            ..here_dead
+        };
+        assert_eq!(old.alive(), Some(false));
+        assert!(old.is_free(now));
+        assert_eq!(Owner { pid_ns: None, ..me }.alive(), Some(true));
+    }
+
+    #[test]
+    fn the_pid_namespace_round_trips_and_may_be_absent() {
+        let me = Owner::this_process(Cpid::generate(), Duration::from_secs(60));
+        let json = serde_json::to_string(&me).unwrap();
+        assert!(json.contains(r#""pid_ns":""#), "{json}");
+        assert_eq!(serde_json::from_str::<Owner>(&json).unwrap(), me);
+        let old: Owner = serde_json::from_str(
+            r#"{"cpid":"16833830331552303186","host":"h","pid":1,"created":0,"expires":9,"started":5,"phase":"planning"}"#,
+        )
+        .unwrap();
+        assert_eq!(old.pid_ns, None);
+        assert!(
+            !serde_json::to_string(&old).unwrap().contains("pid_ns"),
+            "not written when unknown"
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use conductor_core::this_pid_ns;
 use conductor_core::{now_ms, this_host, Key, KeyKind, Lease, Owner, Phase, Reservation, Reserver};
 use conductor_core::{Cpid, Env, ReserveError};
 
@@ -35,6 +36,7 @@ pub async fn run_all(r: &dyn Reserver) {
     listings_by_environment(r).await;
     long_keys_are_updated(r).await;
     remote_planning_owner_holds_until_expiry(r).await;
+    other_pid_namespace_owner_holds_until_expiry(r).await;
     prune_by_environment(r).await;
     prune_respects_live_owners(r).await;
 }
@@ -505,6 +507,62 @@ pub async fn remote_planning_owner_holds_until_expiry(r: &dyn Reserver) {
     let expired = Owner {
         expires: now_ms() - 1_000,
         ..remote
+    };
+    r.try_reserve(&k[1..], &expired).await.unwrap();
+    r.try_reserve(&k[1..], &live_owner())
+        .await
+        .expect("held until expiry, then free");
+}
+
+/// An owner on this host name but in another pid namespace (another
+/// container with `--uts=host`, another machine of the same name, this one
+/// before a reboot) is only known by its expiry: its pid is dead here, yet its
+/// planning keys are held until they expire, even by `prune --older-than`,
+/// and freed once the lease expired.
+pub async fn other_pid_namespace_owner_holds_until_expiry(r: &dyn Reserver) {
+    let env = Env::new(format!("otherns{}", rand::random::<u32>())).unwrap();
+    let k = [
+        Key::new(KeyKind::Name, format!("{env}_web01.example.com")).unwrap(),
+        Key::new(KeyKind::Id, format!("{env}_web.cluster.id.1")).unwrap(),
+    ];
+    let boot = this_pid_ns()
+        .and_then(|ns| ns.split_once('/').map(|(boot, _)| boot.to_string()))
+        .unwrap_or_else(|| "8090900f-8723-4390-bc91-1499649ef092".into());
+    let other = Owner {
+        // The init namespace's inode is never a container's; a pid namespace
+        // inode of 1 is no one's at all.
+        pid_ns: Some(format!("{boot}/pid:[1]")),
+        created: now_ms() - 3 * 3_600_000,
+        ..dead_owner(Phase::Planning)
+    };
+    assert_eq!(other.host, this_host());
+    r.try_reserve(&k[..1], &other).await.unwrap();
+    assert_eq!(
+        owner_of(&r.list(None).await.unwrap(), &k[0]).pid_ns,
+        other.pid_ns,
+        "the namespace is stored"
+    );
+    assert!(
+        matches!(
+            r.try_reserve(&k[..1], &live_owner()).await,
+            Err(ReserveError::Conflict(_))
+        ),
+        "a planning owner in another pid namespace holds its key, whatever its pid is here"
+    );
+    assert!(
+        r.held(now_ms(), None, None).await.unwrap().contains(&k[0]),
+        "held lists it"
+    );
+    assert!(
+        !r.prune(now_ms(), Some(&env), Some(Duration::from_secs(3_600)))
+            .await
+            .unwrap()
+            .contains(&k[0]),
+        "prune keeps it, even with older_than"
+    );
+    let expired = Owner {
+        expires: now_ms() - 1_000,
+        ..other
     };
     r.try_reserve(&k[1..], &expired).await.unwrap();
     r.try_reserve(&k[1..], &live_owner())

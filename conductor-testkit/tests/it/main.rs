@@ -4,5 +4,6 @@
 
 mod fake_salt;
 mod fs_stress;
+mod pid_namespace;
 #[cfg(feature = "salt")]
 mod salt_lab;
