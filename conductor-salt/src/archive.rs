@@ -12,9 +12,14 @@ use conductor_core::{Cpid, Layout};
 /// `config/...` and `runner/...` after their root. The archive is mode 0600
 /// (it holds the provider file and its credentials) and `to` is created
 /// mode 0700 when it does not exist. It is written under a temporary name of
-/// its own and renamed once complete, so archivers of the same run at once
-/// never leave a part of one in its place. With `remove`, the files are
-/// deleted once the archive is written. Returns the archive's path.
+/// its own and renamed once complete. Archivers of one run take turns: each
+/// holds an exclusive `flock` on `<runner-dir>/.archive.lock` from listing
+/// the files until it removed them, so a second one never packs the part
+/// of the run a first left while removing it (it finds no files then, and
+/// says where the archive is). Holding the lock, it removes the temporary
+/// archives of this run a killed archiver left in `to`. With `remove`, the
+/// files are deleted once the archive is written. Returns the archive's
+/// path.
 pub async fn archive(
     layout: &Layout,
     cpid: Cpid,
@@ -30,7 +35,93 @@ pub async fn archive(
 }
 
 fn archive_sync(layout: &Layout, cpid: Cpid, to: &Path, remove: bool) -> Result<PathBuf, Error> {
-    archive_files(layout, cpid, to, remove, &mut || {})
+    archive_files(layout, cpid, to, remove, &mut |_| {})
+}
+
+/// The lock archivers of the runs under `layout` take turns on.
+fn lock_path(layout: &Layout) -> PathBuf {
+    layout.runner_dir.join(".archive.lock")
+}
+
+/// Holds the archivers' lock ([`lock_path`]) until the file is dropped:
+/// waits while another archiver holds it. `Ok(None)` when the runner
+/// directory does not exist (no run has files there, nor an archiver a
+/// lock).
+fn lock_archivers(layout: &Layout) -> Result<Option<File>, Error> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = lock_path(layout);
+    // Read-only is enough for flock: a lock file another user created
+    // (mode 0644) serves too.
+    let file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o644)
+                .open(&path)
+            {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(Error::io(&path, e)),
+            }
+        }
+        Err(e) => return Err(Error::io(&path, e)),
+    };
+    loop {
+        // SAFETY: flock on a descriptor owned here; released when `file`
+        // is closed.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            return Ok(Some(file));
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(Error::io(&path, e));
+        }
+    }
+}
+
+/// Removes the temporary archives of run `cpid` in `to`
+/// (`.conductor-run-<cpid>.tar.gz.*.tmp`): call holding the archivers'
+/// lock, when every archiver of the run still writing one holds it, so
+/// those left are a killed archiver's.
+fn remove_stale_temps(to: &Path, cpid: Cpid) {
+    let prefix = format!(".conductor-run-{cpid}.tar.gz.");
+    let Ok(entries) = std::fs::read_dir(to) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        if name
+            .to_str()
+            .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".tmp"))
+        {
+            match std::fs::remove_file(e.path()) {
+                Ok(()) => tracing::info!(
+                    path = %e.path().display(),
+                    "removed a temporary archive a killed archiver left"
+                ),
+                Err(err) => tracing::warn!(
+                    path = %e.path().display(),
+                    error = %err,
+                    "cannot remove a temporary archive a killed archiver left"
+                ),
+            }
+        }
+    }
+}
+
+/// Where an archiver is, for the hook of [`archive_files`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    /// About to take the archivers' lock.
+    Locking,
+    /// One more file packed.
+    Packed,
+    /// One more file removed.
+    Removed,
 }
 
 /// Numbers the temporary archives made by this process.
@@ -62,27 +153,33 @@ fn create_temp(to: &Path, cpid: Cpid) -> std::io::Result<(PathBuf, File)> {
     }
 }
 
-/// [`archive_sync`], calling `between` after each file packed (where a test
-/// holds one archiver while another runs).
+/// [`archive_sync`], calling `between` at each [`Step`] (where a test holds
+/// one archiver while another runs).
 fn archive_files(
     layout: &Layout,
     cpid: Cpid,
     to: &Path,
     remove: bool,
-    between: &mut dyn FnMut(),
+    between: &mut dyn FnMut(Step),
 ) -> Result<PathBuf, Error> {
+    between(Step::Locking);
+    // Held until this archiver returns.
+    let _lock = lock_archivers(layout)?;
     let files = layout.run_files(cpid);
+    let path = to.join(format!("conductor-run-{cpid}.tar.gz"));
     if files.is_empty() {
-        return Err(conductor_core::InputError::invalid(
-            "cpid",
-            &cpid.to_string(),
-            &format!(
-                "no files of this run under {} or {}",
-                layout.runner_dir.display(),
-                layout.config_dir.display()
-            ),
-        )
-        .into());
+        let mut reason = format!(
+            "no files of this run under {} or {}",
+            layout.runner_dir.display(),
+            layout.config_dir.display()
+        );
+        if path.exists() {
+            reason.push_str(&format!(
+                "; its archive already exists at {}",
+                path.display()
+            ));
+        }
+        return Err(conductor_core::InputError::invalid("cpid", &cpid.to_string(), &reason).into());
     }
     {
         use std::os::unix::fs::DirBuilderExt;
@@ -92,7 +189,7 @@ fn archive_files(
             .create(to)
             .map_err(|e| Error::io(to, e))?;
     }
-    let path = to.join(format!("conductor-run-{cpid}.tar.gz"));
+    remove_stale_temps(to, cpid);
     let (tmp, file) = create_temp(to, cpid)
         .map_err(|e| Error::backend("writing the archive", BackendError::io(to, e)))?;
     let write = || -> std::io::Result<()> {
@@ -111,7 +208,7 @@ fn archive_files(
                 _ => continue,
             };
             tar.append_path_with_name(f, name)?;
-            between();
+            between(Step::Packed);
         }
         let gz = tar.into_inner()?;
         gz.finish()?.sync_all()?;
@@ -128,8 +225,9 @@ fn archive_files(
     if remove {
         for f in &files {
             match std::fs::remove_file(f) {
-                Ok(()) => {}
-                // Removed by another archiver of the run, which archived it too.
+                Ok(()) => between(Step::Removed),
+                // Removed by something other than an archiver (which holds
+                // the lock): gone either way.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(Error::io(f, e)),
             }
@@ -162,7 +260,7 @@ fn remove_empty_dirs(dir: &Path) {
 mod tests {
     use super::*;
     use std::io::Read;
-    use std::sync::Barrier;
+    use std::sync::mpsc;
 
     /// The entries of a `.tar.gz` with their sizes, read to the end (a
     /// truncated archive fails here).
@@ -180,14 +278,11 @@ mod tests {
         Ok(out)
     }
 
-    /// Two archivers of one run with `remove`: B starts while A writes (A's
-    /// temporary file exists and holds one file), A finishes, renames and
-    /// removes the run's files while B is halfway. The archive is A's,
-    /// whole; B fails on a file A removed and leaves nothing behind.
-    #[test]
-    fn an_archiver_starting_while_another_writes_leaves_a_whole_archive() {
-        let dir = tempfile::tempdir().unwrap();
-        let layout = Layout::new(dir.path().join("etc/salt"), dir.path().join("srv/runners"));
+    /// A run with three files of 20,000 lines under a temporary
+    /// directory's `etc/salt` and `srv/runners`, and what its archive
+    /// holds: (layout, cpid, entries with their sizes).
+    fn a_run(dir: &Path) -> (Layout, Cpid, Vec<(String, usize)>) {
+        let layout = Layout::new(dir.join("etc/salt"), dir.join("srv/runners"));
         let cpid = Cpid::from_parts(1, 10);
         let files = [
             layout.maps_dir(cpid).join("devops.map"),
@@ -210,39 +305,95 @@ mod tests {
             })
             .collect();
         assert_eq!(expected.len(), 3);
+        (layout, cpid, expected)
+    }
+
+    /// The names in `dir`, sorted.
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Two archivers of one run with `remove`: A has renamed its whole
+    /// archive into place and removed one of the run's three files when B
+    /// starts. Without the lock, B lists the two files left, packs them and
+    /// renames its archive over A's: the file A removed is in no archive.
+    /// With it, B waits until A is done, then finds no files and says where
+    /// the archive is; the archive in place is A's, whole.
+    #[test]
+    fn an_archiver_starting_while_another_removes_the_files_leaves_the_whole_archive() {
+        let dir = tempfile::tempdir().unwrap();
+        let (layout, cpid, expected) = a_run(dir.path());
         let out = dir.path().join("archives");
-        let a_writing = Barrier::new(2);
-        let b_writing = Barrier::new(2);
-        let a_done = Barrier::new(2);
+        let (start_b, b_may_start) = mpsc::channel::<()>();
+        let (b_says, a_hears) = mpsc::channel::<&str>();
         let (a, b) = std::thread::scope(|s| {
-            let b = s.spawn(|| {
-                a_writing.wait();
-                let mut first = true;
-                archive_files(&layout, cpid, &out, true, &mut || {
-                    if std::mem::take(&mut first) {
-                        b_writing.wait();
-                        a_done.wait();
+            let (layout, out) = (&layout, &out);
+            let b = s.spawn(move || {
+                b_may_start.recv().unwrap();
+                let locking = b_says.clone();
+                let b = archive_files(layout, cpid, out, true, &mut |step| {
+                    if step == Step::Locking {
+                        let _ = locking.send("waiting for the lock");
                     }
-                })
+                });
+                let _ = b_says.send("done");
+                b
             });
             let mut first = true;
-            let a = archive_files(&layout, cpid, &out, true, &mut || {
-                if std::mem::take(&mut first) {
-                    a_writing.wait();
-                    b_writing.wait();
+            let a = archive_files(layout, cpid, out, true, &mut |step| {
+                if step == Step::Removed && std::mem::take(&mut first) {
+                    start_b.send(()).unwrap();
+                    // B waits for the lock A holds (and goes on once A
+                    // returned), or, without a lock, has run to its end.
+                    a_hears.recv().unwrap();
                 }
             });
-            a_done.wait();
             (a, b.join().unwrap())
         });
         let path = a.unwrap();
-        assert!(b.is_err(), "B packs a file A removed: {b:?}");
         assert_eq!(entries(&path).unwrap(), expected, "the archive is whole");
+        let b = b.unwrap_err().to_string();
+        assert!(
+            b.contains(&format!(
+                "no files of this run under {}",
+                layout.runner_dir.display()
+            )) && b.contains(&format!("its archive already exists at {}", path.display())),
+            "{b}"
+        );
         assert!(layout.run_files(cpid).is_empty());
-        let left: Vec<_> = std::fs::read_dir(&out)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(left, [path.file_name().unwrap()], "no temporary file left");
+        assert_eq!(
+            names(&out),
+            [path.file_name().unwrap().to_string_lossy()],
+            "no temporary file left"
+        );
+    }
+
+    /// A killed archiver's temporary archive of the run is removed by the
+    /// next archiver of the run; another run's stays (its archiver may be
+    /// writing it).
+    #[test]
+    fn the_next_archiver_removes_a_killed_archivers_temporary_archive() {
+        let dir = tempfile::tempdir().unwrap();
+        let (layout, cpid, expected) = a_run(dir.path());
+        let out = dir.path().join("archives");
+        std::fs::create_dir(&out).unwrap();
+        let other = Cpid::from_parts(2, 20);
+        let left = format!(".conductor-run-{cpid}.tar.gz.4242.7.tmp");
+        let others = format!(".conductor-run-{other}.tar.gz.4242.8.tmp");
+        for name in [&left, &others] {
+            std::fs::write(out.join(name), "part of an archive").unwrap();
+        }
+        let path = archive_files(&layout, cpid, &out, false, &mut |_| {}).unwrap();
+        assert_eq!(entries(&path).unwrap(), expected);
+        assert_eq!(
+            names(&out),
+            [others, format!("conductor-run-{cpid}.tar.gz")],
+            "{left} removed"
+        );
     }
 }

@@ -141,55 +141,120 @@ pub(crate) fn live_members(pgids: &[i32]) -> Vec<(u32, i32)> {
         .collect()
 }
 
-/// The process groups of the commands this process runs now (each in a
-/// group of its own, so a signal to this process does not reach them):
-/// what [`kill_running`] kills.
-static RUNNING: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
+/// The process groups of the commands a process runs now (each in a group
+/// of its own, so a signal to the process does not reach them), and
+/// whether [`Registry::kill_all`] ran: then every group listed later is
+/// killed at once. One mutex for both, so a command started while
+/// `kill_all` runs is either listed before it (and killed by it) or sees
+/// the flag (and is killed by its guard): none is missed.
+struct Registry(Mutex<Running>);
 
-fn running() -> std::sync::MutexGuard<'static, BTreeSet<i32>> {
-    RUNNING.lock().unwrap_or_else(|p| p.into_inner())
+/// What a [`Registry`] holds.
+struct Running {
+    groups: BTreeSet<i32>,
+    closing: bool,
 }
+
+impl Registry {
+    const fn new() -> Self {
+        Self(Mutex::new(Running {
+            groups: BTreeSet::new(),
+            closing: false,
+        }))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Running> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Lists `pgid` (when there is one) unless [`Registry::kill_all`] ran:
+    /// false then, and the caller kills the group.
+    fn insert(&self, pgid: Option<i32>) -> bool {
+        let mut r = self.lock();
+        if r.closing {
+            return false;
+        }
+        r.groups.extend(pgid);
+        true
+    }
+
+    fn remove(&self, pgid: i32) {
+        self.lock().groups.remove(&pgid);
+    }
+
+    /// Kills (SIGKILL) every listed group and returns how many; from now
+    /// on, [`Registry::insert`] refuses.
+    fn kill_all(&self) -> usize {
+        let groups = {
+            let mut r = self.lock();
+            r.closing = true;
+            std::mem::take(&mut r.groups)
+        };
+        for pgid in &groups {
+            // SAFETY: plain syscall on a process group this process created
+            // and has not seen end (its guard deregisters it once the
+            // command exited).
+            unsafe {
+                libc::killpg(*pgid, libc::SIGKILL);
+            }
+        }
+        groups.len()
+    }
+}
+
+/// The commands this process runs now: what [`kill_running`] kills.
+static RUNNING: Registry = Registry::new();
 
 /// Kills (SIGKILL) the process group of every command the runner runs now
 /// in this process, and returns how many. For a process about to end
 /// without running destructors (`std::process::exit` on a second signal):
 /// a dropped command is killed by its guard, but an exit drops nothing, and
-/// the commands, in process groups of their own, would outlive it.
+/// the commands, in process groups of their own, would outlive it. From
+/// then on, a command the runner starts in this process is killed at once
+/// (with its group) and its run fails: one started between this call and
+/// the exit does not outlive the process either.
 pub fn kill_running() -> usize {
-    let groups = std::mem::take(&mut *running());
-    for pgid in &groups {
-        // SAFETY: plain syscall on a process group this process created and
-        // has not seen end (its guard deregisters it once the command exited).
-        unsafe {
-            libc::killpg(*pgid, libc::SIGKILL);
-        }
-    }
-    groups.len()
+    RUNNING.kill_all()
 }
+
+/// What the run of a command started after [`kill_running`] fails with.
+const CLOSING: &str = "killed at once: this process is exiting (its running commands were killed)";
 
 /// Kills a command's whole process group unless disarmed (on timeout, and
 /// when the future running the command is dropped), and records it in
-/// [`Killed`]; while armed, the group is in the process-wide list
+/// [`Killed`]; while armed, the group is listed in `registry`, which
 /// [`kill_running`] kills.
 struct GroupKill {
     pgid: Option<i32>,
     killed: Killed,
+    registry: &'static Registry,
 }
 
 impl GroupKill {
-    fn new(pgid: Option<i32>, killed: &Killed) -> Self {
-        if let Some(g) = pgid {
-            running().insert(g);
-        }
-        Self {
+    /// The armed guard of group `pgid`, listed in `registry`; once the
+    /// registry killed its groups, the group is killed now and this fails.
+    fn new(
+        pgid: Option<i32>,
+        killed: &Killed,
+        registry: &'static Registry,
+    ) -> Result<Self, RunError> {
+        let guard = Self {
             pgid,
             killed: killed.clone(),
+            registry,
+        };
+        if registry.insert(pgid) {
+            Ok(guard)
+        } else {
+            // Dropped armed: the group is killed.
+            drop(guard);
+            Err(RunError::Io(std::io::Error::other(CLOSING)))
         }
     }
 
     fn disarm(&mut self) {
         if let Some(g) = self.pgid.take() {
-            running().remove(&g);
+            self.registry.remove(g);
         }
     }
 }
@@ -202,7 +267,7 @@ impl Drop for GroupKill {
             unsafe {
                 libc::killpg(pgid, libc::SIGKILL);
             }
-            running().remove(&pgid);
+            self.registry.remove(pgid);
             self.killed.push(pgid);
         }
     }
@@ -237,9 +302,19 @@ pub async fn run(cmd: tokio::process::Command, limits: Limits) -> Result<Capture
 
 /// [`run`], recording a group it kills in `killed`.
 pub(crate) async fn run_tracked(
+    cmd: tokio::process::Command,
+    limits: Limits,
+    killed: &Killed,
+) -> Result<Captured, RunError> {
+    run_listed(cmd, limits, killed, &RUNNING).await
+}
+
+/// [`run_tracked`], the command's group listed in `registry` while it runs.
+async fn run_listed(
     mut cmd: tokio::process::Command,
     limits: Limits,
     killed: &Killed,
+    registry: &'static Registry,
 ) -> Result<Captured, RunError> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -247,7 +322,11 @@ pub(crate) async fn run_tracked(
         .process_group(0)
         .kill_on_drop(true);
     let mut child = cmd.spawn().map_err(RunError::Spawn)?;
-    let mut group = GroupKill::new(child.id().and_then(|p| i32::try_from(p).ok()), killed);
+    let mut group = GroupKill::new(
+        child.id().and_then(|p| i32::try_from(p).ok()),
+        killed,
+        registry,
+    )?;
     let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) else {
         return Err(RunError::Io(std::io::Error::other("no pipes to the child")));
     };
@@ -341,11 +420,57 @@ mod tests {
                 break pid;
             }
         };
-        assert!(running().contains(&pid), "listed while it runs");
+        assert!(RUNNING.lock().groups.contains(&pid), "listed while it runs");
         drop(running_cmd);
-        assert!(!running().contains(&pid), "a dropped command is not");
+        assert!(
+            !RUNNING.lock().groups.contains(&pid),
+            "a dropped command is not"
+        );
         assert_eq!(killed.groups(), vec![pid], "its guard killed it");
         assert!(killed.settle(Duration::from_secs(30)).await.is_empty());
+    }
+
+    /// (On a registry of its own: `kill_running` would kill the commands of
+    /// the other tests of this process, and every one they start after.)
+    #[tokio::test]
+    async fn a_command_started_after_kill_all_is_killed_at_once_and_fails() {
+        static REGISTRY: Registry = Registry::new();
+        let limits = Limits {
+            timeout: Duration::from_secs(60),
+            max_output: 1024,
+        };
+        let killed = Killed::default();
+        let mut cmd = tokio::process::Command::new("sleep");
+        cmd.arg("600");
+        let mut sleeping = Box::pin(run_listed(cmd, limits, &killed, &REGISTRY));
+        // Its first poll starts it and lists its group.
+        tokio::select! {
+            biased;
+            r = &mut sleeping => panic!("the command ended early: {r:?}"),
+            () = std::future::ready(()) => {}
+        }
+        let listed = *REGISTRY.lock().groups.first().expect("listed");
+        assert_eq!(REGISTRY.kill_all(), 1);
+        assert!(
+            matches!(sleeping.await, Ok(Captured { code: None, .. })),
+            "killed"
+        );
+        assert!(killed.groups().is_empty(), "not by its guard");
+        // Started after kill_all: killed at once, and its run fails.
+        let mut cmd = tokio::process::Command::new("sleep");
+        cmd.arg("600");
+        let e = run_listed(cmd, limits, &killed, &REGISTRY)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, RunError::Io(io) if io.to_string() == CLOSING),
+            "{e:?}"
+        );
+        let groups = killed.groups();
+        assert_eq!(groups.len(), 1, "killed by its guard");
+        assert!(REGISTRY.lock().groups.is_empty(), "not listed");
+        assert!(killed.settle(Duration::from_secs(30)).await.is_empty());
+        assert!(live_members(&[listed, groups[0]]).is_empty());
     }
 
     #[tokio::test]
