@@ -4,7 +4,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use conductor_core::{BackendError, Error};
+use conductor_core::{BackendError, CancellationToken, Error};
 use conductor_core::{Cpid, Layout};
 
 /// Packs every file of run `cpid` (map, provider, profile, state and cloud
@@ -15,22 +15,47 @@ use conductor_core::{Cpid, Layout};
 /// its own and renamed once complete, so archivers of the same run at once
 /// never leave a part of one in its place. With `remove`, the files are
 /// deleted once the archive is written. Returns the archive's path.
+///
+/// `cancel` is looked at before each file is packed: cancelled there, the
+/// temporary file is removed and nothing else changed
+/// ([`Error::Interrupted`]). Cancelled once every file is packed, the
+/// archive is completed but the run's files are not removed, even with
+/// `remove` (the path is returned; a warning says the files stay). The
+/// work runs on a blocking thread and this waits for it to end, so when
+/// this returns nothing is still being written or removed.
 pub async fn archive(
     layout: &Layout,
     cpid: Cpid,
     to: &Path,
     remove: bool,
+    cancel: &CancellationToken,
 ) -> Result<PathBuf, Error> {
     let layout = layout.clone();
     let to = to.to_path_buf();
+    let cancel = cancel.clone();
     let span = tracing::info_span!("conductor.archive", %cpid, to = %to.display(), remove);
-    tokio::task::spawn_blocking(move || span.in_scope(|| archive_sync(&layout, cpid, &to, remove)))
-        .await
-        .map_err(|e| Error::task("archiving the run", e))?
+    tokio::task::spawn_blocking(move || {
+        span.in_scope(|| archive_sync(&layout, cpid, &to, remove, &cancel))
+    })
+    .await
+    .map_err(|e| Error::task("archiving the run", e))?
 }
 
-fn archive_sync(layout: &Layout, cpid: Cpid, to: &Path, remove: bool) -> Result<PathBuf, Error> {
-    archive_files(layout, cpid, to, remove, &mut || {})
+fn archive_sync(
+    layout: &Layout,
+    cpid: Cpid,
+    to: &Path,
+    remove: bool,
+    cancel: &CancellationToken,
+) -> Result<PathBuf, Error> {
+    archive_files(
+        layout,
+        cpid,
+        to,
+        remove,
+        &|| cancel.is_cancelled(),
+        &mut || {},
+    )
 }
 
 /// Numbers the temporary archives made by this process.
@@ -62,13 +87,15 @@ fn create_temp(to: &Path, cpid: Cpid) -> std::io::Result<(PathBuf, File)> {
     }
 }
 
-/// [`archive_sync`], calling `between` after each file packed (where a test
-/// holds one archiver while another runs).
+/// [`archive_sync`], asking `stop` before each file is packed and before
+/// the files are removed, and calling `between` after each file packed
+/// (where a test holds one archiver while another runs).
 fn archive_files(
     layout: &Layout,
     cpid: Cpid,
     to: &Path,
     remove: bool,
+    stop: &dyn Fn() -> bool,
     between: &mut dyn FnMut(),
 ) -> Result<PathBuf, Error> {
     let files = layout.run_files(cpid);
@@ -95,7 +122,8 @@ fn archive_files(
     let path = to.join(format!("conductor-run-{cpid}.tar.gz"));
     let (tmp, file) = create_temp(to, cpid)
         .map_err(|e| Error::backend("writing the archive", BackendError::io(to, e)))?;
-    let write = || -> std::io::Result<()> {
+    // Ok(false): stopped before every file was packed, nothing renamed.
+    let write = || -> std::io::Result<bool> {
         use std::os::unix::fs::PermissionsExt;
         // Whatever the umask.
         file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
@@ -110,22 +138,36 @@ fn archive_files(
                 (_, Ok(rel)) => Path::new("runner").join(rel),
                 _ => continue,
             };
+            if stop() {
+                return Ok(false);
+            }
             tar.append_path_with_name(f, name)?;
             between();
         }
         let gz = tar.into_inner()?;
         gz.finish()?.sync_all()?;
         // Only this archiver's own file, complete, takes the archive's name.
-        std::fs::rename(&tmp, &path)
+        std::fs::rename(&tmp, &path)?;
+        Ok(true)
     };
-    if let Err(e) = write() {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::backend(
-            "writing the archive",
-            BackendError::io(&path, e),
-        ));
+    match write() {
+        Ok(true) => {}
+        Ok(false) => {
+            let _ = std::fs::remove_file(&tmp);
+            tracing::warn!(%cpid, "interrupted: no archive written; the run's files stay");
+            return Err(Error::Interrupted);
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(Error::backend(
+                "writing the archive",
+                BackendError::io(&path, e),
+            ));
+        }
     }
-    if remove {
+    if remove && stop() {
+        tracing::warn!(%cpid, archive = %path.display(), "interrupted: the archive is complete; the run's files were not removed");
+    } else if remove {
         for f in &files {
             match std::fs::remove_file(f) {
                 Ok(()) => {}
@@ -218,7 +260,7 @@ mod tests {
             let b = s.spawn(|| {
                 a_writing.wait();
                 let mut first = true;
-                archive_files(&layout, cpid, &out, true, &mut || {
+                archive_files(&layout, cpid, &out, true, &|| false, &mut || {
                     if std::mem::take(&mut first) {
                         b_writing.wait();
                         a_done.wait();
@@ -226,7 +268,7 @@ mod tests {
                 })
             });
             let mut first = true;
-            let a = archive_files(&layout, cpid, &out, true, &mut || {
+            let a = archive_files(&layout, cpid, &out, true, &|| false, &mut || {
                 if std::mem::take(&mut first) {
                     a_writing.wait();
                     b_writing.wait();
@@ -244,5 +286,67 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(left, [path.file_name().unwrap()], "no temporary file left");
+    }
+
+    /// A run of three files under a temporary directory.
+    fn a_run(dir: &Path) -> (Layout, Cpid) {
+        let layout = Layout::new(dir.join("etc/salt"), dir.join("srv/runners"));
+        let cpid = Cpid::from_parts(1, 10);
+        for f in [
+            layout.maps_dir(cpid).join("devops.map"),
+            layout.cloud_runs_dir(cpid).join("create.log"),
+            layout.state_runs_dir(cpid).join("devops.log"),
+        ] {
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::write(f, "x\n").unwrap();
+        }
+        (layout, cpid)
+    }
+
+    fn names_in(dir: &Path) -> Vec<std::ffi::OsString> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect()
+    }
+
+    #[test]
+    fn an_archive_stopped_between_files_leaves_no_file_and_removes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (layout, cpid) = a_run(dir.path());
+        let out = dir.path().join("archives");
+        let packed = std::cell::Cell::new(0);
+        let r = archive_files(
+            &layout,
+            cpid,
+            &out,
+            true,
+            &|| packed.get() == 1,
+            &mut || packed.set(packed.get() + 1),
+        );
+        assert!(matches!(r, Err(Error::Interrupted)), "{r:?}");
+        assert_eq!(packed.get(), 1, "stopped after the first file");
+        assert!(names_in(&out).is_empty(), "no temporary file, no archive");
+        assert_eq!(layout.run_files(cpid).len(), 3, "the run's files stay");
+    }
+
+    #[test]
+    fn an_archive_stopped_once_packed_is_complete_and_removes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (layout, cpid) = a_run(dir.path());
+        let out = dir.path().join("archives");
+        let packed = std::cell::Cell::new(0);
+        let path = archive_files(
+            &layout,
+            cpid,
+            &out,
+            true,
+            &|| packed.get() == 3,
+            &mut || packed.set(packed.get() + 1),
+        )
+        .unwrap();
+        assert_eq!(entries(&path).unwrap().len(), 3, "the archive is whole");
+        assert_eq!(names_in(&out), [path.file_name().unwrap()]);
+        assert_eq!(layout.run_files(cpid).len(), 3, "the run's files stay");
     }
 }
