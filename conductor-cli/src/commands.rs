@@ -62,6 +62,27 @@ impl Ctx<'_> {
         }
     }
 
+    /// The failure of a command a signal stopped: `message`, exit 128 + the signal.
+    pub(crate) fn interrupted(&self, message: impl Into<String>) -> Failure {
+        Failure::new(self.interrupt.exit_code(), message)
+    }
+
+    /// Runs `f` unless a signal comes first (or came already: the
+    /// cancellation is polled first); then `f` is dropped and the failure
+    /// is [`interrupted`](Self::interrupted) with `message()`. For the
+    /// commands that only read, or have not changed anything yet.
+    pub(crate) async fn unless_interrupted<F: std::future::Future>(
+        &self,
+        f: F,
+        message: impl FnOnce() -> String,
+    ) -> Result<F::Output, Failure> {
+        tokio::select! {
+            biased;
+            _ = self.interrupt.token.cancelled() => Err(self.interrupted(message())),
+            out = f => Ok(out),
+        }
+    }
+
     /// The failure for an error, with the signal's code when interrupted.
     fn failure(&self, e: conductor_core::Error) -> Failure {
         let mut f = Failure::from(e);
@@ -139,10 +160,10 @@ pub async fn run(ctx: &Ctx<'_>, command: Command) -> Result<u8, Failure> {
         Command::Group(GroupCommand::Status { words, ping, .. }) => status(ctx, &words, ping).await,
         Command::Group(GroupCommand::Adopt { words, apply, .. }) => adopt(ctx, &words, apply).await,
         Command::Reservations(ReservationsCommand::List { env }) => {
-            reservations_list(g, env.as_ref()).await
+            reservations_list(ctx, env.as_ref()).await
         }
         Command::Reservations(ReservationsCommand::Prune { older_than }) => {
-            reservations_prune(g, older_than).await
+            reservations_prune(ctx, older_than).await
         }
         Command::Runs(cmd) => runs_command(ctx, cmd).await,
         // Printed by `main_with`, which holds the parsed command line.
@@ -159,7 +180,7 @@ pub async fn run(ctx: &Ctx<'_>, command: Command) -> Result<u8, Failure> {
                 autosign_grains_dir: &autosign.autosign_grains_dir,
                 release_grace,
             };
-            crate::doctor::run(g, &scope).await
+            crate::doctor::run(ctx, &scope).await
         }
         Command::Completions { shell } => {
             crate::complete::print_registration(shell)
@@ -273,12 +294,7 @@ async fn destroy(
 /// Asks on the terminal `destroy N instances: a, b, c? [y/N]`; true for y/yes.
 /// A signal before or while it waits stops the command (nothing was changed).
 async fn confirm(ctx: &Ctx<'_>, plan: &conductor_core::DestroyPlan) -> Result<bool, Failure> {
-    let interrupted = || {
-        Failure::new(
-            ctx.interrupt.exit_code(),
-            "interrupted at the confirmation; nothing was changed",
-        )
-    };
+    let interrupted = || ctx.interrupted("interrupted at the confirmation; nothing was changed");
     if ctx.interrupt.token.is_cancelled() {
         return Err(interrupted());
     }
@@ -400,17 +416,23 @@ async fn adopt(ctx: &Ctx<'_>, words: &[std::ffi::OsString], apply: bool) -> Resu
 }
 
 async fn reservations_list(
-    g: &args::Global,
+    ctx: &Ctx<'_>,
     env: Option<&conductor_core::Env>,
 ) -> Result<u8, Failure> {
-    let r = wiring::reserver(g).await?;
-    let list = r
-        .list(env)
-        .await
-        .map_err(|e| Failure::backend("reservations", e))?;
+    let g = ctx.g;
+    let read = async {
+        wiring::reserver(g)
+            .await?
+            .list(env)
+            .await
+            .map_err(|e| Failure::backend("reservations", e))
+    };
+    let list = ctx
+        .unless_interrupted(read, || "interrupted: nothing listed".into())
+        .await??;
     if g.json {
         output::print_json(&json!(list));
-        return Ok(exit::OK);
+        return Ok(ctx.code(true, false));
     }
     if list.is_empty() {
         outln!("no reservations");
@@ -444,24 +466,40 @@ async fn reservations_list(
             }
         }
     }
-    Ok(exit::OK)
+    Ok(ctx.code(true, false))
 }
 
-async fn reservations_prune(g: &args::Global, older_than: Option<Duration>) -> Result<u8, Failure> {
-    let r = wiring::reserver(g).await?;
+/// `reservations prune`: a signal before the prune began stops it with
+/// nothing removed; one during the prune lets it finish (the backend
+/// removes each key whole, in one call the command cannot stop midway),
+/// prints what it removed and exits 128 + the signal.
+async fn reservations_prune(ctx: &Ctx<'_>, older_than: Option<Duration>) -> Result<u8, Failure> {
+    let g = ctx.g;
+    let r = ctx
+        .unless_interrupted(wiring::reserver(g), || {
+            "interrupted before the prune began: no reservation was removed".into()
+        })
+        .await??;
     let pruned = r
         .prune(now_ms(), None, older_than)
         .await
         .map_err(|e| Failure::backend("reservations", e))?;
+    let interrupted = ctx.interrupt.token.is_cancelled();
+    if interrupted {
+        tracing::warn!(
+            pruned = pruned.len(),
+            "interrupted: the prune under way finished; the reservations it removed are listed"
+        );
+    }
     if g.json {
-        output::print_json(&json!({ "pruned": pruned }));
+        output::print_json(&json!({ "pruned": pruned, "interrupted": interrupted }));
     } else {
         outln!("pruned {} reservation(s)", pruned.len());
         for k in &pruned {
             outln!("  {k}");
         }
     }
-    Ok(exit::OK)
+    Ok(ctx.code(true, interrupted))
 }
 
 async fn runs_command(ctx: &Ctx<'_>, cmd: RunsCommand) -> Result<u8, Failure> {
@@ -469,7 +507,15 @@ async fn runs_command(ctx: &Ctx<'_>, cmd: RunsCommand) -> Result<u8, Failure> {
     let layout = wiring::layout(g);
     match cmd {
         RunsCommand::List => {
-            let all = runs::list(&layout);
+            // On a blocking thread: the signals are seen while it reads.
+            let reading = layout.clone();
+            let all = ctx
+                .unless_interrupted(
+                    tokio::task::spawn_blocking(move || runs::list(&reading)),
+                    || "interrupted: nothing listed".into(),
+                )
+                .await?
+                .map_err(|e| Failure::new(exit::FAILED, format!("listing the runs: {e}")))?;
             if g.json {
                 output::print_json(&json!(all));
             } else if all.is_empty() {
@@ -499,7 +545,7 @@ async fn runs_command(ctx: &Ctx<'_>, cmd: RunsCommand) -> Result<u8, Failure> {
                     );
                 }
             }
-            Ok(exit::OK)
+            Ok(ctx.code(true, false))
         }
         RunsCommand::Show { cpid } => {
             let cpid = Cpid::parse(&cpid)?;
@@ -536,74 +582,141 @@ async fn runs_command(ctx: &Ctx<'_>, cmd: RunsCommand) -> Result<u8, Failure> {
                 }
                 (args::SseArg::AwsKms, key_id) => conductor_aws::s3::Sse::Kms { key_id },
             };
-            archive(g, &layout, &cpid, to, remove, &sse).await
+            archive(ctx, &layout, &cpid, to, remove, &sse).await
         }
-        RunsCommand::Prune { older_than } => runs_prune(g, &layout, older_than).await,
+        RunsCommand::Prune { older_than } => runs_prune(ctx, &layout, older_than).await,
     }
 }
 
 /// `runs prune --older-than D`: the files of runs older than D that are not
-/// going (their `cpid.<CPID>` reservation is not held).
+/// going (their `cpid.<CPID>` reservation is not held). A signal stops it
+/// between two runs (each run's files are removed whole); what was removed
+/// is printed and it exits 128 + the signal. A file named like a run's
+/// that cannot be read is kept, with a warning naming it.
 async fn runs_prune(
-    g: &args::Global,
+    ctx: &Ctx<'_>,
     layout: &conductor_core::Layout,
     older_than: Duration,
 ) -> Result<u8, Failure> {
-    let r = wiring::reserver(g).await?;
-    let held: std::collections::BTreeSet<String> = r
-        .held(now_ms(), None, None)
-        .await
-        .map_err(|e| Failure::backend("reservations", e))?
+    let g = ctx.g;
+    let read = async {
+        wiring::reserver(g)
+            .await?
+            .held(now_ms(), None, None)
+            .await
+            .map_err(|e| Failure::backend("reservations", e))
+    };
+    let held: std::collections::BTreeSet<String> = ctx
+        .unless_interrupted(read, || {
+            "interrupted before the prune began: nothing was removed".into()
+        })
+        .await??
         .into_iter()
         .map(|k| k.to_string())
         .collect();
     let before = (now_ms() / 1000).saturating_sub(older_than.as_secs());
     let layout = layout.clone();
-    let removed = tokio::task::spawn_blocking(move || {
-        layout.prune_runs(before, |cpid| {
-            held.contains(&conductor_core::Key::cpid(cpid).to_string())
-        })
+    let token = ctx.interrupt.token.clone();
+    // Awaited to its end: it asks the token before each run, so nothing is
+    // still being removed once the command reports.
+    let pruned = tokio::task::spawn_blocking(move || {
+        layout.prune_runs(
+            before,
+            |cpid| held.contains(&conductor_core::Key::cpid(cpid).to_string()),
+            || token.is_cancelled(),
+        )
     })
     .await
     .map_err(|e| Failure::new(exit::FAILED, format!("pruning runs: {e}")))?
     .map_err(|e| Failure::new(exit::FAILED, format!("pruning runs: {e}")))?;
+    for (path, error) in &pruned.unreadable {
+        tracing::warn!(
+            "kept {}: named like a run's file, but it cannot be read to tell whose it is: {error}; remove it by hand if no run needs it",
+            path.display()
+        );
+    }
+    if pruned.stopped {
+        tracing::warn!(
+            runs = pruned.runs,
+            "interrupted: stopped after pruning {} run(s), each whole; the older runs not reached stay",
+            pruned.runs
+        );
+    }
+    let unreadable: Vec<_> = pruned
+        .unreadable
+        .iter()
+        .map(|(p, e)| json!({ "path": p, "error": e.to_string() }))
+        .collect();
     if g.json {
-        output::print_json(&json!({ "removed": removed }));
+        output::print_json(&json!({
+            "removed": pruned.removed,
+            "kept_unreadable": unreadable,
+            "interrupted": pruned.stopped,
+        }));
     } else {
-        outln!("removed {} file(s) and run directories", removed.len());
-        for p in &removed {
+        outln!(
+            "removed {} file(s) and run directories",
+            pruned.removed.len()
+        );
+        for p in &pruned.removed {
             outln!("  {}", p.display());
         }
     }
-    Ok(exit::OK)
+    Ok(ctx.code(true, pruned.stopped))
 }
 
+/// `runs archive`: a signal stops it between files (no temporary file is
+/// left and nothing removed), or during the upload to S3 (the run's files
+/// are kept); with `--remove`, the files are removed only when the archive
+/// is complete (and uploaded) and no signal came.
 async fn archive(
-    g: &args::Global,
+    ctx: &Ctx<'_>,
     layout: &conductor_core::Layout,
     cpid: &str,
     to: Option<String>,
     remove: bool,
     sse: &conductor_aws::s3::Sse,
 ) -> Result<u8, Failure> {
+    let g = ctx.g;
     let cpid = Cpid::parse(cpid)?;
+    let token = &ctx.interrupt.token;
+    let failure = |e: conductor_core::Error| match e {
+        conductor_core::Error::Interrupted => {
+            ctx.interrupted("interrupted: no archive written; the run's files were kept")
+        }
+        e => ctx.failure(e),
+    };
     let to = to.unwrap_or_else(|| layout.runner_dir.join("archives").display().to_string());
     let location = if to.starts_with("s3://") {
         let url = conductor_aws::s3::S3Url::parse(&to)?;
         let tmp = tempfile::tempdir()
             .map_err(|e| Failure::new(exit::FAILED, format!("a temporary directory: {e}")))?;
-        let file = conductor_salt::archive::archive(layout, cpid, tmp.path(), false).await?;
-        let at = conductor_aws::s3::upload(&file, &url, g.endpoint_url.as_deref(), sse)
+        let file = conductor_salt::archive::archive(layout, cpid, tmp.path(), false, token)
             .await
+            .map_err(failure)?;
+        let upload = conductor_aws::s3::upload(&file, &url, g.endpoint_url.as_deref(), sse);
+        let at = ctx
+            .unless_interrupted(upload, || {
+                "interrupted during the upload to S3: the run's files were kept".into()
+            })
+            .await?
             .map_err(|e| Failure::backend("uploading the archive to S3", e))?;
         if remove {
-            conductor_salt::archive::archive(layout, cpid, tmp.path(), true).await?;
+            conductor_salt::archive::archive(layout, cpid, tmp.path(), true, token)
+                .await
+                .map_err(|e| match e {
+                    conductor_core::Error::Interrupted => ctx.interrupted(format!(
+                        "interrupted: the archive is uploaded to {at}; the run's files were kept"
+                    )),
+                    e => ctx.failure(e),
+                })?;
         }
         at
     } else {
-        let path =
-            conductor_salt::archive::archive(layout, cpid, std::path::Path::new(&to), remove)
-                .await?;
+        let to = std::path::Path::new(&to);
+        let path = conductor_salt::archive::archive(layout, cpid, to, remove, token)
+            .await
+            .map_err(failure)?;
         path.display().to_string()
     };
     if g.json {
@@ -611,7 +724,7 @@ async fn archive(
     } else {
         outln!("{location}");
     }
-    Ok(exit::OK)
+    Ok(ctx.code(true, false))
 }
 
 /// Writes `conductor.1` and one page per subcommand, named as the pages'

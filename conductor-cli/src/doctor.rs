@@ -14,6 +14,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::args::{CloudKind, Global, ReserverKind};
+use crate::commands::Ctx;
 use crate::exit::{self, Failure};
 use crate::{output, wiring};
 
@@ -102,16 +103,36 @@ pub struct Scope<'a> {
 }
 
 /// Runs every check, prints the report; exit 0 unless a check failed, else
-/// the code of the first failure.
-pub async fn run(g: &Global, scope: &Scope<'_>) -> Result<u8, Failure> {
+/// the code of the first failure. A signal stops it before the next check
+/// (a check under way is dropped, its Salt command killed): no report, exit
+/// 128 + the signal.
+pub async fn run(ctx: &Ctx<'_>, scope: &Scope<'_>) -> Result<u8, Failure> {
+    let g = ctx.g;
+    // Each check runs unless a signal came (the cancellation is polled first).
+    let stopped = |done: usize| {
+        move || format!("interrupted: doctor stopped after {done} check(s); no report")
+    };
     let mut checks = vec![
         writable_dir("config dir", &g.config_dir, "--config-dir"),
         writable_dir("runner dir", &g.runner_dir, "--runner-dir"),
     ];
-    checks.extend(salt(g).await);
-    checks.push(autosign(g, scope.autosign_grains_dir));
-    checks.extend(aws(g, scope).await);
-    checks.push(reserver(g).await);
+    checks.extend(
+        ctx.unless_interrupted(salt(g), stopped(checks.len()))
+            .await?,
+    );
+    let autosign = async { autosign(g, scope.autosign_grains_dir) };
+    checks.push(
+        ctx.unless_interrupted(autosign, stopped(checks.len()))
+            .await?,
+    );
+    checks.extend(
+        ctx.unless_interrupted(aws(g, scope), stopped(checks.len()))
+            .await?,
+    );
+    checks.push(
+        ctx.unless_interrupted(reserver(g), stopped(checks.len()))
+            .await?,
+    );
     let code = checks
         .iter()
         .find(|c| c.status == Status::Fail)

@@ -171,9 +171,10 @@ impl Layout {
     /// The provider and profile files in `<config-dir>/cloud.providers.d`
     /// and `cloud.profiles.d` (`<group>_<CPID>.conf` whose top key is
     /// `<group>_<CPID>`, as a run writes them; an operator's file that only
-    /// looks like one is not listed), with their CPID.
-    pub fn cloud_files(&self) -> Vec<(Cpid, PathBuf)> {
-        let mut out = Vec::new();
+    /// looks like one is not listed), with their CPID; and the files named
+    /// like a run's that could not be read (not listed either), with why.
+    pub fn cloud_files(&self) -> CloudFiles {
+        let mut out = CloudFiles::default();
         for d in ["cloud.providers.d", "cloud.profiles.d"] {
             let Ok(entries) = std::fs::read_dir(self.config_dir.join(d)) else {
                 continue;
@@ -188,53 +189,74 @@ impl Layout {
                     continue;
                 };
                 let top_key = format!("{stem}:");
-                let ours = std::fs::read_to_string(e.path())
-                    .is_ok_and(|text| text.lines().any(|l| l == top_key));
-                if ours {
-                    out.push((cpid, e.path()));
+                match std::fs::read_to_string(e.path()) {
+                    Ok(text) if text.lines().any(|l| l == top_key) => {
+                        out.files.push((cpid, e.path()));
+                    }
+                    Ok(_) => {}
+                    Err(error) => out.unreadable.push((e.path(), error)),
                 }
             }
         }
-        out.sort();
+        out.files.sort();
+        out.unreadable.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }
 
     /// Removes the files runs left that started at or before `before`
     /// (epoch seconds) and are not `running`: their provider and profile files in
     /// `<config-dir>` (a crashed run's) and their directories under the
-    /// runner root (`maps/`, `cloud_runs/`, `state_runs/`). Returns what
-    /// was removed, sorted.
+    /// runner root (`maps/`, `cloud_runs/`, `state_runs/`), one run after
+    /// the other, oldest first. `stop` is asked before each run: once it
+    /// says so, the runs not reached are left whole ([`Pruned::stopped`]).
+    /// A file named like a run's that cannot be read is kept (it may be a
+    /// run's) and named in [`Pruned::unreadable`].
     pub fn prune_runs(
         &self,
         before: u64,
         running: impl Fn(Cpid) -> bool,
-    ) -> std::io::Result<Vec<PathBuf>> {
+        stop: impl Fn() -> bool,
+    ) -> std::io::Result<Pruned> {
         let old = |c: Cpid| c.epoch() <= before && !running(c);
-        let mut removed = Vec::new();
-        for (cpid, path) in self.cloud_files() {
-            if old(cpid) {
-                match std::fs::remove_file(&path) {
-                    Ok(()) => removed.push(path),
+        let cloud = self.cloud_files();
+        let mut pruned = Pruned {
+            unreadable: cloud.unreadable,
+            ..Pruned::default()
+        };
+        let mut cpids: Vec<Cpid> = self.runs();
+        for (cpid, _) in &cloud.files {
+            if !cpids.contains(cpid) {
+                cpids.push(*cpid);
+            }
+        }
+        cpids.sort_by_key(|c| (c.epoch(), c.to_string()));
+        for cpid in cpids.into_iter().filter(|c| old(*c)) {
+            if stop() {
+                pruned.stopped = true;
+                break;
+            }
+            for (_, path) in cloud.files.iter().filter(|(c, _)| *c == cpid) {
+                match std::fs::remove_file(path) {
+                    Ok(()) => pruned.removed.push(path.clone()),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => return Err(e),
                 }
             }
-        }
-        for cpid in self.runs().into_iter().filter(|c| old(*c)) {
             for d in [
                 self.maps_dir(cpid),
                 self.cloud_runs_dir(cpid),
                 self.state_runs_dir(cpid),
             ] {
                 match std::fs::remove_dir_all(&d) {
-                    Ok(()) => removed.push(d),
+                    Ok(()) => pruned.removed.push(d),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => return Err(e),
                 }
             }
+            pruned.runs += 1;
         }
-        removed.sort();
-        Ok(removed)
+        pruned.removed.sort();
+        Ok(pruned)
     }
 
     /// CPIDs of the runs with files under the runner root, oldest first.
@@ -252,6 +274,29 @@ impl Layout {
         }
         cpids.into_iter().map(|(_, _, c)| c).collect()
     }
+}
+
+/// What [`Layout::cloud_files`] found.
+#[derive(Debug, Default)]
+pub struct CloudFiles {
+    /// The runs' provider and profile files, with their CPID, sorted.
+    pub files: Vec<(Cpid, PathBuf)>,
+    /// The files named like a run's (`<name>_<CPID>.conf`) that could not
+    /// be read, with the error, sorted: whose they are is not known.
+    pub unreadable: Vec<(PathBuf, std::io::Error)>,
+}
+
+/// What [`Layout::prune_runs`] did.
+#[derive(Debug, Default)]
+pub struct Pruned {
+    /// The files and directories removed, sorted.
+    pub removed: Vec<PathBuf>,
+    /// How many runs were pruned (each whole).
+    pub runs: usize,
+    /// The files named like a run's that could not be read, kept, with the error.
+    pub unreadable: Vec<(PathBuf, std::io::Error)>,
+    /// Whether `stop` ended the prune before every old run was reached.
+    pub stopped: bool,
 }
 
 /// `text` with every character outside `[A-Za-z0-9._-]` replaced by `_`.
@@ -397,8 +442,11 @@ mod tests {
             .config_dir
             .join("cloud.providers.d/backup_20240101000000.conf");
         write_atomic(&lookalike, b"ec2-backup:\n  driver: ec2\n", 0o600).unwrap();
-        let removed = l.prune_runs(2_000, |c| c == running).unwrap();
-        assert_eq!(removed, {
+        let pruned = l.prune_runs(2_000, |c| c == running, || false).unwrap();
+        assert!(!pruned.stopped);
+        assert_eq!(pruned.runs, 1);
+        assert!(pruned.unreadable.is_empty());
+        assert_eq!(pruned.removed, {
             let mut v = vec![
                 l.provider_file(&g, old),
                 l.profile_file(&g, old),
@@ -417,5 +465,73 @@ mod tests {
             lookalike.exists(),
             "an operator's file named like a run's stays"
         );
+    }
+
+    /// Writes a run's provider, profile, provider copy and cloud log.
+    fn run_files(l: &Layout, g: &Group, c: Cpid) {
+        let top = format!("#!yaml\ndevops_{c}:\n  provider: x\n");
+        write_atomic(&l.provider_file(g, c), top.as_bytes(), 0o600).unwrap();
+        write_atomic(&l.profile_file(g, c), top.as_bytes(), 0o644).unwrap();
+        write_atomic(&l.provider_copy(g, c), b"p", 0o600).unwrap();
+        write_atomic(&l.cloud_log(c, "create", 1), b"{}", 0o644).unwrap();
+    }
+
+    #[test]
+    fn a_stopped_prune_leaves_the_runs_it_did_not_reach_whole() {
+        let d = tempfile::tempdir().unwrap();
+        let l = Layout::new(d.path().join("etc"), d.path().join("runner"));
+        let g = Group::new("devops").unwrap();
+        let runs = [
+            Cpid::from_parts(1, 1_000),
+            Cpid::from_parts(2, 1_000),
+            Cpid::from_parts(3, 1_000),
+        ];
+        for c in runs {
+            run_files(&l, &g, c);
+        }
+        // Asked before each run: stop once one run is pruned.
+        let asked = std::cell::Cell::new(0);
+        let pruned = l
+            .prune_runs(
+                2_000,
+                |_| false,
+                || {
+                    asked.set(asked.get() + 1);
+                    asked.get() > 1
+                },
+            )
+            .unwrap();
+        assert!(pruned.stopped);
+        assert_eq!(pruned.runs, 1);
+        assert!(l.run_files(runs[0]).is_empty(), "the first run, whole");
+        assert_eq!(pruned.removed.len(), 4, "{:?}", pruned.removed);
+        for c in &runs[1..] {
+            assert_eq!(l.run_files(*c).len(), 4, "{c} is untouched");
+        }
+    }
+
+    #[test]
+    fn files_named_like_a_runs_that_cannot_be_read_are_kept_and_named() {
+        let d = tempfile::tempdir().unwrap();
+        let l = Layout::new(d.path().join("etc"), d.path().join("runner"));
+        let g = Group::new("devops").unwrap();
+        let old = Cpid::from_parts(1, 1_000);
+        run_files(&l, &g, old);
+        // Not UTF-8, and a directory: neither can be read as text (as
+        // root too, which reads a file whatever its mode).
+        let providers = l.config_dir.join("cloud.providers.d");
+        let binary = providers.join(format!("other_{old}.conf"));
+        std::fs::write(&binary, b"\xff\xfe\x00 not yaml").unwrap();
+        let dir = l
+            .config_dir
+            .join(format!("cloud.profiles.d/other_{old}.conf"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pruned = l.prune_runs(2_000, |_| false, || false).unwrap();
+        assert!(l.run_files(old).iter().all(|f| *f == binary || *f == dir));
+        let named: Vec<_> = pruned.unreadable.iter().map(|(p, _)| p.clone()).collect();
+        let mut expected = vec![binary.clone(), dir.clone()];
+        expected.sort();
+        assert_eq!(named, expected);
+        assert!(binary.exists() && dir.exists(), "kept");
     }
 }

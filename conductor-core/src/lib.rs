@@ -184,7 +184,7 @@ pub use error::{backend_class, Error, ErrorClass, PlanError, Result};
 pub use grains::{name_env, GrainId, GrainIds, MinionIds, NameEnv};
 pub use ids::IdScope;
 pub use input::{InputError, PillarError, MAX_PILLAR_ERRORS};
-pub use layout::{write_atomic, Layout};
+pub use layout::{write_atomic, CloudFiles, Layout, Pruned};
 pub use lifecycle::{
     client_token, slot_key, AdoptError, AdoptReport, AdoptRequest, Adoption, CreateReport,
     DestroyPlan, DestroyReport, InstanceQuery, InstanceStatus, Observer, Progress, ReportError,

@@ -4,7 +4,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use conductor_core::{BackendError, Error};
+use conductor_core::{BackendError, CancellationToken, Error};
 use conductor_core::{Cpid, Layout};
 
 /// Packs every file of run `cpid` (map, provider, profile, state and cloud
@@ -20,22 +20,40 @@ use conductor_core::{Cpid, Layout};
 /// archives of this run a killed archiver left in `to`. With `remove`, the
 /// files are deleted once the archive is written. Returns the archive's
 /// path.
+///
+/// `cancel` is looked at before each file is packed: cancelled there, the
+/// temporary file is removed and nothing else changed
+/// ([`Error::Interrupted`]). Cancelled once every file is packed, the
+/// archive is completed but the run's files are not removed, even with
+/// `remove` (the path is returned; a warning says the files stay). The
+/// work runs on a blocking thread and this waits for it to end, so when
+/// this returns nothing is still being written or removed. (An archiver
+/// waiting for the lock looks at `cancel` once it has it.)
 pub async fn archive(
     layout: &Layout,
     cpid: Cpid,
     to: &Path,
     remove: bool,
+    cancel: &CancellationToken,
 ) -> Result<PathBuf, Error> {
     let layout = layout.clone();
     let to = to.to_path_buf();
+    let cancel = cancel.clone();
     let span = tracing::info_span!("conductor.archive", %cpid, to = %to.display(), remove);
-    tokio::task::spawn_blocking(move || span.in_scope(|| archive_sync(&layout, cpid, &to, remove)))
-        .await
-        .map_err(|e| Error::task("archiving the run", e))?
-}
-
-fn archive_sync(layout: &Layout, cpid: Cpid, to: &Path, remove: bool) -> Result<PathBuf, Error> {
-    archive_files(layout, cpid, to, remove, &mut |_| {})
+    tokio::task::spawn_blocking(move || {
+        span.in_scope(|| {
+            archive_files(
+                &layout,
+                cpid,
+                &to,
+                remove,
+                &|| cancel.is_cancelled(),
+                &mut |_| {},
+            )
+        })
+    })
+    .await
+    .map_err(|e| Error::task("archiving the run", e))?
 }
 
 /// The lock archivers of the runs under `layout` take turns on.
@@ -153,13 +171,15 @@ fn create_temp(to: &Path, cpid: Cpid) -> std::io::Result<(PathBuf, File)> {
     }
 }
 
-/// [`archive_sync`], calling `between` at each [`Step`] (where a test holds
-/// one archiver while another runs).
+/// [`archive`]'s work, asking `stop` before each file is packed and before
+/// the files are removed, and calling `between` at each [`Step`] (where a
+/// test holds one archiver while another runs).
 fn archive_files(
     layout: &Layout,
     cpid: Cpid,
     to: &Path,
     remove: bool,
+    stop: &dyn Fn() -> bool,
     between: &mut dyn FnMut(Step),
 ) -> Result<PathBuf, Error> {
     between(Step::Locking);
@@ -192,7 +212,8 @@ fn archive_files(
     remove_stale_temps(to, cpid);
     let (tmp, file) = create_temp(to, cpid)
         .map_err(|e| Error::backend("writing the archive", BackendError::io(to, e)))?;
-    let write = || -> std::io::Result<()> {
+    // Ok(false): stopped before every file was packed, nothing renamed.
+    let write = || -> std::io::Result<bool> {
         use std::os::unix::fs::PermissionsExt;
         // Whatever the umask.
         file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
@@ -207,22 +228,36 @@ fn archive_files(
                 (_, Ok(rel)) => Path::new("runner").join(rel),
                 _ => continue,
             };
+            if stop() {
+                return Ok(false);
+            }
             tar.append_path_with_name(f, name)?;
             between(Step::Packed);
         }
         let gz = tar.into_inner()?;
         gz.finish()?.sync_all()?;
         // Only this archiver's own file, complete, takes the archive's name.
-        std::fs::rename(&tmp, &path)
+        std::fs::rename(&tmp, &path)?;
+        Ok(true)
     };
-    if let Err(e) = write() {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::backend(
-            "writing the archive",
-            BackendError::io(&path, e),
-        ));
+    match write() {
+        Ok(true) => {}
+        Ok(false) => {
+            let _ = std::fs::remove_file(&tmp);
+            tracing::warn!(%cpid, "interrupted: no archive written; the run's files stay");
+            return Err(Error::Interrupted);
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(Error::backend(
+                "writing the archive",
+                BackendError::io(&path, e),
+            ));
+        }
     }
-    if remove {
+    if remove && stop() {
+        tracing::warn!(%cpid, archive = %path.display(), "interrupted: the archive is complete; the run's files were not removed");
+    } else if remove {
         for f in &files {
             match std::fs::remove_file(f) {
                 Ok(()) => between(Step::Removed),
@@ -336,7 +371,7 @@ mod tests {
             let b = s.spawn(move || {
                 b_may_start.recv().unwrap();
                 let locking = b_says.clone();
-                let b = archive_files(layout, cpid, out, true, &mut |step| {
+                let b = archive_files(layout, cpid, out, true, &|| false, &mut |step| {
                     if step == Step::Locking {
                         let _ = locking.send("waiting for the lock");
                     }
@@ -345,7 +380,7 @@ mod tests {
                 b
             });
             let mut first = true;
-            let a = archive_files(layout, cpid, out, true, &mut |step| {
+            let a = archive_files(layout, cpid, out, true, &|| false, &mut |step| {
                 if step == Step::Removed && std::mem::take(&mut first) {
                     start_b.send(()).unwrap();
                     // B waits for the lock A holds (and goes on once A
@@ -388,12 +423,60 @@ mod tests {
         for name in [&left, &others] {
             std::fs::write(out.join(name), "part of an archive").unwrap();
         }
-        let path = archive_files(&layout, cpid, &out, false, &mut |_| {}).unwrap();
+        let path = archive_files(&layout, cpid, &out, false, &|| false, &mut |_| {}).unwrap();
         assert_eq!(entries(&path).unwrap(), expected);
         assert_eq!(
             names(&out),
             [others, format!("conductor-run-{cpid}.tar.gz")],
             "{left} removed"
         );
+    }
+
+    #[test]
+    fn an_archive_stopped_between_files_leaves_no_file_and_removes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (layout, cpid, _) = a_run(dir.path());
+        let out = dir.path().join("archives");
+        let packed = std::cell::Cell::new(0);
+        let r = archive_files(
+            &layout,
+            cpid,
+            &out,
+            true,
+            &|| packed.get() == 1,
+            &mut |step| {
+                if step == Step::Packed {
+                    packed.set(packed.get() + 1)
+                }
+            },
+        );
+        assert!(matches!(r, Err(Error::Interrupted)), "{r:?}");
+        assert_eq!(packed.get(), 1, "stopped after the first file");
+        assert!(names(&out).is_empty(), "no temporary file, no archive");
+        assert_eq!(layout.run_files(cpid).len(), 3, "the run's files stay");
+    }
+
+    #[test]
+    fn an_archive_stopped_once_packed_is_complete_and_removes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (layout, cpid, expected) = a_run(dir.path());
+        let out = dir.path().join("archives");
+        let packed = std::cell::Cell::new(0);
+        let path = archive_files(
+            &layout,
+            cpid,
+            &out,
+            true,
+            &|| packed.get() == 3,
+            &mut |step| {
+                if step == Step::Packed {
+                    packed.set(packed.get() + 1)
+                }
+            },
+        )
+        .unwrap();
+        assert_eq!(entries(&path).unwrap(), expected, "the archive is whole");
+        assert_eq!(names(&out), [path.file_name().unwrap().to_string_lossy()]);
+        assert_eq!(layout.run_files(cpid).len(), 3, "the run's files stay");
     }
 }

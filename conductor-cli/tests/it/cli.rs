@@ -826,3 +826,34 @@ fn a_closed_stdout_loses_the_report_not_the_record() {
     assert!(log.contains("conductor group create: "), "{log}");
     assert!(log.contains("(exit 0)"), "{log}");
 }
+
+#[test]
+fn runs_prune_keeps_the_files_it_cannot_read_and_names_them() {
+    let (r, _dir) = lab();
+    let cpid = conductor_core::Cpid::from_parts(7, 1_000).to_string();
+    let providers = r.config_dir().join("cloud.providers.d");
+    let profiles = r.config_dir().join("cloud.profiles.d");
+    std::fs::create_dir_all(&providers).unwrap();
+    // Not UTF-8 (not YAML either), and a directory: neither can be read
+    // to tell whose it is, as root too (which reads whatever the mode).
+    let binary = providers.join(format!("devops_{cpid}.conf"));
+    std::fs::write(&binary, b"\xff\xfe devops_\x00:\n").unwrap();
+    let dir = profiles.join(format!("devops_{cpid}.conf"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let o = r.run(&["runs", "prune", "--older-than", "0s", "--json"], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    for (path, why) in [(&binary, "UTF-8"), (&dir, "directory")] {
+        assert!(path.exists(), "{} is kept", path.display());
+        let line = err
+            .lines()
+            .find(|l| l.contains(&format!("kept {}", path.display())))
+            .unwrap_or_else(|| panic!("no warning names {}: {err}", path.display()));
+        assert!(line.contains("WARN") && line.contains(why), "{line}");
+    }
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["kept_unreadable"].as_array().unwrap().len(), 2, "{v}");
+    // The admin log has them too.
+    let log = std::fs::read_to_string(r.runner_dir().join("logs/conductor/conductor.log")).unwrap();
+    assert!(log.contains(&format!("kept {}", binary.display())), "{log}");
+}

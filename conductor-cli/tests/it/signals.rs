@@ -4,6 +4,9 @@
 //! command and exits 128 + the signal; a second signal while a Salt
 //! command runs that the first does not stop (a destroy deleting the keys
 //! of what it terminated) ends the process at once and kills that command.
+//! The housekeeping commands (`doctor`, `reservations list|prune`, `runs
+//! list|prune|archive`) stop too, each held at a known point: a Salt stub,
+//! an endpoint that never answers, the reservations' lock, a FIFO.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -228,4 +231,258 @@ fn a_second_signal_kills_the_salt_commands_still_running() {
     let out = exit_of(child, "destroy");
     assert_eq!(out.status.code(), Some(130), "{shown}");
     assert_gone(stub, "a second signal");
+}
+
+/// `child`'s stderr, line by line, as it comes (a thread reads it).
+fn stderr_lines(child: &mut Child) -> mpsc::Receiver<String> {
+    let err = BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in err.lines() {
+            if tx.send(line.unwrap_or_default()).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits for a stderr line holding `text` (within [`BOUND`]); the lines
+/// read so far. On a timeout `child` (by pid) is killed and the test fails.
+fn line_with(lines: &mpsc::Receiver<String>, text: &str, pid: u32, what: &str) -> String {
+    let deadline = Instant::now() + BOUND;
+    let mut shown = String::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                shown.push_str(&line);
+                shown.push('\n');
+                if line.contains(text) {
+                    return shown;
+                }
+            }
+            Err(_) => {
+                // SAFETY: kills the child this test spawned.
+                unsafe {
+                    libc::kill(pid as i32, libc::SIGKILL);
+                }
+                panic!("{what}: no {text:?} on stderr: {shown}");
+            }
+        }
+    }
+}
+
+/// Polls `ready` until it gives a value (within [`BOUND`]); fails, with
+/// the child's exit, if the child ends first.
+fn until<T>(child: &mut Child, what: &str, mut ready: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + BOUND;
+    loop {
+        if let Some(v) = ready() {
+            return v;
+        }
+        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            let status = child.wait().unwrap();
+            panic!("{what}: never got there; exit {status:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `conductor <args>` in a lab under `dir` (the in-memory cloud), its
+/// output piped, spawned.
+fn spawn(lab: &Lab, args: &[&str]) -> Child {
+    lab.command(args, None)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// A run's file under the lab's runner dir, for a CPID of 1970 (old).
+fn an_old_run(lab: &Lab) -> (String, PathBuf) {
+    let cpid = conductor_core::Cpid::from_parts(7, 1_000).to_string();
+    let map = lab.runner_dir().join("maps").join(&cpid).join("devops.map");
+    std::fs::create_dir_all(map.parent().unwrap()).unwrap();
+    std::fs::write(&map, "devops: []\n").unwrap();
+    (cpid, map)
+}
+
+#[test]
+fn a_signal_stops_doctor_between_its_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = Lab::example(dir.path());
+    let bin = sleeping_salt(dir.path(), &["salt-run"]);
+    let mut child = spawn(&lab, &["doctor", "--salt-bin-dir", bin.to_str().unwrap()]);
+    let stub = pid_in(&dir.path().join("salt-run.pid"), &mut child);
+    signal(&child, libc::SIGHUP);
+    let out = exit_of(child, "doctor");
+    assert_eq!(out.status.code(), Some(129), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("doctor stopped after 2 check(s)"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(out.stdout.is_empty(), "no report");
+    assert_gone(stub, "doctor");
+}
+
+/// A TCP endpoint that accepts and never answers: a command calling it
+/// (DynamoDB, S3) waits there until it gives up.
+fn silent_endpoint() -> (std::net::TcpListener, String) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    (listener, url)
+}
+
+#[test]
+fn a_signal_while_the_reservations_are_read_stops_the_commands_that_read_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = Lab::example(dir.path());
+    let (old, map) = an_old_run(&lab);
+    let cases: [(&[&str], i32, i32); 3] = [
+        (&["reservations", "list"], libc::SIGINT, 130),
+        (&["reservations", "prune"], libc::SIGHUP, 129),
+        (&["runs", "prune", "--older-than", "0s"], libc::SIGTERM, 143),
+    ];
+    for (args, signo, code) in cases {
+        let what = args.join(" ");
+        let (listener, url) = silent_endpoint();
+        let mut all = args.to_vec();
+        all.extend([
+            "--reserver",
+            "dynamodb",
+            "--endpoint-url",
+            &url,
+            "--dynamodb-region",
+            "us-east-1",
+        ]);
+        let mut child = spawn(&lab, &all);
+        // Connected: the command waits for DynamoDB's answer.
+        let _conn = until(&mut child, &what, || listener.accept().ok());
+        signal(&child, signo);
+        let out = exit_of(child, &what);
+        assert_eq!(out.status.code(), Some(code), "{what}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("interrupted"),
+            "{what}: {}",
+            stderr(&out)
+        );
+        assert!(map.exists(), "{what}: run {old}'s files stay");
+    }
+}
+
+#[test]
+fn a_signal_during_a_reservations_prune_lets_it_finish_and_report_what_it_removed() {
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::io::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let lab = Lab::example(dir.path());
+    // A key file of an unknown owner: pruned by --older-than 0s.
+    let names = lab.runner_dir().join("reserved_names");
+    std::fs::create_dir_all(&names).unwrap();
+    std::fs::write(names.join("test_web01.example.com"), "python\n").unwrap();
+    // The prune waits for the reservations' lock, which this test holds.
+    let lock_path = lab.runner_dir().join(".reserved.lock");
+    let lock = std::fs::File::create(&lock_path).unwrap();
+    // SAFETY: flock on a file this test owns.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let inode = format!(":{} ", lock.metadata().unwrap().ino());
+    let mut child = spawn(&lab, &["reservations", "prune", "--older-than", "0s"]);
+    let lines = stderr_lines(&mut child);
+    until(&mut child, "prune", || {
+        let locks = std::fs::read_to_string("/proc/locks").ok()?;
+        locks
+            .lines()
+            .any(|l| l.contains("->") && l.contains(&inode))
+            .then_some(())
+    });
+    signal(&child, libc::SIGTERM);
+    let shown = line_with(&lines, "interrupted: stopping", child.id(), "prune");
+    drop(lock);
+    let out = exit_of(child, "prune");
+    assert_eq!(out.status.code(), Some(143), "{shown}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("pruned 1 reservation(s)") && stdout.contains("test_web01.example.com"),
+        "says what it removed: {stdout}"
+    );
+    assert!(!names.join("test_web01.example.com").exists());
+}
+
+#[test]
+fn a_signal_while_runs_list_reads_stops_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = Lab::example(dir.path());
+    // The run's record is a FIFO: reading it waits for a writer (this test).
+    let cpid = conductor_core::Cpid::from_parts(7, 1_000).to_string();
+    let runs = lab.runner_dir().join("cloud_runs").join(&cpid);
+    std::fs::create_dir_all(&runs).unwrap();
+    let fifo = runs.join("run.json");
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let mut child = spawn(&lab, &["runs", "list"]);
+    let lines = stderr_lines(&mut child);
+    // Opened for writing (without blocking) once the command opened it to read.
+    let writer = until(&mut child, "runs list", || {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+            .ok()
+    });
+    signal(&child, libc::SIGINT);
+    let shown = line_with(&lines, "interrupted: stopping", child.id(), "runs list");
+    drop(writer);
+    let out = exit_of(child, "runs list");
+    assert_eq!(out.status.code(), Some(130), "{shown}");
+    assert!(out.stdout.is_empty(), "nothing listed");
+}
+
+#[test]
+fn a_signal_during_an_upload_keeps_the_runs_files_and_leaves_no_temporary_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = Lab::example(dir.path());
+    let (cpid, map) = an_old_run(&lab);
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let (listener, url) = silent_endpoint();
+    let mut child = lab
+        .command(
+            &[
+                "runs",
+                "archive",
+                &cpid,
+                "--to",
+                "s3://salt-runs/conductor",
+                "--remove",
+                "--endpoint-url",
+                &url,
+            ],
+            None,
+        )
+        .env("TMPDIR", &tmp)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Connected: the archive is written, the upload waits for S3.
+    let _conn = until(&mut child, "archive", || listener.accept().ok());
+    signal(&child, libc::SIGINT);
+    let out = exit_of(child, "archive");
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the run's files were kept"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(map.exists(), "--remove removed nothing");
+    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().collect();
+    assert!(left.is_empty(), "no temporary archive left: {left:?}");
 }

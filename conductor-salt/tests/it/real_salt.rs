@@ -270,9 +270,15 @@ async fn archive_holds_every_file_of_the_run_and_nothing_else() {
     let (layout, reports) = seed_runs(dir.path()).await;
     let run = &reports[2];
     let out = dir.path().join("archives/new");
-    let path = conductor_salt::archive::archive(&layout, run.plan.cpid, &out, false)
-        .await
-        .unwrap();
+    let path = conductor_salt::archive::archive(
+        &layout,
+        run.plan.cpid,
+        &out,
+        false,
+        &conductor_core::CancellationToken::new(),
+    )
+    .await
+    .unwrap();
     // It holds the provider file (credentials): private to its owner.
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&path), 0o600, "the archive");
@@ -325,9 +331,15 @@ async fn archive_holds_every_file_of_the_run_and_nothing_else() {
         .iter()
         .map(|r| (r.plan.cpid.to_string(), layout.run_files(r.plan.cpid).len()))
         .collect();
-    conductor_salt::archive::archive(&layout, run.plan.cpid, &out, true)
-        .await
-        .unwrap();
+    conductor_salt::archive::archive(
+        &layout,
+        run.plan.cpid,
+        &out,
+        true,
+        &conductor_core::CancellationToken::new(),
+    )
+    .await
+    .unwrap();
     assert!(layout.run_files(run.plan.cpid).is_empty());
     for r in &reports[..2] {
         assert_eq!(
