@@ -379,7 +379,7 @@ pub enum ReservationsCommand {
     },
     /// Remove expired reservations and those of dead runs on this host.
     #[command(
-        after_help = "A reservation of a run on another host is only known by its expiry: no prune removes it before its lease expires, with or without --older-than.\n\nExample:\n  conductor reservations prune --older-than 2h"
+        after_help = "A reservation of a run on another host (or in another container, or from before a reboot) is only known by its expiry: no prune removes it before its lease expires, with or without --older-than.\n\nExample:\n  conductor reservations prune --older-than 2h"
     )]
     Prune {
         /// Also remove reservations older than this that no live run vouches
