@@ -432,26 +432,33 @@ mod tests {
         );
     }
 
+    /// Archives the run of `a_run` with `remove`, told to stop once
+    /// `after` files are packed; returns what it returned and how many files
+    /// it packed.
+    fn archive_stopping(
+        layout: &Layout,
+        cpid: Cpid,
+        out: &Path,
+        after: usize,
+    ) -> (Result<PathBuf, Error>, usize) {
+        let packed = std::cell::Cell::new(0);
+        let stop = || packed.get() == after;
+        let r = archive_files(layout, cpid, out, true, &stop, &mut |step| {
+            if step == Step::Packed {
+                packed.set(packed.get() + 1)
+            }
+        });
+        (r, packed.get())
+    }
+
     #[test]
     fn an_archive_stopped_between_files_leaves_no_file_and_removes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let (layout, cpid, _) = a_run(dir.path());
         let out = dir.path().join("archives");
-        let packed = std::cell::Cell::new(0);
-        let r = archive_files(
-            &layout,
-            cpid,
-            &out,
-            true,
-            &|| packed.get() == 1,
-            &mut |step| {
-                if step == Step::Packed {
-                    packed.set(packed.get() + 1)
-                }
-            },
-        );
+        let (r, packed) = archive_stopping(&layout, cpid, &out, 1);
         assert!(matches!(r, Err(Error::Interrupted)), "{r:?}");
-        assert_eq!(packed.get(), 1, "stopped after the first file");
+        assert_eq!(packed, 1, "stopped after the first file");
         assert!(names(&out).is_empty(), "no temporary file, no archive");
         assert_eq!(layout.run_files(cpid).len(), 3, "the run's files stay");
     }
@@ -461,20 +468,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (layout, cpid, expected) = a_run(dir.path());
         let out = dir.path().join("archives");
-        let packed = std::cell::Cell::new(0);
-        let path = archive_files(
-            &layout,
-            cpid,
-            &out,
-            true,
-            &|| packed.get() == 3,
-            &mut |step| {
-                if step == Step::Packed {
-                    packed.set(packed.get() + 1)
-                }
-            },
-        )
-        .unwrap();
+        let (r, packed) = archive_stopping(&layout, cpid, &out, 3);
+        let path = r.unwrap();
+        assert_eq!(packed, 3);
         assert_eq!(entries(&path).unwrap(), expected, "the archive is whole");
         assert_eq!(names(&out), [path.file_name().unwrap().to_string_lossy()]);
         assert_eq!(layout.run_files(cpid).len(), 3, "the run's files stay");
