@@ -141,6 +141,10 @@ pub fn main_with(
         }
         code
     });
+    // A blocking read a signal abandoned (`runs list` on a FIFO or a hung
+    // NFS mount) would hold the runtime's drop forever, with the signal
+    // handlers already gone: wait for it briefly, then leave it behind.
+    rt.shutdown_timeout(BLOCKING_GRACE);
     // The admin log ends each run with its result (bad input did nothing
     // and writes no log; commands without the log ignore the line).
     if code != exit::BAD_INPUT {
@@ -153,6 +157,10 @@ pub fn main_with(
     }
     ExitCode::from(code)
 }
+
+/// How long the end of a command waits for blocking work it no longer
+/// waits on (a read a signal abandoned) before it exits without it.
+const BLOCKING_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A command line parsed over its config file.
 struct Parsed {

@@ -178,6 +178,12 @@ impl Registry {
         true
     }
 
+    /// Whether [`Registry::kill_all`] ran (a command not started yet need
+    /// not start).
+    fn closing(&self) -> bool {
+        self.lock().closing
+    }
+
     fn remove(&self, pgid: i32) {
         self.lock().groups.remove(&pgid);
     }
@@ -321,6 +327,11 @@ async fn run_listed(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    // Checked again (under the lock) once the command is listed: this only
+    // spares starting one that would be killed at once.
+    if registry.closing() {
+        return Err(RunError::Io(std::io::Error::other(CLOSING)));
+    }
     let mut child = cmd.spawn().map_err(RunError::Spawn)?;
     let mut group = GroupKill::new(
         child.id().and_then(|p| i32::try_from(p).ok()),
@@ -456,9 +467,11 @@ mod tests {
             "killed"
         );
         assert!(killed.groups().is_empty(), "not by its guard");
-        // Started after kill_all: killed at once, and its run fails.
-        let mut cmd = tokio::process::Command::new("sleep");
-        cmd.arg("600");
+        // Run after kill_all: not started, and its run fails.
+        let marker = tempfile::tempdir().unwrap();
+        let started = marker.path().join("started");
+        let mut cmd = tokio::process::Command::new("touch");
+        cmd.arg(&started);
         let e = run_listed(cmd, limits, &killed, &REGISTRY)
             .await
             .unwrap_err();
@@ -466,11 +479,22 @@ mod tests {
             matches!(&e, RunError::Io(io) if io.to_string() == CLOSING),
             "{e:?}"
         );
-        let groups = killed.groups();
-        assert_eq!(groups.len(), 1, "killed by its guard");
+        assert!(!started.exists(), "not started");
+        // Started while kill_all ran (spawned before, listed after): killed
+        // by its guard at once, and not listed.
+        let (mut child, pgid) = group_sleeping("600");
+        let e = GroupKill::new(Some(pgid), &killed, &REGISTRY)
+            .map(|_| ())
+            .unwrap_err();
+        assert!(
+            matches!(&e, RunError::Io(io) if io.to_string() == CLOSING),
+            "{e:?}"
+        );
+        assert_eq!(killed.groups(), vec![pgid], "killed by its guard");
         assert!(REGISTRY.lock().groups.is_empty(), "not listed");
         assert!(killed.settle(Duration::from_secs(30)).await.is_empty());
-        assert!(live_members(&[listed, groups[0]]).is_empty());
+        child.wait().unwrap();
+        assert!(live_members(&[listed, pgid]).is_empty());
     }
 
     #[tokio::test]

@@ -337,7 +337,8 @@ mod fs_hardening {
         make: impl FnOnce(&std::path::Path),
         prune: Prune,
     ) {
-        let d = tempfile::tempdir().unwrap();
+        // In /tmp, which anyone may write, whatever $TMPDIR: see [`unprivileged`].
+        let d = tempfile::tempdir_in("/tmp").unwrap();
         let layout = Layout::new(d.path(), d.path());
         let r = FsReserver::new(&layout);
         let k = key("test_odd.example.com");
@@ -507,7 +508,8 @@ mod fs_hardening {
 
     async fn an_unreadable_reservation_directory() {
         use std::os::unix::fs::PermissionsExt;
-        let d = tempfile::tempdir().unwrap();
+        // In /tmp, which anyone may write, whatever $TMPDIR: see [`unprivileged`].
+        let d = tempfile::tempdir_in("/tmp").unwrap();
         let layout = Layout::new(d.path(), d.path());
         let names = layout.reserved_names_dir();
         std::fs::create_dir_all(&names).unwrap();

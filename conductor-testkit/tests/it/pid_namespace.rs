@@ -4,8 +4,11 @@
 //! --pid --fork --mount-proc` (where this test's pid is no process, or
 //! another), finds the key this test process holds and gets a conflict.
 //!
-//! Needs `unshare` (util-linux) and the right to create a pid namespace
-//! (root, as CI runs): without them the test fails, it never skips.
+//! Needs `unshare` (util-linux) and the right to create a pid namespace:
+//! `CAP_SYS_ADMIN` (root on a VM, as CI runs), or else a user namespace of
+//! its own (`--user --map-root-user`, where the kernel allows unprivileged
+//! ones: a developer's account, root in a container without the
+//! capability). Without either the test fails, it never skips.
 
 use std::process::Command;
 use std::time::Duration;
@@ -29,7 +32,11 @@ fn a_run_in_another_pid_namespace_does_not_take_a_live_runs_keys() {
     rt.block_on(r.try_reserve(std::slice::from_ref(&key), &owner))
         .unwrap();
 
-    let out = Command::new("unshare")
+    let mut unshare = Command::new("unshare");
+    if !has_sys_admin() {
+        unshare.args(["--user", "--map-root-user"]);
+    }
+    let out = unshare
         .args(["--pid", "--fork", "--mount-proc", "--"])
         .arg(env!("CARGO_BIN_EXE_reserve-once"))
         .arg(&runner)
@@ -55,4 +62,21 @@ fn a_run_in_another_pid_namespace_does_not_take_a_live_runs_keys() {
     let list = rt.block_on(r.list(None)).unwrap();
     assert_eq!(list.len(), 1);
     assert_eq!(list[0].holder.owner(), Some(&owner), "still this run's");
+}
+
+/// Whether this process has `CAP_SYS_ADMIN` (bit 21 of `CapEff` in
+/// `/proc/self/status`), which a new pid namespace needs without a user
+/// namespace of its own.
+fn has_sys_admin() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let hex = s
+                .lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))?
+                .trim()
+                .to_string();
+            u64::from_str_radix(&hex, 16).ok()
+        })
+        .is_some_and(|caps| caps & (1 << 21) != 0)
 }
