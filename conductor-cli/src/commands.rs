@@ -668,7 +668,8 @@ async fn runs_prune(
 /// `runs archive`: a signal stops it between files (no temporary file is
 /// left and nothing removed), or during the upload to S3 (the run's files
 /// are kept); with `--remove`, the files are removed only when the archive
-/// is complete (and uploaded) and no signal came.
+/// is complete (and uploaded) and no signal came, and exactly the files
+/// packed, under the archivers' lock held from listing them.
 async fn archive(
     ctx: &Ctx<'_>,
     layout: &conductor_core::Layout,
@@ -691,10 +692,12 @@ async fn archive(
         let url = conductor_aws::s3::S3Url::parse(&to)?;
         let tmp = tempfile::tempdir()
             .map_err(|e| Failure::new(exit::FAILED, format!("a temporary directory: {e}")))?;
-        let file = conductor_salt::archive::archive(layout, cpid, tmp.path(), false, token)
+        // The lock is held from listing the files until exactly those
+        // packed (and uploaded) are removed.
+        let packed = conductor_salt::archive::pack(layout, cpid, tmp.path(), remove, token)
             .await
             .map_err(failure)?;
-        let upload = conductor_aws::s3::upload(&file, &url, g.endpoint_url.as_deref(), sse);
+        let upload = conductor_aws::s3::upload(packed.path(), &url, g.endpoint_url.as_deref(), sse);
         let at = ctx
             .unless_interrupted(upload, || {
                 "interrupted during the upload to S3: the run's files were kept".into()
@@ -702,14 +705,12 @@ async fn archive(
             .await?
             .map_err(|e| Failure::backend("uploading the archive to S3", e))?;
         if remove {
-            conductor_salt::archive::archive(layout, cpid, tmp.path(), true, token)
-                .await
-                .map_err(|e| match e {
-                    conductor_core::Error::Interrupted => ctx.interrupted(format!(
-                        "interrupted: the archive is uploaded to {at}; the run's files were kept"
-                    )),
-                    e => ctx.failure(e),
-                })?;
+            packed.remove_files(token).await.map_err(|e| match e {
+                conductor_core::Error::Interrupted => ctx.interrupted(format!(
+                    "interrupted: the archive is uploaded to {at}; the run's files were kept"
+                )),
+                e => ctx.failure(e),
+            })?;
         }
         at
     } else {

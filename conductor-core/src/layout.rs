@@ -130,7 +130,9 @@ impl Layout {
     /// Every file of run `cpid`: its map directory (with the copies of its
     /// provider and profile), `cloud_runs/<CPID>`, `state_runs/<CPID>`, and
     /// its provider and profile files in `<config-dir>` while the run is
-    /// going (or after it crashed); sorted.
+    /// going (or after it crashed), as [`Layout::cloud_files`] lists them
+    /// (an operator's file that only looks like one is not the run's);
+    /// sorted.
     pub fn run_files(&self, cpid: Cpid) -> Vec<PathBuf> {
         fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
             let Ok(entries) = std::fs::read_dir(dir) else {
@@ -153,17 +155,15 @@ impl Layout {
         ] {
             walk(&d, &mut files);
         }
-        let suffix = format!("_{cpid}.conf");
-        for d in ["cloud.providers.d", "cloud.profiles.d"] {
-            let Ok(entries) = std::fs::read_dir(self.config_dir.join(d)) else {
-                continue;
-            };
-            for e in entries.flatten() {
-                if e.file_name().to_str().is_some_and(|n| n.ends_with(&suffix)) {
-                    files.push(e.path());
-                }
-            }
-        }
+        // Those `cloud_files` lists: an operator's file named like a run's
+        // (another top key), or one that cannot be read, is not the run's.
+        files.extend(
+            self.cloud_files()
+                .files
+                .into_iter()
+                .filter(|(c, _)| *c == cpid)
+                .map(|(_, p)| p),
+        );
         files.sort();
         files
     }
@@ -465,6 +465,35 @@ mod tests {
             lookalike.exists(),
             "an operator's file named like a run's stays"
         );
+    }
+
+    /// The run's files are those `runs prune` would remove: an operator's
+    /// file named like the run's provider (another top key), or a
+    /// directory so named, is not one (`runs archive --remove` removes what
+    /// `run_files` lists).
+    #[test]
+    fn a_runs_files_leave_out_lookalikes_in_the_config_dir() {
+        let d = tempfile::tempdir().unwrap();
+        let l = Layout::new(d.path().join("etc"), d.path().join("runner"));
+        let g = Group::new("devops").unwrap();
+        let c = Cpid::from_parts(1, 1_000);
+        run_files(&l, &g, c);
+        let lookalike = l
+            .config_dir
+            .join(format!("cloud.providers.d/site_{c}.conf"));
+        write_atomic(&lookalike, b"ec2-site:\n  driver: ec2\n", 0o600).unwrap();
+        let dir = l
+            .config_dir
+            .join(format!("cloud.profiles.d/other_{c}.conf"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut expected = vec![
+            l.provider_file(&g, c),
+            l.profile_file(&g, c),
+            l.provider_copy(&g, c),
+            l.cloud_log(c, "create", 1),
+        ];
+        expected.sort();
+        assert_eq!(l.run_files(c), expected);
     }
 
     /// Writes a run's provider, profile, provider copy and cloud log.

@@ -8,27 +8,18 @@ use conductor_core::{BackendError, CancellationToken, Error};
 use conductor_core::{Cpid, Layout};
 
 /// Packs every file of run `cpid` (map, provider, profile, state and cloud
-/// run logs) into `<to>/conductor-run-<cpid>.tar.gz`; entries are named
-/// `config/...` and `runner/...` after their root. The archive is mode 0600
-/// (it holds the provider file and its credentials) and `to` is created
-/// mode 0700 when it does not exist. It is written under a temporary name of
-/// its own and renamed once complete. Archivers of one run take turns: each
-/// holds an exclusive `flock` on `<runner-dir>/.archive.lock` from listing
-/// the files until it removed them, so a second one never packs the part
-/// of the run a first left while removing it (it finds no files then, and
-/// says where the archive is). Holding the lock, it removes the temporary
-/// archives of this run a killed archiver left in `to`. With `remove`, the
-/// files are deleted once the archive is written. Returns the archive's
-/// path.
+/// run logs) into `<to>/conductor-run-<cpid>.tar.gz` ([`pack`]) and, with
+/// `remove`, deletes those files once the archive is complete
+/// ([`Packed::remove_files`]), holding the archivers' lock from listing the
+/// files until they are removed. Returns the archive's path.
 ///
-/// `cancel` is looked at before each file is packed: cancelled there, the
-/// temporary file is removed and nothing else changed
-/// ([`Error::Interrupted`]). Cancelled once every file is packed, the
-/// archive is completed but the run's files are not removed, even with
-/// `remove` (the path is returned; a warning says the files stay). The
-/// work runs on a blocking thread and this waits for it to end, so when
-/// this returns nothing is still being written or removed. (An archiver
-/// waiting for the lock looks at `cancel` once it has it.)
+/// `cancel` is looked at while waiting for the lock and before each file is
+/// packed: cancelled there, the temporary file is removed and nothing else
+/// changed ([`Error::Interrupted`]). Cancelled once every file is packed,
+/// the archive is completed but the run's files are not removed, even with
+/// `remove` (the path is returned; a warning says the files stay). The work
+/// runs on a blocking thread and this waits for it to end, so when this
+/// returns nothing is still being written or removed.
 pub async fn archive(
     layout: &Layout,
     cpid: Cpid,
@@ -56,19 +47,179 @@ pub async fn archive(
     .map_err(|e| Error::task("archiving the run", e))?
 }
 
+/// Packs every file of run `cpid` into `<to>/conductor-run-<cpid>.tar.gz`;
+/// entries are named `config/...` and `runner/...` after their root. The
+/// archive is mode 0600 (it holds the provider file and its credentials)
+/// and `to` is created mode 0700 when it does not exist. It is written
+/// under a temporary name of its own and renamed once complete.
+///
+/// When the archive already exists (a run archived before, whose
+/// `--remove` stopped partway), the new one is the union: every entry of
+/// the old one whose name is not among the files packed now is copied into
+/// it (the files on disk win), so archiving again never loses a file. An
+/// old archive that cannot be read is not replaced: the error names it.
+///
+/// Archivers of one run take turns: the returned [`Packed`] holds an
+/// exclusive `flock` on `<runner-dir>/.archive.lock`, taken before the
+/// files are listed, until it is dropped or [`Packed::remove_files`]
+/// removed exactly the files packed, so a second archiver never packs the
+/// part of the run a first left while removing it. Holding the lock, it
+/// removes the temporary archives of this run a killed archiver left in
+/// `to`. When the lock cannot be taken (a runner directory this user
+/// cannot write, a filesystem without `flock`), `remove` (the files are to
+/// be removed) makes that an error naming the lock file; without it, the
+/// archive is written without the lock and a warning says why.
+///
+/// `cancel` is looked at while waiting for the lock and before each file
+/// is packed: cancelled, the temporary file is removed and nothing else
+/// changed ([`Error::Interrupted`]).
+pub async fn pack(
+    layout: &Layout,
+    cpid: Cpid,
+    to: &Path,
+    remove: bool,
+    cancel: &CancellationToken,
+) -> Result<Packed, Error> {
+    let layout = layout.clone();
+    let to = to.to_path_buf();
+    let cancel = cancel.clone();
+    let span = tracing::info_span!("conductor.archive", %cpid, to = %to.display(), remove);
+    tokio::task::spawn_blocking(move || {
+        span.in_scope(|| {
+            pack_files(
+                &layout,
+                cpid,
+                &to,
+                remove,
+                &|| cancel.is_cancelled(),
+                &mut |_| {},
+            )
+        })
+    })
+    .await
+    .map_err(|e| Error::task("archiving the run", e))?
+}
+
+/// A complete archive of a run, with the files packed in it and the
+/// archivers' lock (released when this is dropped).
+#[derive(Debug)]
+pub struct Packed {
+    layout: Layout,
+    cpid: Cpid,
+    path: PathBuf,
+    files: Vec<PathBuf>,
+    remove: bool,
+    _lock: Option<File>,
+}
+
+impl Packed {
+    /// The archive's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Removes exactly the files packed (not a file written since), then
+    /// the run's directories left empty, and releases the lock; returns
+    /// the archive's path. Cancelled before, nothing is removed
+    /// ([`Error::Interrupted`]; a warning says the files stay). Only for
+    /// an archive packed with `remove`.
+    pub async fn remove_files(self, cancel: &CancellationToken) -> Result<PathBuf, Error> {
+        if cancel.is_cancelled() {
+            tracing::warn!(cpid = %self.cpid, archive = %self.path.display(), "interrupted: the archive is complete; the run's files were not removed");
+            return Err(Error::Interrupted);
+        }
+        tokio::task::spawn_blocking(move || {
+            self.remove(&mut |_| {})?;
+            Ok(self.path)
+        })
+        .await
+        .map_err(|e| Error::task("removing the run's files", e))?
+    }
+
+    /// [`Packed::remove_files`]' work, calling `between` after each file
+    /// removed.
+    fn remove(&self, between: &mut dyn FnMut(Step)) -> Result<(), Error> {
+        if !self.remove {
+            return Err(Error::backend(
+                "removing the run's files",
+                BackendError::new(
+                    conductor_core::BackendErrorKind::Io,
+                    "the archive was packed without remove (maybe without the archivers' lock)",
+                ),
+            ));
+        }
+        for f in &self.files {
+            match std::fs::remove_file(f) {
+                Ok(()) => between(Step::Removed),
+                // Removed by something other than an archiver (which holds
+                // the lock): gone either way.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(f, e)),
+            }
+        }
+        for d in [
+            self.layout.maps_dir(self.cpid),
+            self.layout.cloud_runs_dir(self.cpid),
+            self.layout.state_runs_dir(self.cpid),
+        ] {
+            remove_empty_dirs(&d);
+        }
+        Ok(())
+    }
+}
+
 /// The lock archivers of the runs under `layout` take turns on.
 fn lock_path(layout: &Layout) -> PathBuf {
     layout.runner_dir.join(".archive.lock")
 }
 
+/// How long an archiver waits between two tries of the lock another holds.
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Holds the archivers' lock ([`lock_path`]) until the file is dropped:
-/// waits while another archiver holds it. `Ok(None)` when the runner
+/// tries again every [`LOCK_RETRY`] while another archiver holds it,
+/// calling `between(Step::Waiting)` once and returning
+/// [`Error::Interrupted`] once `stop` says so. `Ok(None)` when the runner
 /// directory does not exist (no run has files there, nor an archiver a
-/// lock).
-fn lock_archivers(layout: &Layout) -> Result<Option<File>, Error> {
+/// lock), or when the lock cannot be had and `remove` is false (a warning
+/// says why); with `remove`, that is an error naming the lock file.
+fn lock_archivers(
+    layout: &Layout,
+    remove: bool,
+    stop: &dyn Fn() -> bool,
+    between: &mut dyn FnMut(Step),
+) -> Result<Option<File>, Error> {
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::OpenOptionsExt;
     let path = lock_path(layout);
+    let unavailable = |e: std::io::Error| -> Result<Option<File>, Error> {
+        let no_flock = matches!(
+            e.raw_os_error(),
+            Some(libc::ENOLCK) | Some(libc::EOPNOTSUPP)
+        );
+        if remove {
+            let hint = if no_flock {
+                "this filesystem has no working flock, which `runs archive --remove` needs: \
+                 use a local --runner-dir, or archive without --remove (and remove the run's \
+                 files from one host)"
+            } else {
+                "`runs archive --remove` needs to create and lock it: run it as a user who can \
+                 write to the runner directory (or create the lock file for it), or archive \
+                 without --remove"
+            };
+            Err(Error::backend(
+                "taking the archivers' lock",
+                BackendError::io(&path, e).with_hint(hint),
+            ))
+        } else {
+            tracing::warn!(
+                lock = %path.display(),
+                error = %e,
+                "cannot take the archivers' lock; archiving without it (nothing is removed)"
+            );
+            Ok(None)
+        }
+    };
     // Read-only is enough for flock: a lock file another user created
     // (mode 0644) serves too.
     let file = match File::open(&path) {
@@ -83,24 +234,38 @@ fn lock_archivers(layout: &Layout) -> Result<Option<File>, Error> {
             {
                 Ok(f) => f,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(Error::io(&path, e)),
+                Err(e) => return unavailable(e),
             }
         }
-        Err(e) => return Err(Error::io(&path, e)),
+        Err(e) => return unavailable(e),
     };
+    let mut waiting = false;
     loop {
         // SAFETY: flock on a descriptor owned here; released when `file`
         // is closed.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
             return Ok(Some(file));
         }
         let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(Error::io(&path, e));
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EWOULDBLOCK) => {
+                if !std::mem::replace(&mut waiting, true) {
+                    tracing::info!(lock = %path.display(), "waiting for another archiver");
+                    between(Step::Waiting);
+                }
+                if stop() {
+                    tracing::warn!(
+                        "interrupted while waiting for the archivers' lock: nothing written"
+                    );
+                    return Err(Error::Interrupted);
+                }
+                std::thread::sleep(LOCK_RETRY);
+            }
+            _ => return unavailable(e),
         }
     }
 }
-
 /// Removes the temporary archives of run `cpid` in `to`
 /// (`.conductor-run-<cpid>.tar.gz.*.tmp`): call holding the archivers'
 /// lock, when every archiver of the run still writing one holds it, so
@@ -136,6 +301,8 @@ fn remove_stale_temps(to: &Path, cpid: Cpid) {
 enum Step {
     /// About to take the archivers' lock.
     Locking,
+    /// Another archiver holds the lock: waiting for it (once).
+    Waiting,
     /// One more file packed.
     Packed,
     /// One more file removed.
@@ -171,9 +338,8 @@ fn create_temp(to: &Path, cpid: Cpid) -> std::io::Result<(PathBuf, File)> {
     }
 }
 
-/// [`archive`]'s work, asking `stop` before each file is packed and before
-/// the files are removed, and calling `between` at each [`Step`] (where a
-/// test holds one archiver while another runs).
+/// [`archive`]'s work: [`pack_files`], then, with `remove` and unless
+/// `stop` says so, [`Packed::remove`].
 fn archive_files(
     layout: &Layout,
     cpid: Cpid,
@@ -182,9 +348,43 @@ fn archive_files(
     stop: &dyn Fn() -> bool,
     between: &mut dyn FnMut(Step),
 ) -> Result<PathBuf, Error> {
+    let packed = pack_files(layout, cpid, to, remove, stop, between)?;
+    if remove && stop() {
+        tracing::warn!(%cpid, archive = %packed.path.display(), "interrupted: the archive is complete; the run's files were not removed");
+    } else if remove {
+        packed.remove(between)?;
+    }
+    Ok(packed.path)
+}
+
+/// Why writing an archive failed.
+enum WriteError {
+    /// Writing the new one.
+    Write(std::io::Error),
+    /// Reading the archive already there.
+    Old(std::io::Error),
+}
+
+impl From<std::io::Error> for WriteError {
+    fn from(e: std::io::Error) -> Self {
+        Self::Write(e)
+    }
+}
+
+/// [`pack`]'s work, asking `stop` while waiting for the lock and before
+/// each file (or entry of the old archive) is packed, and calling
+/// `between` at each [`Step`] (where a test holds one archiver while
+/// another runs).
+fn pack_files(
+    layout: &Layout,
+    cpid: Cpid,
+    to: &Path,
+    remove: bool,
+    stop: &dyn Fn() -> bool,
+    between: &mut dyn FnMut(Step),
+) -> Result<Packed, Error> {
     between(Step::Locking);
-    // Held until this archiver returns.
-    let _lock = lock_archivers(layout)?;
+    let lock = lock_archivers(layout, remove, stop, between)?;
     let files = layout.run_files(cpid);
     let path = to.join(format!("conductor-run-{cpid}.tar.gz"));
     if files.is_empty() {
@@ -209,16 +409,19 @@ fn archive_files(
             .create(to)
             .map_err(|e| Error::io(to, e))?;
     }
-    remove_stale_temps(to, cpid);
+    if lock.is_some() {
+        remove_stale_temps(to, cpid);
+    }
     let (tmp, file) = create_temp(to, cpid)
         .map_err(|e| Error::backend("writing the archive", BackendError::io(to, e)))?;
     // Ok(false): stopped before every file was packed, nothing renamed.
-    let write = || -> std::io::Result<bool> {
+    let write = || -> Result<bool, WriteError> {
         use std::os::unix::fs::PermissionsExt;
         // Whatever the umask.
         file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
         let gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
         let mut tar = tar::Builder::new(gz);
+        let mut names = std::collections::HashSet::new();
         for f in &files {
             let name = match (
                 f.strip_prefix(&layout.config_dir),
@@ -231,8 +434,33 @@ fn archive_files(
             if stop() {
                 return Ok(false);
             }
-            tar.append_path_with_name(f, name)?;
+            tar.append_path_with_name(f, &name)?;
+            names.insert(name);
             between(Step::Packed);
+        }
+        // The entries of the archive already there that are not on disk
+        // any more (removed by an archiver that stopped partway).
+        match File::open(&path) {
+            Ok(old) => {
+                let mut old = tar::Archive::new(flate2::read::GzDecoder::new(old));
+                for e in old.entries().map_err(WriteError::Old)? {
+                    let mut e = e.map_err(WriteError::Old)?;
+                    let name = e.path().map_err(WriteError::Old)?.into_owned();
+                    if names.contains(&name) {
+                        continue;
+                    }
+                    if stop() {
+                        return Ok(false);
+                    }
+                    let mut body = Vec::new();
+                    std::io::Read::read_to_end(&mut e, &mut body).map_err(WriteError::Old)?;
+                    let mut header = e.header().clone();
+                    tar.append_data(&mut header, &name, body.as_slice())?;
+                    names.insert(name);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(WriteError::Old(e)),
         }
         let gz = tar.into_inner()?;
         gz.finish()?.sync_all()?;
@@ -247,35 +475,32 @@ fn archive_files(
             tracing::warn!(%cpid, "interrupted: no archive written; the run's files stay");
             return Err(Error::Interrupted);
         }
-        Err(e) => {
+        Err(WriteError::Write(e)) => {
             let _ = std::fs::remove_file(&tmp);
             return Err(Error::backend(
                 "writing the archive",
                 BackendError::io(&path, e),
             ));
         }
-    }
-    if remove && stop() {
-        tracing::warn!(%cpid, archive = %path.display(), "interrupted: the archive is complete; the run's files were not removed");
-    } else if remove {
-        for f in &files {
-            match std::fs::remove_file(f) {
-                Ok(()) => between(Step::Removed),
-                // Removed by something other than an archiver (which holds
-                // the lock): gone either way.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io(f, e)),
-            }
-        }
-        for d in [
-            layout.maps_dir(cpid),
-            layout.cloud_runs_dir(cpid),
-            layout.state_runs_dir(cpid),
-        ] {
-            remove_empty_dirs(&d);
+        Err(WriteError::Old(e)) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(Error::backend(
+                "reading the archive already there",
+                BackendError::io(&path, e).with_hint(
+                    "it is not replaced (it may hold files of the run no longer on disk): \
+                     move it aside, then archive again",
+                ),
+            ));
         }
     }
-    Ok(path)
+    Ok(Packed {
+        layout: layout.clone(),
+        cpid,
+        path,
+        files,
+        remove,
+        _lock: lock,
+    })
 }
 
 /// Removes `dir` and its subdirectories that are empty (bottom up); a
@@ -355,8 +580,9 @@ mod tests {
 
     /// Two archivers of one run with `remove`: A has renamed its whole
     /// archive into place and removed one of the run's three files when B
-    /// starts. Without the lock, B lists the two files left, packs them and
-    /// renames its archive over A's: the file A removed is in no archive.
+    /// starts, and A goes on only once B waits for the lock A holds (or B
+    /// is done). Without the lock, B never waits: it lists the two files
+    /// left, packs them and renames its archive over A's, while A is held.
     /// With it, B waits until A is done, then finds no files and says where
     /// the archive is; the archive in place is A's, whole.
     #[test]
@@ -372,7 +598,8 @@ mod tests {
                 b_may_start.recv().unwrap();
                 let locking = b_says.clone();
                 let b = archive_files(layout, cpid, out, true, &|| false, &mut |step| {
-                    if step == Step::Locking {
+                    // Sent once B found the lock held, not before it tried.
+                    if step == Step::Waiting {
                         let _ = locking.send("waiting for the lock");
                     }
                 });
@@ -385,7 +612,8 @@ mod tests {
                     start_b.send(()).unwrap();
                     // B waits for the lock A holds (and goes on once A
                     // returned), or, without a lock, has run to its end.
-                    a_hears.recv().unwrap();
+                    let heard = a_hears.recv().unwrap();
+                    assert_eq!(heard, "waiting for the lock", "B did not wait for A");
                 }
             });
             (a, b.join().unwrap())
@@ -474,5 +702,149 @@ mod tests {
         assert_eq!(entries(&path).unwrap(), expected, "the archive is whole");
         assert_eq!(names(&out), [path.file_name().unwrap().to_string_lossy()]);
         assert_eq!(layout.run_files(cpid).len(), 3, "the run's files stay");
+    }
+
+    /// A `--remove` that stopped partway (a second signal, a file it could
+    /// not remove, a crash) left some of the run's files: archiving again
+    /// keeps, from the archive already there, the entries of the files
+    /// removed, and the files on disk win over their old entries.
+    #[test]
+    fn archiving_again_after_a_partial_removal_keeps_every_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (layout, cpid, expected) = a_run(dir.path());
+        let out = dir.path().join("archives");
+        let path = archive_files(&layout, cpid, &out, false, &|| false, &mut |_| {}).unwrap();
+        // The removal stopped after the first file.
+        let files = layout.run_files(cpid);
+        std::fs::remove_file(&files[0]).unwrap();
+        // A file written to since is archived as it is now.
+        std::fs::write(&files[2], "rewritten\n").unwrap();
+        let again = archive_files(&layout, cpid, &out, true, &|| false, &mut |_| {}).unwrap();
+        assert_eq!(again, path);
+        let mut got = entries(&path).unwrap();
+        got.sort();
+        let mut want = expected.clone();
+        want[2].1 = "rewritten\n".len();
+        want.sort();
+        assert_eq!(
+            got, want,
+            "every file of the run, the rewritten one as it is now"
+        );
+        assert!(layout.run_files(cpid).is_empty());
+        assert_eq!(names(&out), [path.file_name().unwrap().to_string_lossy()]);
+    }
+
+    /// An archive already there that cannot be read is neither replaced
+    /// nor are the run's files removed: the error names it and what to do.
+    #[test]
+    fn an_unreadable_archive_already_there_is_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let (layout, cpid, _) = a_run(dir.path());
+        let out = dir.path().join("archives");
+        std::fs::create_dir(&out).unwrap();
+        let path = out.join(format!("conductor-run-{cpid}.tar.gz"));
+        std::fs::write(&path, "not a gzip file").unwrap();
+        let e = archive_files(&layout, cpid, &out, true, &|| false, &mut |_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&path.display().to_string()) && e.contains("move it aside"),
+            "{e}"
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "not a gzip file");
+        assert_eq!(names(&out), [path.file_name().unwrap().to_string_lossy()]);
+        assert_eq!(layout.run_files(cpid).len(), 3, "the run's files stay");
+    }
+
+    /// Whether `/proc/locks` shows a process waiting for a lock on the
+    /// file of inode `ino` (a waiter's line has `->`).
+    fn a_waiter_on(ino: u64) -> bool {
+        let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
+        let suffix = format!(":{ino}");
+        locks
+            .lines()
+            .any(|l| l.contains("->") && l.split_whitespace().any(|f| f.ends_with(&suffix)))
+    }
+
+    /// An archiver waiting for the lock another holds stops when told to:
+    /// [`Error::Interrupted`], nothing written, nothing removed. (Were it
+    /// blocked in `flock`, a waiter shows in `/proc/locks`: the holder
+    /// then lets it have the lock, and it archives.)
+    #[test]
+    fn an_archiver_waiting_for_the_lock_stops_when_told() {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (layout, cpid, _) = a_run(dir.path());
+        let out = dir.path().join("archives");
+        let held = File::create(lock_path(&layout)).unwrap();
+        // SAFETY: flock on a descriptor owned here.
+        assert_eq!(unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX) }, 0);
+        let ino = held.metadata().unwrap().ino();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let r = std::thread::scope(|s| {
+            let done = &done;
+            s.spawn(move || {
+                while !done.load(Ordering::SeqCst) {
+                    if a_waiter_on(ino) {
+                        drop(held);
+                        return;
+                    }
+                    std::thread::yield_now();
+                }
+            });
+            let waited = std::cell::Cell::new(false);
+            let r = archive_files(&layout, cpid, &out, true, &|| waited.get(), &mut |step| {
+                if step == Step::Waiting {
+                    waited.set(true);
+                }
+            });
+            done.store(true, Ordering::SeqCst);
+            r
+        });
+        assert!(matches!(r, Err(Error::Interrupted)), "{r:?}");
+        assert!(!out.exists(), "nothing written");
+        assert_eq!(layout.run_files(cpid).len(), 3, "the run's files stay");
+    }
+
+    /// A lock that cannot be had (here a symbolic link to itself: ELOOP,
+    /// as root too) does not stop an archive without `remove` (a warning
+    /// says why); with `remove`, it is an error naming the lock file and
+    /// what to do, and nothing is written or removed.
+    #[test]
+    fn a_lock_that_cannot_be_had_stops_only_a_removing_archive() {
+        let dir = tempfile::tempdir().unwrap();
+        let (layout, cpid, expected) = a_run(dir.path());
+        let out = dir.path().join("archives");
+        let lock = lock_path(&layout);
+        std::os::unix::fs::symlink(&lock, &lock).unwrap();
+        let e = archive_files(&layout, cpid, &out, true, &|| false, &mut |_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&lock.display().to_string()) && e.contains("without --remove"),
+            "{e}"
+        );
+        assert!(!out.exists(), "nothing written");
+        assert_eq!(layout.run_files(cpid).len(), 3, "the run's files stay");
+        let path = archive_files(&layout, cpid, &out, false, &|| false, &mut |_| {}).unwrap();
+        assert_eq!(entries(&path).unwrap(), expected);
+        assert_eq!(layout.run_files(cpid).len(), 3);
+    }
+
+    /// [`pack`] then [`Packed::remove_files`] removes exactly the files
+    /// packed: one written between the two stays.
+    #[tokio::test]
+    async fn remove_files_removes_only_the_files_packed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (layout, cpid, expected) = a_run(dir.path());
+        let out = dir.path().join("archives");
+        let cancel = CancellationToken::new();
+        let packed = pack(&layout, cpid, &out, true, &cancel).await.unwrap();
+        let later = layout.cloud_runs_dir(cpid).join("later.log");
+        std::fs::write(&later, "written after the archive").unwrap();
+        let path = packed.remove_files(&cancel).await.unwrap();
+        assert_eq!(entries(&path).unwrap(), expected);
+        assert_eq!(layout.run_files(cpid), [later]);
     }
 }
