@@ -27,13 +27,30 @@ pub async fn archive(
     remove: bool,
     cancel: &CancellationToken,
 ) -> Result<PathBuf, Error> {
+    blocking(layout, cpid, to, remove, cancel, archive_files).await
+}
+
+/// The work of [`archive`] or [`pack`] (taking `stop` and a [`Step`] hook).
+type Work<T> =
+    fn(&Layout, Cpid, &Path, bool, &dyn Fn() -> bool, &mut dyn FnMut(Step)) -> Result<T, Error>;
+
+/// Runs `work` on a blocking thread, in the archive's span, told to stop
+/// once `cancel` is cancelled, and waits for it to end.
+async fn blocking<T: Send + 'static>(
+    layout: &Layout,
+    cpid: Cpid,
+    to: &Path,
+    remove: bool,
+    cancel: &CancellationToken,
+    work: Work<T>,
+) -> Result<T, Error> {
     let layout = layout.clone();
     let to = to.to_path_buf();
     let cancel = cancel.clone();
     let span = tracing::info_span!("conductor.archive", %cpid, to = %to.display(), remove);
     tokio::task::spawn_blocking(move || {
         span.in_scope(|| {
-            archive_files(
+            work(
                 &layout,
                 cpid,
                 &to,
@@ -80,24 +97,7 @@ pub async fn pack(
     remove: bool,
     cancel: &CancellationToken,
 ) -> Result<Packed, Error> {
-    let layout = layout.clone();
-    let to = to.to_path_buf();
-    let cancel = cancel.clone();
-    let span = tracing::info_span!("conductor.archive", %cpid, to = %to.display(), remove);
-    tokio::task::spawn_blocking(move || {
-        span.in_scope(|| {
-            pack_files(
-                &layout,
-                cpid,
-                &to,
-                remove,
-                &|| cancel.is_cancelled(),
-                &mut |_| {},
-            )
-        })
-    })
-    .await
-    .map_err(|e| Error::task("archiving the run", e))?
+    blocking(layout, cpid, to, remove, cancel, pack_files).await
 }
 
 /// A complete archive of a run, with the files packed in it and the
