@@ -61,18 +61,15 @@ pub fn main_with(
 ) -> ExitCode {
     let args: Vec<OsString> = args.into_iter().collect();
     let json = args.iter().any(|a| a == "--json");
-    let Parsed {
-        cli,
-        matches,
-        cmd,
-        file,
-    } = match parse(&args) {
+    let Parsed { cli, matches, file } = match parse(&args) {
         Ok(parsed) => parsed,
         Err(Unparsed::Config(f)) => return ExitCode::from(output::failure(&f, None, json)),
         Err(Unparsed::Usage(e)) => return ExitCode::from(output::usage_error(&e, &args)),
     };
     let name = command_name(&matches);
     if let args::Command::Config = cli.command {
+        // The tree again (parsing consumed it): only this command needs it.
+        let cmd = config::apply(args::command(), &file);
         let settings = config::settings(&cmd, &matches, &file);
         if cli.global.json {
             let path = file.path.as_ref().map(|p| p.display().to_string());
@@ -166,8 +163,6 @@ const BLOCKING_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 struct Parsed {
     cli: Cli,
     matches: clap::ArgMatches,
-    /// The command, its defaults taken from the config file.
-    cmd: clap::Command,
     file: config::ConfigFile,
 }
 
@@ -187,18 +182,13 @@ fn parse(args: &[OsString]) -> Result<Parsed, Unparsed> {
         Some((path, _)) => config::load(&path, &cmd).map_err(Unparsed::Config)?,
         None => config::ConfigFile::default(),
     };
-    let cmd = config::apply(cmd, &file);
-    let matches = cmd
-        .clone()
+    // Parsing consumes the tree: a copy kept beside it cost a tenth of
+    // every command's start-up (docs/performance.md).
+    let matches = config::apply(cmd, &file)
         .try_get_matches_from(args)
         .map_err(Unparsed::Usage)?;
     let cli = Cli::from_arg_matches(&matches).map_err(Unparsed::Usage)?;
-    Ok(Parsed {
-        cli,
-        matches,
-        cmd,
-        file,
-    })
+    Ok(Parsed { cli, matches, file })
 }
 
 /// The value of the `key=` word of the command's words, if given.
