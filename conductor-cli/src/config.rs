@@ -64,6 +64,30 @@ fn env_name(id: &str) -> String {
     format!("CONDUCTOR_{}", id.to_uppercase())
 }
 
+/// Whether a failure found before the command line parsed (a bad flag, a
+/// bad config file) is reported as JSON: `--json` on the line, else
+/// `CONDUCTOR_JSON`, else the config file's `json` (`file`, when read), as
+/// a parsed line would have it.
+pub fn wants_json(args: &[OsString], file: Option<&ConfigFile>) -> bool {
+    let on_line = args.iter().skip(1).take_while(|a| *a != "--");
+    if on_line.into_iter().any(|a| a == "--json") {
+        return true;
+    }
+    // clap's reading of a flag's variable or default: these mean false.
+    let truthy = |v: &str| {
+        !matches!(
+            v.to_ascii_lowercase().as_str(),
+            "" | "0" | "n" | "no" | "f" | "false" | "off"
+        )
+    };
+    if let Some(v) = std::env::var_os(env_name("json")) {
+        return truthy(&v.to_string_lossy());
+    }
+    file.and_then(|f| f.values.get("json"))
+        .and_then(|v| v.last())
+        .is_some_and(|v| truthy(v))
+}
+
 /// `cmd` with every settable option of its tree readable from an
 /// environment variable (the man page and `--help` show them).
 pub fn with_env_vars(cmd: Command) -> Command {

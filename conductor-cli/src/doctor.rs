@@ -281,11 +281,22 @@ fn autosign(g: &Global, dir: &Path) -> Check {
     }
 }
 
-/// EC2 answers in the region (and in the environment's account), and this
-/// host's clock agrees with EC2's.
+/// EC2 answers in the region (and in the environment's account), the
+/// environment's pillar loads, and this host's clock agrees with EC2's.
 async fn aws(g: &Global, scope: &Scope<'_>) -> Vec<Check> {
+    // The pillar is checked whatever the cloud: it does not need EC2.
+    let (pillar_check, account) = match scope.env {
+        Some(env) => {
+            let (check, account) = pillar(g, env).await;
+            (Some(check), account)
+        }
+        None => (None, None),
+    };
     if g.cloud == CloudKind::Fake {
-        return vec![Check::skipped("ec2", "--cloud fake")];
+        return [Check::skipped("ec2", "--cloud fake")]
+            .into_iter()
+            .chain(pillar_check)
+            .collect();
     }
     // Two attempts: an answer, or a verdict in seconds rather than after
     // the runs' patient retries.
@@ -296,25 +307,23 @@ async fn aws(g: &Global, scope: &Scope<'_>) -> Vec<Check> {
         .cloned()
         .or_else(|| ec2.default_region().and_then(|r| Region::new(r).ok()))
     else {
-        return vec![Check::fail(
+        let no_region = Check::fail(
             "ec2",
             exit::BAD_INPUT,
             "no region: neither --region nor AWS_REGION nor the AWS profile names one",
             "give --region (runs take theirs from region=<zone>)",
-        )];
+        );
+        return [no_region].into_iter().chain(pillar_check).collect();
     };
     let mut checks = vec![probe("ec2", &ec2, &region, "the default credentials").await];
     let mut clock_of = ec2.clock();
-    if let Some(env) = scope.env {
-        let (pillar_check, account) = pillar(g, env).await;
-        checks.push(pillar_check);
-        if let Some(account) = account {
-            let accounts = Ec2Accounts::new(builder);
-            let in_account = accounts.backend(&account).await;
-            let whose = format!("account {} of env {env}", account.label());
-            checks.push(probe("account", &in_account, &region, &whose).await);
-            clock_of = in_account.clock().or(clock_of);
-        }
+    checks.extend(pillar_check);
+    if let (Some(env), Some(account)) = (scope.env, account) {
+        let accounts = Ec2Accounts::new(builder);
+        let in_account = accounts.backend(&account).await;
+        let whose = format!("account {} of env {env}", account.label());
+        checks.push(probe("account", &in_account, &region, &whose).await);
+        clock_of = in_account.clock().or(clock_of);
     }
     checks.push(match clock_of {
         Some(cloud) => clock(

@@ -60,11 +60,16 @@ pub fn main_with(
     observer: Option<Arc<dyn Observer>>,
 ) -> ExitCode {
     let args: Vec<OsString> = args.into_iter().collect();
-    let json = args.iter().any(|a| a == "--json");
     let Parsed { cli, matches, file } = match parse(&args) {
         Ok(parsed) => parsed,
-        Err(Unparsed::Config(f)) => return ExitCode::from(output::failure(&f, None, json)),
-        Err(Unparsed::Usage(e)) => return ExitCode::from(output::usage_error(&e, &args)),
+        Err(Unparsed::Config(f)) => {
+            let json = config::wants_json(&args, None);
+            return ExitCode::from(output::failure(&f, None, json));
+        }
+        Err(Unparsed::Usage(e, file)) => {
+            let json = config::wants_json(&args, Some(&file));
+            return ExitCode::from(output::usage_error(&e, json));
+        }
     };
     let name = command_name(&matches);
     if let args::Command::Config = cli.command {
@@ -170,8 +175,8 @@ struct Parsed {
 enum Unparsed {
     /// The config file is unreadable or names an unknown option.
     Config(exit::Failure),
-    /// The line itself is wrong.
-    Usage(clap::Error),
+    /// The line itself is wrong (the config file it was read over beside).
+    Usage(clap::Error, config::ConfigFile),
 }
 
 /// Parses `args` (the first is the program name) over the config file
@@ -182,13 +187,15 @@ fn parse(args: &[OsString]) -> Result<Parsed, Unparsed> {
         Some((path, _)) => config::load(&path, &cmd).map_err(Unparsed::Config)?,
         None => config::ConfigFile::default(),
     };
-    // Parsing consumes the tree: a copy kept beside it cost a tenth of
-    // every command's start-up (docs/performance.md).
-    let matches = config::apply(cmd, &file)
+    // Parsing consumes the tree; no copy is kept for the one command that
+    // needs it (`conductor config` builds it again).
+    let parsed = config::apply(cmd, &file)
         .try_get_matches_from(args)
-        .map_err(Unparsed::Usage)?;
-    let cli = Cli::from_arg_matches(&matches).map_err(Unparsed::Usage)?;
-    Ok(Parsed { cli, matches, file })
+        .and_then(|matches| Ok((Cli::from_arg_matches(&matches)?, matches)));
+    match parsed {
+        Ok((cli, matches)) => Ok(Parsed { cli, matches, file }),
+        Err(e) => Err(Unparsed::Usage(e, file)),
+    }
 }
 
 /// The value of the `key=` word of the command's words, if given.

@@ -56,14 +56,14 @@ pub fn failure(f: &Failure, cpid: Option<Cpid>, json: bool) -> u8 {
 }
 
 /// Reports words or flags clap refused (exit 2), as a JSON document too when
-/// `--json` is among `args`; help and version are printed and exit 0.
-pub fn usage_error(e: &clap::Error, args: &[std::ffi::OsString]) -> u8 {
+/// `json` (`config::wants_json`); help and version are printed and exit 0.
+pub fn usage_error(e: &clap::Error, json: bool) -> u8 {
     use clap::error::ErrorKind;
     let _ = e.print();
     if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
         return exit::OK;
     }
-    if args.iter().any(|a| a == "--json") {
+    if json {
         let text = e.render().to_string();
         let first = text.lines().next().unwrap_or("bad arguments");
         let message = first.strip_prefix("error: ").unwrap_or(first);

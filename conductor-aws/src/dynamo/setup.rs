@@ -214,7 +214,7 @@ impl DynamoReserver {
             .collect();
         let old = keys.len() == 1 && has(keys, "pk", KeyType::Hash);
         let what = if old {
-            "has the layout of Conductor 0.1 (hash key `pk` only, one item per key)"
+            "has the first layout (hash key `pk` only, one item per key)"
         } else {
             "is not a Conductor reservation table"
         };

@@ -135,7 +135,7 @@ async fn a_table_of_the_old_layout_is_refused_with_the_migration() {
         let text = e.to_string();
         for part in [
             "\"conductor-v1\"",
-            "Conductor 0.1",
+            "the first layout",
             "pk (HASH)",
             "--dynamodb-table",
             "Migrating the DynamoDB table",

@@ -260,6 +260,37 @@ fn reservations_and_runs_commands() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
 
+/// `doctor --env` checks the environment's pillar on any cloud: the
+/// pillar does not need EC2.
+#[test]
+fn doctor_checks_the_pillar_without_ec2() {
+    let (mut r, _dir) = lab();
+    let pillar_of = |r: &Lab| {
+        let o = r.run(&["doctor", "--env", "test", "--no-salt", "--json"], None);
+        let v: serde_json::Value =
+            serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(&o)));
+        let checks = v["checks"].as_array().unwrap();
+        let ec2 = checks.iter().find(|c| c["check"] == "ec2").unwrap();
+        assert_eq!(ec2["status"], "skipped", "{v}");
+        let pillar = checks.iter().find(|c| c["check"] == "pillar");
+        let pillar = pillar.unwrap_or_else(|| panic!("no pillar check: {v}"));
+        (o.status.code(), pillar.clone())
+    };
+    let (code, pillar) = pillar_of(&r);
+    assert_eq!(code, Some(0), "{pillar}");
+    assert_eq!(pillar["status"], "ok", "{pillar}");
+    assert!(pillar["detail"].as_str().unwrap().contains("env test"));
+
+    r.write_pillar("conductor:\n  groups:\n    devops: {roles: 3}\n");
+    let (code, pillar) = pillar_of(&r);
+    assert_eq!(code, Some(2), "{pillar}");
+    assert_eq!(pillar["status"], "fail", "{pillar}");
+    assert!(
+        pillar["detail"].as_str().unwrap().contains("roles"),
+        "{pillar}"
+    );
+}
+
 #[test]
 fn help_teaches_with_examples() {
     let (r, _dir) = lab();
@@ -508,6 +539,25 @@ fn failures_are_one_json_document_and_nothing_is_coloured() {
         None,
     );
     assert!(failure(&o, 2, "bad_input").contains("--jsn"));
+    // JSON asked for by the variable or the config file, as a parsed line
+    // would have it; `CONDUCTOR_JSON=false` wins over the file.
+    let bad_flag = group_args("plan", &["system=small_test", "--jsn"]);
+    let mut by_env = r.clone();
+    by_env.env.push(("CONDUCTOR_JSON".into(), "true".into()));
+    assert!(failure(&by_env.run(&bad_flag, None), 2, "bad_input").contains("--jsn"));
+    let config = r.dir.join("json.yaml");
+    std::fs::write(&config, "json: true\n").unwrap();
+    let with_config = [&bad_flag[..], &["--config", config.to_str().unwrap()]].concat();
+    assert!(failure(&r.run(&with_config, None), 2, "bad_input").contains("--jsn"));
+    let mut off = r.clone();
+    off.env.push(("CONDUCTOR_JSON".into(), "false".into()));
+    let o = off.run(&with_config, None);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        o.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
     // A pillar directory that is not there is bad input too.
     let nope = r.runner_dir().join("no-such-pillar");
     let o = r.bare(&[
