@@ -73,19 +73,14 @@ pub fn wants_json(args: &[OsString], file: Option<&ConfigFile>) -> bool {
     if on_line.into_iter().any(|a| a == "--json") {
         return true;
     }
-    // clap's reading of a flag's variable or default: these mean false.
-    let truthy = |v: &str| {
-        !matches!(
-            v.to_ascii_lowercase().as_str(),
-            "" | "0" | "n" | "no" | "f" | "false" | "off"
-        )
-    };
+    // The flag's variable and config value parse as clap's `bool`: `true`
+    // or `false`, anything else being a usage error of its own.
     if let Some(v) = std::env::var_os(env_name("json")) {
-        return truthy(&v.to_string_lossy());
+        return v == "true";
     }
     file.and_then(|f| f.values.get("json"))
         .and_then(|v| v.last())
-        .is_some_and(|v| truthy(v))
+        .is_some_and(|v| v == "true")
 }
 
 /// `cmd` with every settable option of its tree readable from an

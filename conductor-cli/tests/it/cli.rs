@@ -549,15 +549,19 @@ fn failures_are_one_json_document_and_nothing_is_coloured() {
     std::fs::write(&config, "json: true\n").unwrap();
     let with_config = [&bad_flag[..], &["--config", config.to_str().unwrap()]].concat();
     assert!(failure(&r.run(&with_config, None), 2, "bad_input").contains("--jsn"));
-    let mut off = r.clone();
-    off.env.push(("CONDUCTOR_JSON".into(), "false".into()));
-    let o = off.run(&with_config, None);
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(
-        o.stdout.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&o.stdout)
-    );
+    // `1` is no boolean to clap (a parsed line rejects it), so it asks for
+    // no JSON either.
+    for value in ["false", "1"] {
+        let mut off = r.clone();
+        off.env.push(("CONDUCTOR_JSON".into(), value.into()));
+        let o = off.run(&with_config, None);
+        assert_eq!(o.status.code(), Some(2), "{value}: {}", stderr(&o));
+        assert!(
+            o.stdout.is_empty(),
+            "{value}: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+    }
     // A pillar directory that is not there is bad input too.
     let nope = r.runner_dir().join("no-such-pillar");
     let o = r.bare(&[
