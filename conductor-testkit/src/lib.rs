@@ -34,6 +34,7 @@ pub mod minion_cloud;
 pub mod mocks;
 #[cfg(feature = "moto")]
 pub mod moto;
+pub mod net;
 pub mod proxy;
 pub mod pty;
 pub mod reserve_figures;

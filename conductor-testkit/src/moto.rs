@@ -3,12 +3,12 @@
 //! not enforce), and makes the network a launch in moto's EC2 needs
 //! ([`subnet_in`]).
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use conductor_core::Zone;
 
+use crate::net::{free_port, group_listens_on};
 use crate::strict_ec2::StrictEc2;
 
 /// Credentials moto accepts (any); tests pass them to the backends' builders.
@@ -23,14 +23,6 @@ pub struct MotoServer {
     child: Child,
     port: u16,
     strict: Option<StrictEc2>,
-}
-
-/// A free TCP port on 127.0.0.1.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
 }
 
 impl MotoServer {
@@ -83,8 +75,11 @@ impl MotoServer {
             strict: None,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
+        let pgid = i32::try_from(me.child.id()).expect("a pid");
         loop {
-            if me.answers() {
+            // Ours listens (not another server that took the port first,
+            // which would answer too), and serves.
+            if group_listens_on(pgid, port) && me.answers() {
                 me.strict = Some(StrictEc2::start(port));
                 return Ok(me);
             }

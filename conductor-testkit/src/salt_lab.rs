@@ -17,7 +17,6 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -27,13 +26,17 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
-use crate::moto::free_port;
+use crate::net::{free_ports, group_listens_on, group_members};
 use crate::salt_env::SaltEnv;
 
 /// The master's config directory under the lab root (holds `master`).
 const CONF: &str = "conf";
 /// `autosign_grains_dir` as written in the master config (Salt puts it under `root_dir`).
 const AUTOSIGN: &str = "/autosign_grains";
+/// What a master that found its port taken logs before it exits (Salt's
+/// `verify_socket`: `Unable to bind socket 127.0.0.1:<port>, error: [Errno
+/// 98] Address already in use`).
+const PORT_TAKEN: &str = "Address already in use";
 
 /// Set this environment variable to keep a lab's root (configs, logs, keys)
 /// after the test, for debugging.
@@ -67,12 +70,39 @@ impl SaltLab {
     /// of `base`, `test` and `prod`, and waits until it listens. Panics with the reason and
     /// the master's log when it cannot start.
     pub async fn start(file_roots: &Path) -> Self {
+        Self::start_from(file_roots, free_ports()).await
+    }
+
+    /// [`SaltLab::start`] trying `ports` (ret, publish) first. A port taken
+    /// between choosing it and the master binding it makes the master exit
+    /// at once, saying so in its log: the lab starts again, twice at most,
+    /// on other ports (as `MotoServer` does).
+    async fn start_from(file_roots: &Path, mut ports: [u16; 2]) -> Self {
+        for tries_left in (0..3).rev() {
+            let (lab, status) = match Self::try_start(file_roots, ports).await {
+                Ok(lab) => return lab,
+                Err(failed) => failed,
+            };
+            let log = lab.log_tail("master.log");
+            if tries_left == 0 || !log.contains(PORT_TAKEN) {
+                panic!("salt-master exited at start ({status}); its log:\n{log}");
+            }
+            ports = free_ports();
+        }
+        unreachable!("the last try returns or panics")
+    }
+
+    /// Starts a master on `ports`; `Err` (with the lab, to read its log)
+    /// when it exits before it listens.
+    async fn try_start(
+        file_roots: &Path,
+        [ret_port, publish_port]: [u16; 2],
+    ) -> Result<Self, (Self, std::process::ExitStatus)> {
         let bin = SaltEnv::get().bin_dir();
         let root = tempfile::Builder::new()
             .prefix("saltlab-")
             .tempdir()
             .expect("a temp dir for the Salt lab");
-        let (ret_port, publish_port) = (free_port(), free_port());
         let lab = SaltLab {
             root,
             bin,
@@ -116,14 +146,14 @@ impl SaltLab {
         lab.write_info();
         lab.link_bin_dir();
         let child = lab.spawn("salt-master", &["-c", &lab.conf_arg(), "-l", "quiet"]);
+        let pgid = i32::try_from(child.id()).expect("a pid");
         *lab.master.lock().unwrap() = Some(child);
         let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(("127.0.0.1", ret_port)).is_err() {
+        // Ready once one of the master's processes listens on the port: a
+        // connection alone could reach whatever took the port first.
+        while !group_listens_on(pgid, ret_port) {
             if let Some(status) = lab.master_exited() {
-                panic!(
-                    "salt-master exited at start ({status}); its log:\n{}",
-                    lab.log_tail("master.log")
-                );
+                return Err((lab, status));
             }
             assert!(
                 Instant::now() < deadline,
@@ -132,7 +162,7 @@ impl SaltLab {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        lab
+        Ok(lab)
     }
 
     /// The master's config directory: pass it as `salt -c` / `SaltCli::config_dir`.
@@ -483,24 +513,9 @@ fn wait_group_gone(pgid: i32) {
     }
 }
 
-/// Whether a process that is not a zombie is in process group `pgid`
-/// (from `/proc/<pid>/stat`: the state is field 3, the group field 5).
+/// Whether a process that is not a zombie is in process group `pgid`.
 fn group_has_live_members(pgid: i32) -> bool {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return false;
-    };
-    entries.flatten().any(|e| {
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
-            return false;
-        };
-        // The command name (field 2) is in parentheses and may hold spaces.
-        let Some((_, rest)) = stat.rsplit_once(") ") else {
-            return false;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        matches!(fields.as_slice(), [state, _ppid, pgrp, ..]
-            if *pgrp == pgid.to_string() && !matches!(*state, "Z" | "X"))
-    })
+    !group_members(pgid).is_empty()
 }
 
 fn strings(v: &Value) -> Vec<String> {
@@ -516,4 +531,25 @@ fn strings(v: &Value) -> Vec<String> {
 fn write_yaml(path: &Path, value: &Value) {
     std::fs::create_dir_all(path.parent().expect("a parent")).expect("config dir");
     std::fs::write(path, serde_yaml::to_string(value).expect("yaml")).expect("config file");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A master whose ret port another process took exits at start; the lab
+    /// starts it again on other ports instead of failing the test.
+    #[tokio::test]
+    async fn a_master_finding_its_port_taken_starts_on_other_ports() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let [publish] = free_ports();
+        let lab = SaltLab::start_from(&SaltLab::fixture_file_roots(), [port, publish]).await;
+        assert_ne!(lab.ret_port, port);
+        assert!(lab.master_exited().is_none(), "the master runs");
+        let pgid = lab.master.lock().unwrap().as_ref().unwrap().id() as i32;
+        assert!(group_listens_on(pgid, lab.ret_port));
+        assert!(!group_listens_on(pgid, port), "the port stays the other's");
+        drop(taken);
+    }
 }

@@ -272,8 +272,8 @@ async fn items_carry_the_ttl_attribute() {
 /// `Rejected` and names the table.
 #[tokio::test]
 async fn errors_are_classified() {
-    let port = conductor_testkit::moto::free_port();
-    let e = on(format!("http://127.0.0.1:{port}"), "conductor-nowhere")
+    let nowhere = conductor_testkit::net::DeadPort::new();
+    let e = on(nowhere.url(), "conductor-nowhere")
         .build()
         .await
         .unwrap_err();

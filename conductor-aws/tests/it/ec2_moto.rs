@@ -297,11 +297,9 @@ async fn client_errors_name_the_input() {
     );
 
     // An endpoint that does not answer is Unreachable.
+    let nowhere = conductor_testkit::net::DeadPort::new();
     let dead = Ec2Backend::builder()
-        .endpoint_url(format!(
-            "http://127.0.0.1:{}",
-            conductor_testkit::moto::free_port()
-        ))
+        .endpoint_url(nowhere.url())
         .static_credentials("a", "b")
         .max_attempts(1)
         .build()

@@ -5,6 +5,7 @@ use std::process::Command;
 
 use conductor_testkit::bin_lab::{create_args, group_args};
 use conductor_testkit::moto::MotoServer;
+use conductor_testkit::net::DeadPort;
 
 use crate::support::{names, Lab};
 
@@ -180,10 +181,8 @@ fn dynamodb_reserver_from_the_command_line() {
     assert!(held.as_array().unwrap().is_empty());
     // An unreachable endpoint is exit 4.
     let mut dead = e.lab.clone();
-    dead.endpoint = Some(format!(
-        "http://127.0.0.1:{}",
-        conductor_testkit::moto::free_port()
-    ));
+    let nowhere = DeadPort::new();
+    dead.endpoint = Some(nowhere.url());
     dead.env.extend(
         [
             ("AWS_ACCESS_KEY_ID", "x"),
@@ -684,10 +683,8 @@ fn doctor_checks_the_set_up_and_names_the_fix() {
     );
 
     let mut dead = e.lab.clone();
-    dead.endpoint = Some(format!(
-        "http://127.0.0.1:{}",
-        conductor_testkit::moto::free_port()
-    ));
+    let nowhere = DeadPort::new();
+    dead.endpoint = Some(nowhere.url());
     dead.env.push(("AWS_MAX_ATTEMPTS".into(), "1".into()));
     let (code, report) = doctor(&dead, &[]);
     assert_eq!(code, Some(4), "{report}");

@@ -14,6 +14,7 @@ use conductor_salt::{FilePillar, PillarVia, SaltCli, SaltPillar};
 use conductor_testkit::fixtures;
 use conductor_testkit::harness::{master_layout, Harness};
 use conductor_testkit::logs;
+use conductor_testkit::net::DeadPort;
 use conductor_testkit::salt_env::SaltEnv;
 use conductor_testkit::FakeSalt;
 
@@ -457,9 +458,10 @@ async fn update_logs_real_salt_output() {
 }
 
 /// A master config rooted in `dir` (no master process runs; its ports are
-/// free ones nobody listens on): `salt-run` works offline with it, `salt`
-/// finds no master behind it.
-fn offline_master(dir: &Path, file_root: &Path) -> PathBuf {
+/// held, refusing connections, while the returned ports live): `salt-run`
+/// works offline with it, `salt` finds no master behind it.
+fn offline_master(dir: &Path, file_root: &Path) -> (PathBuf, [DeadPort; 2]) {
+    let ports = [DeadPort::new(), DeadPort::new()];
     let conf = dir.join("master-conf");
     write(
         &conf.join("master"),
@@ -468,11 +470,11 @@ fn offline_master(dir: &Path, file_root: &Path) -> PathBuf {
              file_roots: {{base: [{files}], test: [{files}]}}\n",
             root = dir.join("master-root").display(),
             files = file_root.display(),
-            ret = conductor_testkit::moto::free_port(),
-            publ = conductor_testkit::moto::free_port(),
+            ret = ports[0].port(),
+            publ = ports[1].port(),
         ),
     );
-    conf
+    (conf, ports)
 }
 
 /// Pre/post-create hooks: real `salt-run state.orchestrate` output (with its
@@ -490,7 +492,7 @@ async fn orchestrate_output_from_real_salt_run() {
         &states.join("orch/broken_hook.sls"),
         "hook-ok:\n  test.succeed_without_changes\nhook-bad:\n  test.fail_without_changes:\n    - comment: the hook failed\n",
     );
-    let conf = offline_master(dir.path(), &states);
+    let (conf, _ports) = offline_master(dir.path(), &states);
     let cli = SaltCli::new().bin_dir(salt.bin_dir()).config_dir(&conf);
     let env = Env::new("test").unwrap();
     let (good, bad, missing) = tokio::join!(
@@ -532,7 +534,7 @@ async fn orchestrate_output_from_real_salt_run() {
 async fn salt_without_its_master_is_unreachable() {
     let salt = SaltEnv::get();
     let dir = tempfile::tempdir().unwrap();
-    let conf = offline_master(dir.path(), &dir.path().join("states"));
+    let (conf, _ports) = offline_master(dir.path(), &dir.path().join("states"));
     let e = SaltCli::new()
         .bin_dir(salt.bin_dir())
         .config_dir(&conf)
@@ -555,11 +557,12 @@ async fn salt_pillar_with_an_absent_master_times_out_with_a_hint() {
     let salt = SaltEnv::get();
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("minion-conf");
+    let master = DeadPort::new();
     write(
         &conf.join("minion"),
         &format!(
             "id: m1\nmaster: 127.0.0.1\nmaster_port: {port}\nroot_dir: {root}\nlog_file: {root}/minion.log\n",
-            port = conductor_testkit::moto::free_port(),
+            port = master.port(),
             root = dir.path().join("root").display(),
         ),
     );
