@@ -68,35 +68,86 @@ impl S3Url {
     }
 }
 
-/// Uploads `file` to `to` through `endpoint_url` (else `AWS_ENDPOINT_URL`,
-/// else AWS), encrypted at rest with `sse`; returns `s3://bucket/key`.
-pub async fn upload(
-    file: &Path,
-    to: &S3Url,
-    endpoint_url: Option<&str>,
-    sse: &Sse,
-) -> Result<String, BackendError> {
-    let mut aws = AwsConfig::new();
-    if let Some(url) = endpoint_url {
-        aws = aws.endpoint_url(url);
-    }
-    upload_with(file, to, &aws, sse).await
+/// What must be under an archive's key for an upload to replace it: the
+/// object read before packing (its ETag), or none. An upload whose
+/// expectation no longer holds fails (`PreconditionFailed`, S3's
+/// conditional writes) and changes nothing, so an archive is never
+/// replaced by one that did not merge it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// No object under the key (`If-None-Match: *`).
+    Absent,
+    /// The object of this ETag (`If-Match`).
+    ETag(String),
 }
 
-/// Uploads `file` to `to` with the connection `aws`, encrypted at rest with
-/// `sse`; returns `s3://bucket/key`.
-pub async fn upload_with(
-    file: &Path,
-    to: &S3Url,
-    aws: &AwsConfig,
-    sse: &Sse,
-) -> Result<String, BackendError> {
+/// An S3 client for archives, on the connection `aws`.
+async fn client(aws: &AwsConfig) -> aws_sdk_s3::Client {
     let sdk = aws.load().await;
     // Path-style addressing works with every endpoint (moto, MinIO, AWS).
     let conf = aws_sdk_s3::config::Builder::from(&sdk)
         .force_path_style(true)
         .build();
-    let client = aws_sdk_s3::Client::from_conf(conf);
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+/// Downloads the archive named `name` under `from`, when there is one, to
+/// `dest` (created mode 0600; it holds the run's provider file); returns
+/// what an upload replacing it must expect: its ETag, or
+/// [`Expect::Absent`] (and no file written) when the key holds nothing.
+pub async fn download_with(
+    from: &S3Url,
+    name: &str,
+    dest: &Path,
+    aws: &AwsConfig,
+) -> Result<Expect, BackendError> {
+    let key = from.key(name);
+    let what = || format!("reading s3://{}/{key}", from.bucket);
+    let got = client(aws)
+        .await
+        .get_object()
+        .bucket(&from.bucket)
+        .key(&key)
+        .send()
+        .instrument(info_span!("s3.get_object", bucket = %from.bucket, %key))
+        .await;
+    let got = match got {
+        Ok(got) => got,
+        Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => {
+            return Ok(Expect::Absent)
+        }
+        Err(e) => return Err(classify("GetObject", &what(), e)),
+    };
+    let etag = got.e_tag().map(str::to_string).ok_or_else(|| {
+        BackendError::new(
+            BackendErrorKind::Rejected,
+            format!("{}: the answer has no ETag", what()),
+        )
+    })?;
+    let io = |e: std::io::Error| BackendError::io(dest, e);
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(dest)
+        .await
+        .map_err(io)?;
+    let mut body = got.body.into_async_read();
+    tokio::io::copy(&mut body, &mut file).await.map_err(io)?;
+    file.sync_all().await.map_err(io)?;
+    Ok(Expect::ETag(etag))
+}
+
+/// Uploads `file` to `to` with the connection `aws`, encrypted at rest with
+/// `sse`, only when what is under its key is what `expect` says; returns
+/// `s3://bucket/key`.
+pub async fn upload_with(
+    file: &Path,
+    to: &S3Url,
+    aws: &AwsConfig,
+    sse: &Sse,
+    expect: &Expect,
+) -> Result<String, BackendError> {
     let name = file
         .file_name()
         .and_then(|n| n.to_str())
@@ -105,29 +156,43 @@ pub async fn upload_with(
     let body = ByteStream::from_path(file)
         .await
         .map_err(|e| BackendError::new(BackendErrorKind::Io, format!("{}: {e}", file.display())))?;
-    let put = client
+    let put = client(aws)
+        .await
         .put_object()
         .bucket(&to.bucket)
         .key(&key)
         .body(body)
         .content_type("application/gzip");
+    let put = match expect {
+        Expect::Absent => put.if_none_match("*"),
+        Expect::ETag(etag) => put.if_match(etag),
+    };
     let put = match sse {
         Sse::Aes256 => put.server_side_encryption(ServerSideEncryption::Aes256),
         Sse::Kms { key_id } => put
             .server_side_encryption(ServerSideEncryption::AwsKms)
             .set_ssekms_key_id(key_id.clone()),
     };
+    let at = format!("s3://{}/{key}", to.bucket);
     put.send()
         .instrument(info_span!("s3.put_object", bucket = %to.bucket, %key))
         .await
         .map_err(|e| {
-            classify(
+            let changed = e.raw_response().is_some_and(|r| r.status().as_u16() == 412);
+            let mut e = classify(
                 "PutObject",
-                &format!("uploading {} to s3://{}/{key}", file.display(), to.bucket),
+                &format!("uploading {} to {at}", file.display()),
                 e,
-            )
+            );
+            if changed {
+                e.message.push_str(&format!(
+                    "; {at} changed after it was read (another archive of this run at the same \
+                     time?), so it was left as it is: run the archive again to merge both"
+                ));
+            }
+            e
         })?;
-    Ok(format!("s3://{}/{key}", to.bucket))
+    Ok(at)
 }
 
 #[cfg(test)]

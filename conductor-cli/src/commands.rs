@@ -689,15 +689,45 @@ async fn archive(
     };
     let to = to.unwrap_or_else(|| layout.runner_dir.join("archives").display().to_string());
     let location = if to.starts_with("s3://") {
-        let url = conductor_aws::s3::S3Url::parse(&to)?;
+        use conductor_aws::s3;
+        let url = s3::S3Url::parse(&to)?;
         let tmp = tempfile::tempdir()
             .map_err(|e| Failure::new(exit::FAILED, format!("a temporary directory: {e}")))?;
+        let mut aws = conductor_aws::config::AwsConfig::new();
+        if let Some(endpoint) = &g.endpoint_url {
+            aws = aws.endpoint_url(endpoint);
+        }
+        // The archive already uploaded (a run whose `--remove` stopped
+        // partway) is packed into the new one, which replaces it only if
+        // it is still the one read. (A run without files fails to pack:
+        // nothing to read.)
+        let name = conductor_salt::archive::file_name(cpid);
+        let expect = if layout.run_files(cpid).is_empty() {
+            s3::Expect::Absent
+        } else {
+            let dest = tmp.path().join(&name);
+            let download = s3::download_with(&url, &name, &dest, &aws);
+            ctx.unless_interrupted(download, || {
+                "interrupted while reading the archive on S3: no archive written; the run's files were kept".into()
+            })
+            .await?
+            .map_err(|e| Failure::backend("reading the archive already on S3", e))?
+        };
         // The lock is held from listing the files until exactly those
         // packed (and uploaded) are removed.
         let packed = conductor_salt::archive::pack(layout, cpid, tmp.path(), remove, token)
             .await
-            .map_err(failure)?;
-        let upload = conductor_aws::s3::upload(packed.path(), &url, g.endpoint_url.as_deref(), sse);
+            .map_err(|e| {
+                let mut f = failure(e);
+                if let s3::Expect::ETag(_) = expect {
+                    f.message.push_str(&format!(
+                        " (the archive already there is a temporary copy of {}/{name}: move that object aside, or archive to another prefix)",
+                        to.trim_end_matches('/')
+                    ));
+                }
+                f
+            })?;
+        let upload = s3::upload_with(packed.path(), &url, &aws, sse, &expect);
         let at = ctx
             .unless_interrupted(upload, || {
                 "interrupted during the upload to S3: the run's files were kept".into()

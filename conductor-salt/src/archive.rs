@@ -100,6 +100,11 @@ pub async fn pack(
     blocking(layout, cpid, to, remove, cancel, pack_files).await
 }
 
+/// The file name of run `cpid`'s archive: `conductor-run-<cpid>.tar.gz`.
+pub fn file_name(cpid: Cpid) -> String {
+    format!("conductor-run-{cpid}.tar.gz")
+}
+
 /// A complete archive of a run, with the files packed in it and the
 /// archivers' lock (released when this is dropped).
 #[derive(Debug)]
@@ -386,7 +391,7 @@ fn pack_files(
     between(Step::Locking);
     let lock = lock_archivers(layout, remove, stop, between)?;
     let files = layout.run_files(cpid);
-    let path = to.join(format!("conductor-run-{cpid}.tar.gz"));
+    let path = to.join(file_name(cpid));
     if files.is_empty() {
         let mut reason = format!(
             "no files of this run under {} or {}",

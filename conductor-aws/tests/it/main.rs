@@ -16,3 +16,5 @@ mod ec2_native_moto;
 mod endpoint_env;
 mod moto_helper;
 mod replay;
+#[cfg(feature = "s3")]
+mod s3_moto;

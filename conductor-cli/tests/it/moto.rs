@@ -27,6 +27,22 @@ impl Env {
             _dir: dir,
         }
     }
+
+    /// Runs `python3 -c <code>` with boto3 on moto: `sys.argv[1]` is moto's
+    /// endpoint, `args` follow; returns its stdout (its stderr when it fails).
+    fn boto3(&self, code: &str, args: &[&str]) -> String {
+        let o = Command::new("python3")
+            .args(["-c", &format!("import boto3,sys; {code}")])
+            .arg(self.moto.endpoint())
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    }
 }
 
 #[test]
@@ -206,46 +222,34 @@ fn runs_archive_to_moto_s3_holds_every_file_of_the_run() {
     let run = e.lab.json(&create_args(&["role=activemq"]));
     let cpid = run["cpid"].as_str().unwrap().to_string();
     // A bucket in moto's S3.
-    let made = Command::new("python3")
-        .args(["-c", "import boto3,sys; boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1').create_bucket(Bucket='salt-runs')"])
-        .arg(e.moto.endpoint())
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .status()
-        .unwrap();
-    assert!(made.success());
-    let out = e.lab.json(&[
-        "runs",
-        "archive",
-        &cpid,
-        "--to",
-        "s3://salt-runs/conductor",
-        "--json",
-    ]);
+    e.boto3(
+        "boto3.client('s3', endpoint_url=sys.argv[1]).create_bucket(Bucket='salt-runs')",
+        &[],
+    );
+    let archive_to_s3 = || {
+        e.lab.json(&[
+            "runs",
+            "archive",
+            &cpid,
+            "--to",
+            "s3://salt-runs/conductor",
+            "--json",
+        ])
+    };
+    let out = archive_to_s3();
     let url = format!("s3://salt-runs/conductor/conductor-run-{cpid}.tar.gz");
     assert_eq!(out["archive"], url.as_str());
     // Fetch it back and list it: every file of the run, named by root.
-    let listing = Command::new("python3")
-        .args([
-            "-c",
-            "import boto3,sys,tarfile,io; b=boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1').get_object(Bucket='salt-runs', Key=sys.argv[2])['Body'].read(); print('\\n'.join(tarfile.open(fileobj=io.BytesIO(b)).getnames()))",
-        ])
-        .arg(e.moto.endpoint())
-        .arg(format!("conductor/conductor-run-{cpid}.tar.gz"))
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .output()
-        .unwrap();
-    assert!(
-        listing.status.success(),
-        "{}",
-        String::from_utf8_lossy(&listing.stderr)
-    );
-    let names: Vec<String> = String::from_utf8(listing.stdout)
-        .unwrap()
+    let list = || -> Vec<String> {
+        e.boto3(
+            "import tarfile,io; b=boto3.client('s3', endpoint_url=sys.argv[1]).get_object(Bucket='salt-runs', Key=sys.argv[2])['Body'].read(); print('\\n'.join(tarfile.open(fileobj=io.BytesIO(b)).getnames()))",
+            &[&format!("conductor/conductor-run-{cpid}.tar.gz")],
+        )
         .lines()
         .map(str::to_string)
-        .collect();
+        .collect()
+    };
+    let names = list();
     // The run's files as it reported them, and the record it wrote at its end.
     let files = run["result"]["logs"].as_array().unwrap();
     let record = format!("runner/cloud_runs/{cpid}/run.json");
@@ -270,38 +274,64 @@ fn runs_archive_to_moto_s3_holds_every_file_of_the_run() {
         !names.iter().any(|n| n.starts_with("config/")),
         "nothing left in the config dir: {names:?}"
     );
+    // A file removed since (an `archive --remove` that stopped partway):
+    // archiving again to the same place merges the object already there,
+    // so its entry stays.
+    let record_file = e
+        .lab
+        .runner_dir()
+        .join(format!("cloud_runs/{cpid}/run.json"));
+    std::fs::remove_file(&record_file).unwrap();
+    archive_to_s3();
+    let mut again = list();
+    let mut before = names.clone();
+    again.sort();
+    before.sort();
+    assert_eq!(again, before, "the union of both archives");
+    // An object there that is no archive is not replaced, and nothing is
+    // removed: the error names the object.
+    e.boto3(
+        "boto3.client('s3', endpoint_url=sys.argv[1]).put_object(Bucket='salt-runs', Key=sys.argv[2], Body=b'not a tarball')",
+        &[&format!("broken/conductor-run-{cpid}.tar.gz")],
+    );
+    let o = e.lab.run(
+        &[
+            "runs",
+            "archive",
+            &cpid,
+            "--to",
+            "s3://salt-runs/broken",
+            "--remove",
+        ],
+        None,
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_ne!(o.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains(&format!(
+            "s3://salt-runs/broken/conductor-run-{cpid}.tar.gz"
+        )),
+        "{err}"
+    );
+    assert!(
+        e.lab.runner_dir().join("maps").join(&cpid).exists(),
+        "nothing removed"
+    );
     // Encrypted at rest: AES256 by default, KMS when asked.
     let head = |key: &str| -> serde_json::Value {
-        let o = Command::new("python3")
-            .args([
-                "-c",
-                "import boto3,sys,json; h=boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1').head_object(Bucket='salt-runs', Key=sys.argv[2]); print(json.dumps({'sse': h.get('ServerSideEncryption'), 'kms': h.get('SSEKMSKeyId')}))",
-            ])
-            .arg(e.moto.endpoint())
-            .arg(key)
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        serde_json::from_slice(&o.stdout).unwrap()
+        let h = e.boto3(
+            "import json; h=boto3.client('s3', endpoint_url=sys.argv[1]).head_object(Bucket='salt-runs', Key=sys.argv[2]); print(json.dumps({'sse': h.get('ServerSideEncryption'), 'kms': h.get('SSEKMSKeyId')}))",
+            &[key],
+        );
+        serde_json::from_str(&h).unwrap()
     };
     let key = format!("conductor/conductor-run-{cpid}.tar.gz");
     assert_eq!(head(&key)["sse"], "AES256", "the upload asked for SSE");
-    let kms_key = Command::new("python3")
-        .args(["-c", "import boto3,sys; print(boto3.client('kms', endpoint_url=sys.argv[1], region_name='us-east-1').create_key()['KeyMetadata']['KeyId'])"])
-        .arg(e.moto.endpoint())
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .output()
-        .unwrap();
-    assert!(
-        kms_key.status.success(),
-        "{}",
-        String::from_utf8_lossy(&kms_key.stderr)
-    );
-    let kms_key = String::from_utf8(kms_key.stdout)
-        .unwrap()
+    let kms_key = e
+        .boto3(
+            "print(boto3.client('kms', endpoint_url=sys.argv[1]).create_key()['KeyMetadata']['KeyId'])",
+            &[],
+        )
         .trim()
         .to_string();
     e.lab.json(&[

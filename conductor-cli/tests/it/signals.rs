@@ -446,45 +446,72 @@ fn a_signal_while_runs_list_reads_stops_it() {
     assert!(out.stdout.is_empty(), "nothing listed");
 }
 
+/// Answers the S3 request on `conn` (its head read first) with
+/// `NoSuchKey`, closing the connection: no archive there yet.
+fn no_such_key(mut conn: std::net::TcpStream) {
+    use std::io::{BufRead, Write};
+    conn.set_nonblocking(false).unwrap();
+    let mut head = std::io::BufReader::new(conn.try_clone().unwrap());
+    let mut line = String::new();
+    while head.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
+        line.clear();
+    }
+    let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>NoSuchKey</Code><Message>The specified key does not exist.</Message></Error>";
+    write!(
+        conn,
+        "HTTP/1.1 404 Not Found\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+}
+
 #[test]
-fn a_signal_during_an_upload_keeps_the_runs_files_and_leaves_no_temporary_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let lab = Lab::example(dir.path());
-    let (cpid, map) = an_old_run(&lab);
-    let tmp = dir.path().join("tmp");
-    std::fs::create_dir_all(&tmp).unwrap();
-    let (listener, url) = silent_endpoint();
-    let mut child = lab
-        .command(
-            &[
-                "runs",
-                "archive",
-                &cpid,
-                "--to",
-                "s3://salt-runs/conductor",
-                "--remove",
-                "--endpoint-url",
-                &url,
-            ],
-            None,
-        )
-        .env("TMPDIR", &tmp)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Connected: the archive is written, the upload waits for S3.
-    let _conn = until(&mut child, "archive", || listener.accept().ok());
-    signal(&child, libc::SIGINT);
-    let out = exit_of(child, "archive");
-    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("the run's files were kept"),
-        "{}",
-        stderr(&out)
-    );
-    assert!(map.exists(), "--remove removed nothing");
-    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().collect();
-    assert!(left.is_empty(), "no temporary archive left: {left:?}");
+fn a_signal_while_s3_is_read_or_written_keeps_the_runs_files_and_leaves_no_temporary_file() {
+    // Signalled while the archive already on S3 is read (the first
+    // request), then while the new one is uploaded (the second, once the
+    // first said there is none).
+    for answered in [0, 1] {
+        let dir = tempfile::tempdir().unwrap();
+        let lab = Lab::example(dir.path());
+        let (cpid, map) = an_old_run(&lab);
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
+        let (listener, url) = silent_endpoint();
+        let mut child = lab
+            .command(
+                &[
+                    "runs",
+                    "archive",
+                    &cpid,
+                    "--to",
+                    "s3://salt-runs/conductor",
+                    "--remove",
+                    "--endpoint-url",
+                    &url,
+                ],
+                None,
+            )
+            .env("TMPDIR", &tmp)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        for _ in 0..answered {
+            let (conn, _) = until(&mut child, "archive", || listener.accept().ok());
+            no_such_key(conn);
+        }
+        // Connected: the request waits for S3.
+        let _conn = until(&mut child, "archive", || listener.accept().ok());
+        signal(&child, libc::SIGINT);
+        let out = exit_of(child, "archive");
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(130), "{err}");
+        let phase = ["reading the archive on S3", "during the upload to S3"][answered];
+        assert!(err.contains(phase), "{phase}: {err}");
+        assert!(err.contains("the run's files were kept"), "{err}");
+        assert!(map.exists(), "--remove removed nothing");
+        let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().collect();
+        assert!(left.is_empty(), "no temporary archive left: {left:?}");
+    }
 }
