@@ -116,6 +116,19 @@ pub async fn download_with(
         Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => {
             return Ok(Expect::Absent)
         }
+        // S3 answers AccessDenied for a missing key to a caller without
+        // s3:ListBucket: expecting none is still safe, as an upload then
+        // replaces nothing (an object there makes it fail).
+        Err(e) if e.as_service_error().and_then(|e| e.meta().code()) == Some("AccessDenied") => {
+            tracing::warn!(
+                bucket = %from.bucket,
+                %key,
+                "AccessDenied reading the archive already on S3: uploading only if there is none \
+                 (merging one needs s3:GetObject, and s3:ListBucket tells a missing one from a \
+                 forbidden one)"
+            );
+            return Ok(Expect::Absent);
+        }
         Err(e) => return Err(classify("GetObject", &what(), e)),
     };
     let etag = got.e_tag().map(str::to_string).ok_or_else(|| {
@@ -185,10 +198,17 @@ pub async fn upload_with(
                 e,
             );
             if changed {
-                e.message.push_str(&format!(
-                    "; {at} changed after it was read (another archive of this run at the same \
-                     time?), so it was left as it is: run the archive again to merge both"
-                ));
+                e.message.push_str(&match expect {
+                    Expect::Absent => format!(
+                        "; an object is already at {at} (another archive of this run since it \
+                         was looked for, or one this user may not read), so it was left as it \
+                         is: run the archive again to merge it (needs s3:GetObject)"
+                    ),
+                    Expect::ETag(_) => format!(
+                        "; {at} changed after it was read (another archive of this run at the \
+                         same time?), so it was left as it is: run the archive again to merge both"
+                    ),
+                });
             }
             e
         })?;

@@ -17,4 +17,4 @@ mod endpoint_env;
 mod moto_helper;
 mod replay;
 #[cfg(feature = "s3")]
-mod s3_moto;
+mod s3;
