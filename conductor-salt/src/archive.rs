@@ -276,7 +276,7 @@ fn lock_archivers(
 /// lock, when every archiver of the run still writing one holds it, so
 /// those left are a killed archiver's.
 fn remove_stale_temps(to: &Path, cpid: Cpid) {
-    let prefix = format!(".conductor-run-{cpid}.tar.gz.");
+    let prefix = format!(".{}.", file_name(cpid));
     let Ok(entries) = std::fs::read_dir(to) else {
         return;
     };
@@ -326,7 +326,8 @@ fn create_temp(to: &Path, cpid: Cpid) -> std::io::Result<(PathBuf, File)> {
     loop {
         let n = NEXT_TMP.fetch_add(1, Ordering::Relaxed);
         let tmp = to.join(format!(
-            ".conductor-run-{cpid}.tar.gz.{}.{n}.tmp",
+            ".{}.{}.{n}.tmp",
+            file_name(cpid),
             std::process::id()
         ));
         match std::fs::OpenOptions::new()
